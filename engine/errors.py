@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each carries a message that names the field or file and what would be valid.
+
+The CLI prints these without a traceback; anything else escaping is a bug.
+"""
+from __future__ import annotations
+
+
+class DistillError(Exception):
+    """Base of every error meant for the user."""
+
+
+class CatalogError(DistillError):
+    """An unknown model, accelerator or SKU, or an unreadable model config."""
+
+
+class PlanError(DistillError):
+    """A plan file that cannot be read, or whose values are invalid."""
+
+
+class PriceError(DistillError):
+    """Prices that cannot be fetched or read."""
