@@ -1,0 +1,234 @@
+"""`distill …`: the headless commands. Errors a user can act on print as one message, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .errors import DistillError
+
+
+def _positive(name: str, lo: float, hi: float, kind=int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a number") from None
+        if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{name}: {text} is out of range; allowed {lo:g} to {hi:g}")
+        return value
+    return parse
+
+
+def cmd_plan(args) -> int:
+    from .plan import load_plan
+    from .planner import analyse
+    from .report import render_text, summary_dict
+
+    t0 = time.perf_counter()
+    plan = load_plan(args.plan)
+    analysis = analyse(plan, base=Path(args.plan).resolve().parent)
+    if args.json:
+        doc = summary_dict(analysis, args.top)
+        doc["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        json.dump(doc, sys.stdout, indent=1, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        print(render_text(analysis, args.top))
+    return 0
+
+
+def _json_default(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+def cmd_estimate(args) -> int:
+    from .catalog.hardware import load_skus, resolve_accelerator
+    from .catalog.models import model_from_hf_config, resolve_model
+    from .checks import vocabulary_check
+    from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients
+    from .estimate.shape import lora_params, shape_of
+    from .estimate.sweep import Machine, build_grid
+    from .estimate.core import evaluate
+    from .estimate.sweep import Sweep
+
+    if bool(args.model) == bool(args.model_config):
+        raise DistillError("give exactly one of --model ID and --model-config PATH")
+    student = resolve_model(args.model) if args.model else model_from_hf_config(args.model_config)
+    teacher = resolve_model(args.teacher) if args.teacher else None
+    acc = resolve_accelerator(args.accelerator)
+    if args.global_batch_tokens < args.seq_len:
+        raise DistillError(f"--global-batch-tokens: {args.global_batch_tokens} is smaller than one sequence "
+                           f"(--seq-len {args.seq_len}); allowed: at least the sequence length")
+    if args.seq_len > student.max_context_tokens:
+        raise DistillError(f"--seq-len: {args.seq_len:,} is longer than {student.name}'s context; "
+                           f"allowed: at most {student.max_context_tokens:,}")
+    if args.precision == "fp8" and not acc.fp8_dense_tflops:
+        raise DistillError(f"--precision: {acc.name} has no fp8 units; allowed here: bf16")
+    mode = args.teacher_mode if teacher else "none"
+    if teacher is not None:
+        vocabulary_check(teacher, student, "seq-kd" if mode == "generate" else "logit-kd")
+    per_node = args.gpus_per_node or min(args.gpus, 8)
+    if args.gpus % per_node:
+        raise DistillError(f"--gpus: {args.gpus} is not a multiple of --gpus-per-node {per_node}")
+    nodes = args.gpus // per_node
+    intra, inter = _links(acc.id, load_skus())
+    machine = Machine(
+        id="custom", accelerator=acc.id, gpus=per_node, peak_tflops=acc.bf16_dense_tflops, hbm_gb=acc.hbm_gb,
+        hbm_gb_per_s=acc.hbm_gb_per_s, intra_gb_per_s=intra, inter_gb_per_s=inter if nodes > 1 else 0.0,
+        usd_per_hour={}, max_nodes=nodes, priorities=("dedicated",), provision="local",
+    )
+    job = Job(
+        student=shape_of(student), teacher=shape_of(teacher) if teacher else None,
+        method="ce" if teacher is None else ("seq-kd" if mode == "generate" else "logit-kd"),
+        seq_len=args.seq_len, tokens_per_epoch=float(args.tokens), epochs=1.0,
+        global_batch_tokens=args.global_batch_tokens, lora_params=lora_params(student, args.lora_rank),
+        top_k=64, chunked_logits=not args.unchunked_logits,
+    )
+    grid, labels = build_grid([machine], has_teacher=teacher is not None, teacher_modes=(mode,), nodes=nodes)
+    if args.precision == "fp8":
+        c = coefficients()["speed"]
+        grid.linear_speedup = grid.peak_flops * 0 + acc.fp8_dense_tflops / acc.bf16_dense_tflops * c["fp8_efficiency_ratio"]
+    sw = Sweep(job=job, grid=grid, out=evaluate(job, grid), labels=labels)
+    import numpy as np
+
+    pick = (grid.adapter == ADAPTERS.index(args.adapter)) & (grid.recompute == args.recompute)
+    pick &= grid.teacher_mode == TEACHER_MODES.index(mode)
+    pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index(
+        args.teacher_precision if teacher else "bf16")
+    pick &= grid.shard_all == (nodes > 1)
+    i = int(np.flatnonzero(pick)[0])
+    row = sw.row(i)
+    row.pop("sku"), row.pop("priority"), row.pop("cost_usd")
+    row.update({"model": student.id, "teacher": teacher.id if teacher else None, "precision": args.precision,
+                "seq_len": args.seq_len, "global_batch_tokens": args.global_batch_tokens,
+                "chunked_logits": not args.unchunked_logits})
+    if args.json:
+        json.dump(row, sys.stdout, indent=1, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        mem = row["memory_gib_per_gpu"]
+        print(f"{student.name} on {args.gpus} × {acc.name}" + (f", teacher {teacher.name} ({mode})" if teacher else ""))
+        print(f"  {row['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU, MFU {row['mfu'] * 100:.1f}%, "
+              f"micro-batch {row['micro_batch_seqs']} × {args.seq_len}, accumulation {row['grad_accum_steps']}")
+        print("  memory per GPU (GiB): " + ", ".join(f"{k} {v:.1f}" for k, v in mem.items()))
+        print("  fits" if row["fits"] else f"  does NOT fit in {acc.hbm_gb:g} GB")
+    return 0
+
+
+def _links(accelerator: str, skus: dict) -> tuple[float, float]:
+    """Intra- and inter-node bandwidth of the best Azure node with this accelerator (defaults: PCIe, 100 GB/s)."""
+    best = [s for s in skus.values() if s.accelerator == accelerator and s.gpus > 1]
+    if not best:
+        return 32.0, 100.0
+    s = max(best, key=lambda s: (s.intra_node_gb_per_s, s.inter_node_gb_per_s))
+    return s.intra_node_gb_per_s, s.inter_node_gb_per_s or 100.0
+
+
+def cmd_catalog(args) -> int:
+    from dataclasses import asdict
+
+    from .catalog.hardware import load_accelerators, load_skus
+    from .catalog.models import load_models
+
+    if args.what == "models":
+        items = list(load_models().values())
+        rows = [{**asdict(m), "params": m.params} for m in items]
+        cols = [("id", 16), ("name", 26), ("params", 8), ("layers", 6), ("hidden", 6), ("vocab", 8),
+                ("tokenizer", 10), ("context", 8), ("license", 12)]
+        fmt = lambda r: [r["id"], r["name"], f"{r['params'] / 1e9:.2f}B", r["num_layers"], r["hidden_size"],  # noqa: E731
+                         r["vocab_size"], r["tokenizer_family"], r["max_context_tokens"], r["license"]]
+    elif args.what == "accelerators":
+        rows = [asdict(a) for a in load_accelerators().values()]
+        cols = [("id", 14), ("name", 28), ("bf16 TF", 8), ("fp8 TF", 8), ("HBM GB", 7), ("GB/s", 6), ("cloud", 18)]
+        fmt = lambda r: [r["id"], r["name"], r["bf16_dense_tflops"], r["fp8_dense_tflops"] or "-", r["hbm_gb"],  # noqa: E731
+                         r["hbm_gb_per_s"], r["cloud"] + (" (comparison)" if r["comparison_only"] else "")]
+    else:
+        rows = [asdict(s) for s in load_skus().values()]
+        cols = [("id", 28), ("gpus", 4), ("accelerator", 14), ("GB/GPU", 6), ("link", 15), ("infiniband", 10)]
+        fmt = lambda r: [r["id"], r["gpus"], r["accelerator"], r["gpu_memory_gb"], r["intra_node_link"],  # noqa: E731
+                         "yes" if r["infiniband"] else "no"]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print("  ".join(f"{c:<{w}}" for c, w in cols))
+    for r in rows:
+        print("  ".join(f"{str(v):<{w}}" for v, (_, w) in zip(fmt(r), cols)))
+    return 0
+
+
+def cmd_prices(args) -> int:
+    from .catalog.prices import load_prices, refresh_prices
+
+    table = refresh_prices(args.region) if args.action == "refresh" else load_prices(args.region)
+    print(f"{len(table.prices)} prices for {table.region} ({table.origin}, from {table.fetched_on})")
+    for p in sorted(table.prices, key=lambda p: (p.sku, p.priority)):
+        print(f"  {p.sku:<30} {p.priority:<13} ${p.usd_per_hour:>9,.2f}/h")
+    if table.note:
+        print(table.note)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="distill", description="Plan, estimate and run knowledge distillation.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="options, Pareto front and recommendation for a plan file")
+    p.add_argument("plan", help="plan file (TOML)")
+    p.add_argument("--json", action="store_true", help="complete answer as JSON")
+    p.add_argument("--top", type=_positive("--top", 1, 10_000), default=10, help="options to list (default 10)")
+    p.set_defaults(func=cmd_plan)
+
+    e = sub.add_parser("estimate", help="throughput and memory of one configuration")
+    e.add_argument("--model", help="catalog id or hub id of the model trained")
+    e.add_argument("--model-config", help="a Hugging Face config.json (file or folder)")
+    e.add_argument("--accelerator", required=True)
+    e.add_argument("--gpus", type=_positive("--gpus", 1, 4096), default=1)
+    e.add_argument("--gpus-per-node", type=_positive("--gpus-per-node", 1, 16), default=None)
+    e.add_argument("--seq-len", type=_positive("--seq-len", 16, 1_048_576), default=4096)
+    e.add_argument("--global-batch-tokens", type=_positive("--global-batch-tokens", 16, 1_000_000_000),
+                   default=1_048_576)
+    e.add_argument("--tokens", type=_positive("--tokens", 1, 1e15, float), default=1e9,
+                   help="tokens to train on, for the time estimate")
+    e.add_argument("--adapter", choices=["full", "lora", "qlora"], default="full")
+    e.add_argument("--lora-rank", type=_positive("--lora-rank", 1, 1024), default=16)
+    e.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
+    e.add_argument("--recompute", action="store_true", help="activation recomputation (checkpointing)")
+    e.add_argument("--teacher", help="teacher model: estimates distillation instead of plain training")
+    e.add_argument("--teacher-mode", choices=["online", "offline-topk", "generate"], default="online")
+    e.add_argument("--teacher-precision", choices=["bf16", "int8", "int4"], default="bf16")
+    e.add_argument("--unchunked-logits", action="store_true", help="count full-vocabulary logits at once")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_estimate)
+
+    c = sub.add_parser("catalog", help="list known models, accelerators or Azure VM sizes")
+    c.add_argument("what", choices=["models", "accelerators", "skus"])
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_catalog)
+
+    pr = sub.add_parser("prices", help="Azure prices: show the ones in use, or refresh from the Retail Prices API")
+    pr.add_argument("action", choices=["show", "refresh"])
+    pr.add_argument("--region", default="eastus")
+    pr.set_defaults(func=cmd_prices)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

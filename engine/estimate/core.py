@@ -1,0 +1,295 @@
+"""Time, memory and cost of a distillation job on many hardware options at once.
+
+Every function works on numpy arrays: one element per configuration (accelerator, node count, adapter, teacher
+mode, recomputation, ...), so a sweep of tens of thousands of options is a few array operations.
+
+The model, in brief (docs/estimator.md has the derivations):
+- per trained token the student costs 6N FLOPs (4N with a frozen base under LoRA; +2N when activations are
+  recomputed), the online teacher 2N_t; attention adds its own term;
+- a step's compute time is FLOPs over peak x efficiency, where efficiency comes from the calibrated fit in
+  ``data/throughput.toml``; memory-bound work moves at HBM bandwidth; FSDP's collectives hide behind compute up to
+  an overlap share, the rest is added;
+- memory per GPU sums sharded weights, gradients and optimiser states, activations (one micro-batch), logits
+  (chunked or not), the teacher's weights and a runtime overhead.
+"""
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from .shape import ModelShape
+
+GIB = 1024**3
+GB = 1e9
+
+ADAPTERS = ("full", "lora", "qlora")
+TEACHER_MODES = ("none", "online", "offline-topk", "generate")
+TEACHER_BYTES = {"bf16": 2.0, "int8": 1.0, "int4": 0.55}
+
+
+@functools.lru_cache(maxsize=1)
+def coefficients() -> dict:
+    with resources.files("distill_studio.engine.estimate.data").joinpath("throughput.toml").open("rb") as f:
+        return tomllib.load(f)
+
+
+def accelerator_efficiency(accelerator_id: str, coeffs: dict | None = None) -> tuple[float, bool]:
+    """Fraction of peak a very wide model's matmuls reach on this accelerator, and whether it is calibrated."""
+    c = coeffs or coefficients()
+    entry = c["accelerators"].get(accelerator_id, {"family": "h100", "ratio": 0.8, "calibrated": False})
+    return c["fit"]["matmul_efficiency"][entry["family"]] * entry["ratio"], bool(entry.get("calibrated", False))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What is trained, on how much data: the scalars shared by every configuration of a sweep."""
+
+    student: ModelShape
+    teacher: ModelShape | None
+    method: str                   # "logit-kd" | "seq-kd" | "ce"
+    seq_len: int
+    tokens_per_epoch: float
+    epochs: float
+    global_batch_tokens: int
+    lora_params: int = 0          # LoRA parameters for the student at the plan's rank
+    top_k: int = 64
+    generated_share: float = 0.8
+    chunked_logits: bool = True
+    micro_batch_seqs: int | None = None  # fixed micro-batch (sequences); None: chosen from the memory target
+
+    @property
+    def train_tokens(self) -> float:
+        return self.tokens_per_epoch * self.epochs
+
+
+@dataclass
+class Grid:
+    """One row per configuration. Arrays of equal length."""
+
+    peak_flops: np.ndarray        # dense bf16 (or fp8) FLOP/s per GPU
+    hbm_bytes: np.ndarray
+    hbm_bytes_per_s: np.ndarray
+    efficiency: np.ndarray        # accelerator's matmul efficiency (from the fit)
+    gpus_per_node: np.ndarray
+    nodes: np.ndarray
+    intra_bytes_per_s: np.ndarray  # per GPU, inside a node
+    inter_bytes_per_s: np.ndarray  # per node, between nodes (0: none)
+    adapter: np.ndarray           # index into ADAPTERS
+    teacher_mode: np.ndarray      # index into TEACHER_MODES
+    recompute: np.ndarray         # bool
+    teacher_bytes_per_param: np.ndarray
+    shard_all: np.ndarray         # bool: FSDP over every GPU; else shard inside a node, replicate across nodes
+    provision_hours: np.ndarray
+    usd_per_node_hour: np.ndarray  # nan where the price is unknown
+    low_priority: np.ndarray      # bool
+    linear_speedup: np.ndarray | None = None  # fp8 matmuls: speed-up of the linear layers over bf16 (None: 1)
+    extra: dict = field(default_factory=dict)  # labels (sku ids, ...) carried along for reports
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndarray]:
+    """Throughput, memory, time and cost of every configuration in ``g``."""
+    c = coeffs or coefficients()
+    fit, comm, mem, speed, tm = c["fit"], c["communication"], c["memory"], c["speed"], c["time"]
+    s, t = job.student, job.teacher
+    n = len(g)
+    gpus = _f(g.gpus_per_node) * _f(g.nodes)
+    shard = np.where(g.shard_all, gpus, _f(g.gpus_per_node))
+    replicas = gpus / shard
+    full = g.adapter == 0
+    qlora = g.adapter == 2
+    online = g.teacher_mode == 1
+    recompute = np.asarray(g.recompute, dtype=bool)
+    seq = float(job.seq_len)
+
+    # --- micro-batch: enough sequences for ~target tokens, no more than one GPU's share of the global batch
+    seqs_per_gpu_step = np.maximum(1.0, np.ceil(job.global_batch_tokens / (gpus * seq)))
+    if job.micro_batch_seqs:
+        micro_seqs = np.minimum(seqs_per_gpu_step, float(job.micro_batch_seqs))
+    else:
+        micro_seqs = np.minimum(seqs_per_gpu_step, max(1.0, np.floor(mem["microbatch_target_tokens"] / seq)))
+    accum = np.ceil(seqs_per_gpu_step / micro_seqs)
+    mb_tokens = micro_seqs * seq
+
+    # --- FLOPs per trained token
+    attn_fwd = float(s.attention_flops_fwd(seq))
+    lin = s.matmul_params
+    lin_flops = np.where(full, 6.0 * lin, 4.0 * lin + 6.0 * job.lora_params) + np.where(recompute, 2.0 * lin, 0.0)
+    attn_flops = 3.0 * attn_fwd + np.where(recompute, attn_fwd, 0.0)
+    # MFU counts the FLOPs the method needs (no recomputation): 6N for full training, 4N + adapter under LoRA.
+    model_flops = np.where(full, 6.0 * lin, 4.0 * lin + 6.0 * job.lora_params) + 3.0 * attn_fwd
+    if t is not None:
+        t_attn = float(t.attention_flops_fwd(seq))
+        t_lin = 2.0 * t.matmul_params
+        quant_slow = np.select(
+            [g.teacher_bytes_per_param <= 0.6, g.teacher_bytes_per_param <= 1.0],
+            [speed["teacher_int4_slowdown"], speed["teacher_int8_slowdown"]],
+            1.0,
+        )
+    else:
+        t_attn, t_lin, quant_slow = 0.0, 0.0, np.ones(n)
+
+    # --- compute time per token on one GPU
+    eff_lin = _f(g.efficiency) * s.hidden_size / (s.hidden_size + fit["hidden_half"])
+    eff_attn = _f(g.efficiency) * fit["attention_ratio"]
+    peak = _f(g.peak_flops)
+    lin_time = lin_flops / (peak * eff_lin) * np.where(qlora, speed["qlora_slowdown"], 1.0)
+    if g.linear_speedup is not None:
+        lin_time = lin_time / _f(g.linear_speedup)
+    attn_time = attn_flops / (peak * eff_attn)
+    membound = fit["memory_bytes_per_token_layer_hidden"] * s.num_layers * s.hidden_size / _f(g.hbm_bytes_per_s)
+    student_time = lin_time + attn_time + membound
+    if t is not None:
+        t_eff_lin = _f(g.efficiency) * t.hidden_size / (t.hidden_size + fit["hidden_half"])
+        teacher_fwd_time = (t_lin / (peak * t_eff_lin) + t_attn / (peak * eff_attn)) * quant_slow + (
+            fit["memory_bytes_per_token_layer_hidden"] / 3.0 * t.num_layers * t.hidden_size / _f(g.hbm_bytes_per_s)
+        )
+    else:
+        teacher_fwd_time = np.zeros(n)
+    compute_per_token = student_time + np.where(online, teacher_fwd_time, 0.0)
+
+    # --- FSDP communication per micro-batch, hidden behind compute up to `overlap`. A collective over a group
+    # moves the whole tensor through each GPU's NVLink/IF ((k-1)/k of it) and, when the group spans nodes, through
+    # each node's network ((N-1)/N of it, spread over the node's NICs); the slower of the two sets the pace.
+    gpn = _f(g.gpus_per_node)
+    in_node = np.minimum(shard, gpn)
+    group_nodes = np.maximum(shard / gpn, 1.0)
+    intra_s = np.where(in_node > 1, (in_node - 1.0) / in_node / np.maximum(_f(g.intra_bytes_per_s), 1.0), 0.0)
+    inter_s = np.where(group_nodes > 1, (group_nodes - 1.0) / group_nodes / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0)
+    seconds_per_byte = np.maximum(intra_s, inter_s) / comm["bus_efficiency"]
+    # per micro-batch: all-gather forward and backward (bf16), reduce-scatter of gradients (bf16)
+    student_bytes = np.where(full, 6.0, np.where(qlora, 2.0 * 0.55, 4.0)) * s.params
+    teacher_bytes = np.where(online, _f(g.teacher_bytes_per_param) * (t.params if t else 0), 0.0)
+    comm_mb = (student_bytes + teacher_bytes) * seconds_per_byte
+    # across replicas (hybrid sharding): an all-reduce of the gradients over the nodes, once per step
+    replica_s = np.where(replicas > 1, 2.0 * (replicas - 1.0) / replicas / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0)
+    comm_replicas = np.where(full, 2.0 * s.params, 2.0 * job.lora_params) * replica_s / comm["bus_efficiency"]
+    compute_mb = compute_per_token * mb_tokens
+    exposed_mb = np.maximum(0.0, comm_mb - comm["overlap"] * compute_mb)
+    step_time = accum * (compute_mb + exposed_mb) + comm_replicas
+    tokens_per_s_gpu = accum * mb_tokens / step_time
+    mfu = tokens_per_s_gpu * model_flops / peak
+
+    # --- memory per GPU (bytes)
+    P = float(s.params)
+    weights = np.select([full, qlora], [4.0 * P, mem["qlora_bytes_per_param"] * P], 2.0 * P) / shard
+    weights = weights + job.lora_params * 4.0 / shard + 2.0 * 2.0 * s.layer_params  # + two gathered bf16 blocks
+    grads = np.where(full, 4.0 * P, 4.0 * job.lora_params) / shard
+    optimizer = np.where(full, 8.0 * P, 8.0 * job.lora_params) / shard
+    act_layer = float(s.act_bytes_per_token_layer)
+    activations = np.where(
+        recompute,
+        mb_tokens * (s.num_layers * 2.0 * s.hidden_size + act_layer),
+        mb_tokens * s.num_layers * act_layer,
+    )
+    logit_tokens = np.minimum(mb_tokens, mem["logits_chunk_tokens"]) if job.chunked_logits else mb_tokens
+    logits = logit_tokens * s.vocab_size * mem["student_logit_bytes"]
+    if t is not None:
+        teacher_weights = np.where(
+            online, _f(g.teacher_bytes_per_param) * t.params / shard + 2.0 * t.layer_params, 0.0
+        )
+        logits = logits + np.where(online, logit_tokens * t.vocab_size * mem["teacher_logit_bytes"], 0.0)
+        cached = np.where(g.teacher_mode == 2, mb_tokens * job.top_k * 6.0, 0.0)  # fp16 log-prob + int32 id
+        logits = logits + cached
+    else:
+        teacher_weights = np.zeros(n)
+    base = weights + grads + optimizer + activations + logits + teacher_weights
+    overhead = mem["runtime_overhead_gib"] * GIB + mem["fragmentation"] * base
+    total = base + overhead
+    usable = _f(g.hbm_bytes) * mem["usable_fraction"]
+    fits_train = total <= usable
+
+    # --- the teacher's own pass before training: offline top-k (a forward over the data once) or generation
+    prepass_hours = np.zeros(n)
+    fits_prepass = np.ones(n, dtype=bool)
+    if t is not None:
+        t_weights_sharded = _f(g.teacher_bytes_per_param) * t.params / shard
+        prepass_mem = (
+            t_weights_sharded + 2.0 * t.layer_params + mem["runtime_overhead_gib"] * GIB
+            + np.minimum(mb_tokens, mem["logits_chunk_tokens"]) * t.vocab_size * mem["teacher_logit_bytes"]
+        )
+        topk = g.teacher_mode == 2
+        fits_prepass &= ~topk | (prepass_mem <= usable)
+        prepass_hours = np.where(topk, job.tokens_per_epoch * teacher_fwd_time / gpus / 3600.0, 0.0)
+
+        gen = g.teacher_mode == 3
+        gen_hours, gen_fits = _generation(job, t, g, usable, speed, mem)
+        prepass_hours = np.where(gen, gen_hours, prepass_hours)
+        fits_prepass &= ~gen | gen_fits
+
+    train_hours = job.train_tokens / (tokens_per_s_gpu * gpus) / 3600.0
+    # --- set-up, checkpoints, pre-emption
+    ckpt_bytes = np.where(full, 16.0 * P, 16.0 * job.lora_params)  # weights, optimiser; LoRA: the adapter's
+    n_ckpt = np.ceil(train_hours / tm["checkpoint_every_hours"])
+    ckpt_hours = n_ckpt * ckpt_bytes / (tm["checkpoint_write_gb_per_s"] * GB * _f(g.nodes)) / 3600.0
+    load_bytes = 2.0 * P + (2.0 * t.params if t is not None else 0.0)
+    setup_hours = _f(g.provision_hours) + load_bytes / (tm["weight_load_gb_per_s"] * GB) / 3600.0
+    run_hours = prepass_hours + train_hours + ckpt_hours
+    run_hours = run_hours * np.where(g.low_priority, 1.0 + tm["low_priority_extra"], 1.0)
+    total_hours = setup_hours + run_hours
+    cost = total_hours * _f(g.nodes) * _f(g.usd_per_node_hour)
+
+    return {
+        "tokens_per_second_per_gpu": tokens_per_s_gpu,
+        "mfu": mfu,
+        "gpus": gpus,
+        "shard_degree": shard,
+        "micro_batch_seqs": micro_seqs,
+        "grad_accum_steps": accum,
+        "exposed_comm_share": accum * exposed_mb / step_time,
+        "mem_weights": weights,
+        "mem_gradients": grads,
+        "mem_optimizer": optimizer,
+        "mem_activations": activations,
+        "mem_logits": logits,
+        "mem_teacher": teacher_weights,
+        "mem_overhead": overhead,
+        "mem_total": total,
+        "mem_usable": usable,
+        "fits_train": fits_train,
+        "fits_prepass": fits_prepass,
+        "fits": fits_train & fits_prepass,
+        "setup_hours": setup_hours,
+        "prepass_hours": prepass_hours,
+        "train_hours": train_hours,
+        "checkpoint_hours": ckpt_hours,
+        "total_hours": total_hours,
+        "cost_usd": cost,
+    }
+
+
+def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict):
+    """Hours for the teacher to write the seq-KD data, and whether a replica fits.
+
+    Decoding is bound by memory bandwidth: every step reads the weights and the KV cache of the batch. A replica
+    spans the fewest GPUs of a node (1, 2, 4, 8) that hold the weights with room for a KV cache.
+    """
+    weights = g.teacher_bytes_per_param * t.params
+    per_gpu = usable - mem["runtime_overhead_gib"] * GIB
+    replica = np.full(len(g), np.inf)
+    for k in (8, 4, 2, 1):
+        ok = (k <= g.gpus_per_node) & (weights * 1.15 <= k * per_gpu)
+        replica = np.where(ok, k, replica)
+    fits = np.isfinite(replica)
+    replica = np.where(fits, replica, 1.0)
+    ctx = job.seq_len * 0.75  # average context while writing: prompt plus half the answer
+    kv_room = np.maximum(replica * per_gpu - weights, 0.0)
+    batch = np.clip(np.floor(kv_room / (t.kv_bytes_per_token * ctx)), 1.0, speed["generation_max_batch"])
+    bw = replica * g.hbm_bytes_per_s * speed["generation_bandwidth_efficiency"]
+    step_mem = (weights + batch * ctx * t.kv_bytes_per_token) / bw
+    step_compute = 2.0 * t.matmul_params * batch / (replica * g.peak_flops * g.efficiency)
+    tokens_per_s = batch / np.maximum(step_mem, step_compute)
+    n_replicas = np.floor(g.gpus_per_node / replica) * g.nodes
+    tokens = job.tokens_per_epoch * job.generated_share
+    hours = tokens / (tokens_per_s * n_replicas) / 3600.0
+    return np.where(fits, hours, np.inf), fits

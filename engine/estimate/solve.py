@@ -1,0 +1,94 @@
+"""The budget solver: which options meet the deadline and the cost cap, the recommendation, and for each option it
+rejects, the reason."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .sweep import Sweep, pareto_front
+
+GIB = 1024**3
+
+
+@dataclass
+class Decision:
+    candidates: np.ndarray        # bool: as planned and runnable (fits)
+    meets: np.ndarray             # bool: candidates within the deadline and the cost cap
+    pareto: np.ndarray            # indices, fastest first
+    recommended: int | None
+    rationale: str
+    impossible: str = ""          # why no option meets the budget, with the fastest and cheapest
+    fastest: int | None = None
+    cheapest: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray) -> str:
+    """Why option ``i`` is not a choice ("" if it is one)."""
+    o = sw.out
+    if not planned[i]:
+        return "not as planned"
+    if not o["fits_train"][i]:
+        return (f"does not fit: needs {o['mem_total'][i] / GIB:.1f} GiB per GPU, "
+                f"{o['mem_usable'][i] / GIB:.1f} GiB usable")
+    if not o["fits_prepass"][i]:
+        return "does not fit: the teacher's own pass (top-k caching or generation) needs more memory than the node has"
+    h, usd = float(o["total_hours"][i]), float(o["cost_usd"][i])
+    if hours_cap is not None and h > hours_cap:
+        return f"misses the deadline: {h:.1f} h > {hours_cap:g} h"
+    if usd_cap is not None and np.isfinite(usd) and usd > usd_cap:
+        return f"over budget: ${usd:,.0f} > ${usd_cap:,.0f}"
+    if not np.isfinite(usd):
+        return "price unknown in this region"
+    return ""
+
+
+def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: float | None) -> Decision:
+    o = sw.out
+    hours, cost = o["total_hours"], o["cost_usd"]
+    cand = planned & o["fits"] & np.isfinite(hours)
+    priced = cand & np.isfinite(cost)
+    in_time = cand & (hours <= hours_cap) if hours_cap is not None else cand.copy()
+    in_cost = (np.isfinite(cost) & (cost <= usd_cap)) if usd_cap is not None else np.ones(len(sw), dtype=bool)
+    meets = in_time & in_cost
+    front = pareto_front(hours, cost, cand)
+
+    def argmin(values: np.ndarray, mask: np.ndarray, tie: np.ndarray) -> int | None:
+        idx = np.flatnonzero(mask)
+        if idx.size == 0:
+            return None
+        return int(idx[np.lexsort((tie[idx], values[idx]))[0]])
+
+    fastest = argmin(hours, cand, np.nan_to_num(cost, nan=np.inf))
+    cheapest = argmin(cost, priced, hours)
+    d = Decision(candidates=cand, meets=meets, pareto=front, recommended=None, rationale="",
+                 fastest=fastest, cheapest=cheapest)
+
+    if not cand.any():
+        d.impossible = "no option as planned fits in memory" if planned.any() else "no option matches the plan"
+        return d
+    meets_priced = meets & np.isfinite(cost)
+    if hours_cap is not None:
+        pick = argmin(cost, meets_priced, hours)
+        if pick is None and usd_cap is None:
+            pick = argmin(hours, meets, hours)  # in time, but no price known
+        d.rationale = f"the cheapest option that finishes within {hours_cap:g} h" + (
+            f" and ${usd_cap:,.0f}" if usd_cap is not None else "")
+    elif usd_cap is not None:
+        pick = argmin(hours, meets, np.nan_to_num(cost, nan=np.inf))
+        d.rationale = f"the fastest option under ${usd_cap:,.0f}"
+    else:
+        pick = cheapest if cheapest is not None else fastest
+        d.rationale = "the cheapest option (no deadline or cost cap in the plan)"
+    d.recommended = pick
+    if pick is None:
+        parts = []
+        if hours_cap is not None and not in_time.any():
+            parts.append(f"no option finishes within {hours_cap:g} h")
+        if usd_cap is not None and not (cand & in_cost).any():
+            parts.append(f"no option costs under ${usd_cap:,.0f}")
+        if not parts:
+            parts.append("no option meets both the deadline and the cost cap")
+        d.impossible = "; ".join(parts)
+    return d

@@ -1,0 +1,209 @@
+"""The Plan: one validated description of a distillation run, saved as TOML.
+
+The plan is the contract between the wizard, the CLI, the estimator and the engine. It is strict: an unknown key,
+a value of the wrong type or outside its range is a ``PlanError`` that names the field, the bad value and what is
+allowed. Catalog look-ups (does the model exist, do the tokenizers match) live in :func:`check_plan`, so a plan can
+name a local model folder that only the machine running it has.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import PlanError
+
+PLAN_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class Teacher(_Strict):
+    model: Annotated[str, Field(min_length=1, description="catalog id, Hugging Face id, or a local model folder")]
+    precision: Literal["bf16", "int8", "int4"] = Field(
+        "bf16", description="teacher weights in memory: bf16, or quantised to int8/int4 to save memory"
+    )
+
+
+class Student(_Strict):
+    model: Annotated[str, Field(min_length=1, description="catalog id, Hugging Face id, or a local model folder")]
+    init: Literal["pretrained", "from-teacher"] = Field(
+        "pretrained", description="pretrained weights, or every k-th layer of the teacher where architectures match"
+    )
+
+
+class Method(_Strict):
+    kind: Literal["logit-kd", "seq-kd", "ce"] = Field(
+        "logit-kd", description="logit-kd: match the teacher's token distributions; seq-kd: train on teacher text"
+    )
+    loss: Literal["forward-kl", "reverse-kl", "jsd"] = "forward-kl"
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="JSD mixing weight (0 = forward KL, 1 = reverse KL)")
+    temperature: float = Field(1.0, ge=0.1, le=20.0)
+    kd_weight: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD loss; the rest goes to cross-entropy")
+    teacher_mode: Literal["online", "offline-topk", "generate", "auto"] = Field(
+        "auto", description="online: teacher beside the student; offline-topk: one cached pass; generate: seq-KD data"
+    )
+    top_k: int = Field(64, ge=1, le=4096, description="log-probs kept per token by the offline pass")
+    generated_share: float = Field(
+        0.8, gt=0.0, le=1.0, description="seq-KD: share of the trained tokens that the teacher writes"
+    )
+
+    @model_validator(mode="after")
+    def _modes_fit_kind(self) -> "Method":
+        if self.kind == "seq-kd" and self.teacher_mode not in ("generate", "auto"):
+            raise ValueError(
+                f"teacher_mode '{self.teacher_mode}' does not fit kind 'seq-kd': sequence-level KD trains on text "
+                "the teacher generates; use teacher_mode = \"generate\" (or \"auto\")"
+            )
+        if self.kind == "logit-kd" and self.teacher_mode == "generate":
+            raise ValueError(
+                "teacher_mode 'generate' does not fit kind 'logit-kd': use \"online\" or \"offline-topk\", "
+                "or kind = \"seq-kd\" to train on generated text"
+            )
+        return self
+
+    def teacher_modes(self) -> tuple[str, ...]:
+        """The teacher modes this method can use (what 'auto' expands to)."""
+        if self.kind == "ce":
+            return ("none",)
+        if self.kind == "seq-kd":
+            return ("generate",)
+        if self.teacher_mode == "auto":
+            return ("online", "offline-topk")
+        return (self.teacher_mode,)
+
+
+class Adapter(_Strict):
+    kind: Literal["full", "lora", "qlora"] = "lora"
+    rank: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0.0, le=4096.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class Data(_Strict):
+    train: str | None = Field(None, description="training data: .jsonl, .txt, .parquet file or folder")
+    tokens: int | None = Field(
+        None, ge=1_000, le=100_000_000_000_000, description="tokens per epoch, for planning without a data file"
+    )
+    seq_len: int = Field(2048, ge=16, le=1_048_576)
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    global_batch_tokens: int = Field(1_048_576, ge=16, le=1_000_000_000)
+
+    @model_validator(mode="after")
+    def _has_size(self) -> "Data":
+        if self.train is None and self.tokens is None:
+            raise ValueError("give `train` (a data file or folder) or `tokens` (a token count for planning)")
+        if self.global_batch_tokens < self.seq_len:
+            raise ValueError(
+                f"global_batch_tokens ({self.global_batch_tokens}) is smaller than one sequence "
+                f"(seq_len = {self.seq_len}); allowed: at least seq_len"
+            )
+        return self
+
+
+class Hardware(_Strict):
+    target: Literal["local", "azure"] = "azure"
+    sku: str | None = Field(None, description="Azure VM size; leave out to compare every size")
+    nodes: int | None = Field(None, ge=1, le=16, description="number of nodes; leave out to compare 1-16")
+    region: str = Field("eastus", min_length=2, max_length=40, pattern=r"^[a-z0-9]+$")
+    priority: Literal["dedicated", "low-priority"] = "dedicated"
+    accelerator: str | None = Field(None, description="local: the accelerator in this machine")
+    gpus: int = Field(1, ge=1, le=64, description="local: number of GPUs in this machine")
+    usd_per_hour: float | None = Field(None, ge=0.0, le=10_000.0, description="local: cost of this machine per hour")
+
+    @model_validator(mode="after")
+    def _local_needs_accelerator(self) -> "Hardware":
+        if self.target == "local" and not self.accelerator:
+            raise ValueError("target 'local' needs `accelerator` (e.g. \"h100-sxm\", or \"cpu\")")
+        return self
+
+
+class Budget(_Strict):
+    hours: float | None = Field(None, gt=0.0, le=24 * 365, description="deadline for the whole run, in hours")
+    usd: float | None = Field(None, gt=0.0, le=100_000_000.0, description="cost cap in US dollars")
+
+
+class Plan(_Strict):
+    schema_version: int = Field(PLAN_SCHEMA_VERSION, ge=1, le=PLAN_SCHEMA_VERSION)
+    name: str = Field(min_length=1, max_length=120)
+    description: str = ""
+    teacher: Teacher
+    student: Student
+    method: Method = Method()
+    adapter: Adapter = Adapter()
+    data: Data
+    hardware: Hardware = Hardware()
+    budget: Budget = Budget()
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    kind = err["type"]
+    bad = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (remove it, or check its spelling)"
+    if kind == "missing":
+        return f"{loc}: missing (required)"
+    if kind == "literal_error":
+        return f"{loc}: {bad!r} is not allowed; allowed: {ctx.get('expected', '')}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{loc}: {bad!r} is out of range; {_range_text(kind, ctx)}"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return f"{loc}: {msg}" if loc else msg
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{loc}: {bad!r} is not valid ({err['msg'].lower()})"
+    return f"{loc}: {err['msg']} (got {bad!r})"
+
+
+def _range_text(kind: str, ctx: dict[str, Any]) -> str:
+    for key, word in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most")):
+        if key in ctx:
+            return f"allowed: {word} {ctx[key]}"
+    return "out of range"
+
+
+def plan_from_dict(doc: dict[str, Any], origin: str = "plan") -> Plan:
+    """Validate a parsed document; every problem in one ``PlanError``."""
+    try:
+        return Plan.model_validate(doc)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors(include_url=False)]
+        raise PlanError(f"{origin}: invalid plan\n  " + "\n  ".join(problems)) from None
+
+
+def loads_plan(text: str, origin: str = "plan") -> Plan:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends in "(at line L, column C)"
+        raise PlanError(f"{origin}: not valid TOML: {exc}") from None
+    return plan_from_dict(doc, origin)
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such plan file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read the plan file ({exc})") from None
+    return loads_plan(text, origin=str(path))
+
+
+def save_plan(plan: Plan, path: str | Path) -> None:
+    """Write atomically: a crash never leaves half a plan behind."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(plan.to_toml(), encoding="utf-8")
+    tmp.replace(path)

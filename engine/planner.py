@@ -1,0 +1,152 @@
+"""From a plan to an answer: the sweep over hardware, the Pareto front, what meets the budget, the recommendation.
+
+This is what `distill plan` prints and what the planner view draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
+from .catalog.prices import PriceTable, load_prices
+from .checks import Pair, check_plan
+from .errors import CatalogError, PlanError
+from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency
+from .estimate.shape import lora_params, shape_of
+from .estimate.solve import Decision, decide, reason
+from .estimate.sweep import Machine, Sweep, run_sweep
+from .plan import Plan
+
+BYTES_PER_TOKEN_ESTIMATE = 4.0  # English text in a BPE tokenizer, for plans that give a file but no token count
+
+
+@dataclass
+class Analysis:
+    plan: Plan
+    pair: Pair
+    sweep: Sweep
+    planned: np.ndarray
+    decision: Decision
+    prices: PriceTable | None
+    notes: list[str] = field(default_factory=list)
+
+    def reason(self, i: int) -> str:
+        return reason(self.sweep, i, self.plan.budget.hours, self.plan.budget.usd, self.planned)
+
+
+def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
+    if plan.data.tokens is not None:
+        return float(plan.data.tokens), ""
+    path = Path(plan.data.train or "")
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.exists():
+        raise PlanError(f"data.train: {path} does not exist; give an existing file or folder, or `tokens` instead")
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    if size == 0:
+        raise PlanError(f"data.train: {path} is empty")
+    return size / BYTES_PER_TOKEN_ESTIMATE, f"token count estimated from {size:,} bytes of data at 4 bytes a token"
+
+
+def azure_machines(prices: PriceTable, only_sku: str | None) -> list[Machine]:
+    accs = load_accelerators()
+    skus = [resolve_sku(only_sku)] if only_sku else list(load_skus().values())
+    out = []
+    for s in skus:
+        a = accs[s.accelerator]
+        usd = {}
+        for prio in ("dedicated", "low-priority"):
+            p = prices.lookup(s.id, prio)
+            if p is not None:
+                usd[prio] = p.usd_per_hour
+        out.append(Machine(
+            id=s.id, accelerator=a.id, gpus=s.gpus, peak_tflops=a.bf16_dense_tflops, hbm_gb=s.gpu_memory_gb,
+            hbm_gb_per_s=a.hbm_gb_per_s, intra_gb_per_s=s.intra_node_gb_per_s if s.gpus > 1 else 0.0,
+            inter_gb_per_s=s.inter_node_gb_per_s, usd_per_hour=usd,
+        ))
+    return out
+
+
+def local_machine(plan: Plan) -> Machine:
+    hw = plan.hardware
+    try:
+        a = resolve_accelerator(hw.accelerator or "")
+    except CatalogError as exc:
+        raise PlanError(f"hardware.accelerator: {exc}") from None
+    usd = {"dedicated": hw.usd_per_hour if hw.usd_per_hour is not None else 0.0}
+    return Machine(
+        id="local", accelerator=a.id, gpus=hw.gpus, peak_tflops=a.bf16_dense_tflops, hbm_gb=a.hbm_gb,
+        hbm_gb_per_s=a.hbm_gb_per_s, intra_gb_per_s=64.0 if hw.gpus > 1 else 0.0, inter_gb_per_s=0.0,
+        usd_per_hour=usd, max_nodes=1, priorities=("dedicated",), provision="local",
+    )
+
+
+def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
+    kd = plan.method.kind != "ce"
+    return Job(
+        student=shape_of(pair.student),
+        teacher=shape_of(pair.teacher) if kd else None,
+        method=plan.method.kind,
+        seq_len=plan.data.seq_len,
+        tokens_per_epoch=tokens,
+        epochs=plan.data.epochs,
+        global_batch_tokens=plan.data.global_batch_tokens,
+        lora_params=lora_params(pair.student, plan.adapter.rank),
+        top_k=plan.method.top_k,
+        generated_share=plan.method.generated_share,
+    )
+
+
+def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
+    g = sw.grid
+    m = g.adapter == ADAPTERS.index(plan.adapter.kind)
+    modes = [TEACHER_MODES.index(x) for x in plan.method.teacher_modes()]
+    m &= np.isin(g.teacher_mode, modes)
+    if plan.method.kind != "ce":
+        m &= g.extra["teacher_precision"] == sw.labels["teacher_precision"].index(plan.teacher.precision)
+    m &= g.extra["priority"] == sw.labels["priority"].index(plan.hardware.priority)
+    if plan.hardware.target == "azure" and plan.hardware.sku:
+        m &= g.extra["machine"] == sw.labels["machine"].index(resolve_sku(plan.hardware.sku).id)
+    if plan.hardware.nodes:
+        m &= g.nodes == plan.hardware.nodes
+    return m
+
+
+def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None) -> Analysis:
+    """Everything `distill plan` reports, for one plan."""
+    pair = check_plan(plan)
+    tokens, token_note = tokens_per_epoch(plan, base)
+    notes = list(pair.notes)
+    if token_note:
+        notes.append(token_note)
+    hw = plan.hardware
+    if hw.target == "azure":
+        if hw.sku:
+            try:
+                resolve_sku(hw.sku)
+            except CatalogError as exc:
+                raise PlanError(f"hardware.sku: {exc}") from None
+        prices = prices or load_prices(hw.region)
+        if prices.note:
+            notes.append(prices.note)
+        machines = azure_machines(prices, None)
+    else:
+        prices = None
+        machines = [local_machine(plan)]
+        if hw.usd_per_hour is None:
+            notes.append("local machine: no hourly cost given (hardware.usd_per_hour), so cost is counted as 0")
+    job = build_job(plan, pair, tokens)
+    modes = ("none",) if plan.method.kind == "ce" else (
+        ("generate",) if plan.method.kind == "seq-kd" else ("online", "offline-topk"))
+    sw = run_sweep(job, machines, modes)
+    planned = planned_mask(sw, plan)
+    decision = decide(sw, planned, plan.budget.hours, plan.budget.usd)
+    uncal = sorted({sw.label("accelerator", i) for i in np.flatnonzero(decision.candidates)
+                    if not accelerator_efficiency(sw.label("accelerator", i))[1]})
+    if uncal:
+        notes.append("throughput on " + ", ".join(uncal) + " is extrapolated (no published FSDP measurement in the "
+                     "calibration table); treat those times as rougher")
+    return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes)

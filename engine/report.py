@@ -1,0 +1,168 @@
+"""Plain-text and JSON renderings of an analysis, for the terminal."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .planner import Analysis
+
+GIB = 1024**3
+
+
+def _money(v: float | None) -> str:
+    return "unknown" if v is None or not np.isfinite(v) else f"${v:,.0f}"
+
+
+def _hours(h: float) -> str:
+    if not np.isfinite(h):
+        return "—"
+    return f"{h:.1f} h" if h < 100 else f"{h / 24:.1f} d"
+
+
+def _option_line(a: Analysis, i: int) -> str:
+    r = a.sweep.row(i)
+    mode = "" if r["teacher_mode"] == "none" else f", teacher {r['teacher_mode']}"
+    if r["teacher_mode"] != "none" and r["teacher_precision"] != "bf16":
+        mode += f" ({r['teacher_precision']})"
+    return (f"{r['nodes']} × {r['sku']} ({r['gpus']} × {r['accelerator']}), {r['priority']}, {r['adapter']}{mode}, "
+            f"recompute {'on' if r['recompute'] else 'off'}, shard {r['sharding']}")
+
+
+def summary_dict(a: Analysis, top: int) -> dict:
+    sw, d = a.sweep, a.decision
+    p = a.plan
+    planned_idx = np.flatnonzero(a.planned)
+    options = []
+    for i in planned_idx:
+        row = sw.row(int(i))
+        row["meets_budget"] = bool(d.meets[i])
+        row["reason"] = a.reason(int(i))
+        options.append(row)
+    options.sort(key=lambda r: (not r["meets_budget"], r["cost_usd"] if r["cost_usd"] is not None else 1e18,
+                                r["hours"]["total"]))
+    return {
+        "plan": p.name,
+        "teacher": {"id": a.pair.teacher.id, "params": a.pair.teacher.params},
+        "student": {"id": a.pair.student.id, "params": a.pair.student.params},
+        "budget": {"hours": p.budget.hours, "usd": p.budget.usd},
+        "prices": None if a.prices is None else {
+            "region": a.prices.region, "date": a.prices.fetched_on, "origin": a.prices.origin},
+        "configurations_swept": len(sw),
+        "options_as_planned": int(a.planned.sum()),
+        "options_meeting_budget": int(d.meets.sum()),
+        "recommendation": None if d.recommended is None else {**sw.row(d.recommended), "why": d.rationale},
+        "impossible": d.impossible or None,
+        "fastest": None if d.fastest is None else sw.row(d.fastest),
+        "cheapest": None if d.cheapest is None else sw.row(d.cheapest),
+        "pareto": [sw.row(int(i)) for i in d.pareto],
+        "top": options[:top],
+        "options": options,
+        "notes": a.notes,
+    }
+
+
+def render_text(a: Analysis, top: int) -> str:
+    sw, d, p = a.sweep, a.decision, a.plan
+    t, s = a.pair.teacher, a.pair.student
+    o = sw.out
+    lines = [f"Plan {p.name}"]
+    lines.append(f"  teacher   {t.name} ({t.params / 1e9:.1f}B, {t.tokenizer_family} tokenizer)")
+    lines.append(f"  student   {s.name} ({s.params / 1e9:.1f}B)")
+    m = p.method
+    if m.kind == "logit-kd":
+        how = f"logit KD, {m.loss}, T={m.temperature:g}, kd_weight={m.kd_weight:g}, teacher {m.teacher_mode}"
+    elif m.kind == "seq-kd":
+        how = "sequence-level KD: the teacher writes the training text"
+    else:
+        how = "cross-entropy only (no teacher)"
+    ad = p.adapter
+    lines.append(f"  method    {how}; {ad.kind}" + (f" r={ad.rank}" if ad.kind != "full" else ""))
+    lines.append(f"  data      {sw.job.tokens_per_epoch / 1e9:.2f}B tokens × {p.data.epochs:g} epoch, "
+                 f"seq {p.data.seq_len:,}, batch {p.data.global_batch_tokens:,} tokens")
+    budget = []
+    if p.budget.hours is not None:
+        budget.append(f"≤ {p.budget.hours:g} h")
+    if p.budget.usd is not None:
+        budget.append(f"≤ ${p.budget.usd:,.0f}")
+    lines.append("  budget    " + (", ".join(budget) or "none"))
+    if a.prices is not None:
+        lines.append(f"  prices    {a.prices.region}, {a.prices.origin}, from {a.prices.fetched_on}")
+    lines.append("")
+
+    if d.recommended is not None:
+        i = d.recommended
+        lines.append("Recommendation")
+        lines.append("  " + _option_line(a, i))
+        lines.append(_figures(a, i))
+        lines.append(f"  why: {d.rationale}")
+    else:
+        lines.append(f"No option meets the budget: {d.impossible}.")
+        if d.fastest is not None:
+            i = d.fastest
+            lines.append(f"  fastest:  {_hours(o['total_hours'][i])}, {_money(o['cost_usd'][i])} — {_option_line(a, i)}")
+        if d.cheapest is not None:
+            i = d.cheapest
+            lines.append(f"  cheapest: {_money(o['cost_usd'][i])}, {_hours(o['total_hours'][i])} — {_option_line(a, i)}")
+        if d.fastest is None:
+            need = o["mem_total"][a.planned]
+            if need.size:
+                lines.append(f"  the smallest memory need as planned is {need.min() / GIB:.1f} GiB per GPU; "
+                             "try adapter \"lora\"/\"qlora\", teacher.precision \"int8\"/\"int4\" or an offline teacher")
+    lines.append("")
+
+    if d.pareto.size:
+        lines.append("Pareto front, cost versus time (as planned)")
+        lines.append(_table(a, d.pareto[:12]))
+        if d.pareto.size > 12:
+            lines.append(f"  … {d.pareto.size - 12} more on the front (--json lists all)")
+        lines.append("")
+
+    ok = np.flatnonzero(d.meets)
+    lines.append(f"{ok.size:,} of {int(a.planned.sum()):,} options as planned meet the budget "
+                 f"({len(sw):,} configurations swept)")
+    if ok.size:
+        cost = np.nan_to_num(o["cost_usd"][ok], nan=np.inf)
+        best = ok[np.lexsort((o["total_hours"][ok], cost))][:top]
+        lines.append(f"Top {best.size} by cost")
+        lines.append(_table(a, best))
+    reasons = Counter(a.reason(int(i)).split(":")[0] for i in np.flatnonzero(a.planned & ~d.meets))
+    if reasons:
+        lines.append("Rejected: " + "; ".join(f"{k} ({v:,})" for k, v in reasons.most_common()))
+    if a.notes:
+        lines.append("")
+        lines.append("Notes")
+        lines.extend(f"  - {n}" for n in a.notes)
+    return "\n".join(lines)
+
+
+def _figures(a: Analysis, i: int) -> str:
+    r = a.sweep.row(i)
+    h = r["hours"]
+    mem = r["memory_gib_per_gpu"]
+    usable = a.sweep.out["mem_usable"][i] / GIB
+    phases = f"setup {h['setup']:.1f}"
+    if h["teacher_pass"]:
+        phases += f", teacher pass {h['teacher_pass']:.1f}"
+    phases += f", training {h['training']:.1f}"
+    return (f"  {_hours(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
+            f"{mem['total']:.1f} of {usable:.0f} GiB per GPU · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU "
+            f"(MFU {r['mfu'] * 100:.0f}%)")
+
+
+def _table(a: Analysis, idx) -> str:
+    sw = a.sweep
+    head = f"  {'hours':>7} {'cost':>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} {'rc':<3} " \
+           f"{'shard':<6} {'tok/s/GPU':>9} {'GiB/GPU':>8}"
+    out = [head]
+    for i in idx:
+        r = sw.row(int(i))
+        teacher = r["teacher_mode"] if r["teacher_precision"] == "bf16" else f"{r['teacher_mode']}/{r['teacher_precision']}"
+        out.append(
+            f"  {_hours(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
+            f"{str(r['nodes']) + '×' + r['sku'].removeprefix('Standard_'):<30} {r['priority'][:4]:<4} "
+            f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
+            f"{'all' if r['sharding'] == 'all-gpus' else 'node':<6} {r['tokens_per_second_per_gpu']:>9,.0f} "
+            f"{r['memory_gib_per_gpu']['total']:>8.1f}"
+        )
+    return "\n".join(out)
