@@ -25,6 +25,12 @@ def _resolve(field_path: str, name: str) -> ModelSpec:
         return resolve_model(name)
     except CatalogError as exc:
         raise PlanError(f"{field_path}: {exc}") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        # resolve_model tries an unknown name as a path: a name too long for the file system (OSError), or
+        # "~user/..." for a user that does not exist (RuntimeError) would otherwise escape as a traceback
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise PlanError(f"{field_path}: unknown model '{shown}', and it cannot be read as a path ({reason})") from None
 
 
 def vocabulary_check(teacher: ModelSpec, student: ModelSpec, method: str) -> tuple[int, list[str]]:

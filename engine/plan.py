@@ -7,6 +7,7 @@ name a local model folder that only the machine running it has.
 """
 from __future__ import annotations
 
+import reprlib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +21,9 @@ PLAN_SCHEMA_VERSION = 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # strict: no silent coercion. Without it pydantic's lax mode takes seq_len = "4096" or 4096.0, epochs = true
+    # (as 1.0), and reports seq_len = true as "True is out of range". An int still fills a float field.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, strict=True)
 
 
 class Teacher(_Strict):
@@ -144,10 +147,28 @@ class Plan(_Strict):
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
+# Bad values are quoted through reprlib: a huge string or a deeply nested list neither floods the message nor
+# overflows the stack (plain repr raises RecursionError on a few thousand nesting levels).
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+_REPR.maxlevel = 3
+
+
+class _Shown:
+    """A bad value quoted for a message: ``f"{_Shown(x)!r}"`` gives reprlib's bounded repr."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return _REPR.repr(self.value)
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after")) or "(top level)"
     kind = err["type"]
-    bad = err.get("input")
+    bad = _Shown(err.get("input"))
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         return f"{loc}: unknown key (remove it, or check its spelling)"
@@ -158,8 +179,7 @@ def _describe(err: dict[str, Any]) -> str:
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         return f"{loc}: {bad!r} is out of range; {_range_text(kind, ctx)}"
     if kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
-        return f"{loc}: {msg}" if loc else msg
+        return f"{loc}: {ctx.get('error', err['msg'])}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         return f"{loc}: {bad!r} is not valid ({err['msg'].lower()})"
     return f"{loc}: {err['msg']} (got {bad!r})"
@@ -185,18 +205,21 @@ def loads_plan(text: str, origin: str = "plan") -> Plan:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        # tomllib's message ends in "(at line L, column C)"
+        # tomllib's message ends in "(at line L, column C)" or "(at end of document)"
         raise PlanError(f"{origin}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nesting level of arrays / inline tables
+        raise PlanError(f"{origin}: not valid TOML: arrays or inline tables nested too deeply") from None
     return plan_from_dict(doc, origin)
 
 
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows (Notepad) may start the file with a BOM, which tomllib rejects
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PlanError(f"{path}: no such plan file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise PlanError(f"{path}: cannot read the plan file ({exc})") from None
     return loads_plan(text, origin=str(path))
 

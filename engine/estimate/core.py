@@ -140,7 +140,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         t_attn, t_lin, quant_slow = 0.0, 0.0, np.ones(n)
 
     # --- compute time per token on one GPU
-    eff_lin = _f(g.efficiency) * s.hidden_size / (s.hidden_size + fit["hidden_half"])
+    eff_lin = _f(g.efficiency)
     eff_attn = _f(g.efficiency) * fit["attention_ratio"]
     peak = _f(g.peak_flops)
     lin_time = lin_flops / (peak * eff_lin) * np.where(qlora, speed["qlora_slowdown"], 1.0)
@@ -150,8 +150,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     membound = fit["memory_bytes_per_token_layer_hidden"] * s.num_layers * s.hidden_size / _f(g.hbm_bytes_per_s)
     student_time = lin_time + attn_time + membound
     if t is not None:
-        t_eff_lin = _f(g.efficiency) * t.hidden_size / (t.hidden_size + fit["hidden_half"])
-        teacher_fwd_time = (t_lin / (peak * t_eff_lin) + t_attn / (peak * eff_attn)) * quant_slow + (
+        teacher_fwd_time = (t_lin / (peak * eff_lin) + t_attn / (peak * eff_attn)) * quant_slow + (
             fit["memory_bytes_per_token_layer_hidden"] / 3.0 * t.num_layers * t.hidden_size / _f(g.hbm_bytes_per_s)
         )
     else:
@@ -183,7 +182,8 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     # --- memory per GPU (bytes)
     P = float(s.params)
     weights = np.select([full, qlora], [4.0 * P, mem["qlora_bytes_per_param"] * P], 2.0 * P) / shard
-    weights = weights + job.lora_params * 4.0 / shard + 2.0 * 2.0 * s.layer_params  # + two gathered bf16 blocks
+    gathered = np.where(shard > 1, 2.0 * 2.0, 0.0)  # FSDP holds two blocks gathered in bf16 (current + prefetch)
+    weights = weights + job.lora_params * 4.0 / shard + gathered * s.layer_params
     grads = np.where(full, 4.0 * P, 4.0 * job.lora_params) / shard
     optimizer = np.where(full, 8.0 * P, 8.0 * job.lora_params) / shard
     act_layer = float(s.act_bytes_per_token_layer)
@@ -196,7 +196,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     logits = logit_tokens * s.vocab_size * mem["student_logit_bytes"]
     if t is not None:
         teacher_weights = np.where(
-            online, _f(g.teacher_bytes_per_param) * t.params / shard + 2.0 * t.layer_params, 0.0
+            online, _f(g.teacher_bytes_per_param) * t.params / shard + gathered / 2.0 * t.layer_params, 0.0
         )
         logits = logits + np.where(online, logit_tokens * t.vocab_size * mem["teacher_logit_bytes"], 0.0)
         cached = np.where(g.teacher_mode == 2, mb_tokens * job.top_k * 6.0, 0.0)  # fp16 log-prob + int32 id
@@ -215,7 +215,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     if t is not None:
         t_weights_sharded = _f(g.teacher_bytes_per_param) * t.params / shard
         prepass_mem = (
-            t_weights_sharded + 2.0 * t.layer_params + mem["runtime_overhead_gib"] * GIB
+            t_weights_sharded + gathered / 2.0 * t.layer_params + mem["runtime_overhead_gib"] * GIB
             + np.minimum(mb_tokens, mem["logits_chunk_tokens"]) * t.vocab_size * mem["teacher_logit_bytes"]
         )
         topk = g.teacher_mode == 2

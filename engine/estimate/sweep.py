@@ -3,8 +3,6 @@ sharding x priority, evaluated at once, and the Pareto front of cost versus time
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import product
-
 import numpy as np
 
 from .core import ADAPTERS, GB, TEACHER_BYTES, TEACHER_MODES, Grid, Job, accelerator_efficiency, coefficients, evaluate
@@ -87,33 +85,28 @@ def build_grid(
     precisions = tuple(TEACHER_BYTES) if has_teacher else ("bf16",)
     priorities = ("dedicated", "low-priority")
     acc_names = sorted({m.accelerator for m in machines})
-    cols: dict[str, list] = {k: [] for k in (
-        "m", "nodes", "adapter", "mode", "recompute", "tprec", "shard_all", "prio")}
-    for mi, m in enumerate(machines):
-        node_range = [nodes] if nodes else range(1, (m.max_nodes if m.inter_gb_per_s > 0 else 1) + 1)
-        for nn, ad, mode, rc, tp, sa, pr in product(
-            node_range, range(len(ADAPTERS)), teacher_modes, (False, True), precisions, (False, True), priorities
-        ):
-            if (sa and nn == 1) or pr not in m.priorities:
-                continue
-            cols["m"].append(mi)
-            cols["nodes"].append(nn)
-            cols["adapter"].append(ad)
-            cols["mode"].append(TEACHER_MODES.index(mode))
-            cols["recompute"].append(rc)
-            cols["tprec"].append(precisions.index(tp))
-            cols["shard_all"].append(sa)
-            cols["prio"].append(priorities.index(pr))
-    mi = np.asarray(cols["m"], dtype=np.int32)
-    prio = np.asarray(cols["prio"], dtype=np.int8)
+    # The full product of the axes as index arrays, then the combinations that do not exist are dropped.
+    max_nodes = np.asarray([m.max_nodes if m.inter_gb_per_s > 0 else 1 for m in machines])
+    node_values = np.asarray([nodes]) if nodes else np.arange(1, int(max_nodes.max()) + 1)
+    mode_ids = np.asarray([TEACHER_MODES.index(x) for x in teacher_modes])
+    axes = np.meshgrid(
+        np.arange(len(machines)), node_values, np.arange(len(ADAPTERS)), mode_ids, np.array([False, True]),
+        np.arange(len(precisions)), np.array([False, True]), np.arange(len(priorities)), indexing="ij",
+    )
+    mi, nn, ad, mode, rc, tp, sa, pr = (a.ravel() for a in axes)
+    allowed_prio = np.asarray([[p in m.priorities for p in priorities] for m in machines])
+    keep = (nodes is not None) | (nn <= max_nodes[mi])
+    keep &= ~(sa & (nn == 1)) & allowed_prio[mi, pr]
+    mi, nn, ad, mode, rc, tp, sa, pr = (a[keep] for a in (mi, nn, ad, mode, rc, tp, sa, pr))
+    prio = pr.astype(np.int8)
 
     def per_machine(values) -> np.ndarray:
         return np.asarray(values, dtype=float)[mi]
 
     eff = per_machine([accelerator_efficiency(m.accelerator, c)[0] for m in machines])
     price = np.full(len(mi), np.nan)
-    for k, pr in enumerate(priorities):
-        p = per_machine([m.usd_per_hour.get(pr, np.nan) for m in machines])
+    for k, name in enumerate(priorities):
+        p = per_machine([m.usd_per_hour.get(name, np.nan) for m in machines])
         price = np.where(prio == k, p, price)
     hours = c["time"]["provision_hours"]
     is_local = per_machine([m.provision == "local" for m in machines]) > 0
@@ -124,14 +117,14 @@ def build_grid(
         hbm_bytes_per_s=per_machine([m.hbm_gb_per_s * GB for m in machines]),
         efficiency=eff,
         gpus_per_node=per_machine([m.gpus for m in machines]),
-        nodes=np.asarray(cols["nodes"], dtype=float),
+        nodes=nn.astype(float),
         intra_bytes_per_s=per_machine([m.intra_gb_per_s * GB for m in machines]),
         inter_bytes_per_s=per_machine([m.inter_gb_per_s * GB for m in machines]),
-        adapter=np.asarray(cols["adapter"], dtype=np.int8),
-        teacher_mode=np.asarray(cols["mode"], dtype=np.int8),
-        recompute=np.asarray(cols["recompute"], dtype=bool),
-        teacher_bytes_per_param=np.asarray([TEACHER_BYTES[p] for p in precisions])[np.asarray(cols["tprec"], int)],
-        shard_all=np.asarray(cols["shard_all"], dtype=bool),
+        adapter=ad.astype(np.int8),
+        teacher_mode=mode.astype(np.int8),
+        recompute=rc,
+        teacher_bytes_per_param=np.asarray([TEACHER_BYTES[p] for p in precisions])[tp],
+        shard_all=sa,
         provision_hours=prov,
         usd_per_node_hour=price,
         low_priority=prio == 1,
@@ -139,7 +132,7 @@ def build_grid(
             "machine": mi,
             "accelerator": np.asarray([acc_names.index(m.accelerator) for m in machines], dtype=np.int32)[mi],
             "priority": prio,
-            "teacher_precision": np.asarray(cols["tprec"], dtype=np.int8),
+            "teacher_precision": tp.astype(np.int8),
         },
     )
     labels = {

@@ -1,0 +1,31 @@
+# The two quick-start commands: `make demo` and `make test`. Each sets up .venv on first use (and again when
+# pyproject.toml or constraints.txt change), so a fresh clone needs nothing but Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DEMO_PLAN ?= resources/plans/qwq32b-to-qwen7b-3h.toml
+
+.PHONY: demo test bench calibrate clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distill plan $(DEMO_PLAN)
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/calibrate_throughput.py
+
+calibrate: $(STAMP)
+	$(BIN)/python benchmarks/calibrate_throughput.py --fit
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
