@@ -95,12 +95,28 @@ def report(rows, coeffs: dict) -> str:
     return "\n".join(lines)
 
 
+def cross_validate(rows, base: dict) -> str:
+    fitted = [m for m in rows if m.fitted]
+    lines = ["| source left out | rows | median abs error | max abs error |", "|---|---:|---:|---:|"]
+    for source in sorted({m.source for m in fitted}):
+        train = [m for m in fitted if m.source != source]
+        held = [m for m in fitted if m.source == source]
+        e = np.abs(errors(held, with_params(base, fit(train, base))))
+        lines.append(f"| {source} | {len(held)} | {np.median(e) * 100:.1f}% | {e.max() * 100:.1f}% |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fit", action="store_true", help="refit and write the coefficients")
+    ap.add_argument("--cross-validate", action="store_true",
+                    help="leave one source out: fit on the others, report the error on the one left out")
     args = ap.parse_args(argv)
     rows = load_measurements(TABLE)
     base = coefficients()
+    if args.cross_validate:
+        print(cross_validate(rows, base))
+        return 0
     if args.fit:
         fitted = [m for m in rows if m.fitted]
         x = fit(fitted, base)

@@ -11,16 +11,48 @@ from pathlib import Path
 from .errors import DistillError
 
 
+def _num(v: float) -> str:
+    """1048576 -> "1,048,576" (argparse's messages already name the option, so these only show values)."""
+    return f"{int(v):,}" if float(v).is_integer() and abs(v) < 1e16 else f"{v:g}"
+
+
 def _positive(name: str, lo: float, hi: float, kind=int):
+    """An argparse type for a number in [lo, hi]; argparse prefixes its message with "argument NAME: "."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: {text!r} is not a number") from None
-        if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{name}: {text} is out of range; allowed {lo:g} to {hi:g}")
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; allowed {_num(lo)} to {_num(hi)}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or not (lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed {_num(lo)} to {_num(hi)}")
         return value
+    parse.__name__ = name  # what argparse calls the type in its own messages
     return parse
+
+
+def _finite(v):
+    """JSON has no NaN or Infinity: non-finite floats (e.g. the hours of an option that cannot run) become null."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _dump_json(doc) -> None:
+    json.dump(_finite(doc), sys.stdout, indent=1, default=_json_default, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _field(flag: str, resolve, *args):
+    """Run a catalog look-up; a failure names the option it came from."""
+    try:
+        return resolve(*args)
+    except DistillError as exc:
+        raise DistillError(f"{flag}: {exc}") from None
 
 
 def cmd_plan(args) -> int:
@@ -34,8 +66,7 @@ def cmd_plan(args) -> int:
     if args.json:
         doc = summary_dict(analysis, args.top)
         doc["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        json.dump(doc, sys.stdout, indent=1, default=_json_default)
-        sys.stdout.write("\n")
+        _dump_json(doc)
     else:
         print(render_text(analysis, args.top))
     return 0
@@ -59,9 +90,10 @@ def cmd_estimate(args) -> int:
 
     if bool(args.model) == bool(args.model_config):
         raise DistillError("give exactly one of --model ID and --model-config PATH")
-    student = resolve_model(args.model) if args.model else model_from_hf_config(args.model_config)
-    teacher = resolve_model(args.teacher) if args.teacher else None
-    acc = resolve_accelerator(args.accelerator)
+    student = (_field("--model", resolve_model, args.model) if args.model
+               else _field("--model-config", model_from_hf_config, args.model_config))
+    teacher = _field("--teacher", resolve_model, args.teacher) if args.teacher else None
+    acc = _field("--accelerator", resolve_accelerator, args.accelerator)
     if args.global_batch_tokens < args.seq_len:
         raise DistillError(f"--global-batch-tokens: {args.global_batch_tokens} is smaller than one sequence "
                            f"(--seq-len {args.seq_len}); allowed: at least the sequence length")
@@ -72,10 +104,20 @@ def cmd_estimate(args) -> int:
         raise DistillError(f"--precision: {acc.name} has no fp8 units; allowed here: bf16")
     mode = args.teacher_mode if teacher else "none"
     if teacher is not None:
+        if mode != "generate" and teacher.tokenizer_family != student.tokenizer_family:
+            # vocabulary_check words this for a plan file (method.kind); here the choice is --teacher-mode.
+            raise DistillError(
+                f"--teacher-mode: {mode} is logit KD, which needs teacher and student to share a vocabulary, and "
+                f"they do not: {teacher.name} uses the '{teacher.tokenizer_family}' tokenizer, {student.name} the "
+                f"'{student.tokenizer_family}' tokenizer. Use --teacher-mode generate (sequence-level KD, seq-kd: "
+                f"the student learns from text the teacher writes), which works across tokenizers.")
         vocabulary_check(teacher, student, "seq-kd" if mode == "generate" else "logit-kd")
     per_node = args.gpus_per_node or min(args.gpus, 8)
     if args.gpus % per_node:
-        raise DistillError(f"--gpus: {args.gpus} is not a multiple of --gpus-per-node {per_node}")
+        if args.gpus_per_node:
+            raise DistillError(f"--gpus: {args.gpus} is not a multiple of --gpus-per-node {per_node}")
+        raise DistillError(f"--gpus: {args.gpus} is not a multiple of {per_node}, the default GPUs per node; "
+                           "allowed: 1 to 8, or a multiple of 8 (or set --gpus-per-node)")
     nodes = args.gpus // per_node
     intra, inter = _links(acc.id, load_skus())
     machine = Machine(
@@ -109,14 +151,17 @@ def cmd_estimate(args) -> int:
                 "seq_len": args.seq_len, "global_batch_tokens": args.global_batch_tokens,
                 "chunked_logits": not args.unchunked_logits})
     if args.json:
-        json.dump(row, sys.stdout, indent=1, default=_json_default)
-        sys.stdout.write("\n")
+        _dump_json(row)
     else:
         mem = row["memory_gib_per_gpu"]
         print(f"{student.name} on {args.gpus} × {acc.name}" + (f", teacher {teacher.name} ({mode})" if teacher else ""))
         print(f"  {row['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU, MFU {row['mfu'] * 100:.1f}%, "
               f"micro-batch {row['micro_batch_seqs']} × {args.seq_len}, accumulation {row['grad_accum_steps']}")
         print("  memory per GPU (GiB): " + ", ".join(f"{k} {v:.1f}" for k, v in mem.items()))
+        h = row["hours"]
+        phases = (f"teacher pass {h['teacher_pass']:.1f} h, " if h["teacher_pass"] else "") + \
+            f"training {h['training']:.1f} h"
+        print(f"  {args.tokens:,.0f} tokens (--tokens): {h['total']:.1f} h in all ({phases})")
         print("  fits" if row["fits"] else f"  does NOT fit in {acc.hbm_gb:g} GB")
     return 0
 
@@ -154,12 +199,13 @@ def cmd_catalog(args) -> int:
         fmt = lambda r: [r["id"], r["gpus"], r["accelerator"], r["gpu_memory_gb"], r["intra_node_link"],  # noqa: E731
                          "yes" if r["infiniband"] else "no"]
     if args.json:
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        _dump_json(rows)
         return 0
-    print("  ".join(f"{c:<{w}}" for c, w in cols))
-    for r in rows:
-        print("  ".join(f"{str(v):<{w}}" for v, (_, w) in zip(fmt(r), cols)))
+    cells = [[str(v) for v in fmt(r)] for r in rows]
+    widths = [max([w, len(c)] + [len(line[k]) for line in cells]) for k, (c, w) in enumerate(cols)]
+    print("  ".join(f"{c:<{w}}" for (c, _), w in zip(cols, widths)).rstrip())
+    for line in cells:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(line, widths)).rstrip())
     return 0
 
 
@@ -167,7 +213,10 @@ def cmd_prices(args) -> int:
     from .catalog.prices import load_prices, refresh_prices
 
     table = refresh_prices(args.region) if args.action == "refresh" else load_prices(args.region)
-    print(f"{len(table.prices)} prices for {table.region} ({table.origin}, from {table.fetched_on})")
+    if table.prices:
+        print(f"{len(table.prices)} prices for {table.region} ({table.origin}, from {table.fetched_on})")
+    else:
+        print(f"no prices known for {table.region}")
     for p in sorted(table.prices, key=lambda p: (p.sku, p.priority)):
         print(f"  {p.sku:<30} {p.priority:<13} ${p.usd_per_hour:>9,.2f}/h")
     if table.note:
@@ -175,8 +224,15 @@ def cmd_prices(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the one-line message and a pointer to --help, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(run `{self.prog} --help` for the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="distill", description="Plan, estimate and run knowledge distillation.")
+    ap = _Parser(prog="distill", description="Plan, estimate and run knowledge distillation.")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", help="options, Pareto front and recommendation for a plan file")

@@ -7,6 +7,7 @@ name a local model folder that only the machine running it has.
 """
 from __future__ import annotations
 
+import re
 import reprlib
 import tomllib
 from pathlib import Path
@@ -165,8 +166,13 @@ class _Shown:
         return _REPR.repr(self.value)
 
 
+def _key(part: Any) -> str:
+    """One step of a field path: a plain key as it is, anything else (blank, newline, dot, ...) quoted."""
+    return part if isinstance(part, str) and re.fullmatch(r"[A-Za-z0-9_-]+", part) else _REPR.repr(part)
+
+
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after")) or "(top level)"
+    loc = ".".join(_key(p) for p in err["loc"] if not str(p).startswith("function-after")) or "(top level)"
     kind = err["type"]
     bad = _Shown(err.get("input"))
     ctx = err.get("ctx") or {}

@@ -29,15 +29,27 @@ def _option_line(a: Analysis, i: int) -> str:
             f"recompute {'on' if r['recompute'] else 'off'}, shard {r['sharding']}")
 
 
+def choices(a: Analysis) -> np.ndarray:
+    """The options that meet the budget, as the recommendation is drawn from them: within the deadline and the cost
+    cap and with a known price; only where no such option has a price (no cost cap, no prices for the region), the
+    ones within the deadline. ``Decision.meets`` alone also counts unpriced options when there is no cost cap, while
+    :meth:`Analysis.reason` rejects them ("price unknown in this region"); this keeps counts, lists and reasons in
+    agreement."""
+    meets = a.decision.meets
+    priced = meets & np.isfinite(a.sweep.out["cost_usd"])
+    return priced if priced.any() else meets.copy()
+
+
 def summary_dict(a: Analysis, top: int) -> dict:
     sw, d = a.sweep, a.decision
     p = a.plan
+    ok = choices(a)
     planned_idx = np.flatnonzero(a.planned)
     options = []
     for i in planned_idx:
         row = sw.row(int(i))
-        row["meets_budget"] = bool(d.meets[i])
-        row["reason"] = a.reason(int(i))
+        row["meets_budget"] = bool(ok[i])
+        row["reason"] = "" if ok[i] else a.reason(int(i))
         options.append(row)
     options.sort(key=lambda r: (not r["meets_budget"], r["cost_usd"] if r["cost_usd"] is not None else 1e18,
                                 r["hours"]["total"]))
@@ -50,13 +62,13 @@ def summary_dict(a: Analysis, top: int) -> dict:
             "region": a.prices.region, "date": a.prices.fetched_on, "origin": a.prices.origin},
         "configurations_swept": len(sw),
         "options_as_planned": int(a.planned.sum()),
-        "options_meeting_budget": int(d.meets.sum()),
+        "options_meeting_budget": int(ok.sum()),
         "recommendation": None if d.recommended is None else {**sw.row(d.recommended), "why": d.rationale},
         "impossible": d.impossible or None,
         "fastest": None if d.fastest is None else sw.row(d.fastest),
         "cheapest": None if d.cheapest is None else sw.row(d.cheapest),
         "pareto": [sw.row(int(i)) for i in d.pareto],
-        "top": options[:top],
+        "top": [r for r in options if r["meets_budget"]][:top],
         "options": options,
         "notes": a.notes,
     }
@@ -87,7 +99,10 @@ def render_text(a: Analysis, top: int) -> str:
         budget.append(f"≤ ${p.budget.usd:,.0f}")
     lines.append("  budget    " + (", ".join(budget) or "none"))
     if a.prices is not None:
-        lines.append(f"  prices    {a.prices.region}, {a.prices.origin}, from {a.prices.fetched_on}")
+        if a.prices.prices:
+            lines.append(f"  prices    {a.prices.region}, {a.prices.origin}, from {a.prices.fetched_on}")
+        else:
+            lines.append(f"  prices    {a.prices.region}: none known, so costs are unknown")
     lines.append("")
 
     if d.recommended is not None:
@@ -118,7 +133,7 @@ def render_text(a: Analysis, top: int) -> str:
             lines.append(f"  … {d.pareto.size - 12} more on the front (--json lists all)")
         lines.append("")
 
-    ok = np.flatnonzero(d.meets)
+    ok = np.flatnonzero(choices(a))
     lines.append(f"{ok.size:,} of {int(a.planned.sum()):,} options as planned meet the budget "
                  f"({len(sw):,} configurations swept)")
     if ok.size:
@@ -126,7 +141,7 @@ def render_text(a: Analysis, top: int) -> str:
         best = ok[np.lexsort((o["total_hours"][ok], cost))][:top]
         lines.append(f"Top {best.size} by cost")
         lines.append(_table(a, best))
-    reasons = Counter(a.reason(int(i)).split(":")[0] for i in np.flatnonzero(a.planned & ~d.meets))
+    reasons = Counter(a.reason(int(i)).split(":")[0] for i in np.flatnonzero(a.planned & ~choices(a)))
     if reasons:
         lines.append("Rejected: " + "; ".join(f"{k} ({v:,})" for k, v in reasons.most_common()))
     if a.notes:

@@ -177,7 +177,9 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     exposed_mb = np.maximum(0.0, comm_mb - comm["overlap"] * compute_mb)
     step_time = accum * (compute_mb + exposed_mb) + comm_replicas
     tokens_per_s_gpu = accum * mb_tokens / step_time
-    mfu = tokens_per_s_gpu * model_flops / peak
+    # the online teacher's forward is work the method needs too
+    needed_flops = model_flops + np.where(online, (t_lin + t_attn) if t is not None else 0.0, 0.0)
+    mfu = tokens_per_s_gpu * needed_flops / peak
 
     # --- memory per GPU (bytes)
     P = float(s.params)

@@ -45,7 +45,7 @@ class Sweep:
     def row(self, i: int) -> dict:
         """One configuration as plain values, for reports and JSON."""
         o = self.out
-        mem = {k[4:]: float(o[k][i]) / 1024**3 for k in o if k.startswith("mem_")}
+        mem = {k[4:]: float(o[k][i]) / 1024**3 for k in o if k.startswith("mem_") and k != "mem_usable"}
         cost = float(o["cost_usd"][i])
         return {
             "index": int(i),
@@ -63,7 +63,8 @@ class Sweep:
             "mfu": float(o["mfu"][i]),
             "micro_batch_seqs": int(o["micro_batch_seqs"][i]),
             "grad_accum_steps": int(o["grad_accum_steps"][i]),
-            "memory_gib_per_gpu": {("total" if k == "total" else k): round(v, 3) for k, v in mem.items()},
+            "memory_gib_per_gpu": {k: round(v, 3) for k, v in mem.items()},
+            "usable_gib_per_gpu": round(float(o["mem_usable"][i]) / 1024**3, 3),
             "fits": bool(o["fits"][i]),
             "hours": {
                 "setup": float(o["setup_hours"][i]),
