@@ -144,9 +144,10 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     sw = run_sweep(job, machines, modes)
     planned = planned_mask(sw, plan)
     decision = decide(sw, planned, plan.budget.hours, plan.budget.usd)
-    uncal = sorted({sw.label("accelerator", i) for i in np.flatnonzero(decision.candidates)
+    shown = list(decision.pareto) + ([decision.recommended] if decision.recommended is not None else [])
+    uncal = sorted({sw.label("accelerator", i) for i in shown
                     if not accelerator_efficiency(sw.label("accelerator", i))[1]})
     if uncal:
-        notes.append("throughput on " + ", ".join(uncal) + " is extrapolated (no published FSDP measurement in the "
-                     "calibration table); treat those times as rougher")
+        notes.append("throughput on " + ", ".join(uncal) + " is extrapolated from the A100/H100 fit (no published "
+                     "FSDP measurement of it in the calibration table); treat those times as rougher")
     return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes)

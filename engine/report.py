@@ -25,8 +25,19 @@ def _option_line(a: Analysis, i: int) -> str:
     mode = "" if r["teacher_mode"] == "none" else f", teacher {r['teacher_mode']}"
     if r["teacher_mode"] != "none" and r["teacher_precision"] != "bf16":
         mode += f" ({r['teacher_precision']})"
-    return (f"{r['nodes']} × {r['sku']} ({r['gpus']} × {r['accelerator']}), {r['priority']}, {r['adapter']}{mode}, "
-            f"recompute {'on' if r['recompute'] else 'off'}, shard {r['sharding']}")
+    gpus = f"{r['gpus']} {r['accelerator']} GPU{'s' if r['gpus'] > 1 else ''} in all"
+    return (f"{r['nodes']} × {r['sku']} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
+            f"recompute {'on' if r['recompute'] else 'off'}, FSDP shards {_SHARDING[r['sharding']]}")
+
+
+_SHARDING = {"within-node": "within each node", "all-gpus": "across all GPUs"}
+
+
+def _tokens(n: float) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
 
 
 def choices(a: Analysis) -> np.ndarray:
@@ -90,7 +101,8 @@ def render_text(a: Analysis, top: int) -> str:
         how = "cross-entropy only (no teacher)"
     ad = p.adapter
     lines.append(f"  method    {how}; {ad.kind}" + (f" r={ad.rank}" if ad.kind != "full" else ""))
-    lines.append(f"  data      {sw.job.tokens_per_epoch / 1e9:.2f}B tokens × {p.data.epochs:g} epoch, "
+    lines.append(f"  data      {_tokens(sw.job.tokens_per_epoch)} tokens × {p.data.epochs:g} "
+                 f"epoch{'' if p.data.epochs == 1 else 's'}, "
                  f"seq {p.data.seq_len:,}, batch {p.data.global_batch_tokens:,} tokens")
     budget = []
     if p.budget.hours is not None:
@@ -115,7 +127,7 @@ def render_text(a: Analysis, top: int) -> str:
         lines.append(f"No option meets the budget: {d.impossible}.")
         if d.fastest is not None:
             i = d.fastest
-            lines.append(f"  fastest:  {_hours(o['total_hours'][i])}, {_money(o['cost_usd'][i])} — {_option_line(a, i)}")
+            lines.append(f"  fastest:  {_hours(o['total_hours'][i])}, cost {_money(o['cost_usd'][i])} — {_option_line(a, i)}")
         if d.cheapest is not None:
             i = d.cheapest
             lines.append(f"  cheapest: {_money(o['cost_usd'][i])}, {_hours(o['total_hours'][i])} — {_option_line(a, i)}")

@@ -167,7 +167,7 @@ def bundled_prices(region: str) -> PriceTable:
         prices=rows,
         fetched_on=date,
         origin="bundled",
-        note=f"offline: using bundled prices from {date}; {_refresh_hint(region)}",
+        note=f"using the bundled prices from {date}; {_refresh_hint(region)}",
     )
 
 

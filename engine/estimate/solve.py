@@ -71,16 +71,19 @@ def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: flo
     meets_priced = meets & np.isfinite(cost)
     if hours_cap is not None:
         pick = argmin(cost, meets_priced, hours)
-        if pick is None and usd_cap is None:
-            pick = argmin(hours, meets, hours)  # in time, but no price known
         d.rationale = f"the cheapest option that finishes within {hours_cap:g} h" + (
             f" and ${usd_cap:,.0f}" if usd_cap is not None else "")
+        if pick is None and usd_cap is None:
+            pick = argmin(hours, meets, hours)
+            d.rationale = (f"the fastest option that finishes within {hours_cap:g} h; no price is known for the "
+                           "options in time, so none can be called cheapest")
     elif usd_cap is not None:
         pick = argmin(hours, meets, np.nan_to_num(cost, nan=np.inf))
         d.rationale = f"the fastest option under ${usd_cap:,.0f}"
     else:
         pick = cheapest if cheapest is not None else fastest
-        d.rationale = "the cheapest option (no deadline or cost cap in the plan)"
+        d.rationale = ("the cheapest option (no deadline or cost cap in the plan)" if cheapest is not None
+                       else "the fastest option (no price is known, and the plan has no deadline or cost cap)")
     d.recommended = pick
     if pick is None:
         parts = []
