@@ -5,6 +5,7 @@ Refusals raise ``PlanError`` with the reason and the alternative; facts a user s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .catalog.models import resolve_model
 from .catalog.types import ModelSpec
@@ -20,7 +21,10 @@ class Pair:
     shared_vocab: int = 0         # logits are sliced to this many ids for logit KD (0: no logit KD)
 
 
-def _resolve(field_path: str, name: str) -> ModelSpec:
+def _resolve(field_path: str, name: str, base: Path | None = None) -> ModelSpec:
+    # A relative local folder is read from the plan's folder, as data.train is, so a plan works from anywhere.
+    if base is not None and not Path(name).is_absolute() and (base / name).exists():
+        name = str(base / name)
     try:
         return resolve_model(name)
     except CatalogError as exc:
@@ -57,9 +61,10 @@ def vocabulary_check(teacher: ModelSpec, student: ModelSpec, method: str) -> tup
     return shared, notes
 
 
-def check_plan(plan: Plan) -> Pair:
-    teacher = _resolve("teacher.model", plan.teacher.model)
-    student = _resolve("student.model", plan.student.model)
+def check_plan(plan: Plan, base: Path | None = None) -> Pair:
+    """``base``: the plan file's folder, against which relative model folders are resolved first."""
+    teacher = _resolve("teacher.model", plan.teacher.model, base)
+    student = _resolve("student.model", plan.student.model, base)
     shared, notes = vocabulary_check(teacher, student, plan.method.kind)
     seq = plan.data.seq_len
     for role, m in (("student", student), ("teacher", teacher)):

@@ -234,5 +234,9 @@ def save_plan(plan: Plan, path: str | Path) -> None:
     """Write atomically: a crash never leaves half a plan behind."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(plan.to_toml(), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(plan.to_toml(), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PlanError(f"{path}: cannot save the plan ({exc.strerror or exc})") from None

@@ -117,7 +117,7 @@ def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
 
 def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None) -> Analysis:
     """Everything `distill plan` reports, for one plan."""
-    pair = check_plan(plan)
+    pair = check_plan(plan, base)
     tokens, token_note = tokens_per_epoch(plan, base)
     notes = list(pair.notes)
     if token_note:

@@ -231,3 +231,29 @@ def test_local_folder_with_broken_config(tmp_path):
     (tmp_path / "config.json").write_text("{not json", encoding="utf-8")
     msg = refusal("qwq-32b", str(tmp_path))
     assert msg.startswith("student.model:") and "not valid JSON" in msg
+
+
+def test_a_relative_model_folder_is_read_from_the_plans_folder(tmp_path, monkeypatch):
+    import shutil
+
+    from distill_studio.engine.plan import load_plan
+    from distill_studio.engine.planner import analyse
+
+    plans = tmp_path / "plans"
+    shutil.copytree(Path(__file__).parent / "data" / "hf_configs" / "Qwen2.5-0.5B-Instruct", plans / "student")
+    (plans / "p.toml").write_text(
+        'name = "rel"\n[teacher]\nmodel = "qwen2.5-7b"\n[student]\nmodel = "student"\n'
+        '[data]\ntokens = 1000000\nseq_len = 1024\n[hardware]\ntarget = "local"\naccelerator = "h100-sxm"\n'
+    )
+    monkeypatch.chdir(tmp_path)  # not the plan's folder
+    monkeypatch.setenv("DISTILL_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    a = analyse(load_plan(plans / "p.toml"), base=plans)
+    assert a.pair.student.hidden_size == 896
+
+
+def test_saving_into_a_missing_folder_is_a_plan_error(tmp_path):
+    from distill_studio.engine.plan import load_plan, save_plan
+
+    plan = load_plan(Path(__file__).parents[1] / "resources" / "plans" / "phi4-to-phi4mini-3h.toml")
+    with pytest.raises(PlanError, match="cannot save the plan"):
+        save_plan(plan, tmp_path / "missing" / "p.toml")
