@@ -82,11 +82,11 @@ def cmd_estimate(args) -> int:
     from .catalog.hardware import load_skus, resolve_accelerator
     from .catalog.models import model_from_hf_config, resolve_model
     from .checks import vocabulary_check
-    from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients
+    import numpy as np
+
+    from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients, evaluate
     from .estimate.shape import lora_params, shape_of
-    from .estimate.sweep import Machine, build_grid
-    from .estimate.core import evaluate
-    from .estimate.sweep import Sweep
+    from .estimate.sweep import Machine, Sweep, build_grid
 
     if bool(args.model) == bool(args.model_config):
         raise DistillError("give exactly one of --model ID and --model-config PATH")
@@ -135,10 +135,8 @@ def cmd_estimate(args) -> int:
     grid, labels = build_grid([machine], has_teacher=teacher is not None, teacher_modes=(mode,), nodes=nodes)
     if args.precision == "fp8":
         c = coefficients()["speed"]
-        grid.linear_speedup = grid.peak_flops * 0 + acc.fp8_dense_tflops / acc.bf16_dense_tflops * c["fp8_efficiency_ratio"]
+        grid.linear_speedup = np.full(len(grid), acc.fp8_dense_tflops / acc.bf16_dense_tflops * c["fp8_efficiency_ratio"])
     sw = Sweep(job=job, grid=grid, out=evaluate(job, grid), labels=labels)
-    import numpy as np
-
     pick = (grid.adapter == ADAPTERS.index(args.adapter)) & (grid.recompute == args.recompute)
     pick &= grid.teacher_mode == TEACHER_MODES.index(mode)
     pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index(
