@@ -43,7 +43,10 @@ def _finite(v):
 
 
 def _dump_json(doc) -> None:
-    json.dump(_finite(doc), sys.stdout, indent=1, default=_json_default, allow_nan=False)
+    # Indented for a person at a terminal; compact into a pipe, where it is also several times faster to write
+    # (json only uses its C encoder without indentation; `plan --json` holds thousands of options).
+    indent = 1 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(_finite(doc), indent=indent, default=_json_default, allow_nan=False))
     sys.stdout.write("\n")
 
 

@@ -51,11 +51,11 @@ def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
     return size / BYTES_PER_TOKEN_ESTIMATE, f"token count estimated from {size:,} bytes of data at 4 bytes a token"
 
 
-def azure_machines(prices: PriceTable, only_sku: str | None) -> list[Machine]:
+def azure_machines(prices: PriceTable) -> list[Machine]:
+    """Every Azure size of the catalog, priced for the region (a plan's `sku` narrows the choice, not the sweep)."""
     accs = load_accelerators()
-    skus = [resolve_sku(only_sku)] if only_sku else list(load_skus().values())
     out = []
-    for s in skus:
+    for s in load_skus().values():
         a = accs[s.accelerator]
         usd = {}
         for prio in ("dedicated", "low-priority"):
@@ -132,7 +132,7 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         prices = prices or load_prices(hw.region)
         if prices.note:
             notes.append(prices.note)
-        machines = azure_machines(prices, None)
+        machines = azure_machines(prices)
     else:
         prices = None
         machines = [local_machine(plan)]

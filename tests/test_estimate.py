@@ -270,3 +270,15 @@ def test_sweep_runs_on_a_local_machine():
     assert len(sw) == 3 * 2  # adapters x recomputation, one node, one priority
     assert np.all(sw.out["fits"][sw.grid.adapter == 1])  # LoRA on a 0.5B model fits a 24 GB card
     assert np.all(sw.out["mem_total"] > 1.5 * GIB)
+
+
+def test_sliding_window_bounds_attention_work():
+    from dataclasses import replace
+
+    gemma = resolve_model("gemma-3-4b")
+    long = 32768
+    full = replace(gemma, sliding_window_tokens=0)
+    all_local = replace(gemma, global_attention_every=0)
+    a, b, c = (shape_of(m).attention_flops_fwd(long) for m in (full, gemma, all_local))
+    assert a > b > c  # every layer global > 1 in 6 global > every layer windowed
+    assert c == pytest.approx(4.0 * shape_of(gemma).attn_width * gemma.num_layers * gemma.sliding_window_tokens)

@@ -27,7 +27,7 @@ class ModelSpec:
     attention_bias: bool = False  # q/k/v projections carry a bias (Qwen2)
     qk_norm: bool = False         # per-head RMSNorm on q and k (Gemma 3)
     sliding_window_tokens: int = 0      # 0: every layer attends globally
-    global_attention_every: int = 1     # with a sliding window: every n-th layer is global (Gemma 3: 6)
+    global_attention_every: int = 1     # with a sliding window: every n-th layer is global (Gemma 3: 6; 0: none)
     stated_params_b: float = 0.0  # the authors' stated parameter count of the language model, billions (0: none)
     source: str = ""              # where the dimensions and the stated count come from
     source_date: str = ""         # ISO date the source was read or published

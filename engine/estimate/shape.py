@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..catalog.types import ModelSpec
 
 BF16_BYTES = 2
@@ -32,8 +34,6 @@ class ModelShape:
 
     def attention_flops_fwd(self, seq_len):
         """Forward attention FLOPs per token at this sequence length (numpy-friendly)."""
-        import numpy as np
-
         seq = np.asarray(seq_len, dtype=float)
         local_layers = self.num_layers - self.global_layers
         ctx_local = np.minimum(seq, self.sliding_window_tokens) if self.sliding_window_tokens else seq
@@ -60,12 +60,12 @@ def shape_of(spec: ModelSpec) -> ModelShape:
     params = spec.params
     # The input embedding is a lookup; the lm_head is a matmul whether or not it shares the embedding's weights.
     matmul = params if spec.tie_word_embeddings else params - embed
-    if spec.sliding_window_tokens and spec.global_attention_every > 1:
-        global_layers = spec.num_layers / spec.global_attention_every
-    else:
-        global_layers = float(spec.num_layers)
     if not spec.sliding_window_tokens:
         global_layers = float(spec.num_layers)
+    elif spec.global_attention_every >= 1:
+        global_layers = spec.num_layers / spec.global_attention_every
+    else:
+        global_layers = 0.0  # every layer attends within the window (Mistral-style configs)
     return ModelShape(
         params=params,
         matmul_params=matmul,
