@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-dev
+STAMP := $(VENV)/.installed-train-dev
 DEMO_PLAN ?= resources/plans/qwq32b-to-qwen7b-3h.toml
 
 .PHONY: demo test bench calibrate clean
@@ -11,7 +11,7 @@ DEMO_PLAN ?= resources/plans/qwq32b-to-qwen7b-3h.toml
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -225,6 +225,55 @@ def cmd_prices(args) -> int:
     return 0
 
 
+def default_run_dir(plan_name: str) -> Path:
+    """A new folder under the user data folder's ``runs/``, named after the plan and the time."""
+    from .catalog.prices import data_dir
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in plan_name)[:60] or "run"
+    return data_dir() / "runs" / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_run(args) -> int:
+    """Train: in this process, or through `accelerate launch` for several processes."""
+    import os
+    import subprocess
+
+    if args.resume is not None:
+        if args.plan is not None:
+            raise DistillError("give a PLAN or --resume RUN_DIR, not both")
+        run_dir, target = args.resume, ["--resume", str(args.resume)]
+    else:
+        if args.plan is None:
+            raise DistillError("give a PLAN file to run, or --resume RUN_DIR")
+        from .plan import load_plan
+
+        plan = load_plan(args.plan)  # fails here, before any process starts, on a bad plan
+        run_dir = args.run_dir or default_run_dir(plan.name)
+        target = [str(args.plan), "--run-dir", str(run_dir)]
+    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    if args.processes == 1:
+        from .train.__main__ import main as train_main
+
+        return train_main(target)
+    env = dict(os.environ)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.processes),
+              "--num_machines", "1", "--dynamo_backend", "no"]
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        raise DistillError("training needs the train extra: pip install 'distill-studio[train]'") from None
+    if cuda:
+        launch += ["--multi_gpu", "--mixed_precision", "bf16"]
+    else:
+        # `--cpu` would start ONE process; --multi_gpu with ACCELERATE_USE_CPU=1 starts N ranks talking over gloo
+        launch += ["--multi_gpu", "--mixed_precision", "no"]
+        env["ACCELERATE_USE_CPU"] = "1"
+    cmd = launch + ["-m", "distill_studio.engine.train", *target, "--expect-world-size", str(args.processes)]
+    return subprocess.call(cmd, env=env)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the one-line message and a pointer to --help, not the whole usage block."""
 
@@ -263,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--unchunked-logits", action="store_true", help="count full-vocabulary logits at once")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_estimate)
+
+    r = sub.add_parser("run", help="train a student as the plan says (or --resume a run folder)")
+    r.add_argument("plan", nargs="?", type=Path, help="plan file (TOML)")
+    r.add_argument("--run-dir", type=Path, help="folder for the run (default: a new one under the user data folder)")
+    r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
+    r.add_argument("--processes", type=_positive("--processes", 1, 4096), default=1,
+                   help="processes to train with (GPUs of this machine; CPU ranks in tests)")
+    r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("catalog", help="list known models, accelerators or Azure VM sizes")
     c.add_argument("what", choices=["models", "accelerators", "skus"])

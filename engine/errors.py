@@ -19,3 +19,12 @@ class PlanError(DistillError):
 
 class PriceError(DistillError):
     """Prices that cannot be fetched or read."""
+
+
+class DataError(DistillError):
+    """A data file that is missing, unreadable, empty or malformed (the message names the file and line)."""
+
+
+class RunError(DistillError):
+    """A run that cannot start or continue here: models without weights, a method this machine cannot run, a
+    run folder that cannot be resumed."""

@@ -87,10 +87,15 @@ class Adapter(_Strict):
     rank: int = Field(16, ge=1, le=1024)
     alpha: float = Field(32.0, gt=0.0, le=4096.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    merge: bool = Field(False, description="lora/qlora: also save the student with the adapter merged into it")
 
 
 class Data(_Strict):
     train: str | None = Field(None, description="training data: .jsonl, .txt, .parquet file or folder")
+    eval: str | None = Field(None, description="held-out data for evaluation, same formats as `train`")
+    prompts: str | None = Field(
+        None, description="seq-KD: prompts the teacher answers (.jsonl with a `prompt` field); default: train's"
+    )
     tokens: int | None = Field(
         None, ge=1_000, le=100_000_000_000_000, description="tokens per epoch, for planning without a data file"
     )
@@ -127,6 +132,25 @@ class Hardware(_Strict):
         return self
 
 
+class Training(_Strict):
+    """How the engine trains. Planning ignores this section; every field has a default."""
+
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="linear warm-up, then cosine decay to 0")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, le=1e6, description="gradient clipping by global norm")
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps (default: epochs)")
+    micro_batch_size: int = Field(1, ge=1, le=4096, description="sequences per process per forward pass")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    eval_every: int = Field(0, ge=0, le=100_000_000, description="steps between evaluations (0: only at the end)")
+    eval_samples: int = Field(200, ge=0, le=1_000_000, description="held-out prompts to generate for the task score")
+    checkpoint_every: int = Field(0, ge=0, le=100_000_000, description="steps between checkpoints (0: only at the end)")
+    keep_checkpoints: int = Field(2, ge=1, le=1000, description="newest checkpoints kept on disk")
+    max_new_tokens: int = Field(256, ge=1, le=65_536, description="generation length for seq-KD and the task score")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    loss_chunk_tokens: int = Field(1024, ge=1, le=1_048_576, description="tokens per chunk of the KD loss")
+
+
 class Budget(_Strict):
     hours: float | None = Field(None, gt=0.0, le=24 * 365, description="deadline for the whole run, in hours")
     usd: float | None = Field(None, gt=0.0, le=100_000_000.0, description="cost cap in US dollars")
@@ -143,6 +167,7 @@ class Plan(_Strict):
     data: Data
     hardware: Hardware = Hardware()
     budget: Budget = Budget()
+    training: Training = Training()
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))

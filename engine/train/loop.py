@@ -1,0 +1,212 @@
+"""The training loop on accelerate: gradient accumulation, clipping, cosine schedule, evaluation, checkpoints.
+
+One ``step`` is one optimiser update over a global batch. The loss of a step is the sum over its trained tokens
+divided by the number of trained tokens in the whole global batch, so one process with 4 micro-batches and two
+processes with 2 each compute the same gradient (DDP averages over processes, hence the factor ``world``).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import IGNORE_INDEX, BatchOrder, Example, collate
+from .losses import LossSums, combine, distill_loss_sums
+from .teacher import TopkCache, generate_greedy, teacher_hidden
+
+
+class DistillModule(nn.Module):
+    """What accelerate wraps (DDP / FSDP): the student's forward and the chunked loss, in one ``forward``.
+
+    The loss needs the head's weight and the final hidden states, not the full logits; computing it inside
+    ``forward`` keeps it under the wrapper's hooks (gradient sync, parameter gathering).
+    """
+
+    def __init__(self, model: nn.Module, base: nn.Module, *, vocab_size: int, loss: str, beta: float,
+                 temperature: float, chunk_tokens: int, softcap: float | None) -> None:
+        super().__init__()
+        self.model = model  # registered, so that wrappers see the trainable parameters (LoRA or full)
+        self._base = [base]  # not a submodule twice
+        self.kw = dict(vocab_size=vocab_size, loss=loss, beta=beta, temperature=temperature,
+                       chunk_size=chunk_tokens, logit_softcap=softcap)
+
+    def forward(self, input_ids, attention_mask, labels, teacher_hidden=None, teacher_head=None,
+                topk_logprobs=None, topk_ids=None, compute_kd: bool = True):
+        base = self._base[0]
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        topk = (topk_logprobs, topk_ids) if topk_logprobs is not None else None
+        sums = distill_loss_sums(hidden, base.get_output_embeddings().weight, labels, teacher_hidden=teacher_hidden,
+                                 teacher_head_weight=teacher_head, teacher_topk=topk, compute_kd=compute_kd,
+                                 **self.kw)
+        # a tuple of tensors: what DDP knows how to walk
+        return sums.kd_sum, sums.ce_sum, torch.tensor(float(sums.n_tokens)), torch.tensor(float(sums.top1_agree))
+
+
+@dataclass
+class TeacherSignal:
+    mode: str  # online | offline-topk | none
+    teacher: nn.Module | None = None
+    cache: TopkCache | None = None
+    eval_cache: TopkCache | None = None
+    train: bool = True  # False: the teacher only serves evaluation (kind "ce")
+
+    def inputs(self, batch: dict[str, torch.Tensor], indices: list[int], device, *, eval: bool = False) -> dict:
+        if self.mode == "online":
+            return {"teacher_hidden": teacher_hidden(self.teacher, batch["input_ids"], batch["attention_mask"]),
+                    "teacher_head": self.teacher.get_output_embeddings().weight}
+        if self.mode == "offline-topk":
+            cache = self.eval_cache if eval else self.cache
+            if cache is None:
+                return {}
+            logprobs, ids = cache.batch(indices, batch["labels"].cpu())
+            return {"topk_logprobs": logprobs.to(device), "topk_ids": ids.to(device)}
+        return {}
+
+
+@dataclass
+class LoopConfig:
+    total_steps: int
+    micro_batch: int
+    kd_weight: float
+    max_grad_norm: float
+    eval_every: int
+    checkpoint_every: int
+    pad_id: int
+    max_new_tokens: int
+    eval_samples: int
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens_seen: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def answer_of(text: str) -> str:
+    """The final answer: the text after the last ``####`` (GSM8K's convention), stripped."""
+    return text.rsplit("####", 1)[-1].strip() if "####" in text else ""
+
+
+def task_score(model, tokenizer, rows: list[dict], device, max_new_tokens: int, batch_size: int = 50) -> float | None:
+    """Share of held-out prompts whose greedy answer equals the row's ``answer``; None without answers."""
+    rows = [r for r in rows if "answer" in r and "prompt" in r]
+    if not rows:
+        return None
+    right = 0
+    for i in range(0, len(rows), batch_size):
+        part = rows[i : i + batch_size]
+        outs = generate_greedy(model, tokenizer, [r["prompt"] for r in part], device, max_new_tokens)
+        right += sum(answer_of(o) == str(r["answer"]).strip() for o, r in zip(outs, part))
+    return right / len(rows)
+
+
+class Loop:
+    """Runs steps ``state.step .. total_steps``; the caller owns set-up, events and saving."""
+
+    def __init__(self, accelerator, module, optimizer, scheduler, order: BatchOrder, examples: list[Example],
+                 signal: TeacherSignal, cfg: LoopConfig, *, on_metric: Callable[[dict], None],
+                 on_eval: Callable[[int], None], on_checkpoint: Callable[[int], None],
+                 should_stop: Callable[[], bool]) -> None:
+        self.acc = accelerator
+        self.module = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.order = order
+        self.examples = examples
+        self.signal = signal
+        self.cfg = cfg
+        self.on_metric, self.on_eval, self.on_checkpoint = on_metric, on_eval, on_checkpoint
+        self.should_stop = should_stop
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+    def _global_tokens(self, step: int) -> int:
+        return sum(self.examples[i].trained_tokens for i in self.order.global_batch_indices(step))
+
+    def run(self, state: LoopState) -> str:
+        """Returns "succeeded" or "cancelled" (a stop request is honoured between steps)."""
+        acc, cfg = self.acc, self.cfg
+        world, rank = acc.num_processes, acc.process_index
+        self.module.train()
+        while state.step < cfg.total_steps:
+            if self._stop_requested():
+                return "cancelled"
+            t0 = time.perf_counter()
+            n_global = self._global_tokens(state.step)
+            micro = self.order.micro_batches(state.step, rank, world, cfg.micro_batch)
+            kd_sum = ce_sum = 0.0
+            local_tokens = 0
+            for j, indices in enumerate(micro):
+                batch = {k: v.to(acc.device) for k, v in collate([self.examples[i] for i in indices], cfg.pad_id).items()}
+                local_tokens += int(batch["attention_mask"].sum())
+                teacher = self.signal.inputs(batch, indices, acc.device) if self.signal.train else {}
+                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(self.module)
+                with sync, acc.autocast():
+                    kd, ce, n, top1 = self.module(**batch, **teacher, compute_kd=cfg.kd_weight > 0)
+                    sums = LossSums(kd_sum=kd, ce_sum=ce, n_tokens=int(n), top1_agree=int(top1),
+                                    has_kd=bool(teacher) and cfg.kd_weight > 0)
+                    loss, _, _ = combine(sums, cfg.kd_weight, n_global)
+                    acc.backward(loss * world)  # DDP averages over processes; the loss is already global
+                kd_sum += float(kd.detach())
+                ce_sum += float(ce.detach())
+            grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            totals = acc.reduce(torch.tensor([kd_sum, ce_sum, float(local_tokens)], device=acc.device), "sum")
+            state.tokens_seen += int(totals[2])
+            kd_mean, ce_mean = float(totals[0]) / n_global, float(totals[1]) / n_global
+            has_kd = bool(self.signal.mode != "none" and self.signal.train and cfg.kd_weight > 0)
+            loss_value = cfg.kd_weight * kd_mean + (1 - cfg.kd_weight) * ce_mean if has_kd else ce_mean
+            seconds = time.perf_counter() - t0
+            self.on_metric({"step": state.step, "tokens_seen": state.tokens_seen, "loss": loss_value,
+                            "kd_loss": kd_mean if has_kd else None, "ce_loss": ce_mean, "lr": lr,
+                            "grad_norm": float(grad_norm), "tokens_per_second": float(totals[2]) / seconds,
+                            "step_seconds": seconds})
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"the loss became {loss_value} at step {state.step}; lower "
+                                         "training.learning_rate or raise training.warmup_steps")
+            last = state.step == cfg.total_steps
+            if cfg.eval_every and state.step % cfg.eval_every == 0 and not last:
+                self.on_eval(state.step)
+                self.module.train()
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and not last:
+                self.on_checkpoint(state.step)
+        return "succeeded"
+
+    def _stop_requested(self) -> bool:
+        # every process must agree, or one would wait forever in a collective the others left
+        flag = torch.tensor([1.0 if self.should_stop() else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(flag, "sum").item() > 0) if self.acc.num_processes > 1 else bool(flag.item())
+
+
+@torch.no_grad()
+def heldout_metrics(acc, module, examples: list[Example], signal: TeacherSignal, pad_id: int,
+                    micro_batch: int) -> dict[str, float | None]:
+    """Held-out KL to the teacher (forward, T = 1), perplexity and top-1 agreement, over every process's share."""
+    module.eval()
+    world, rank = acc.num_processes, acc.process_index
+    mine = list(range(rank, len(examples), world))
+    totals = torch.zeros(4, device=acc.device)
+    for i in range(0, len(mine), micro_batch):
+        indices = mine[i : i + micro_batch]
+        batch = {k: v.to(acc.device) for k, v in collate([examples[j] for j in indices], pad_id).items()}
+        teacher = signal.inputs(batch, indices, acc.device, eval=True)
+        with acc.autocast():
+            kd, ce, n, top1 = module(**batch, **teacher, compute_kd=bool(teacher))
+        totals += torch.stack([kd.float(), ce.float(), n.to(acc.device), top1.to(acc.device)])
+    totals = acc.reduce(totals, "sum") if world > 1 else totals
+    kd, ce, n, top1 = (float(x) for x in totals)
+    has_teacher = signal.mode != "none" and (signal.mode != "offline-topk" or signal.eval_cache is not None)
+    if n == 0:
+        return {"kl": None, "perplexity": None, "top1_agreement": None}
+    return {"kl": kd / n if has_teacher else None, "perplexity": math.exp(min(ce / n, 50.0)),
+            "top1_agreement": top1 / n if has_teacher else None}

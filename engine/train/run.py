@@ -1,0 +1,191 @@
+"""One run, from a plan to a trained student: set-up and every check first, then the teacher's pre-pass or
+generation, the loop, and the result. Every process of a multi-process launch runs this; rank 0 writes events.
+
+A run folder holds ``plan.toml`` (a copy), ``run.json`` (where the plan came from, so relative paths still
+resolve on resume), ``events.jsonl``, ``checkpoints/``, ``student/`` (the result), ``teacher-topk/`` or
+``generated/`` (teacher output, kept for resume) and ``logs/run.log``.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, DistillError, PlanError, RunError
+from ..plan import Plan, load_plan, save_plan
+from ..runs.events import EventWriter
+
+log = logging.getLogger("distill_studio.run")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGINT; the loop checks it between steps, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal: str | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, the last checkpoint stays
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal = signal.Signals(signum).name
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+@dataclass
+class RunPaths:
+    run_dir: Path
+    plan_base: Path  # the folder the plan's relative paths resolve from
+
+    @property
+    def events(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
+
+def prepare_run_dir(plan_path: Path, run_dir: Path) -> RunPaths:
+    """A new run folder with the plan's copy and ``run.json``; refuses a folder that already holds a run."""
+    plan_path = plan_path.resolve()
+    if (run_dir / "events.jsonl").exists():
+        raise RunError(f"--run-dir: {run_dir} already holds a run; use `distill run --resume {run_dir}` to "
+                       "continue it, or choose a new folder")
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan_path, run_dir / "plan.toml")
+    (run_dir / "run.json").write_text(json.dumps({"plan_path": str(plan_path), "plan_base": str(plan_path.parent),
+                                                  "created": time.time()}, indent=1))
+    return RunPaths(run_dir, plan_path.parent)
+
+
+def open_run_dir(run_dir: Path) -> tuple[Plan, RunPaths]:
+    """An existing run folder, for ``--resume``."""
+    if not (run_dir / "plan.toml").is_file():
+        raise RunError(f"--resume: {run_dir} is not a run folder (it has no plan.toml)")
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        base = Path(meta["plan_base"])
+    except (OSError, ValueError, KeyError):
+        base = run_dir
+    return load_plan(run_dir / "plan.toml"), RunPaths(run_dir, base)
+
+
+def _setup_logging(run_dir: Path, main: bool) -> None:
+    root = logging.getLogger("distill_studio")
+    root.setLevel(logging.INFO)
+    root.handlers.clear()
+    if main:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "logs" / "run.log", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(sh)
+    else:
+        root.addHandler(logging.NullHandler())
+
+
+def _quiet_libraries() -> None:
+    """Our progress lines and events say what happens; the libraries' progress bars and notices only add noise."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None) -> int:
+    """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks."""
+    import torch  # noqa: F401  (heavy imports only once a run is really starting)
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
+    main = accelerator.is_main_process
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    wanted = expect_world_size or launched
+    if accelerator.num_processes != wanted or launched != accelerator.num_processes:
+        # a wrong launch (e.g. `accelerate launch --cpu`) starts processes that each train alone, with no error
+        print(f"error: {launched} processes were launched (WORLD_SIZE), {wanted} expected, but this process is in "
+              f"a group of {accelerator.num_processes}. On CPU, launch with ACCELERATE_USE_CPU=1 "
+              "(`distill run --processes N` does this)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if resume:
+            plan, paths = open_run_dir(run_dir)
+        else:
+            plan = load_plan(plan_path)
+            if main:
+                paths = prepare_run_dir(plan_path, run_dir)
+            accelerator.wait_for_everyone()
+            paths = RunPaths(run_dir, plan_path.resolve().parent)
+    except DistillError as exc:
+        if main:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _setup_logging(paths.run_dir, main)
+    _quiet_libraries()
+    events = EventWriter(paths.events) if main else None
+    stop = StopFlag()
+    stop.install()
+    set_seed(plan.training.seed)
+    from .session import Session  # torch, transformers, peft
+
+    session = Session(plan, paths, accelerator, events, stop)
+    try:
+        session.setup(resume=resume)
+        status = session.train()
+    except DistillError as exc:
+        return _fail(events, main, str(exc), session, EXIT_BAD_INPUT if not session.started else EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _finish(events, "cancelled", "stopped by a second interrupt; the last checkpoint is kept",
+                       session, EXIT_CANCELLED)
+    except Exception as exc:  # noqa: BLE001 — a crash is reported in the events, its traceback in logs/run.log
+        log.debug("crash", exc_info=True)
+        if main:
+            (paths.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            with open(paths.run_dir / "logs" / "run.log", "a", encoding="utf-8") as f:
+                traceback.print_exc(file=f)
+        return _fail(events, main, f"{type(exc).__name__}: {exc}", session, EXIT_FAILED)
+    finally:
+        accelerator.end_training()
+    if status == "cancelled":
+        return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
+                       f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED)
+    return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK)
+
+
+def _fail(events: EventWriter | None, main: bool, message: str, session, code: int) -> int:
+    if main:
+        print(f"error: {message}", file=sys.stderr)
+        if session.started:
+            print(f"the last checkpoint is kept; resume with `distill run --resume {session.paths.run_dir}`",
+                  file=sys.stderr)
+    return _finish(events, "failed", message, session, code)
+
+
+def _finish(events: EventWriter | None, status: str, message: str, session, code: int) -> int:
+    if events is not None:
+        events.emit("run_finished", status=status, message=message, step=session.state.step)
+        events.close()
+    if session.accelerator.is_main_process and status != "failed":
+        print(f"{status}: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,340 @@
+"""A run's set-up and training, between ``run.execute`` (process, events, exit codes) and ``loop.Loop`` (steps).
+
+Set-up checks everything it can before loading a model: data files, weights, context length, tokenizers, what
+this machine can run. Each refusal is a ``DistillError`` naming the plan's field or the file.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError, RunError
+from ..plan import Plan
+from . import models as M
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import BatchOrder, encode, read_records
+from .loop import DistillModule, Loop, LoopConfig, LoopState, TeacherSignal, heldout_metrics, task_score
+from .teacher import TopkCache, generate_responses
+
+log = logging.getLogger("distill_studio.run")
+
+
+class Session:
+    def __init__(self, plan: Plan, paths, accelerator, events, stop) -> None:
+        self.plan, self.paths, self.accelerator, self.events, self.stop = plan, paths, accelerator, events, stop
+        self.state = LoopState()
+        self.started = False  # set once training begins: failures after it keep the checkpoint and say so
+        self._last_print = 0.0
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def emit(self, type: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(type, **fields)
+
+    def info(self, message: str) -> None:
+        if self.main:
+            log.info(message)
+            self.emit("log", level="info", message=message)
+
+    def _progress(self, what: str):
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if self.main and (now - self._last_print > 2 or done == total):
+                self._last_print = now
+                print(f"{what}: {done}/{total}", file=sys.stderr, flush=True)
+        return report
+
+    # ---- set-up --------------------------------------------------------------------------------------------
+    def setup(self, resume: bool) -> None:
+        plan, acc = self.plan, self.accelerator
+        device = acc.device
+        base = self.paths.plan_base
+        if plan.data.train is None:
+            raise DataError("data.train: a run needs a data file; `data.tokens` only sizes a plan")
+        M.check_runnable(plan, device)
+        mode = self._teacher_mode()
+        self.mode = mode
+        records = read_records(plan.data.train, "data.train", base)
+        eval_records = read_records(plan.data.eval, "data.eval", base) if plan.data.eval else []
+        prompts = []
+        if mode == "generate":
+            rows = read_records(plan.data.prompts, "data.prompts", base) if plan.data.prompts else records
+            prompts = [r["prompt"] for r in rows if "prompt" in r]
+            if not prompts:
+                raise DataError("data.prompts: no record has a `prompt` for the teacher to answer")
+
+        t_src = M.model_source(plan.teacher.model, base)
+        s_src = M.model_source(plan.student.model, base)
+        if not M.has_weights(t_src):
+            raise RunError(f"teacher.model: {t_src} has no weights (model.safetensors or pytorch_model.bin)")
+        if plan.student.init == "pretrained" and not M.has_weights(s_src):
+            raise RunError(f'student.model: {s_src} has no weights; give a pretrained model, or set '
+                           'student.init = "from-teacher" to start from the teacher\'s layers')
+        t_tok = M.load_tokenizer(t_src, "teacher.model")
+        s_tok = M.load_tokenizer(s_src, "student.model")
+        t_cfg, s_cfg = M.load_config(t_src, "teacher.model"), M.load_config(s_src, "student.model")
+        for who, cfg in (("student", s_cfg), ("teacher", t_cfg)):
+            ctx = M.context_length(cfg)
+            if ctx is not None and plan.data.seq_len > ctx:
+                raise DataError(f"data.seq_len: {plan.data.seq_len} is longer than the {who}'s context "
+                                f"({ctx} tokens, max_position_embeddings); allowed: at most {ctx}")
+        logit = plan.method.kind == "logit-kd"
+        self.vocab = M.shared_vocab_size(t_tok, s_tok, t_cfg, s_cfg, plan.method.kind) if logit else None
+        if not logit and s_tok.get_vocab() == t_tok.get_vocab():
+            self.vocab = M.shared_vocab_size(t_tok, s_tok, t_cfg, s_cfg, "logit-kd")  # eval KL still possible
+        self.tokenizer = s_tok
+        self.teacher_tokenizer = t_tok
+        self.eval_rows = eval_records[: plan.training.eval_samples]
+        train_enc = encode(records, s_tok, plan.data.seq_len, "data.train") if mode != "generate" else None
+        self.eval_examples = encode(eval_records, s_tok, plan.data.seq_len, "data.eval").examples \
+            if any("response" in r or "text" in r for r in eval_records) else []
+
+        # global batch and steps
+        seqs = plan.data.global_batch_tokens // plan.data.seq_len
+        per_step = plan.training.micro_batch_size * acc.num_processes
+        if seqs % per_step:
+            raise RunError(f"data.global_batch_tokens: {plan.data.global_batch_tokens} tokens = {seqs} sequences of "
+                           f"{plan.data.seq_len}, not a multiple of training.micro_batch_size "
+                           f"({plan.training.micro_batch_size}) x {acc.num_processes} processes; allowed: a multiple "
+                           f"of {per_step * plan.data.seq_len} tokens")
+        self.global_seqs = seqs
+
+        # models: the teacher first (the student may start from its layers)
+        device = acc.device
+        self.info(f"loading the teacher from {t_src}")
+        teacher = M.load_teacher(plan, t_src, device)
+        self.teacher_id = t_src
+        self.info(f"{'initialising the student from the teacher' if plan.student.init == 'from-teacher' else 'loading the student'} ({s_src})")
+        student = M.load_student(plan, s_src, device, teacher=teacher)
+        if student.layer_map is not None:
+            self.info(f"student layers from teacher layers {student.layer_map}")
+        self.student = student
+        self.softcap = M.logit_softcap(student.base)
+        self.teacher_score = None
+
+        signal = TeacherSignal(mode="none")
+        if mode == "none" and self.vocab is not None and self.eval_examples:
+            signal = TeacherSignal(mode="online", teacher=teacher, train=False)  # held-out KL and agreement only
+        elif mode == "online":
+            signal = TeacherSignal(mode="online", teacher=teacher)
+        elif mode == "offline-topk":
+            signal = self._prepass(teacher, train_enc.examples)
+        elif mode == "generate":
+            train_enc = self._generate(teacher, prompts, records)
+        self.signal = signal
+        self._teacher_for_score = teacher  # scored on the held-out task once, then freed unless training needs it
+        self.examples = train_enc.examples
+        if train_enc.truncated:
+            self.info(f"{train_enc.truncated} training examples were cut at data.seq_len = {plan.data.seq_len}"
+                      + (f"; {train_enc.dropped} had nothing left to train on and were dropped" if train_enc.dropped else ""))
+        if len(self.examples) < self.global_seqs:
+            self.info(f"the data has {len(self.examples)} examples, fewer than one global batch ({self.global_seqs}); "
+                      "batches repeat examples")
+        steps_per_epoch = math.ceil(len(self.examples) / self.global_seqs)
+        self.total_steps = plan.training.max_steps or max(1, math.ceil(plan.data.epochs * steps_per_epoch))
+        self.order = BatchOrder(len(self.examples), self.global_seqs, plan.training.seed)
+
+        # optimiser, schedule, wrappers
+        from transformers import get_cosine_schedule_with_warmup
+
+        module = DistillModule(student.model, student.base, vocab_size=self.vocab or s_cfg.get_text_config().vocab_size,
+                               loss=plan.method.loss, beta=plan.method.beta, temperature=plan.method.temperature,
+                               chunk_tokens=plan.training.loss_chunk_tokens, softcap=self.softcap)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=plan.training.learning_rate, weight_decay=plan.training.weight_decay)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, plan.training.warmup_steps, self.total_steps)
+        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
+        # Not prepared: accelerate's scheduler wrapper steps once per process (it assumes each process sees its
+        # own batches), which would make the schedule run N times too fast. Our step is one global batch.
+        self.scheduler = scheduler
+        self.accelerator.register_for_checkpointing(scheduler)
+        self.n_trainable = sum(p.numel() for p in params)
+
+        self.resumed_from = None
+        if resume:
+            ckpt = latest_checkpoint(self.paths.run_dir)
+            if ckpt is not None:
+                state = load_checkpoint(self.accelerator, ckpt)
+                self.state = LoopState(step=state["step"], tokens_seen=state["tokens_seen"])
+                self.teacher_score = state.get("teacher_task_score")
+                self.info(f"resumed from {ckpt.name}")
+            self.resumed_from = self.state.step
+
+    def _teacher_mode(self) -> str:
+        method = self.plan.method
+        if method.kind == "ce":
+            return "none"
+        if method.kind == "seq-kd":
+            return "generate"
+        # auto: online where the teacher fits beside the student (always on this path: the planner chooses
+        # offline-topk for large teachers and writes it into the plan it launches)
+        return "online" if method.teacher_mode in ("auto", "online") else "offline-topk"
+
+    def _prepass(self, teacher, examples) -> TeacherSignal:
+        plan, acc = self.plan, self.accelerator
+        cache = TopkCache(self.paths.run_dir / "teacher-topk" / "train")
+        eval_cache = TopkCache(self.paths.run_dir / "teacher-topk" / "eval") if self.eval_examples else None
+        kw = dict(top_k=min(plan.method.top_k, self.vocab), vocab_size=self.vocab, teacher_id=self.teacher_id)
+        if self.main:
+            for c, ex, what in ((cache, examples, "train"), (eval_cache, self.eval_examples, "eval")):
+                if c is None or c.is_complete_for(ex, **kw):
+                    continue
+                self.info(f"teacher pre-pass ({what}): caching the top {kw['top_k']} log-probs of {len(ex)} examples")
+                done = c.build(teacher, ex, device=acc.device, pad_id=self.tokenizer.pad_token_id,
+                               batch_size=plan.training.micro_batch_size, softcap=M.logit_softcap(teacher),
+                               progress=self._progress(f"teacher pre-pass ({what})"), should_stop=self.stop, **kw)
+                if not done:
+                    raise KeyboardInterrupt
+        acc.wait_for_everyone()
+        return TeacherSignal(mode="offline-topk", cache=cache, eval_cache=eval_cache)
+
+    def _generate(self, teacher, prompts, records):
+        plan = self.plan
+        out = self.paths.run_dir / "generated" / "teacher.jsonl"
+        if self.main:
+            self.info(f"the teacher writes responses to {len(prompts)} prompts")
+            done = generate_responses(teacher, self.teacher_tokenizer, prompts, out, device=self.accelerator.device,
+                                      max_new_tokens=plan.training.max_new_tokens,
+                                      progress=self._progress("teacher generation"), should_stop=self.stop)
+            if not done:
+                raise KeyboardInterrupt
+        self.accelerator.wait_for_everyone()
+        generated = read_records(out, "generated data")
+        share = plan.method.generated_share
+        originals = [r for r in records if "response" in r or "text" in r]
+        n_orig = min(len(originals), round(len(generated) * (1 - share) / share))
+        mixed = generated + originals[:n_orig]
+        self.info(f"training on {len(generated)} generated and {n_orig} original examples")
+        return encode(mixed, self.tokenizer, plan.data.seq_len, "generated data")
+
+    def _score(self, model) -> float | None:
+        if model is None or not self.eval_rows:
+            return None
+        return task_score(model, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
+                          self.plan.training.max_new_tokens)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def train(self) -> str:
+        plan = self.plan
+        cfg = LoopConfig(total_steps=self.total_steps, micro_batch=plan.training.micro_batch_size,
+                         kd_weight=plan.method.kd_weight if self.mode != "generate" else 0.0,
+                         max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
+                         checkpoint_every=plan.training.checkpoint_every, pad_id=self.tokenizer.pad_token_id,
+                         max_new_tokens=plan.training.max_new_tokens, eval_samples=plan.training.eval_samples)
+        if self.teacher_score is None and self.state.step == 0 and self.main:
+            self.teacher_score = self._score(self.signal.teacher or self._teacher_for_score)
+        if self.signal.teacher is None:
+            self._teacher_for_score = None  # the teacher is not needed any more: free its memory
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        tokens = sum(len(self.examples[i].input_ids) for i in range(len(self.examples)))
+        self.emit("run_started", plan=plan.model_dump(mode="json", exclude_none=True), total_steps=self.total_steps,
+                  total_tokens=int(tokens * self.total_steps * self.global_seqs / max(1, len(self.examples))),
+                  examples=len(self.examples), global_batch=self.global_seqs, processes=self.accelerator.num_processes,
+                  device=str(self.accelerator.device), trainable_parameters=self.n_trainable,
+                  teacher_mode=self.mode, **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
+        self.started = True
+        self._t_start = time.monotonic()
+        self._first_step = self.state.step
+        if self.state.step == 0:
+            self.evaluate(0)
+        if self.state.step >= self.total_steps:
+            self.info("the run had already finished its steps; saving the student again")
+            self._save_student()
+            return "succeeded"
+        loop = Loop(self.accelerator, self.module, self.optimizer, self.scheduler, self.order, self.examples,
+                    self.signal, cfg, on_metric=self._on_metric, on_eval=self.evaluate, on_checkpoint=self.checkpoint,
+                    should_stop=self.stop)
+        status = loop.run(self.state)
+        self.checkpoint(self.state.step)
+        if status == "cancelled":
+            return status
+        self.evaluate(self.state.step)
+        self._save_student()
+        return status
+
+    def _on_metric(self, metric: dict) -> None:
+        if not self.main:
+            return
+        self.emit("metric", **{k: v for k, v in metric.items() if v is not None})
+        now = time.monotonic()
+        if now - self._last_print > 2 or metric["step"] in (1, self.total_steps):
+            self._last_print = now
+            done = metric["step"] - self._first_step
+            rate = (now - self._t_start) / max(1, done)
+            eta = rate * (self.total_steps - metric["step"])
+            kd = f" kd {metric['kd_loss']:.4f}" if metric.get("kd_loss") is not None else ""
+            print(f"step {metric['step']}/{self.total_steps} loss {metric['loss']:.4f}{kd} ce {metric['ce_loss']:.4f} "
+                  f"lr {metric['lr']:.2e} {metric['tokens_per_second']:,.0f} tok/s ETA {_clock(eta)}",
+                  file=sys.stderr, flush=True)
+
+    def evaluate(self, step: int) -> None:
+        if not self.eval_examples and not self.eval_rows:
+            return
+        metrics = heldout_metrics(self.accelerator, self.module, self.eval_examples, self.signal,
+                                  self.tokenizer.pad_token_id, self.plan.training.micro_batch_size) \
+            if self.eval_examples else {}
+        score = None
+        if self.main and self.eval_rows:
+            model = self.accelerator.unwrap_model(self.module).model
+            score = task_score(model, self.tokenizer, self.eval_rows, self.accelerator.device,
+                               self.plan.training.max_new_tokens)
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            fields = {**metrics, "task_score": score, "teacher_task_score": self.teacher_score}
+            self.emit("eval", step=step, **{k: v for k, v in fields.items() if v is not None})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in fields.items() if v is not None)
+            print(f"eval at step {step}: {shown}", file=sys.stderr, flush=True)
+
+    def checkpoint(self, step: int) -> None:
+        offset = self.events.offset() if self.events is not None else None
+        path = save_checkpoint(self.accelerator, self.paths.run_dir, step,
+                               {"tokens_seen": self.state.tokens_seen, "events_offset": offset,
+                                "teacher_task_score": self.teacher_score, "total_steps": self.total_steps},
+                               keep=self.plan.training.keep_checkpoints)
+        if self.main:
+            self.emit("checkpoint", step=step, path=str(path.relative_to(self.paths.run_dir)))
+
+    def _save_student(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            return
+        out = self.paths.run_dir / "student"
+        tmp = out.with_name(".tmp-student")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = self.accelerator.unwrap_model(self.module).model
+        adapter = self.plan.adapter
+        if adapter.kind in ("lora", "qlora"):
+            model.save_pretrained(tmp / "adapter")
+            self.tokenizer.save_pretrained(tmp / "adapter")
+            # a student made from the teacher's layers has no base model anywhere else: save it merged
+            if adapter.merge or self.plan.student.init == "from-teacher":
+                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(out)
+        self.info(f"student saved to {out}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
