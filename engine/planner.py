@@ -97,6 +97,9 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         lora_params=lora_params(pair.student, plan.adapter.rank),
         top_k=plan.method.top_k,
         generated_share=plan.method.generated_share,
+        kd_loss=plan.method.loss,
+        # the engine trains in fp32 on a CPU; on GPUs, full training keeps fp32 master weights under bf16 autocast
+        precision="fp32" if plan.hardware.target == "local" and plan.hardware.accelerator == "cpu" else "bf16-mixed",
     )
 
 

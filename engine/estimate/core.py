@@ -10,7 +10,8 @@ The model, in brief (docs/estimator.md has the derivations):
   ``data/throughput.toml``; memory-bound work moves at HBM bandwidth; FSDP's collectives hide behind compute up to
   an overlap share, the rest is added;
 - memory per GPU sums sharded weights, gradients and optimiser states, activations (one micro-batch), logits
-  (chunked or not), the teacher's weights and a runtime overhead.
+  (chunked or not) and the KD loss's temporaries, the teacher's weights and a runtime overhead; ``Job.precision``
+  says in which number formats (mixed bf16 by default, pure bf16 as the engine trains on a GPU, fp32 on a CPU).
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ GB = 1e9
 ADAPTERS = ("full", "lora", "qlora")
 TEACHER_MODES = ("none", "online", "offline-topk", "generate")
 TEACHER_BYTES = {"bf16": 2.0, "int8": 1.0, "int4": 0.55}
+# Job.precision -> bytes per parameter of a fully trained model's (weights, gradients, AdamW moments), and bytes of
+# a number in the compute dtype (activations, a frozen or bf16 teacher's weights, FSDP's gathered blocks).
+# "bf16-mixed": fp32 master weights, gradients and moments, bf16 compute (FSDP mixed precision; what the published
+# measurements of the calibration and the planner assume). "bf16": every tensor in bf16, the optimiser's moments
+# included (what the engine does on a GPU: it loads the models in bf16 and gives their parameters to AdamW).
+# "fp32": every tensor in fp32 (the engine on a CPU, models.train_dtype). LoRA adapters and their moments stay fp32
+# (peft keeps adapters in fp32). Precision changes the memory model only; the time model is bf16's (calibrated).
+PRECISIONS = {"bf16-mixed": (4.0, 4.0, 8.0, 2.0), "bf16": (2.0, 2.0, 4.0, 2.0), "fp32": (4.0, 4.0, 8.0, 4.0)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,6 +69,8 @@ class Job:
     generated_share: float = 0.8
     chunked_logits: bool = True
     micro_batch_seqs: int | None = None  # fixed micro-batch (sequences); None: chosen from the memory target
+    precision: str = "bf16-mixed"  # number formats of training: a key of PRECISIONS
+    kd_loss: str = "forward-kl"   # the divergence of logit KD: "forward-kl" | "reverse-kl" | "jsd"
 
     @property
     def train_tokens(self) -> float:
@@ -183,29 +194,42 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
 
     # --- memory per GPU (bytes)
     P = float(s.params)
-    weights = np.select([full, qlora], [4.0 * P, mem["qlora_bytes_per_param"] * P], 2.0 * P) / shard
-    gathered = np.where(shard > 1, 2.0 * 2.0, 0.0)  # FSDP holds two blocks gathered in bf16 (current + prefetch)
+    if job.precision not in PRECISIONS:
+        raise ValueError(f"Job.precision must be one of {', '.join(PRECISIONS)}, not {job.precision!r}")
+    w_b, g_b, o_b, cb = PRECISIONS[job.precision]
+    weights = np.select([full, qlora], [w_b * P, mem["qlora_bytes_per_param"] * P], cb * P) / shard
+    gathered = np.where(shard > 1, 2.0 * cb, 0.0)  # FSDP holds two blocks gathered (current + prefetch)
     weights = weights + job.lora_params * 4.0 / shard + gathered * s.layer_params
-    grads = np.where(full, 4.0 * P, 4.0 * job.lora_params) / shard
-    optimizer = np.where(full, 8.0 * P, 8.0 * job.lora_params) / shard
-    act_layer = float(s.act_bytes_per_token_layer)
+    grads = np.where(full, g_b * P, 4.0 * job.lora_params) / shard
+    optimizer = np.where(full, o_b * P, 8.0 * job.lora_params) / shard
+    act_layer = float(s.act_bytes_per_token_layer) * cb / 2.0  # the shape's figure is for bf16
     activations = np.where(
         recompute,
-        mb_tokens * (s.num_layers * 2.0 * s.hidden_size + act_layer),
+        mb_tokens * (s.num_layers * cb * s.hidden_size + act_layer),
         mb_tokens * s.num_layers * act_layer,
     )
     logit_tokens = np.minimum(mb_tokens, mem["logits_chunk_tokens"]) if job.chunked_logits else mb_tokens
     logits = logit_tokens * s.vocab_size * mem["student_logit_bytes"]
+    # a bf16 teacher is held in the compute dtype (fp32 when training in fp32); a quantised one as quantised
+    t_bytes = np.where(g.teacher_bytes_per_param >= TEACHER_BYTES["bf16"], cb, _f(g.teacher_bytes_per_param))
     if t is not None:
         teacher_weights = np.where(
-            online, _f(g.teacher_bytes_per_param) * t.params / shard + gathered / 2.0 * t.layer_params, 0.0
+            online, t_bytes * t.params / shard + gathered / 2.0 * t.layer_params, 0.0
         )
         logits = logits + np.where(online, logit_tokens * t.vocab_size * mem["teacher_logit_bytes"], 0.0)
         cached = np.where(g.teacher_mode == 2, mb_tokens * job.top_k * 6.0, 0.0)  # fp16 log-prob + int32 id
         logits = logits + cached
+        # The divergence against an online teacher's full distribution has [tokens, V] fp32 temporaries of its own
+        # beside the logits and log-softmaxes above (exp(log p), log p - log q, their product; jsd's mixture), and
+        # without chunking autograd keeps more of them for backward. Measured: benchmarks/bench_memory.py.
+        if job.kd_loss not in mem["kd_temporary_bytes"]:
+            raise ValueError(f"Job.kd_loss must be one of {', '.join(mem['kd_temporary_bytes'])}, not {job.kd_loss!r}")
+        kd_bytes = mem["kd_temporary_bytes"][job.kd_loss] + (0.0 if job.chunked_logits else mem["kd_unchunked_extra_bytes"])
+        loss_temporaries = np.where(online, logit_tokens * min(s.vocab_size, t.vocab_size) * kd_bytes, 0.0)
     else:
         teacher_weights = np.zeros(n)
-    base = weights + grads + optimizer + activations + logits + teacher_weights
+        loss_temporaries = np.zeros(n)
+    base = weights + grads + optimizer + activations + logits + loss_temporaries + teacher_weights
     overhead = mem["runtime_overhead_gib"] * GIB + mem["fragmentation"] * base
     total = base + overhead
     usable = _f(g.hbm_bytes) * mem["usable_fraction"]
@@ -215,7 +239,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     prepass_hours = np.zeros(n)
     fits_prepass = np.ones(n, dtype=bool)
     if t is not None:
-        t_weights_sharded = _f(g.teacher_bytes_per_param) * t.params / shard
+        t_weights_sharded = t_bytes * t.params / shard
         prepass_mem = (
             t_weights_sharded + gathered / 2.0 * t.layer_params + mem["runtime_overhead_gib"] * GIB
             + np.minimum(mb_tokens, mem["logits_chunk_tokens"]) * t.vocab_size * mem["teacher_logit_bytes"]
@@ -254,6 +278,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "mem_optimizer": optimizer,
         "mem_activations": activations,
         "mem_logits": logits,
+        "mem_loss_temporaries": loss_temporaries,
         "mem_teacher": teacher_weights,
         "mem_overhead": overhead,
         "mem_total": total,
