@@ -5,17 +5,16 @@ import json
 import random
 from pathlib import Path
 
-CHARS = list("0123456789+=#; \n")
+
+
+DEMO_TOKENIZER = Path(__file__).resolve().parents[1] / "resources" / "demo" / "teacher"
 
 
 def char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """The bundled demo's character-level tokenizer (19 ids: digits, + = # space newline and specials)."""
+    from transformers import AutoTokenizer
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(CHARS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    return AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
 
 
 def qwen2_config(layers: int, hidden: int = 32, vocab: int = 24):

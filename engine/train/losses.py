@@ -249,7 +249,9 @@ def distill_loss_sums(student_hidden: Tensor, student_head_weight: Tensor, label
         args = (h[c], student_head_weight, student_head_bias, y[c], None if th is None else th[c],
                 teacher_head_weight, teacher_head_bias, None if t_lp is None else t_lp[c],
                 None if t_ids is None else t_ids[c])
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and n > chunk_size:
+            # One chunk only: recomputing it in backward would not lower the peak (backward holds the same [n, V]
+            # tensors either way, beside the same activations), only cost a second head matmul for each model.
             # Non-reentrant checkpoint: the chunk's logits and softmaxes are dropped after forward and recomputed
             # in backward one chunk at a time. No randomness inside, so the RNG state need not be saved.
             kd_c, ce_c, agree_c = checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)

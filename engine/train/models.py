@@ -157,7 +157,10 @@ def init_from_teacher(student, teacher) -> list[int]:
 def load_student(plan: Plan, source: str, device: torch.device, teacher=None) -> Student:
     from transformers import AutoModelForCausalLM
 
-    dtype = train_dtype(device)
+    # Full training keeps fp32 weights (and so fp32 AdamW moments) under bf16 autocast on a GPU: bf16 weights
+    # would lose updates smaller than their 8-bit mantissa. LoRA trains only the adapters (peft keeps them fp32),
+    # so the frozen base can sit in bf16.
+    dtype = torch.float32 if plan.adapter.kind == "full" else train_dtype(device)
     layer_map = None
     if plan.student.init == "from-teacher":
         if teacher is None:
