@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-train-dev
-DEMO_PLAN ?= resources/plans/qwq32b-to-qwen7b-3h.toml
+DEMO_PLAN ?= resources/demo/plan.toml
+DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: demo test bench calibrate clean
 
@@ -16,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/distill plan $(DEMO_PLAN)
+	@if [ "$(DEMO_PLAN)" = "resources/demo/plan.toml" ]; then \
+		HF_HUB_OFFLINE=1 $(BIN)/distill run $(DEMO_PLAN) --run-dir $(DEMO_RUN); fi
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
