@@ -160,6 +160,8 @@ def model_config(tokenizer, n_layers: int):
     from transformers import Qwen2Config
 
     return Qwen2Config(
+        architectures=["Qwen2ForCausalLM"],
+        dtype="float32",
         vocab_size=len(tokenizer),
         hidden_size=HIDDEN,
         intermediate_size=4 * HIDDEN,
@@ -310,7 +312,7 @@ last `####` that, stripped, equals the row's `answer`. A generation without `###
 | --- | --- |
 | `train.jsonl` | $n_train rows `{"prompt", "response", "answer"}`: what the student is distilled on |
 | `eval.jsonl` | $n_eval held-out rows, same fields; no prompt in common with the other two files |
-| `prompts.jsonl` | $n_prompts rows `{"prompt"}` for `teacher_mode = "generate"` (sequence-level KD); disjoint from both |
+| `prompts.jsonl` | $n_prompts rows `{"prompt"}` for `teacher_mode = "generate"` (seq-KD); disjoint from both |
 | `teacher/` | `config.json`, `generation_config.json`, `model.safetensors` ($teacher_mb MB, fp32), tokenizer files |
 | `student/` | `config.json` and the same tokenizer files, no weights: the engine builds the student |
 | `make_demo.py` | the script that wrote all of the above |
@@ -346,14 +348,49 @@ $command
 The teacher trains on fresh random problems every step (a second random stream, seed + 1), never on an eval
 prompt: $steps steps of $batch sequences, AdamW (betas 0.9/0.98, weight decay 0.01), peak learning rate $lr
 after $warmup warm-up steps, cosine decay to a tenth of it, gradient clipping at 1, fp32, $threads threads, loss on
-the response tokens only. It took $train_minutes minutes here on a shared 2-core CPU (torch $torch, transformers
-$transformers); the same command on the same torch build gives the same files.
+the response tokens only. It took $train_minutes minutes here on a 2-core CPU shared with other work (torch $torch,
+transformers $transformers). The data and tokenizer depend on the seed alone; rerunning the command on the same
+machine and torch build gave byte-identical weights too (checked on short runs), but another CPU or torch build
+may differ in the last bits.
 
 **Teacher's held-out task score: $teacher_em ($eval_correct of $n_eval prompts of `eval.jsonl`).**
 $distill_notes""")
 
 # What the plain-torch check of the distillation showed (copied into README.md; see the report that came with it).
-DISTILL_NOTES = ""
+DISTILL_NOTES = """
+## Distilling it: what was measured
+
+A plain-torch check on these assets (not the engine): the 2-layer student built from teacher layers 0 and 2,
+trained on `train.jsonl` in micro batches of 32 rows (right-padded, at most 57 tokens), AdamW (betas 0.9/0.98,
+weight decay 0.01), learning rate 1e-3 after 10 warm-up steps then cosine to 0, gradient clipping at 1, loss on
+the response tokens. KD is the forward KL(teacher || student) over the response tokens at temperature T, times
+T^2, with the teacher's forward pass under `no_grad`; loss = 0.9 * KD + 0.1 * CE. Each row of the table is one
+seed (student init and data order), shared by its three runs. Held-out task score on `eval.jsonl`:
+
+| steps | seed | CE only | KD, T = 1 | KD, T = 2 |
+| ---: | ---: | ---: | ---: | ---: |
+| 100 | 1 | 0.900 | 0.895 | 0.940 |
+| 100 | 2 | 0.900 | 0.905 | 0.945 |
+| 100 | 3 | 0.890 | 0.885 | 0.970 |
+| 150 | 0 | 0.980 | 0.985 | 1.000 |
+| 400 | 1 | 1.000 | | 1.000 |
+
+The teacher scores 1.000 and the untrained student 0.000.
+
+* **Use T = 2.** At T = 1, KD and CE-only stay within a prompt or two of each other (either may lead): the
+  teacher is right and nearly certain at every response token, so its distribution is almost the one-hot label.
+  At T = 2 the softened distribution also says which other tokens the teacher finds close, and the student gets
+  there faster: 4 to 8 points ahead at 100 steps in every seed tried, at or above 94% of the teacher.
+* **Keep the budget short (about 100 steps).** The student made from teacher layers recovers fast: by 300 to 400
+  steps both runs reach 1.000 and the comparison shows nothing.
+* **Time.** On two free cores 100 steps took about 24 s with KD (teacher forward included) and 14 s CE-only, and a
+  greedy evaluation of the 200 eval prompts about 1 s; with other work on the same cores, 5 to 10 times longer
+  (the teacher's last 100 steps, with the cores nearly free, ran at 0.65 s a step: about 11 minutes for all 1000).
+* A 1-layer student (teacher layer 0 alone) does not learn the task in 400 steps (at most 5%), with KD or without.
+
+Suggested plan settings: `max_steps = 100`, micro batch 32, `seq_len = 64`, learning rate 1e-3, 10 warm-up steps
+(cosine), forward KL with `temperature = 2.0` (scaled by T^2), `kd_weight = 0.9`, teacher online.
+"""
 
 
 def write_readme(out: Path, stats: dict, example: dict) -> None:
