@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import IGNORE_INDEX, BatchOrder, Example, collate
+from .data import BatchOrder, Example, collate
 from .losses import LossSums, combine, distill_loss_sums
 from .teacher import TopkCache, generate_greedy, teacher_hidden
 

@@ -7,10 +7,8 @@ resolve on resume), ``events.jsonl``, ``checkpoints/``, ``student/`` (the result
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -19,10 +17,9 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..errors import DataError, DistillError, PlanError, RunError
-from ..plan import Plan, load_plan, save_plan
+from ..errors import DistillError, RunError
+from ..plan import Plan, load_plan
 from ..runs.events import EventWriter
 
 log = logging.getLogger("distill_studio.run")
