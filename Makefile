@@ -3,19 +3,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-train-dev
+STAMP := $(VENV)/.installed-train-gui-dev
 DEMO_PLAN ?= resources/demo/plan.toml
 DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test bench calibrate clean
+.PHONY: demo demo-cli test bench calibrate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,gui,dev]'
 	touch $(STAMP)
 
+# The app on the bundled demo plan; Launch (Ctrl+R) trains it on this machine. `make demo-cli` does the same
+# without a window: plan, then run.
 demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/distill-studio --demo
+
+demo-cli: $(STAMP)
 	$(BIN)/distill plan $(DEMO_PLAN)
 	@if [ "$(DEMO_PLAN)" = "resources/demo/plan.toml" ]; then \
 		HF_HUB_OFFLINE=1 $(BIN)/distill run $(DEMO_PLAN) --run-dir $(DEMO_RUN); fi

@@ -1,0 +1,262 @@
+"""The main window: the planner and the runs, with menus, shortcuts, recent plans and remembered window state."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar
+
+from ..engine.errors import DistillError
+from ..engine.plan import Plan, load_plan
+from .dialogs import PLAN_FILTER, open_file, show_error
+from .monitor.runs_page import RunsPage
+from .planner.view import PlannerView
+from .settings import Settings, config_dir, save_settings
+
+
+def demo_plan_path() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("distill_studio.resources.demo") / "plan.toml"))
+
+
+class MainWindow(QMainWindow):
+    sig_plan_opened = Signal(str)
+    """A plan file was opened (its path)."""
+
+    def __init__(self, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.plan: Plan | None = None
+        self.plan_path: str | None = None
+        self.setWindowTitle("Distill Studio")
+        self.setMinimumSize(960, 640)
+        self.planner = PlannerView()
+        self.planner.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15_000))
+        self.runs = RunsPage(settings)
+        self.runs.sig_run_launched.connect(lambda _d: self.tabs.setCurrentWidget(self.runs))
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("main_tabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.planner, "Planner")
+        self.tabs.addTab(self.runs, "Runs")
+        self.setCentralWidget(self.tabs)
+        self.plan_label = QLabel("No plan open")
+        self.statusBar().addPermanentWidget(self.plan_label)
+        self._actions()
+        self._restore_state()
+        if self.runs.store.warning:
+            self.statusBar().showMessage(self.runs.store.warning, 20_000)
+
+    # ---- menus and shortcuts -----------------------------------------------------------------------------------
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.setStatusTip(tip)
+        a.setToolTip(f"{text.replace('&', '').rstrip('…')}" + (f" ({QKeySequence(shortcut).toString()})"
+                                                               if shortcut is not None else ""))
+        a.triggered.connect(slot)
+        return a
+
+    def _actions(self) -> None:
+        K = QKeySequence.StandardKey
+        self.act_new = self._action("&New plan…", self.new_plan, K.New, "Create a plan with the wizard")
+        self.act_open = self._action("&Open plan…", self.open_plan_dialog, K.Open, "Open a plan file (.toml)")
+        self.act_edit = self._action("&Edit plan…", self.edit_plan, "Ctrl+E", "Change the open plan in the wizard")
+        self.act_demo = self._action("Open the &demo", self.open_demo, None, "The bundled demo: a tiny teacher "
+                                     "and student that train on this machine in a minute or two")
+        self.act_settings = self._action("&Settings…", self.show_settings, K.Preferences, "Runs folder, theme, Azure")
+        self.act_quit = self._action("&Quit", self.close, K.Quit)
+        self.act_launch = self._action("&Launch", self.launch, "Ctrl+R", "Start the open plan on this machine")
+        self.act_stop = self._action("&Stop run", lambda: self.runs.monitor.request_stop(), "Ctrl+.",
+                                     "Ask the selected run to checkpoint and stop")
+        self.act_add_run = self._action("&Add run folder…", self.runs.add_folder, None, "Watch a run started elsewhere")
+        self.act_planner = self._action("&Planner", lambda: self.tabs.setCurrentWidget(self.planner), "Ctrl+1")
+        self.act_runs = self._action("&Runs", lambda: self.tabs.setCurrentWidget(self.runs), "Ctrl+2")
+        self.act_log = self._action("&Log scale", lambda: self.runs.monitor.log_scale.toggle(), "Ctrl+L",
+                                    "Logarithmic loss axis")
+        self.act_about = self._action("&About Distill Studio", self.show_about)
+        if self.act_settings.shortcut().isEmpty():
+            self.act_settings.setShortcut(QKeySequence("Ctrl+,"))
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        for a in (self.act_new, self.act_open):
+            m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        for a in (self.act_edit, self.act_demo):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_settings)
+        m.addSeparator()
+        m.addAction(self.act_quit)
+        m = mb.addMenu("&Run")
+        for a in (self.act_launch, self.act_stop, self.act_add_run):
+            m.addAction(a)
+        m = mb.addMenu("&View")
+        for a in (self.act_planner, self.act_runs, self.act_log):
+            m.addAction(a)
+        mb.addMenu("&Help").addAction(self.act_about)
+
+        tb = QToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        for a in (self.act_new, self.act_open, self.act_edit, self.act_launch):
+            tb.addAction(a)
+        self.addToolBar(tb)
+        self._update_actions()
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self.settings.recent_plans if Path(p).exists()]
+        if not recent:
+            self.recent_menu.addAction("(no recent plans)").setEnabled(False)
+        for p in recent:
+            self.recent_menu.addAction(p, lambda p=p: self.open_plan(p))
+
+    def _update_actions(self) -> None:
+        has = self.plan is not None
+        self.act_edit.setEnabled(has)
+        self.act_launch.setEnabled(has and self.plan_path is not None)
+
+    # ---- plans -------------------------------------------------------------------------------------------------
+
+    def open_plan_dialog(self) -> None:
+        path = open_file(self, self.settings, "plans", "Open a plan", PLAN_FILTER)
+        if path:
+            self.open_plan(path)
+
+    def open_plan(self, path: str | Path) -> bool:
+        try:
+            plan = load_plan(path)
+        except DistillError as exc:
+            show_error(self, "This plan cannot be opened", str(exc),
+                       "Fix the field named above in the file, or create a new plan with File → New plan.")
+            return False
+        except OSError as exc:
+            show_error(self, "This plan cannot be opened", f"{path}: {exc.strerror or exc}")
+            return False
+        self.plan, self.plan_path = plan, str(Path(path).resolve())
+        if Path(path).resolve() != demo_plan_path().resolve():
+            self.settings.add_recent(path)
+            self._save_settings()
+        self.planner.set_plan(plan, Path(self.plan_path).parent)
+        self.plan_label.setText(f"{plan.name} — {self.plan_path}")
+        self.setWindowTitle(f"{plan.name} — Distill Studio")
+        self.tabs.setCurrentWidget(self.planner)
+        self._update_actions()
+        self.sig_plan_opened.emit(self.plan_path)
+        return True
+
+    def open_demo(self) -> None:
+        if self.open_plan(demo_plan_path()):
+            self.statusBar().showMessage("The demo plan: press Launch (Ctrl+R) to distil its tiny teacher on this "
+                                         "machine; it takes a minute or two.", 60_000)
+
+    def _wizard(self, plan: Plan | None, path: str | None):
+        from .wizard import PlanWizard   # the wizard's pages are built only when asked for
+
+        w = PlanWizard(self.settings, plan=plan, plan_path=path, parent=self)
+        w.sig_plan_saved.connect(self.open_plan)
+        w.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        w.open()
+        self.wizard = w
+        return w
+
+    def new_plan(self):
+        return self._wizard(None, None)
+
+    def edit_plan(self):
+        if self.plan is not None:
+            return self._wizard(self.plan, self.plan_path)
+        return None
+
+    # ---- runs --------------------------------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        if self.plan is None or self.plan_path is None:
+            show_error(self, "No plan to launch", "Open or create a plan first (Ctrl+O or Ctrl+N).")
+            return
+        if self.plan.hardware.target != "local":
+            show_error(self, "This plan runs on Azure",
+                       f"{self.plan.name} targets Azure Machine Learning; this version launches plans on this "
+                       "machine only.", "Edit the plan (Ctrl+E) and choose \"This machine\" under Hardware to run "
+                       "it here.")
+            return
+        if importlib.util.find_spec("torch") is None:
+            show_error(self, "Training is not installed",
+                       "Running a plan needs torch, transformers, peft and accelerate.",
+                       "Install them with: pip install 'distill-studio[train]'")
+            return
+        self.runs.launch_plan(self.plan_path, self.plan.name)
+
+    # ---- settings, about, window state -------------------------------------------------------------------------
+
+    def show_settings(self):
+        from .settings.dialog import SettingsDialog
+
+        d = SettingsDialog(self.settings, self)
+        d.sig_settings_changed.connect(self._settings_changed)
+        d.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        d.open()
+        return d
+
+    def _settings_changed(self) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        from .theme import apply_theme
+
+        apply_theme(QApplication.instance(), self.settings.theme)
+        self.statusBar().showMessage("Settings saved. New charts follow the theme.", 8_000)
+
+    def show_about(self) -> QMessageBox:
+        from .about import show_about
+
+        return show_about(self)
+
+    def _save_settings(self) -> None:
+        try:
+            save_settings(self.settings)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Settings could not be saved: {exc}", 15_000)
+
+    def _qsettings(self) -> QSettings:
+        return QSettings(str(config_dir() / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_state(self) -> None:
+        q = self._qsettings()
+        geometry = q.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1320, 860)
+        for key, splitter in (("planner_split", self.planner.splitter), ("runs_split", self.runs.splitter),
+                              ("monitor_split", self.runs.monitor.splitter)):
+            value = q.value(key)
+            if value is not None:
+                splitter.restoreState(value)
+        tab = q.value("tab")
+        if tab is not None:
+            self.tabs.setCurrentIndex(int(tab))
+
+    def save_state(self) -> None:
+        q = self._qsettings()
+        q.setValue("geometry", self.saveGeometry())
+        q.setValue("planner_split", self.planner.splitter.saveState())
+        q.setValue("runs_split", self.runs.splitter.saveState())
+        q.setValue("monitor_split", self.runs.monitor.splitter.saveState())
+        q.setValue("tab", self.tabs.currentIndex())
+        q.sync()
+        self._save_settings()
+
+    def closeEvent(self, event) -> None:
+        # runs are separate processes and keep training; they are watched again at the next start
+        self.save_state()
+        self.runs.shutdown()
+        super().closeEvent(event)

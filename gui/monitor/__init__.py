@@ -1,0 +1,1 @@
+"""The run monitor: live charts and run state for training runs."""

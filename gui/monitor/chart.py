@@ -1,0 +1,489 @@
+"""A live line chart for the run monitor: named series that grow while a run trains, drawn with pyqtgraph.
+
+Built the way pyqtgraph's ``examples/scrollingPlots.py`` draws growing data:
+
+* every series keeps its points in numpy buffers that double when full, so ``append`` is amortised O(1) and never
+  touches Qt;
+* appends only mark the chart dirty; a single-shot ``QTimer`` pushes the dirty buffers to the curves at most once
+  every ``redraw_interval_ms`` (and not while the chart is hidden: it catches up when shown);
+* the curves use automatic peak downsampling and clip-to-view, so a redraw costs about the same at 5,000 or
+  500,000 points: what is drawn is about two points per horizontal pixel of what is in view;
+* the buffers never hold NaN, None or infinities (they are dropped on the way in), so the curves skip pyqtgraph's
+  finite checks. On a log-scale y axis the non-positive points are hidden (left out of what is pushed).
+
+Known environment problem: PySide6 6.12.0 on Python < 3.12 drops references to None and True on signal emits and
+Python overrides, so any pyqtgraph plot that keeps repainting aborts the process after a while (see
+tests/gui/test_chart.py::test_live_redraws_keep_references_to_none_and_true). Nothing in this module can avoid it.
+
+Colours follow the widget's palette (background, text, grid), and the series palette is a mid-luminance one
+(Tableau 10) that reads on light and dark backgrounds; on a dark background it is lifted a little.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+__all__ = ["LiveChart", "PALETTE"]
+
+PALETTE: tuple[str, ...] = (
+    "#4e79a7",  # blue
+    "#f28e2b",  # orange
+    "#59a14f",  # green
+    "#e15759",  # red
+    "#b07aa1",  # purple
+    "#76b7b2",  # teal
+    "#9c755f",  # brown
+    "#ff9da7",  # pink
+    "#edc948",  # yellow
+    "#bab0ac",  # grey
+)
+"""Series colours in the order they are handed out (Tableau 10, yellow and grey last: weakest on white)."""
+
+_INITIAL_CAPACITY = 1024
+_LINE_WIDTH = 1          # a cosmetic 1 px pen: the fast path in Qt's stroker; wider pens cost several times more
+_SYMBOL_SIZE = 7
+_SAMPLES_PER_PIXEL = 2.0  # peak downsampling keeps a min and a max per bucket: ~4 drawn points per pixel column
+_CURVE_OPTS = {"connect": "all", "skipFiniteCheck": True, "autoDownsampleFactor": _SAMPLES_PER_PIXEL}
+
+
+def _as_1d(values: Any) -> np.ndarray:
+    """Scalars and 1-D sequences as a float64 array; None becomes NaN."""
+    if values is None:
+        return np.array([np.nan])
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"expected a scalar or a 1-D sequence, got shape {arr.shape}")
+    return arr
+
+
+def _finite_pairs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    xa, ya = _as_1d(x), _as_1d(y)
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y differ in length: {xa.size} and {ya.size}")
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    if not keep.all():
+        xa, ya = xa[keep], ya[keep]
+    return xa, ya
+
+
+class _CompactAxis(pg.AxisItem):
+    """An axis whose large tick values read 250k, 1.5M rather than 250000 or an "x1e+06" in the label."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if self.logMode or not values or spacing <= 0:
+            return super().tickStrings(values, scale, spacing)
+        biggest = max(abs(v * scale) for v in values)
+        if biggest < 10_000:
+            return super().tickStrings(values, scale, spacing)
+        unit, suffix = (1e6, "M") if biggest >= 1e6 else (1e3, "k")
+        step = spacing * scale / unit
+        decimals = next((d for d in range(4) if abs(step * 10**d - round(step * 10**d)) < 1e-6 * 10**d), 3)
+        out = []
+        for v in values:
+            v = v * scale / unit
+            text = f"{v:.{decimals}f}"
+            out.append("0" if float(text) == 0 else text + suffix)
+        return out
+
+
+@dataclass
+class _Series:
+    item: pg.PlotDataItem
+    color: QColor
+    explicit_color: bool
+    symbol: str | None
+    x: np.ndarray = field(default_factory=lambda: np.empty(_INITIAL_CAPACITY))
+    y: np.ndarray = field(default_factory=lambda: np.empty(_INITIAL_CAPACITY))
+    n: int = 0
+
+    def reset(self) -> None:
+        # fresh buffers, not n = 0: the curve may still hold views of the old ones until the next redraw
+        self.x = np.empty(_INITIAL_CAPACITY)
+        self.y = np.empty(_INITIAL_CAPACITY)
+        self.n = 0
+
+    def extend(self, xa: np.ndarray, ya: np.ndarray) -> None:
+        k = xa.size
+        need = self.n + k
+        if need > self.x.size:
+            cap = self.x.size * 2
+            while cap < need:
+                cap *= 2
+            nx, ny = np.empty(cap), np.empty(cap)
+            nx[: self.n] = self.x[: self.n]
+            ny[: self.n] = self.y[: self.n]
+            self.x, self.y = nx, ny
+        self.x[self.n:need] = xa
+        self.y[self.n:need] = ya
+        self.n = need
+
+
+@dataclass
+class _Overlay:
+    item: pg.PlotDataItem
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+class LiveChart(QWidget):
+    """A titled chart of named, growing series (see the module docstring for how it stays fast)."""
+
+    def __init__(self, title: str, y_label: str = "", x_label: str = "step", parent: QWidget | None = None) -> None:
+        self._ready = False  # changeEvent may come before the plot exists
+        super().__init__(parent)
+        self._title = title
+        self._series: dict[str, _Series] = {}
+        self._overlays: dict[str, _Overlay] = {}
+        self._dirty: set[str] = set()
+        self._dirty_overlays: set[str] = set()
+        self._log_y = False
+        self.last_redraw_ms: float = 0.0
+        self.redraw_count: int = 0
+        """How many times the curves were updated (by the timer or by ``redraw()``)."""
+
+        self.plot_widget = pg.PlotWidget(axisItems={"bottom": _CompactAxis(orientation="bottom")})
+        self.plot_widget.setMinimumSize(160, 120)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot_widget)
+
+        pi = self.plot_item
+        # new curves take these from the plot (and its context menu), so they are set here, not only per curve
+        pi.setDownsampling(auto=True, mode="peak")
+        pi.setClipToView(True)
+        pi.showGrid(x=True, y=True, alpha=0.18)
+        pi.setLabel("bottom", x_label)
+        if y_label:
+            pi.setLabel("left", y_label)
+        for side in ("left", "bottom"):
+            # major and minor ticks, not the third level: a calmer grid, and a third less to paint per redraw
+            pi.getAxis(side).setStyle(maxTickLevel=1)
+        pi.getAxis("left").setWidth(54)     # room for 4-5 digit ticks, so the plot does not jump as values change
+        self.legend = pi.addLegend(offset=(-8, 8), verSpacing=-4, labelTextSize="9pt")
+        # the context menu's log-y box and set_log_y() end up in the same place
+        pi.ctrl.logYCheck.toggled.connect(self._on_log_y_toggled)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._on_timer)
+        self._timer.setInterval(200)
+        self._show_timer = QTimer(self)   # catch-up redraw right after a hidden, dirty chart is shown
+        self._show_timer.setSingleShot(True)
+        self._show_timer.setInterval(0)
+        self._show_timer.timeout.connect(self._on_timer)
+
+        self._ready = True
+        self._apply_theme()
+
+    # ------------------------------------------------------------------ public interface
+    @property
+    def plot_item(self) -> pg.PlotItem:
+        return self.plot_widget.getPlotItem()
+
+    @property
+    def redraw_interval_ms(self) -> int:
+        return self._timer.interval()
+
+    @redraw_interval_ms.setter
+    def redraw_interval_ms(self, ms: int) -> None:
+        self._timer.setInterval(max(0, int(ms)))
+
+    def add_series(self, name: str, color: str | None = None, symbol: str | None = None) -> None:
+        """Declare a curve (and its legend entry). Declaring it again changes its colour or symbol, keeps its data."""
+        s = self._series.get(name)
+        if s is not None:
+            if color is not None:
+                s.color, s.explicit_color = pg.mkColor(color), True
+            s.symbol = symbol if symbol is not None else s.symbol
+            self._style_series(s)
+            if name in self._overlays:
+                self._style_overlay(self._overlays[name], s)
+            return
+        explicit = color is not None
+        qcolor = pg.mkColor(color) if explicit else QColor(PALETTE[len(self._series) % len(PALETTE)])
+        item = pg.PlotDataItem(name=name, **_CURVE_OPTS)
+        s = _Series(item=item, color=qcolor, explicit_color=explicit, symbol=symbol)
+        self._series[name] = s
+        self._style_series(s)
+        self.plot_item.addItem(item)
+        self._tune(item)
+
+    def append(self, name: str, x: Any, y: Any) -> None:
+        """Add points to a series (declared on first use). Points with a NaN/None/infinite x or y are skipped."""
+        s = self._series.get(name)
+        if s is None:
+            self.add_series(name)
+            s = self._series[name]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):  # the per-step case, without numpy
+            if not (math.isfinite(x) and math.isfinite(y)):
+                return
+            if s.n >= s.x.size:
+                self._grow(s)
+            s.x[s.n] = x
+            s.y[s.n] = y
+            s.n += 1
+        else:
+            xa, ya = _finite_pairs(x, y)
+            if xa.size == 0:
+                return
+            s.extend(xa, ya)
+        self._mark_dirty(name)
+
+    def set_data(self, name: str, x: Any, y: Any) -> None:
+        """Replace a series' points (declared on first use)."""
+        if name not in self._series:
+            self.add_series(name)
+        s = self._series[name]
+        xa, ya = _finite_pairs(x, y)
+        s.reset()
+        if xa.size:
+            s.extend(xa, ya)
+        self._mark_dirty(name)
+
+    def clear(self) -> None:
+        """Empty every series (their declarations and colours stay) and remove the overlays."""
+        for name, s in self._series.items():
+            s.reset()
+            self._dirty.add(name)
+        self.clear_overlays()
+        self._schedule()
+
+    def set_log_y(self, on: bool) -> None:
+        """Log-scale y axis. Points at or below zero are hidden while it is on."""
+        on = bool(on)
+        if on == self._log_y and self.plot_item.ctrl.logYCheck.isChecked() == on:
+            return
+        self._log_y = on
+        if on:
+            # push positive-only data before the items take log10 of what they hold, so they never see log(0)
+            self._push_all()
+        self.plot_item.setLogMode(y=on)   # -> _on_log_y_toggled
+        if not on:
+            self._push_all()
+
+    @property
+    def log_y(self) -> bool:
+        return self._log_y
+
+    def set_overlay(self, name: str, x: Any, y: Any, label: str) -> None:
+        """Show a comparison run's curve for series ``name``: dashed, in a lighter shade of the series' colour, with
+        ``label`` in the legend. Empty data with an empty label removes it."""
+        xa, ya = _finite_pairs(x, y)
+        xa, ya = xa.copy(), ya.copy()  # the caller may reuse its arrays; an overlay is set rarely
+        if xa.size == 0 and not label:
+            self._remove_overlay(name)
+            return
+        if name not in self._series:
+            self.add_series(name)
+        ov = self._overlays.get(name)
+        if ov is not None and ov.label != label:
+            self._remove_overlay(name)
+            ov = None
+        if ov is None:
+            item = pg.PlotDataItem(name=label or f"{name} (compare)", **_CURVE_OPTS)
+            item.setZValue(-1)  # under the live curves
+            ov = _Overlay(item=item, label=label, x=xa, y=ya)
+            self._overlays[name] = ov
+            self._style_overlay(ov, self._series[name])
+            self.plot_item.addItem(item)
+            self._tune(item)
+        else:
+            ov.x, ov.y = xa, ya
+        self._dirty_overlays.add(name)
+        self._schedule()
+
+    def clear_overlays(self) -> None:
+        for name in list(self._overlays):
+            self._remove_overlay(name)
+
+    def overlay_names(self) -> list[str]:
+        """The series that have an overlay now."""
+        return list(self._overlays)
+
+    def series_names(self) -> list[str]:
+        return list(self._series)
+
+    def point_count(self, name: str) -> int:
+        s = self._series.get(name)
+        return 0 if s is None else s.n
+
+    def data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the points held for a series (what the next redraw shows, before any log-scale hiding)."""
+        s = self._series[name]
+        return s.x[: s.n].copy(), s.y[: s.n].copy()
+
+    def redraw(self) -> float:
+        """Push the dirty buffers to the curves now; returns the milliseconds it took (also in ``last_redraw_ms``)."""
+        t0 = time.perf_counter()
+        self._timer.stop()
+        dirty, self._dirty = self._dirty, set()
+        for name in dirty:
+            s = self._series.get(name)
+            if s is not None:
+                self._push(s.item, s.x[: s.n], s.y[: s.n])
+        dirty_ov, self._dirty_overlays = self._dirty_overlays, set()
+        for name in dirty_ov:
+            ov = self._overlays.get(name)
+            if ov is not None:
+                self._push(ov.item, ov.x, ov.y)
+        self.last_redraw_ms = (time.perf_counter() - t0) * 1000.0
+        self.redraw_count += 1
+        return self.last_redraw_ms
+
+    def is_dirty(self) -> bool:
+        return bool(self._dirty or self._dirty_overlays)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        return QSize(640, 360)
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _grow(s: _Series) -> None:
+        cap = s.x.size * 2
+        nx, ny = np.empty(cap), np.empty(cap)
+        nx[: s.n] = s.x[: s.n]
+        ny[: s.n] = s.y[: s.n]
+        s.x, s.y = nx, ny
+
+    @staticmethod
+    def _tune(item: pg.PlotDataItem) -> None:
+        # after PlotItem.addItem, which hands every new curve the plot's own settings. The buffers hold finite values
+        # only (and positive ones on log scale): hence connect="all" and skipFiniteCheck in _CURVE_OPTS.
+        item.setDownsampling(auto=True, method="peak")
+        item.setClipToView(True)
+
+    def _push(self, item: pg.PlotDataItem, x: np.ndarray, y: np.ndarray) -> None:
+        if self._log_y and y.size:
+            keep = y > 0
+            if not keep.all():
+                x, y = x[keep], y[keep]
+        if x.size == 0:
+            item.setData(x=np.empty(0), y=np.empty(0))
+        else:
+            item.setData(x=x, y=y)
+
+    def _push_all(self) -> None:
+        for name in self._series:
+            self._dirty.add(name)
+        for name in self._overlays:
+            self._dirty_overlays.add(name)
+        self.redraw()
+
+    def _mark_dirty(self, name: str) -> None:
+        self._dirty.add(name)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _on_timer(self) -> None:
+        if not self.is_dirty():
+            return
+        if not self.isVisible():
+            return  # a hidden chart (another tab) catches up in showEvent
+        self.redraw()
+
+    def _remove_overlay(self, name: str) -> None:
+        ov = self._overlays.pop(name, None)
+        self._dirty_overlays.discard(name)
+        if ov is not None:
+            self.plot_item.removeItem(ov.item)
+
+    def _on_log_y_toggled(self, on: bool) -> None:
+        if on != self._log_y:  # toggled from the context menu: re-push with/without the non-positive points
+            self._log_y = on
+            self._push_all()
+
+    # ------------------------------------------------------------------ look
+    def _is_dark(self) -> bool:
+        return self._background().lightness() < 128
+
+    def _background(self) -> QColor:
+        return self.palette().color(QPalette.ColorRole.Base)
+
+    def _series_color(self, s: _Series) -> QColor:
+        if s.explicit_color or not self._is_dark():
+            return QColor(s.color)
+        return QColor(s.color).lighter(125)
+
+    def _style_series(self, s: _Series) -> None:
+        color = self._series_color(s)
+        # a sparse series with markers (eval points) gets a bolder line: it has few points, and must stand out
+        s.item.setPen(pg.mkPen(color, width=2 if s.symbol else _LINE_WIDTH))
+        if s.symbol:
+            s.item.setSymbol(s.symbol)
+            s.item.setSymbolSize(_SYMBOL_SIZE)
+            s.item.setSymbolBrush(color)
+            s.item.setSymbolPen(pg.mkPen(self._background(), width=1))
+        else:
+            s.item.setSymbol(None)
+
+    def _style_overlay(self, ov: _Overlay, s: _Series) -> None:
+        base = self._series_color(s)
+        bg = self._background()
+        # part of the way towards the background: a paler shade of the same hue on light and dark themes
+        t = 0.3 if bg.lightness() < 128 else 0.42
+        shade = QColor(
+            round(base.red() + (bg.red() - base.red()) * t),
+            round(base.green() + (bg.green() - base.green()) * t),
+            round(base.blue() + (bg.blue() - base.blue()) * t),
+        )
+        ov.item.setPen(pg.mkPen(shade, width=_LINE_WIDTH, style=Qt.PenStyle.DashLine))
+        if s.symbol:
+            ov.item.setSymbol(s.symbol)
+            ov.item.setSymbolSize(_SYMBOL_SIZE - 1)
+            ov.item.setSymbolBrush(bg)
+            ov.item.setSymbolPen(pg.mkPen(shade, width=1))
+        else:
+            ov.item.setSymbol(None)
+
+    def _apply_theme(self) -> None:
+        bg = self._background()
+        fg = self.palette().color(QPalette.ColorRole.Text)
+        self.plot_widget.setBackground(bg)
+        axis_pen = pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), 110), width=1)
+        for side in ("left", "bottom"):
+            axis = self.plot_item.getAxis(side)
+            axis.setPen(axis_pen)
+            axis.setTextPen(fg)
+        self.plot_item.setTitle(self._title, color=fg.name(), size="11pt")
+        frame = QColor(fg)
+        frame.setAlpha(60)
+        fill = QColor(bg)
+        fill.setAlpha(215)
+        self.legend.setPen(pg.mkPen(frame))
+        self.legend.setBrush(pg.mkBrush(fill))
+        self.legend.setLabelTextColor(fg)
+        # legend labels keep the colour they were made with: restyle them
+        for _sample, label in self.legend.items:
+            label.setText(label.text, color=fg)
+        for s in self._series.values():
+            self._style_series(s)
+        for name, ov in self._overlays.items():
+            self._style_overlay(ov, self._series[name])
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
+        if self._ready and event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_theme()
+        super().changeEvent(event)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if self.is_dirty():
+            self._show_timer.start()

@@ -1,0 +1,146 @@
+"""From run events to what the monitor draws: per-series arrays and the run's progress. Pure Python and numpy (no
+Qt), so it runs on a worker thread and is tested on its own.
+
+``RunState`` is fed batches of events in order (``feed``) and returns a ``Batch``: new points per series, and
+whether the curves must be cut back first because the run resumed from an earlier checkpoint (``truncate_to``).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METRIC_SERIES = ("loss", "kd_loss", "ce_loss", "lr", "tokens_per_second", "grad_norm")
+EVAL_SERIES = ("kl", "perplexity", "top1_agreement", "task_score", "teacher_task_score")
+RECENT_STEPS = 20  # steps in the moving median of step time that drives the ETA
+
+
+@dataclass
+class Batch:
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    truncate_to: int | None = None          # drop points with step > this before appending (a resume)
+    logs: list[str] = field(default_factory=list)
+    events: int = 0
+
+    def empty(self) -> bool:
+        return not self.points and self.truncate_to is None and not self.logs
+
+
+@dataclass
+class RunState:
+    """What is known about a run from its events so far."""
+
+    total_steps: int = 0
+    step: int = 0
+    tokens_seen: int = 0
+    started: bool = False
+    status: str = "waiting"                 # waiting | running | succeeded | failed | cancelled
+    message: str = ""
+    sessions: int = 0
+    last_checkpoint: int | None = None
+    device: str = ""
+    processes: int = 1
+    first_time: float | None = None
+    active_seconds: float = 0.0             # wall time spent training, summed over sessions (a resume restarts it)
+    _session_start: float | None = None
+    _last_time: float | None = None
+    _step_seconds: list[float] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+    latest: dict[str, float] = field(default_factory=dict)
+
+    def feed(self, events: list[dict[str, Any]]) -> Batch:
+        b = Batch(events=len(events))
+        cols: dict[str, tuple[list[float], list[float]]] = {}
+
+        def add(name: str, x: int, y: Any) -> None:
+            if isinstance(y, (int, float)) and not isinstance(y, bool):
+                xs, ys = cols.setdefault(name, ([], []))
+                xs.append(x)
+                ys.append(float(y))
+                self.latest[name] = float(y)
+
+        for e in events:
+            t = e.get("time")
+            kind = e.get("type")
+            if kind == "run_started":
+                self._close_session()
+                self.sessions += 1
+                self.started, self.status, self.message = True, "running", ""
+                self.total_steps = int(e.get("total_steps") or self.total_steps)
+                self.device = str(e.get("device", ""))
+                self.processes = int(e.get("processes") or 1)
+                self._session_start = t
+                if self.first_time is None:
+                    self.first_time = t
+                resumed = e.get("resumed_from_step")
+                if resumed is not None:
+                    resumed = int(resumed)
+                    # points of steps after the checkpoint are repeated by the resumed run: cut them
+                    for name, (xs, ys) in list(cols.items()):
+                        keep = [i for i, x in enumerate(xs) if x <= resumed]
+                        cols[name] = ([xs[i] for i in keep], [ys[i] for i in keep])
+                    b.truncate_to = resumed if b.truncate_to is None else min(b.truncate_to, resumed)
+                    self.step = resumed
+                    self._step_seconds.clear()
+            elif kind == "metric":
+                step = int(e.get("step", 0))
+                self.step = step
+                self.tokens_seen = int(e.get("tokens_seen", self.tokens_seen))
+                for name in METRIC_SERIES:
+                    add(name, step, e.get(name))
+                if isinstance(e.get("step_seconds"), (int, float)):
+                    self._step_seconds.append(float(e["step_seconds"]))
+                    del self._step_seconds[:-RECENT_STEPS]
+                if isinstance(e.get("tokens_per_second"), (int, float)):
+                    self.tokens_per_second = float(e["tokens_per_second"])
+            elif kind == "eval":
+                step = int(e.get("step", self.step))
+                for name in EVAL_SERIES:
+                    add(name, step, e.get(name))
+            elif kind == "checkpoint":
+                self.last_checkpoint = int(e.get("step", 0))
+            elif kind == "log":
+                b.logs.append(f"[{e.get('level', 'info')}] {e.get('message', '')}")
+            elif kind == "run_finished":
+                self.status = str(e.get("status", "failed"))
+                self.message = str(e.get("message", ""))
+                if t is not None:
+                    self._last_time = t
+                self._close_session()
+            if t is not None and kind != "run_finished":
+                self._last_time = t
+        b.points = {k: (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+                    for k, (xs, ys) in cols.items() if xs}
+        return b
+
+    def _close_session(self) -> None:
+        if self._session_start is not None and self._last_time is not None and self._last_time >= self._session_start:
+            self.active_seconds += self._last_time - self._session_start
+        self._session_start = None
+
+    # ---- derived figures -------------------------------------------------------------------------------------
+
+    def elapsed_seconds(self, now: float | None = None) -> float:
+        """Training wall time so far; ``now`` counts the open session up to the present (a live run)."""
+        open_part = 0.0
+        if self._session_start is not None:
+            end = now if (now is not None and self.status == "running") else self._last_time
+            if end is not None:
+                open_part = max(0.0, end - self._session_start)
+        return self.active_seconds + open_part
+
+    def seconds_per_step(self) -> float | None:
+        return statistics.median(self._step_seconds) if self._step_seconds else None
+
+    def eta_seconds(self) -> float | None:
+        """Remaining time from the measured step time (the median of the last steps), so it recalibrates as the run
+        goes; None before the first measured step."""
+        sps = self.seconds_per_step()
+        if sps is None or not self.total_steps:
+            return None
+        return max(0, self.total_steps - self.step) * sps
+
+    def fraction_done(self) -> float:
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0

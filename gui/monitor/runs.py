@@ -1,0 +1,171 @@
+"""The runs the app knows of, kept across restarts, and the local training processes behind them.
+
+A run is launched with ``QProcess.startDetached`` as ``python -m distill_studio.engine.cli run PLAN --run-dir D``:
+a separate process in its own session, which outlives the app. Closing the app therefore never stops training,
+and on the next start the run is found again by its folder and process id and watched as before. Everything the
+monitor shows comes from the run folder (``events.jsonl``, ``logs/console.log``), never from the process's pipes.
+
+Cancel asks first (SIGTERM to the process group: the engine checkpoints and exits 130) and forces (SIGKILL) only
+after a timeout; a run stopped either way can be resumed from its last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ...engine.catalog.prices import data_dir
+
+CONSOLE_LOG = "logs/console.log"
+
+
+@dataclass
+class RunRecord:
+    run_dir: str
+    name: str
+    plan_path: str = ""
+    pid: int = 0                  # the launched process (0: not launched from here, e.g. opened from disk)
+    launched_at: float = field(default_factory=time.time)
+    target: str = "local"
+
+    @property
+    def events_path(self) -> Path:
+        return Path(self.run_dir) / "events.jsonl"
+
+    @property
+    def console_path(self) -> Path:
+        return Path(self.run_dir) / CONSOLE_LOG
+
+
+def store_path() -> Path:
+    return data_dir() / "gui" / "runs.json"
+
+
+class RunStore:
+    """The runs list: a JSON file in the user data folder, rewritten atomically on every change."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or store_path()
+        self.records: list[RunRecord] = []
+        self.warning = ""
+        self.load()
+
+    def load(self) -> None:
+        self.records = []
+        if not self.path.exists():
+            return
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            for row in doc.get("runs", []):
+                self.records.append(RunRecord(**{k: row[k] for k in RunRecord.__dataclass_fields__ if k in row}))
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            self.warning = f"the runs list {self.path} could not be read ({exc}); it starts empty, the file is kept"
+            try:
+                self.path.replace(self.path.with_suffix(".json.bad"))
+            except OSError:
+                pass
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"version": 1, "runs": [asdict(r) for r in self.records]}, indent=2) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def add(self, record: RunRecord) -> RunRecord:
+        key = str(Path(record.run_dir).resolve())
+        self.records = [r for r in self.records if str(Path(r.run_dir).resolve()) != key]
+        self.records.insert(0, record)
+        self.save()
+        return record
+
+    def remove(self, run_dir: str) -> None:
+        self.records = [r for r in self.records if r.run_dir != run_dir]
+        self.save()
+
+    def find(self, run_dir: str) -> RunRecord | None:
+        return next((r for r in self.records if r.run_dir == run_dir), None)
+
+
+def record_from_folder(run_dir: str | Path) -> RunRecord:
+    """A run folder from disk (a CLI run, or one from another machine) as a record; raises ValueError if it is not
+    a run folder."""
+    d = Path(run_dir)
+    if not (d / "plan.toml").is_file():
+        raise ValueError(f"{d} is not a run folder: it has no plan.toml (a run folder holds plan.toml and "
+                         "events.jsonl, as `distill run` writes them)")
+    name = d.name
+    try:
+        from ...engine.plan import load_plan
+
+        name = load_plan(d / "plan.toml").name
+    except Exception:  # noqa: BLE001 - the folder name is a fine label for a plan that no longer loads
+        pass
+    return RunRecord(run_dir=str(d.resolve()), name=name, plan_path=str(d / "plan.toml"), pid=0)
+
+
+# ---- processes ------------------------------------------------------------------------------------------------
+
+def run_command(plan_path: str | None, run_dir: str, resume: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run"]
+    return cmd + (["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir])
+
+
+def launch(plan_path: str | None, run_dir: str, resume: bool = False) -> int:
+    """Start ``distill run`` detached (``QProcess.startDetached``: its own session, it outlives the app), its
+    output appended to the run's console log; returns the process id. Raises RuntimeError if it could not start."""
+    from PySide6.QtCore import QProcess
+
+    Path(run_dir, "logs").mkdir(parents=True, exist_ok=True)
+    console = str(Path(run_dir) / CONSOLE_LOG)
+    cmd = run_command(plan_path, run_dir, resume)
+    args = ["-m", "distill_studio.gui.monitor.logged_exec", console, "--", *cmd]
+    workdir = str(Path(plan_path).parent if plan_path and not resume else run_dir)
+    ok, pid = QProcess.startDetached(sys.executable, args, workdir)
+    if not ok or not pid:
+        raise RuntimeError(f"could not start `{' '.join(cmd[2:5])}` with {sys.executable}")
+    return int(pid)
+
+
+def is_alive(pid: int, run_dir: str | None = None) -> bool:
+    """Is process ``pid`` running (and, where /proc tells, is it this run's process rather than a reused id)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if run_dir and cmdline.exists():
+        try:
+            raw = cmdline.read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        if ") Z " in stat:            # a zombie has finished; only its exit status is left
+            return False
+        return Path(run_dir).name.encode() in raw
+    return True
+
+
+def send_stop(pid: int, force: bool = False) -> bool:
+    """SIGTERM (or SIGKILL) to the run's process group: a detached run has its own session and group, so a
+    multi-process run (accelerate launch and its ranks) is reached as a whole. Never signals the app's own group.
+    Returns False if the process was gone."""
+    sig = signal.SIGKILL if force and hasattr(signal, "SIGKILL") else signal.SIGTERM
+    try:
+        if hasattr(os, "killpg") and os.getpgid(pid) != os.getpgid(0):
+            os.killpg(os.getpgid(pid), sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError, OSError):
+        return False

@@ -1,0 +1,365 @@
+"""The run monitor: live curves, progress with ETA, cost against the budget, the deadline check, the log, and
+stop/resume for one run.
+
+Reading the run folder happens on a worker thread every ``POLL_MS``; the GUI thread only appends ready-made arrays
+to the charts, which redraw on their own timer. So a run that writes thousands of points a second, or opening a
+finished run with half a million points, never stalls the window.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QFont
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from ...engine.plan import Plan, load_plan
+from .. import workers
+from .chart import LiveChart
+from .runs import RunRecord, send_stop
+from .watch import Snapshot, Watch, read_whole
+
+POLL_MS = 300
+CANCEL_TIMEOUT_MS = 60_000   # after asking a run to stop, force it if it has not exited by then
+LOG_LINES = 5_000
+
+CHARTS = {  # chart -> (title, y label, series)
+    "loss": ("Training loss", "loss", ("loss", "kd_loss", "ce_loss")),
+    "eval": ("Held-out evaluation", "", ("task_score", "top1_agreement", "kl")),
+    "lr": ("Learning rate", "lr", ("lr",)),
+    "speed": ("Throughput", "tokens/s", ("tokens_per_second",)),
+}
+LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "task_score": "task score",
+          "top1_agreement": "top-1 agreement", "kl": "KL to teacher", "lr": "learning rate",
+          "tokens_per_second": "tokens/s"}
+STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
+               "succeeded": "Finished", "failed": "Failed", "cancelled": "Stopped (checkpoint saved)",
+               "stopped": "Stopped without finishing", "missing": "Run folder missing"}
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def price_per_hour(plan: Plan) -> float | None:
+    """US dollars per hour of the plan's hardware, when known: the local machine's stated cost, or the Azure size's
+    price in the region times its nodes."""
+    hw = plan.hardware
+    if hw.target == "local":
+        return hw.usd_per_hour
+    if not hw.sku:
+        return None
+    try:
+        from ...engine.catalog.prices import load_prices
+
+        price = load_prices(hw.region).lookup(hw.sku, hw.priority)
+    except Exception:  # noqa: BLE001 - an unknown price is shown as unknown
+        return None
+    return None if price is None else price.usd_per_hour * (hw.nodes or 1)
+
+
+class MonitorView(QWidget):
+    sig_resume_requested = Signal(str)
+    """The user asked to resume the run in this folder."""
+    sig_status_changed = Signal(str, str)
+    """run folder, new status."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.record: RunRecord | None = None
+        self.plan: Plan | None = None
+        self.watch: Watch | None = None
+        self.snapshot: Snapshot | None = None
+        self._polling = False
+        self._stop_asked_at: float | None = None
+        self._price: float | None = None
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._force_timer = QTimer(self)
+        self._force_timer.setSingleShot(True)
+        self._force_timer.timeout.connect(self._force_stop)
+
+    # ---- layout ----------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.title = QLabel("No run selected")
+        f = self.title.font()
+        f.setPointSizeF(f.pointSizeF() * 1.3)
+        f.setBold(True)
+        self.title.setFont(f)
+        self.status_label = QLabel("")
+        self.status_label.setObjectName("status_label")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.figures = QLabel("")
+        self.figures.setObjectName("figures_label")
+        self.figures.setTextInteractionFlags(self.figures.textInteractionFlags())
+        self.warning = QLabel("")
+        self.warning.setObjectName("deadline_warning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #c0392b; font-weight: bold;")
+        self.warning.hide()
+
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stop_button")
+        self.stop_button.setToolTip("Ask the run to save a checkpoint and stop; it is forced after "
+                                    f"{CANCEL_TIMEOUT_MS // 1000} s if it does not. It can be resumed.")
+        self.stop_button.clicked.connect(self.request_stop)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setObjectName("resume_button")
+        self.resume_button.setToolTip("Continue from the last checkpoint")
+        self.resume_button.clicked.connect(lambda: self.record and self.sig_resume_requested.emit(self.record.run_dir))
+        self.folder_button = QPushButton("Open folder")
+        self.folder_button.clicked.connect(self._open_folder)
+        self.log_scale = QCheckBox("Log scale")
+        self.log_scale.setObjectName("log_scale")
+        self.log_scale.setToolTip("Logarithmic y axis for the loss and evaluation charts (Ctrl+L)")
+        self.log_scale.toggled.connect(self._set_log)
+        self.compare = QComboBox()
+        self.compare.setObjectName("compare_combo")
+        self.compare.setMinimumContentsLength(18)
+        self.compare.setToolTip("Draw another run's curves, dashed, on the same charts")
+        self.compare.currentIndexChanged.connect(self._compare_changed)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.status_label)
+        buttons = QHBoxLayout()
+        for w in (self.stop_button, self.resume_button, self.folder_button):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+        buttons.addWidget(self.log_scale)
+        buttons.addWidget(QLabel("Compare with:"))
+        buttons.addWidget(self.compare)
+
+        self.charts: dict[str, LiveChart] = {}
+        grid = QGridLayout()
+        grid.setSpacing(6)
+        for n, (key, (title, ylabel, series)) in enumerate(CHARTS.items()):
+            c = LiveChart(title, y_label=ylabel)
+            for s in series:
+                c.add_series(s, symbol="o" if key == "eval" else None)
+            self.charts[key] = c
+            grid.addWidget(c, n // 2, n % 2)
+        charts = QWidget()
+        charts.setLayout(grid)
+
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("log_pane")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(LOG_LINES)
+        self.log.setFont(QFont("monospace", 9))
+        self.log.setPlaceholderText("The run's output appears here.")
+        split = QSplitter()
+        split.setOrientation(split.orientation().__class__.Vertical)
+        split.addWidget(charts)
+        split.addWidget(self.log)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        self.splitter = split
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.figures)
+        lay.addWidget(self.warning)
+        lay.addLayout(buttons)
+        lay.addWidget(split, 1)
+        self._update_buttons()
+
+    # ---- which run ---------------------------------------------------------------------------------------------
+
+    def show_run(self, record: RunRecord | None) -> None:
+        """Watch ``record`` (None: show nothing). Points already written are read in the background, then new ones
+        as they arrive."""
+        self._timer.stop()
+        self._force_timer.stop()
+        self._stop_asked_at = None
+        self.record, self.snapshot = record, None
+        for c in self.charts.values():
+            c.clear()
+        self.log.clear()
+        self.warning.hide()
+        self.figures.setText("")
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        if record is None:
+            self.watch, self.plan = None, None
+            self.title.setText("No run selected")
+            self.status_label.setText("")
+            self._update_buttons()
+            return
+        self.title.setText(record.name)
+        try:
+            self.plan = load_plan(Path(record.run_dir) / "plan.toml")
+        except Exception:  # noqa: BLE001 - a run whose plan does not load still shows its curves
+            self.plan = None
+        self._price = price_per_hour(self.plan) if self.plan else None
+        self.watch = Watch(record)
+        self._timer.start()
+        self._poll()
+
+    def set_compare_choices(self, records: list[RunRecord]) -> None:
+        current = self.compare.currentData()
+        self.compare.blockSignals(True)
+        self.compare.clear()
+        self.compare.addItem("(none)", None)
+        for r in records:
+            if self.record is None or r.run_dir != self.record.run_dir:
+                self.compare.addItem(r.name + "  ·  " + Path(r.run_dir).name, r.run_dir)
+        i = self.compare.findData(current)
+        self.compare.setCurrentIndex(max(0, i))
+        self.compare.blockSignals(False)
+        self._compare_records = {r.run_dir: r for r in records}
+
+    # ---- polling -----------------------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        if self._polling or self.watch is None:
+            return
+        self._polling = True
+        watch = self.watch
+        workers.start(watch.poll, on_result=lambda res, w=watch: self._apply(w, *res),
+                      on_finished=self._poll_done)
+
+    def _poll_done(self) -> None:
+        self._polling = False
+
+    def _apply(self, watch: Watch, batch, snap: Snapshot) -> None:
+        if watch is not self.watch:       # the user switched runs while this poll ran
+            return
+        if batch.truncate_to is not None:     # a resumed run repeats the steps after its checkpoint
+            for c in self.charts.values():
+                for name in c.series_names():
+                    x, y = c.data(name)
+                    keep = x <= batch.truncate_to
+                    c.set_data(name, x[keep], y[keep])
+        for key, (title, _, series) in CHARTS.items():
+            for s in series:
+                if s in batch.points:
+                    self.charts[key].append(s, *batch.points[s])
+        if batch.logs:
+            self.log.appendPlainText("\n".join(batch.logs))
+        old = self.snapshot.status if self.snapshot else None
+        self.snapshot = snap
+        self._show(snap)
+        if snap.status != old and self.record is not None:
+            self.sig_status_changed.emit(self.record.run_dir, snap.status)
+        if not snap.alive and snap.status not in ("starting", "running", "stopping"):
+            self._force_timer.stop()
+            self._stop_asked_at = None
+
+    def _show(self, s: Snapshot) -> None:
+        status = STATUS_TEXT.get(s.status, s.status)
+        if self._stop_asked_at is not None and s.alive:
+            status = "Stopping: saving a checkpoint…"
+        self.status_label.setText(status)
+        self.progress.setValue(int(s.fraction * 1000))
+        self.progress.setFormat(f"step {s.step:,} of {s.total_steps:,}  ({s.fraction:.0%})" if s.total_steps
+                                else "waiting for the first step…")
+        parts = [f"elapsed {fmt_duration(s.elapsed_seconds)}"]
+        if s.eta_seconds is not None:
+            parts.append(f"ETA {fmt_duration(s.eta_seconds)} (at {s.seconds_per_step:.2f} s/step, "
+                         f"{time.strftime('%H:%M', time.localtime(time.time() + s.eta_seconds))})")
+        if s.tokens_per_second:
+            parts.append(f"{s.tokens_per_second:,.0f} tokens/s")
+        for key, label in (("task_score", "task score"), ("kl", "KL")):
+            if key in s.latest:
+                parts.append(f"{label} {s.latest[key]:.3f}")
+        if self._price is not None:
+            spent = self._price * s.elapsed_seconds / 3600
+            cost = f"cost so far ${spent:,.2f}"
+            if s.eta_seconds is not None:
+                cost += f", projected ${self._price * (s.elapsed_seconds + s.eta_seconds) / 3600:,.2f}"
+            if self.plan and self.plan.budget.usd:
+                cost += f" of ${self.plan.budget.usd:,.0f} budget"
+            parts.append(cost)
+        elif self.plan is not None:
+            parts.append("no hourly price for this hardware, cost not counted")
+        if s.status in ("failed", "stopped") and s.message:
+            parts.append(s.message)
+        self.figures.setText("  ·  ".join(parts))
+        self.warning.setText(self._budget_warning(s))
+        self.warning.setVisible(bool(self.warning.text()))
+        self._update_buttons()
+
+    def _budget_warning(self, s: Snapshot) -> str:
+        if self.plan is None or s.eta_seconds is None:
+            return ""
+        out = []
+        hours = self.plan.budget.hours
+        need = (s.elapsed_seconds + s.eta_seconds) / 3600
+        if hours and need > hours:
+            out.append(f"At the measured {s.seconds_per_step:.2f} s a step this run needs {need:.2f} h in all, "
+                       f"{need - hours:.2f} h past its {hours:g} h deadline.")
+        if self._price is not None and self.plan.budget.usd and need * self._price > self.plan.budget.usd:
+            out.append(f"Projected cost ${need * self._price:,.0f} is over the ${self.plan.budget.usd:,.0f} budget.")
+        return " ".join(out)
+
+    def _update_buttons(self) -> None:
+        s = self.snapshot
+        alive = bool(s and s.alive)
+        self.stop_button.setEnabled(alive and self._stop_asked_at is None)
+        resumable = bool(s and not s.alive and s.status in ("cancelled", "stopped", "failed")
+                         and s.last_checkpoint is not None)
+        self.resume_button.setEnabled(resumable)
+        self.folder_button.setEnabled(self.record is not None)
+
+    # ---- actions -----------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the run to stop at the next step, saving a checkpoint; force it after CANCEL_TIMEOUT_MS."""
+        if not self.record or not self.snapshot or not self.snapshot.alive:
+            return
+        if send_stop(self.record.pid):
+            self._stop_asked_at = time.time()
+            self.log.appendPlainText("[studio] asked the run to stop; it saves a checkpoint first")
+            self._force_timer.start(CANCEL_TIMEOUT_MS)
+        self._update_buttons()
+
+    def _force_stop(self) -> None:
+        if self.record and self.snapshot and self.snapshot.alive:
+            send_stop(self.record.pid, force=True)
+            self.log.appendPlainText(f"[studio] the run did not stop within {CANCEL_TIMEOUT_MS // 1000} s; forced it. "
+                                     "Resume continues from its last saved checkpoint.")
+
+    def _set_log(self, on: bool) -> None:
+        for key in ("loss", "eval"):
+            self.charts[key].set_log_y(on)
+
+    def _open_folder(self) -> None:
+        if self.record:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.record.run_dir))
+
+    def _compare_changed(self, _i: int) -> None:
+        for c in self.charts.values():
+            c.clear_overlays()
+        run_dir = self.compare.currentData()
+        other = getattr(self, "_compare_records", {}).get(run_dir)
+        if other is None:
+            return
+        workers.start(read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name))
+
+    def _overlay(self, batch, name: str) -> None:
+        for key, (_, _, series) in CHARTS.items():
+            for s in series:
+                if s in batch.points:
+                    x, y = batch.points[s]
+                    self.charts[key].set_overlay(s, x, y, f"{LABELS.get(s, s)} · {name}")
+
+    def stop_watching(self) -> None:
+        self._timer.stop()
+        self._force_timer.stop()

@@ -1,0 +1,120 @@
+"""Reading one run folder as it grows: new events digested into chart points, new console lines, and whether the
+process still lives. ``Watch.poll`` runs on a worker thread (never two at once for one watch); it returns plain
+data that the monitor applies on the GUI thread."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...engine.runs.events import EventReader
+from .digest import Batch, RunState
+from .runs import RunRecord, is_alive
+
+MAX_LOG_BYTES = 256 * 1024  # per poll: a huge console log is caught up over a few polls, never in one freeze
+
+
+@dataclass
+class Snapshot:
+    status: str                 # waiting | starting | running | stopping | succeeded | failed | cancelled | stopped
+    step: int
+    total_steps: int
+    fraction: float
+    eta_seconds: float | None
+    elapsed_seconds: float
+    tokens_per_second: float
+    seconds_per_step: float | None
+    message: str
+    last_checkpoint: int | None
+    alive: bool
+    latest: dict[str, float]
+    device: str
+
+
+class Watch:
+    def __init__(self, record: RunRecord) -> None:
+        self.record = record
+        self.reader = EventReader(record.events_path)
+        self.state = RunState()
+        self._log_offset = 0
+
+    def poll(self) -> tuple[Batch, Snapshot]:
+        before = self.reader.restarted
+        events = self.reader.read_new()
+        if self.reader.restarted != before:     # the file was replaced: start the curves again
+            self.state = RunState()
+            batch = self.state.feed(events)
+            batch.truncate_to = -1
+        else:
+            batch = self.state.feed(events)
+        batch.logs = self._read_console() + batch.logs
+        return batch, self.snapshot()
+
+    def _read_console(self) -> list[str]:
+        path = self.record.console_path
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return []
+        if size < self._log_offset:
+            self._log_offset = 0
+        if size == self._log_offset:
+            return []
+        with open(path, "rb") as f:
+            f.seek(self._log_offset)
+            data = f.read(MAX_LOG_BYTES)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self._log_offset += end + 1
+        text = data[: end + 1].decode("utf-8", errors="replace")
+        # progress lines rewrite themselves with \r on a terminal; keep only the last state of each line
+        return [line.rsplit("\r", 1)[-1] for line in text.splitlines() if line.strip()]
+
+    def snapshot(self) -> Snapshot:
+        s = self.state
+        alive = is_alive(self.record.pid, self.record.run_dir)
+        status = s.status
+        if status == "running" and not alive:
+            status = "stopped"          # killed or crashed without a last event: resumable from its checkpoint
+        elif status == "waiting":
+            status = "starting" if alive else ("stopped" if Path(self.record.run_dir).exists() else "missing")
+        elif status in ("succeeded", "failed", "cancelled") and alive:
+            status = "stopping"         # the last event is written; the process is still saving and exiting
+        return Snapshot(status=status, step=s.step, total_steps=s.total_steps, fraction=s.fraction_done(),
+                        eta_seconds=s.eta_seconds() if status == "running" else None,
+                        elapsed_seconds=s.elapsed_seconds(time.time()), tokens_per_second=s.tokens_per_second,
+                        seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
+                        alive=alive, latest=dict(s.latest), device=s.device)
+
+
+def read_whole(record: RunRecord) -> Batch:
+    """Every point of a run at once (for comparing runs), resumes folded."""
+    w = Watch(record)
+    batch = w.state.feed(w.reader.read_new())
+    return batch
+
+
+def quick_status(record: RunRecord) -> str:
+    """A run's status for the runs list without reading the whole file: the last 8 KiB of events."""
+    path = record.events_path
+    alive = is_alive(record.pid, record.run_dir)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "starting" if alive else "no events"
+    import json
+
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 8192))
+        tail = f.read().splitlines()
+    for line in reversed(tail):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("type") == "run_finished":
+            return str(e.get("status", "finished"))
+        if isinstance(e, dict) and isinstance(e.get("step"), int):
+            return f"running · step {e['step']}" if alive else f"stopped at step {e['step']}"
+    return "running" if alive else "stopped"

@@ -1,0 +1,146 @@
+"""Cost versus time of every option as planned: the choices that meet the budget, the ones that do not (greyed,
+with the reason on hover), the Pareto front, the recommendation, and the budget lines. Both axes are logarithmic:
+options span minutes to weeks and cents to thousands of dollars."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+OK_BRUSH = "#2e86de"
+GREY = (150, 150, 150, 110)
+NOFIT = (150, 150, 150, 50)
+FRONT = "#e67e22"
+RECOMMENDED = "#27ae60"
+
+
+def _nice_ticks(lo: float, hi: float) -> list[float]:
+    """Tick positions (log10 units) at 1-2-5 values, or finer where the range is under a decade."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return []
+    mantissas = (1, 2, 5) if hi - lo > 1.2 else (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9) if hi - lo < 0.6 else (1, 2, 3, 5, 7)
+    out = []
+    for decade in range(int(np.floor(lo)) - 1, int(np.ceil(hi)) + 1):
+        for m in mantissas:
+            v = decade + np.log10(m)
+            if lo <= v <= hi:
+                out.append(v)
+    if len(out) > 12:                       # many decades: powers of ten only
+        out = [v for v in out if abs(v - round(v)) < 1e-9]
+    return out
+
+
+class LogAxis(pg.AxisItem):
+    """An axis over log10 values, labelled in plain units ("0.5", "20", "$1,200") at 1-2-5 steps."""
+
+    def __init__(self, orientation: str, fmt, **kw) -> None:
+        super().__init__(orientation, **kw)
+        self._fmt = fmt
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 (Qt/pyqtgraph API)
+        return [(1.0, _nice_ticks(minVal, maxVal))]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [self._fmt(10 ** v) for v in values]
+
+
+def _fmt_hours(h: float) -> str:
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    return f"{h:,.0f} h" if h >= 10 else f"{h:.1f} h".replace(".0 h", " h")
+
+
+def _fmt_usd(v: float) -> str:
+    return f"${v:,.0f}" if v >= 10 else f"${v:.2f}".rstrip("0").rstrip(".")
+
+
+class CostTimeChart(QWidget):
+    sig_option_clicked = Signal(int)
+    """The sweep index of a clicked option."""
+
+    def __init__(self, tip=None, parent=None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget(axisItems={"bottom": LogAxis("bottom", _fmt_hours),
+                                             "left": LogAxis("left", _fmt_usd)})
+        self.plot.setObjectName("cost_time_plot")
+        # Items take log10 coordinates and the axes label them in plain units. (PlotWidget.setLogMode would
+        # transform PlotDataItems but not ScatterPlotItems or lines, so everything is transformed here instead.)
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("bottom", "time to finish (hours)")
+        self.plot.setLabel("left", "cost (US$)")
+        self.plot.setMenuEnabled(False)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self._tip = tip or (lambda i: str(i))
+        kw = dict(hoverable=True, tip=lambda x, y, data: self._tip(int(data)), pxMode=True)
+        self.nofit = pg.ScatterPlotItem(size=6, pen=None, brush=pg.mkBrush(NOFIT), symbol="x", name="does not fit", **kw)
+        self.grey = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(GREY), name="outside the budget", **kw)
+        self.ok = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=0.5), brush=pg.mkBrush(OK_BRUSH),
+                                     name="meets the budget", **kw)
+        self.front = pg.PlotDataItem(pen=pg.mkPen(FRONT, width=2), symbol="o", symbolSize=7,
+                                     symbolBrush=FRONT, symbolPen=None, name="Pareto front")
+        self.recommended = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("k", width=1),
+                                              brush=pg.mkBrush(RECOMMENDED), name="recommended", **kw)
+        self.selected = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#d35400", width=2.5),
+                                           brush=pg.mkBrush(0, 0, 0, 0))
+        for item in (self.nofit, self.grey, self.ok, self.front, self.recommended, self.selected):
+            self.plot.addItem(item)
+        for item in (self.nofit, self.grey, self.ok, self.recommended):
+            item.sigClicked.connect(self._clicked)
+        label_opts = dict(position=0.92, color="#c0392b", movable=False, fill=(255, 255, 255, 200))
+        self.deadline = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c0392b", width=2, style=Qt.PenStyle.DashLine),
+                                        label="deadline", labelOpts=label_opts)
+        self.cost_cap = pg.InfiniteLine(angle=0, pen=pg.mkPen("#c0392b", width=2, style=Qt.PenStyle.DashLine),
+                                        label="cost cap", labelOpts=dict(label_opts, position=0.1))
+        for line in (self.deadline, self.cost_cap):
+            self.plot.addItem(line, ignoreBounds=True)
+            line.hide()
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot)
+
+    def _clicked(self, _item, points, _ev=None) -> None:
+        if len(points):
+            self.sig_option_clicked.emit(int(points[0].data()))
+
+    @staticmethod
+    def _set(item, idx: np.ndarray, hours: np.ndarray, cost: np.ndarray) -> None:
+        idx = idx[np.isfinite(cost[idx]) & (cost[idx] > 0) & np.isfinite(hours[idx]) & (hours[idx] > 0)]
+        item.setData(x=np.log10(hours[idx]), y=np.log10(cost[idx]), data=idx)
+
+    def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
+                     planned: np.ndarray, front: np.ndarray, recommended: int | None,
+                     hours_cap: float | None, usd_cap: float | None) -> None:
+        """Draw the options (arrays over the whole sweep; ``planned`` selects what is drawn)."""
+        self._set(self.ok, np.flatnonzero(planned & ok), hours, cost)
+        self._set(self.grey, np.flatnonzero(planned & ~ok & fits), hours, cost)
+        self._set(self.nofit, np.flatnonzero(planned & ~fits), hours, cost)
+        fr = np.asarray(front, dtype=np.int64)
+        fr = fr[np.isfinite(cost[fr]) & (cost[fr] > 0)] if fr.size else fr
+        fr = fr[np.argsort(hours[fr])] if fr.size else fr
+        if fr.size:
+            self.front.setData(x=np.log10(hours[fr]), y=np.log10(cost[fr]))
+        else:
+            self.front.setData([], [])
+        if recommended is not None and np.isfinite(cost[recommended]) and cost[recommended] > 0:
+            self.recommended.setData(x=[np.log10(hours[recommended])], y=[np.log10(cost[recommended])],
+                                     data=[recommended])
+        else:
+            self.recommended.setData([], [])
+        self.set_budget(hours_cap, usd_cap)
+        self.plot.enableAutoRange()
+
+    def set_budget(self, hours_cap: float | None, usd_cap: float | None) -> None:
+        for line, value, text in ((self.deadline, hours_cap, "deadline {:g} h"), (self.cost_cap, usd_cap, "cap ${:,.0f}")):
+            if value:
+                line.setPos(np.log10(value))
+                line.label.setFormat(text.format(value))
+                line.show()
+            else:
+                line.hide()
+
+    def mark(self, i: int | None, hours: np.ndarray, cost: np.ndarray) -> None:
+        if i is None or not np.isfinite(cost[i]) or cost[i] <= 0:
+            self.selected.setData([], [])
+        else:
+            self.selected.setData(x=[np.log10(hours[i])], y=[np.log10(cost[i])])

@@ -1,0 +1,143 @@
+"""The options of a plan as a sortable table: one row per configuration as planned.
+
+The columns are numpy arrays taken from the sweep once per plan, and sorting is a numpy argsort inside the model
+(not a QSortFilterProxyModel, which would call back into Python for every comparison), so a budget change over
+thousands of options re-sorts and redraws in milliseconds. Only visible cells are ever formatted.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PySide6.QtGui import QBrush, QColor
+
+from ...engine.estimate.core import ADAPTERS, TEACHER_MODES
+from ...engine.estimate.solve import GIB
+
+COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "GiB/GPU",
+           "Tokens/s/GPU", "Status")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+INDEX_ROLE = Qt.ItemDataRole.UserRole + 2
+_NUMERIC = (0, 1, 3, 8, 9)
+_GREY = QColor("#8a8a8a")
+
+
+class OptionsModel(QAbstractTableModel):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.analysis = None
+        self.rows = np.zeros(0, dtype=np.int64)     # sweep index of each row, in display order
+        self.ok = np.zeros(0, dtype=bool)           # over the whole sweep
+        self._cols: dict[int, np.ndarray] = {}      # column -> values over the whole sweep (None: not a column)
+        self._reasons: dict[int, str] = {}
+        self._sort = (1, Qt.SortOrder.AscendingOrder)
+
+    def set_analysis(self, analysis, ok: np.ndarray) -> None:
+        self.beginResetModel()
+        sweep = analysis.sweep if analysis is not None else None
+        if sweep is not getattr(self, "_sweep", None):     # columns depend on the sweep only, not the budget
+            self._cols = self._columns(analysis) if analysis is not None else {}
+            self._sweep = sweep
+        self.analysis = analysis
+        self.ok = ok
+        self.rows = np.flatnonzero(analysis.planned) if analysis is not None else np.zeros(0, dtype=np.int64)
+        self._reasons = {}
+        self._apply_sort()
+        self.endResetModel()
+
+    @staticmethod
+    def _columns(a) -> dict[int, np.ndarray]:
+        sw = a.sweep
+        o, g = sw.out, sw.grid
+
+        def labels(column: str) -> np.ndarray:
+            return np.asarray(sw.labels[column], dtype=object)[g.extra[column].astype(np.int64)]
+
+        teacher = np.asarray(TEACHER_MODES, dtype=object)[g.teacher_mode.astype(np.int64)]
+        prec = labels("teacher_precision")
+        teacher = np.where(prec == "bf16", teacher, teacher + " (" + prec + ")")
+        machine = np.char.add(np.char.add(g.nodes.astype(str), " × "),
+                              np.char.replace(labels("machine").astype(str), "Standard_", ""))
+        return {0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"],
+                4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
+                6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object),
+                8: o["mem_total"] / GIB, 9: o["tokens_per_second_per_gpu"]}
+
+    # ---- Qt model ----------------------------------------------------------------------------------------------
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def reason(self, i: int) -> str:
+        if i not in self._reasons:
+            self._reasons[i] = "meets the budget" if self.ok[i] else (self.analysis.reason(i) or "not chosen")
+        return self._reasons[i]
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or self.analysis is None:
+            return None
+        i = int(self.rows[index.row()])
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 10:
+                return self.reason(i)
+            v = self._cols[col][i]
+            if col == 0:
+                return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+            if col == 1:
+                return "unknown" if np.isnan(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
+            if col == 8:
+                return f"{v:.1f}"
+            if col == 9:
+                return f"{v:,.0f}"
+            return str(v)
+        if role == INDEX_ROLE:
+            return i
+        if role == SORT_ROLE:
+            return 0 if (col == 10 and self.ok[i]) else 1 if col == 10 else self._cols[col][i].item()
+        if role == Qt.ItemDataRole.ForegroundRole and not self.ok[i]:
+            return QBrush(_GREY)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in _NUMERIC:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.reason(i)
+        return None
+
+    # ---- sorting -----------------------------------------------------------------------------------------------
+
+    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (column, order)
+        self._apply_sort()
+        self.layoutChanged.emit()
+
+    def _apply_sort(self) -> None:
+        if not len(self.rows):
+            return
+        column, order = self._sort
+        rows = self.rows
+        if column == 10:
+            key = (~self.ok[rows]).astype(np.int8)
+        else:
+            key = self._cols[column][rows]
+            if key.dtype == object:
+                key = key.astype(str)
+            else:
+                key = np.where(np.isnan(key), np.inf, key) if key.dtype.kind == "f" else key
+        # ties keep a stable, sensible order: by cost, then time
+        tie = np.nan_to_num(self._cols[1][rows], nan=np.inf)
+        perm = np.lexsort((self._cols[0][rows], tie, key))
+        if order == Qt.SortOrder.DescendingOrder:
+            perm = perm[::-1]
+        self.rows = rows[perm]
+
+    def row_of(self, i: int) -> int | None:
+        hit = np.flatnonzero(self.rows == i)
+        return int(hit[0]) if hit.size else None

@@ -1,0 +1,322 @@
+"""The planner: the estimator's answer for one plan, drawn.
+
+The sweep (tens of thousands of configurations) is computed once per plan on a worker thread. Changing the
+deadline, the cost cap or the priority only re-runs the budget solver over the existing sweep, on the GUI thread,
+which takes about a millisecond, so the chart follows the controls at once (``last_update_ms`` measures it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
+                               QLabel, QPushButton, QScrollArea, QSplitter, QTableView, QVBoxLayout, QWidget)
+
+from ...engine.estimate.solve import decide
+from ...engine.planner import Analysis, analyse, planned_mask
+from ...engine.plan import Plan
+from ...engine.report import choices
+from .. import workers
+from .chart import CostTimeChart
+from .memory_bar import MemoryBar
+from .table import INDEX_ROLE, OptionsModel
+
+
+def _money(v: float) -> str:
+    return "price unknown" if not np.isfinite(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+class PlannerView(QWidget):
+    sig_analysis_ready = Signal()
+    """A plan's sweep finished and is drawn."""
+    sig_error = Signal(str)
+    """The plan could not be analysed; the message says why."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.plan: Plan | None = None
+        self.base: Path | None = None
+        self.base_analysis: Analysis | None = None
+        self.analysis: Analysis | None = None
+        self.selected: int | None = None
+        self.last_update_ms = 0.0
+        self._job = None
+        self._build()
+
+    def _build(self) -> None:
+        self.summary = QLabel("Open or create a plan to see its options.")
+        self.summary.setObjectName("plan_summary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.summary.setMinimumWidth(300)
+        self.deadline = QDoubleSpinBox()
+        self.deadline.setObjectName("deadline_spin")
+        self.deadline.setRange(0, 24 * 365)
+        self.deadline.setDecimals(1)
+        self.deadline.setSpecialValueText("none")
+        self.deadline.setSuffix(" h")
+        self.deadline.setToolTip("Deadline for the whole run; 0 = none")
+        self.cap = QDoubleSpinBox()
+        self.cap.setObjectName("cost_cap_spin")
+        self.cap.setRange(0, 1e8)
+        self.cap.setDecimals(0)
+        self.cap.setSingleStep(100)
+        self.cap.setPrefix("$")
+        self.cap.setSpecialValueText("none")
+        self.cap.setToolTip("Cost cap in US dollars; 0 = none")
+        self.priority = QComboBox()
+        self.priority.setObjectName("priority_combo")
+        self.priority.addItems(["dedicated", "low-priority"])
+        self.priority.setToolTip("Azure VM priority: low-priority is cheaper and can be pre-empted")
+        self.all_adapters = QCheckBox("All adapters and teacher modes")
+        self.all_adapters.setToolTip("Show full training, LoRA and QLoRA and every teacher mode, not only the plan's")
+        for w in (self.deadline, self.cap):
+            w.valueChanged.connect(self._controls_changed)
+        self.priority.currentIndexChanged.connect(self._controls_changed)
+        self.all_adapters.toggled.connect(self._controls_changed)
+        self.prices_label = QLabel("")
+        self.prices_label.setObjectName("prices_label")
+        self.refresh_button = QPushButton("Refresh prices")
+        self.refresh_button.setObjectName("refresh_prices")
+        self.refresh_button.setToolTip("Fetch current prices from the Azure Retail Prices API")
+        self.refresh_button.clicked.connect(self.refresh_prices)
+
+        controls = QHBoxLayout()
+        for label, w in (("Deadline", self.deadline), ("Cost cap", self.cap), ("Priority", self.priority)):
+            controls.addWidget(QLabel(label))
+            controls.addWidget(w)
+        controls.addWidget(self.all_adapters)
+        controls.addStretch(1)
+        controls.addWidget(self.prices_label)
+        controls.addWidget(self.refresh_button)
+
+        self.chart = CostTimeChart(tip=self.describe)
+        self.chart.sig_option_clicked.connect(self.select_option)
+        self.memory = MemoryBar()
+        self.memory.setObjectName("memory_bar")
+        self.option_label = QLabel("")
+        self.option_label.setObjectName("option_label")
+        self.option_label.setWordWrap(True)
+        self.model = OptionsModel(self)
+        self.proxy = self.model     # sorting happens inside the model (numpy), see table.py
+        self.table = QTableView()
+        self.table.setObjectName("options_table")
+        self.table.setModel(self.model)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().hide()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setResizeContentsPrecision(40)   # size columns from the first rows, not all of them
+        header.setStretchLastSection(True)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
+        self._columns_sized = False
+        self.table.selectionModel().selectionChanged.connect(self._table_selected)
+        self.notes = QLabel("")
+        self.notes.setObjectName("plan_notes")
+        self.notes.setWordWrap(True)
+        self.notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        upper = QWidget()
+        ul = QVBoxLayout(upper)
+        ul.setContentsMargins(0, 0, 0, 0)
+        ul.addWidget(self.chart, 1)
+        ul.addWidget(self.option_label)
+        ul.addWidget(self.memory)
+        self.chart.setMinimumHeight(260)
+        self.notes.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        notes_area = QScrollArea()
+        notes_area.setWidget(self.notes)
+        notes_area.setWidgetResizable(True)
+        notes_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(upper)
+        split.addWidget(self.table)
+        split.addWidget(notes_area)
+        split.setStretchFactor(0, 5)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 1)
+        split.setSizes([520, 260, 70])
+        self.splitter = split
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addLayout(controls)
+        lay.addWidget(split, 1)
+
+    # ---- analysis ----------------------------------------------------------------------------------------------
+
+    def set_plan(self, plan: Plan, base: Path | None = None) -> None:
+        """Analyse ``plan`` in the background; the view keeps showing the previous plan until it is done."""
+        self.plan, self.base = plan, base
+        self.summary.setText(f"<b>{plan.name}</b>: estimating…")
+        if self._job is not None:
+            self._job.cancel()
+        self._job = workers.start(analyse, plan, base, on_result=self._analysed, on_error=self._failed)
+
+    def _analysed(self, a: Analysis) -> None:
+        if a.plan is not self.plan:
+            return
+        self.base_analysis = a
+        b = a.plan.budget
+        for w, v in ((self.deadline, b.hours or 0), (self.cap, b.usd or 0)):
+            w.blockSignals(True)
+            w.setValue(v)
+            w.blockSignals(False)
+        self.priority.blockSignals(True)
+        self.priority.setCurrentText(a.plan.hardware.priority)
+        self.priority.setEnabled(a.plan.hardware.target == "azure")
+        self.priority.blockSignals(False)
+        if a.prices is None:
+            self.prices_label.setText("Local machine: no prices")
+            self.refresh_button.setEnabled(False)
+        else:
+            self.prices_label.setText(f"Prices {a.prices.region} · {a.prices.fetched_on or 'undated'} "
+                                      f"({a.prices.origin})")
+            self.prices_label.setToolTip(a.prices.note)
+            self.refresh_button.setEnabled(True)
+        self.layout().activate()
+        self.selected = None
+        self._controls_changed()
+        self.sig_analysis_ready.emit()
+
+    def _failed(self, message: str) -> None:
+        self.summary.setText(f"<b>{self.plan.name if self.plan else 'Plan'}</b>: "
+                             f"<span style='color:#c0392b'>{message}</span>")
+        self.sig_error.emit(message)
+
+    def _controls_changed(self, *_args) -> None:
+        """Re-solve the budget over the existing sweep and redraw."""
+        base = self.base_analysis
+        if base is None:
+            return
+        t0 = time.perf_counter()
+        hours = self.deadline.value() or None
+        usd = self.cap.value() or None
+        hw = base.plan.hardware
+        if hw.target == "azure":
+            hw = hw.model_copy(update={"priority": self.priority.currentText()})
+        plan = base.plan.model_copy(update={"budget": base.plan.budget.model_copy(update={"hours": hours, "usd": usd}),
+                                            "hardware": hw})
+        sw = base.sweep
+        planned = planned_mask(sw, plan)
+        if self.all_adapters.isChecked():
+            planned = self._all_modes_mask(sw, plan)
+        a = dataclasses.replace(base, plan=plan, planned=planned, decision=decide(sw, planned, hours, usd))
+        self.analysis = a
+        ok = choices(a)
+        o = sw.out
+        self.chart.show_options(o["total_hours"], o["cost_usd"], ok, o["fits"], planned, a.decision.pareto,
+                                a.decision.recommended, hours, usd)
+        self.model.set_analysis(a, ok)
+        if not self._columns_sized and self.model.rowCount():
+            self.table.resizeColumnsToContents()
+            self._columns_sized = True
+        self._summarise(a, ok)
+        self.select_option(self.selected if self.selected is not None and planned[self.selected]
+                           else a.decision.recommended)
+        self.layout().activate()
+        self.last_update_ms = (time.perf_counter() - t0) * 1000
+
+    @staticmethod
+    def _all_modes_mask(sw, plan: Plan) -> np.ndarray:
+        m = sw.grid.extra["priority"] == sw.labels["priority"].index(plan.hardware.priority)
+        return m
+
+    def _summarise(self, a: Analysis, ok: np.ndarray) -> None:
+        d, o, p = a.decision, a.sweep.out, a.plan
+        t, s = a.pair.teacher, a.pair.student
+        head = (f"<b>{p.name}</b>: {t.name} ({t.params / 1e9:.1f}B) → {s.name} ({s.params / 1e9:.2f}B), "
+                f"{p.method.kind}, {p.adapter.kind}. {int(a.planned.sum()):,} options as planned, "
+                f"{int(ok.sum()):,} meet the budget.")
+        if d.recommended is not None:
+            i = d.recommended
+            r = a.sweep.row(i)
+            head += (f"<br><span style='color:#27ae60'><b>Recommended:</b></span> {r['nodes']} × "
+                     f"{r['sku'].removeprefix('Standard_')} ({r['gpus']} GPUs, {r['adapter']}, teacher "
+                     f"{r['teacher_mode']}): <b>{_hours(o['total_hours'][i])}</b>, <b>{_money(o['cost_usd'][i])}</b>"
+                     f" — {d.rationale}.")
+        elif d.impossible:
+            head += f"<br><span style='color:#c0392b'><b>No option:</b> {d.impossible}</span>"
+        else:
+            fast = d.fastest
+            head += "<br><span style='color:#c0392b'><b>Nothing meets the budget.</b></span>"
+            if fast is not None:
+                head += (f" Fastest: {_hours(o['total_hours'][fast])} at {_money(o['cost_usd'][fast])}.")
+        unpriced = int((a.planned & ~np.isfinite(o["cost_usd"])).sum())
+        self.summary.setText(head)
+        notes = list(a.notes)
+        if unpriced:
+            notes.insert(0, f"{unpriced:,} options have no known price in this region: they are in the table, "
+                            "not on the chart.")
+        self.notes.setText("\n".join("• " + n for n in notes))
+
+    # ---- one option --------------------------------------------------------------------------------------------
+
+    def describe(self, i: int) -> str:
+        a = self.analysis
+        if a is None:
+            return ""
+        r = a.sweep.row(i)
+        why = "" if choices(a)[i] else a.reason(i)
+        text = (f"{r['nodes']} × {r['sku'].removeprefix('Standard_')} · {r['gpus']} GPUs · {r['priority']}\n"
+                f"{_hours(r['hours']['total'])} · {_money(r['cost_usd'] if r['cost_usd'] is not None else np.nan)}"
+                f" · {r['memory_gib_per_gpu']['total']:.1f} GiB/GPU\n"
+                f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
+                f"recompute {'on' if r['recompute'] else 'off'}")
+        return text + (f"\n✗ {why}" if why else "\n✓ meets the budget")
+
+    def select_option(self, i: int | None) -> None:
+        a = self.analysis
+        self.selected = i
+        if a is None or i is None:
+            self.memory.set_breakdown(None)
+            self.option_label.setText("")
+            self.chart.mark(None, np.zeros(0), np.zeros(0))
+            return
+        o = a.sweep.out
+        r = a.sweep.row(i)
+        self.chart.mark(i, o["total_hours"], o["cost_usd"])
+        self.memory.set_breakdown(r["memory_gib_per_gpu"], r["usable_gib_per_gpu"])
+        self.option_label.setText("Selected: " + self.describe(i).replace("\n", " · "))
+        # select the row in the table without re-entering
+        row = self.model.row_of(i)
+        if row is not None:
+            sm = self.table.selectionModel()
+            sm.blockSignals(True)
+            self.table.selectRow(row)
+            sm.blockSignals(False)
+            self.table.scrollTo(self.model.index(row, 0))
+
+    def _table_selected(self, *_args) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.select_option(int(rows[0].data(INDEX_ROLE)))
+
+    # ---- prices ------------------------------------------------------------------------------------------------
+
+    def refresh_prices(self) -> None:
+        if self.plan is None or self.plan.hardware.target != "azure":
+            return
+        from ...engine.catalog.prices import refresh_prices
+
+        region = self.plan.hardware.region
+        self.refresh_button.setEnabled(False)
+        self.prices_label.setText(f"Prices: fetching {region}…")
+        workers.start(refresh_prices, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
+                      on_error=self._refresh_failed, on_finished=lambda: self.refresh_button.setEnabled(True))
+
+    def _refresh_failed(self, message: str) -> None:
+        a = self.base_analysis
+        when = f"{a.prices.origin}, {a.prices.fetched_on}" if a and a.prices else "unknown"
+        self.prices_label.setText(f"Prices: {when} (refresh failed)")
+        self.prices_label.setToolTip(message)
+        self.sig_error.emit(f"Prices could not be refreshed: {message}")

@@ -1,0 +1,3 @@
+from .model import AzureSettings, Settings, config_dir, load_settings, save_settings, settings_path
+
+__all__ = ["AzureSettings", "Settings", "config_dir", "load_settings", "save_settings", "settings_path"]

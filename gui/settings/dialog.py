@@ -1,0 +1,275 @@
+"""The Settings dialog: runs folder and theme, and the Azure ML workspace and service principal.
+
+Built in code (no .ui file) so the object names tests rely on live next to the widgets. Nothing changes until OK,
+and OK does nothing while a field is invalid: the problem is shown in red under that field, naming the field and
+what would be valid, because a wrong subscription id or region otherwise only surfaces minutes later as an Azure
+error far from where it was typed. The client secret goes to the OS keyring, never into ``Settings``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QApplication, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QPushButton, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from .. import dialogs
+from . import secrets
+from .model import AzureSettings, Settings, save_settings, settings_path
+
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+REGION_RE = re.compile(r"^[a-z0-9]+$")
+# Azure's own naming rules, so a typo is caught here rather than by a failed job submission.
+RESOURCE_GROUP_RE = re.compile(r"^[-\w.()]{1,90}$")
+WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
+
+THEME_CHOICES = (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark"))
+GUID_HINT = "8-4-4-4-12 hexadecimal digits, like 0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+
+
+def _error_colour() -> str:
+    from ..theme import is_dark
+
+    app = QApplication.instance()
+    return "#ff7b72" if app is not None and is_dark(app) else "#c62828"
+
+
+class SettingsDialog(QDialog):
+    """Edits ``settings`` in place and saves it on OK; emits ``sig_settings_changed`` afterwards so open windows
+    can re-read what they show (theme, runs folder)."""
+
+    sig_settings_changed = Signal()
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._settings = settings
+        self._errors: dict[str, QLabel] = {}
+        self.setWindowTitle("Settings")
+        self.setObjectName("settings_dialog")
+        self.setMinimumWidth(600)
+
+        self.tabs = QTabWidget(objectName="settings_tabs")
+        self.tabs.addTab(self._build_general(), "General")
+        self.tabs.addTab(self._build_azure(), "Azure")
+
+        self.save_error = QLabel(objectName="save_error_label", wordWrap=True)
+        self.save_error.hide()
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.save_error)
+        layout.addWidget(self.buttons)
+        self._load(settings)
+
+    # --- building -----------------------------------------------------------------------------------------------
+
+    def _field(self, name: str, *widgets: QWidget) -> QWidget:
+        """The widget(s) of a form row with an error label under them; hidden until the field is invalid, so a
+        valid form has no gaps."""
+        box = QWidget()
+        column = QVBoxLayout(box)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        for w in widgets:
+            row.addWidget(w)
+        column.addLayout(row)
+        err = QLabel(objectName=f"{name}_error", wordWrap=True)
+        err.hide()
+        column.addWidget(err)
+        self._errors[name] = err
+        return box
+
+    def _line(self, name: str, placeholder: str = "") -> QLineEdit:
+        edit = QLineEdit(objectName=name)
+        edit.setPlaceholderText(placeholder)
+        edit.setClearButtonEnabled(True)
+        return edit
+
+    def _build_general(self) -> QWidget:
+        page = QWidget(objectName="general_page")
+        form = QFormLayout(page)
+        default_runs = self._settings.model_copy(update={"runs_dir": ""}).resolved_runs_dir()
+        self.runs_dir_edit = self._line("runs_dir_edit", str(default_runs))
+        self.runs_dir_edit.setToolTip(f"Where new runs are created. Leave empty for the default, {default_runs}")
+        browse = QPushButton("Browse…", objectName="runs_dir_browse")
+        browse.clicked.connect(self._browse_runs_dir)
+        form.addRow("Runs folder:", self._field("runs_dir_edit", self.runs_dir_edit, browse))
+
+        self.theme_combo = QComboBox(objectName="theme_combo")
+        for key, label in THEME_CHOICES:
+            self.theme_combo.addItem(label, key)
+        form.addRow("Theme:", self._field("theme_combo", self.theme_combo))
+
+        where = QLabel(f"Settings are saved in {settings_path()}", objectName="settings_path_label", wordWrap=True)
+        where.setEnabled(False)  # drawn in the palette's muted text colour: information, not a control
+        form.addRow(where)
+        return page
+
+    def _build_azure(self) -> QWidget:
+        page = QWidget(objectName="azure_page")
+        column = QVBoxLayout(page)
+
+        ws = QGroupBox("Azure ML workspace")
+        form = QFormLayout(ws)
+        self.subscription_edit = self._line("subscription_edit", "00000000-0000-0000-0000-000000000000")
+        self.resource_group_edit = self._line("resource_group_edit", "e.g. ml-rg")
+        self.workspace_edit = self._line("workspace_edit", "e.g. distill-ws")
+        self.region_edit = self._line("region_edit", "eastus")
+        self.region_edit.setToolTip("Used for prices and as the region of new plans.")
+        form.addRow("Subscription id:", self._field("subscription_edit", self.subscription_edit))
+        form.addRow("Resource group:", self._field("resource_group_edit", self.resource_group_edit))
+        form.addRow("Workspace:", self._field("workspace_edit", self.workspace_edit))
+        form.addRow("Default region:", self._field("region_edit", self.region_edit))
+        column.addWidget(ws)
+
+        sp = QGroupBox("Service principal (optional)")
+        form = QFormLayout(sp)
+        self.tenant_edit = self._line("tenant_edit", "00000000-0000-0000-0000-000000000000")
+        self.client_id_edit = self._line("client_id_edit", "00000000-0000-0000-0000-000000000000")
+        self.secret_edit = self._line("secret_edit")
+        self.secret_edit.setEchoMode(QLineEdit.EchoMode.Password)
+        form.addRow("Tenant id:", self._field("tenant_edit", self.tenant_edit))
+        form.addRow("Client id:", self._field("client_id_edit", self.client_id_edit))
+        form.addRow("Client secret:", self._field("secret_edit", self.secret_edit))
+
+        ok, status = secrets.keyring_status()
+        self.keyring_ok = ok
+        note = QLabel("The client secret is stored in the OS keyring, never in the settings file. "
+                      "Leave it empty to keep the secret already stored.", objectName="secret_note", wordWrap=True)
+        self.keyring_status_label = QLabel(status, objectName="keyring_status_label", wordWrap=True)
+        if ok:
+            self.secret_edit.setPlaceholderText("type a new secret to store or replace it")
+        else:
+            self.secret_edit.setEnabled(False)
+            self.secret_edit.setPlaceholderText("no OS keyring available (see below)")
+            self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
+        form.addRow(note)
+        form.addRow(self.keyring_status_label)
+        column.addWidget(sp)
+        column.addStretch(1)
+        return page
+
+    def _load(self, s: Settings) -> None:
+        self.runs_dir_edit.setText(s.runs_dir)
+        self.theme_combo.setCurrentIndex(max(0, self.theme_combo.findData(s.theme)))
+        a = s.azure
+        self.subscription_edit.setText(a.subscription_id)
+        self.resource_group_edit.setText(a.resource_group)
+        self.workspace_edit.setText(a.workspace)
+        self.region_edit.setText(a.region)
+        self.tenant_edit.setText(a.tenant_id)
+        self.client_id_edit.setText(a.client_id)
+
+    def _browse_runs_dir(self) -> None:
+        path = dialogs.open_folder(self, self._settings, "runs_dir", "Folder for new runs")
+        if path:
+            self.runs_dir_edit.setText(path)
+
+    # --- validation and OK --------------------------------------------------------------------------------------
+
+    def _show_error(self, name: str, message: str) -> None:
+        label = self._errors[name]
+        label.setText(message)
+        label.setStyleSheet(f"color: {_error_colour()}")
+        label.show()
+
+    def _clear_errors(self) -> None:
+        for label in (*self._errors.values(), self.save_error):
+            label.clear()
+            label.hide()
+
+    def validate(self) -> dict[str, str]:
+        """Field object name -> message, for every invalid field (empty when all is well)."""
+        errors: dict[str, str] = {}
+        runs = self.runs_dir_edit.text().strip()
+        if runs:
+            p = Path(runs).expanduser()
+            if not p.is_absolute():
+                errors["runs_dir_edit"] = ("Runs folder must be a full path (like /home/me/distill-runs or "
+                                           "C:\\distill-runs), or empty for the default.")
+            elif p.exists() and not p.is_dir():
+                errors["runs_dir_edit"] = f"Runs folder: {p} is a file; choose a folder."
+        for name, label, edit in (("subscription_edit", "Subscription id", self.subscription_edit),
+                                  ("tenant_edit", "Tenant id", self.tenant_edit),
+                                  ("client_id_edit", "Client id", self.client_id_edit)):
+            value = edit.text().strip()
+            if value and not GUID_RE.match(value):
+                errors[name] = f"{label} is not a GUID: expected {GUID_HINT}, or leave it empty."
+        rg = self.resource_group_edit.text().strip()
+        if rg and (not RESOURCE_GROUP_RE.match(rg) or rg.endswith(".")):
+            errors["resource_group_edit"] = ("Resource group may use letters, digits, '-', '_', '.', '(' and ')', "
+                                             "up to 90 characters, and must not end with '.'.")
+        ws = self.workspace_edit.text().strip()
+        if ws and not WORKSPACE_RE.match(ws):
+            errors["workspace_edit"] = ("Workspace name must be 3 to 33 letters, digits, '-' or '_', starting with "
+                                        "a letter or digit.")
+        region = self.region_edit.text().strip()
+        if not REGION_RE.match(region):
+            errors["region_edit"] = ("Default region must be lowercase letters and digits only, with no spaces, "
+                                     "like eastus or westeurope.")
+        if self.secret_edit.text().strip():
+            tenant, client = self.tenant_edit.text().strip(), self.client_id_edit.text().strip()
+            if not tenant or not client:
+                errors["secret_edit"] = ("Client secret: enter the tenant id and client id too; the secret is "
+                                         "stored in the keyring under them.")
+        return errors
+
+    def accept(self) -> None:
+        """Validate, store a typed secret, save, and only then close. Every failure leaves the dialog open with the
+        reason shown, and the passed ``Settings`` untouched."""
+        self._clear_errors()
+        errors = self.validate()
+        if errors:
+            for name, message in errors.items():
+                self._show_error(name, message)
+            first = next(iter(errors))
+            for index in range(self.tabs.count()):
+                if self.tabs.widget(index).findChild(QWidget, first) is not None:
+                    self.tabs.setCurrentIndex(index)
+            self.findChild(QWidget, first).setFocus()
+            return
+
+        tenant, client = self.tenant_edit.text().strip(), self.client_id_edit.text().strip()
+        secret = self.secret_edit.text().strip()
+        if secret:
+            try:
+                secrets.store_client_secret(tenant, client, secret)
+            except secrets.SecretStoreError as exc:
+                self.tabs.setCurrentIndex(1)
+                self._show_error("secret_edit", str(exc))
+                return
+            self.secret_edit.clear()  # don't keep it in the widget longer than needed
+
+        updated = self._settings.model_copy(update={
+            "runs_dir": self.runs_dir_edit.text().strip(),
+            "theme": self.theme_combo.currentData(),
+            "azure": AzureSettings(
+                subscription_id=self.subscription_edit.text().strip(),
+                resource_group=self.resource_group_edit.text().strip(),
+                workspace=self.workspace_edit.text().strip(),
+                tenant_id=tenant,
+                client_id=client,
+                region=self.region_edit.text().strip(),
+            ),
+        })
+        try:
+            save_settings(updated)
+        except OSError as exc:
+            self.save_error.setText(f"Could not save the settings to {settings_path()}: {exc.strerror or exc}. "
+                                    "Check that the folder is writable, then press OK again.")
+            self.save_error.setStyleSheet(f"color: {_error_colour()}")
+            self.save_error.show()
+            return
+        # In place, so every holder of this Settings object sees the change.
+        for field in ("runs_dir", "theme", "azure"):
+            setattr(self._settings, field, getattr(updated, field))
+        super().accept()
+        self.sig_settings_changed.emit()

@@ -1,0 +1,113 @@
+"""The planner view draws the estimator's answer: the Pareto front, the budget lines, greyed options with their
+reasons, the memory breakdown of the selected option, and a table that sorts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from distill_studio.engine.plan import load_plan
+from distill_studio.engine.report import choices
+from distill_studio.gui.planner.view import PlannerView
+
+PLANS = Path(__file__).resolve().parents[2] / "resources" / "plans"
+
+
+@pytest.fixture
+def planner(qtbot):
+    v = PlannerView()
+    v.resize(1300, 900)
+    qtbot.addWidget(v)
+    v.show()
+    return v
+
+
+def _open(qtbot, v: PlannerView, name: str):
+    path = PLANS / name
+    with qtbot.waitSignal(v.sig_analysis_ready, timeout=30_000):
+        v.set_plan(load_plan(path), path.parent)
+    return v.analysis
+
+
+def test_front_budget_lines_and_greyed_options(qtbot, planner, screenshot):
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    o = a.sweep.out
+    hours, cost = o["total_hours"], o["cost_usd"]
+    # the Pareto front is drawn: faster points cost more, and no drawn candidate beats a front point on both
+    fx, fy = planner.chart.front.getData()
+    assert len(fx) >= 3
+    assert np.all(np.diff(fx) >= 0) and np.all(np.diff(fy) <= 1e-9)
+    ok_x, ok_y = planner.chart.ok.getData()
+    for x, y in zip(fx, fy):
+        assert not np.any((ok_x < x - 1e-9) & (ok_y < y - 1e-9))
+    # the deadline line sits at 3 h (log10 coordinates); no cost cap yet
+    assert planner.chart.deadline.isVisible() and planner.chart.deadline.value() == pytest.approx(np.log10(3))
+    assert not planner.chart.cost_cap.isVisible()
+    # what is blue meets the budget; every greyed option has a reason a person can read
+    drawn_ok = planner.chart.ok.data["data"].astype(int)
+    assert drawn_ok.size and np.all(hours[drawn_ok] <= 3)
+    grey = planner.chart.grey.data["data"].astype(int)
+    assert grey.size
+    assert all("misses the deadline" in planner.describe(int(i)) or "over budget" in planner.describe(int(i))
+               for i in grey[:50])
+    nofit = planner.chart.nofit.data["data"].astype(int)
+    assert nofit.size and "does not fit" in planner.describe(int(nofit[0]))
+    rec = a.decision.recommended
+    assert rec is not None and rec in set(drawn_ok)
+    screenshot(planner, "planner_gemma3_3h")
+
+    # a cost cap: the line appears, and what stays blue is under it
+    cap = float(np.nanmedian(cost[drawn_ok]))
+    planner.cap.setValue(cap)
+    assert planner.chart.cost_cap.isVisible()
+    assert planner.chart.cost_cap.value() == pytest.approx(np.log10(round(cap)))
+    still_ok = planner.chart.ok.data["data"].astype(int)
+    assert 0 < still_ok.size < drawn_ok.size and np.all(cost[still_ok] <= round(cap) + 1e-6)
+    assert planner.analysis.decision.recommended in set(still_ok)
+    # a longer deadline lets more options in
+    planner.cap.setValue(0)
+    planner.deadline.setValue(27)
+    assert planner.chart.ok.data["data"].size > drawn_ok.size
+
+
+def test_selecting_an_option_shows_its_memory_and_row(qtbot, planner, screenshot):
+    a = _open(qtbot, planner, "qwq32b-to-qwen7b-27h.toml")
+    nofit = planner.chart.nofit.data["data"].astype(int)
+    i = int(nofit[0])
+    planner.chart.sig_option_clicked.emit(i)
+    row = a.sweep.row(i)
+    assert planner.memory.parts["total"] == pytest.approx(row["memory_gib_per_gpu"]["total"])
+    assert "does NOT fit" in planner.memory.caption
+    sel = planner.table.selectionModel().selectedRows()
+    assert sel and sel[0].data(Qt.ItemDataRole.UserRole + 2) == i
+    screenshot(planner, "planner_qwq_selected_nofit")
+
+
+def test_table_sorts_by_any_column(qtbot, planner):
+    a = _open(qtbot, planner, "phi4-to-phi4mini-3h.toml")
+    model = planner.proxy
+    assert model.rowCount() == int(a.planned.sum())
+    planner.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+    hours = [float(model.index(r, 0).data(Qt.ItemDataRole.UserRole + 1)) for r in range(model.rowCount())]
+    assert hours == sorted(hours)
+    planner.table.sortByColumn(8, Qt.SortOrder.DescendingOrder)
+    mem = [float(model.index(r, 8).data(Qt.ItemDataRole.UserRole + 1)) for r in range(model.rowCount())]
+    assert mem == sorted(mem, reverse=True)
+    # the status column says why an option is not a choice
+    ok = choices(planner.analysis)
+    texts = {model.index(r, 10).data() for r in range(model.rowCount())}
+    assert "meets the budget" in texts and any(t.startswith("misses the deadline") for t in texts)
+    assert int(ok.sum()) == sum(1 for r in range(model.rowCount()) if model.index(r, 10).data() == "meets the budget")
+
+
+def test_bad_plan_shows_the_reason(qtbot, planner, tmp_path):
+    text = (PLANS / "gemma3-27b-to-4b-3h.toml").read_text().replace('seq_len = 2048', 'seq_len = 900000')
+    assert "900000" in text
+    path = tmp_path / "long.toml"
+    path.write_text(text)
+    with qtbot.waitSignal(planner.sig_error, timeout=30_000) as sig:
+        planner.set_plan(load_plan(path), tmp_path)
+    assert "data.seq_len" in sig.args[0]
+    assert "data.seq_len" in planner.summary.text()

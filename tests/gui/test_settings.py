@@ -1,0 +1,321 @@
+"""Settings: the model on disk, the secret in the keyring, the dialog, the theme and the About box."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keyring
+import keyring.backend
+import pytest
+from keyring.backends import fail
+from PySide6.QtWidgets import QApplication, QDialogButtonBox
+
+from distill_studio.gui.about import about_text, show_about
+from distill_studio.gui.settings import Settings, load_settings, save_settings, settings_path
+from distill_studio.gui.settings import secrets
+from distill_studio.gui.settings.dialog import SettingsDialog
+from distill_studio.gui.theme import apply_theme, is_dark
+
+TENANT = "11111111-2222-3333-4444-555555555555"
+CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+SUB = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+SECRET = "s3cr3t-Value~do-not-leak"
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend that keeps passwords in a dict. Its priority raises, so keyring never picks it on
+    its own for another test; it is only used when set explicitly."""
+
+    @keyring.backend.properties.classproperty
+    def priority(cls):
+        raise RuntimeError("test backend; only used when set explicitly")
+
+    def __init__(self):
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.store.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.store[(service, username)] = password
+
+    def delete_password(self, service, username):
+        if self.store.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError("not found")
+
+
+@pytest.fixture
+def memory_keyring():
+    before = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(before)
+
+
+@pytest.fixture
+def no_keyring(monkeypatch):
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+    before = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(before)
+
+
+@pytest.fixture
+def theme_restored(qapp):
+    yield qapp
+    apply_theme(qapp, "system")
+
+
+def ok_button(dialog):
+    return dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+
+
+# --- the settings file --------------------------------------------------------------------------------------------
+
+def test_round_trip(tmp_path):
+    s = Settings(runs_dir=str(tmp_path / "runs"), theme="dark")
+    s.azure.subscription_id = SUB
+    s.add_recent(tmp_path / "a.toml")
+    s.remember_dir("plans", tmp_path)
+    save_settings(s)
+    assert settings_path().is_relative_to(tmp_path / "config")
+    loaded, warning = load_settings()
+    assert warning == ""
+    assert loaded == s
+    assert loaded.azure.subscription_id == SUB
+
+
+def test_corrupt_file_gives_defaults_and_keeps_a_copy():
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json", encoding="utf-8")
+    loaded, warning = load_settings()
+    assert loaded == Settings()
+    assert str(path) in warning
+    bad = path.with_suffix(".json.bad")
+    assert bad.read_text(encoding="utf-8") == "{not json"
+    assert str(bad) in warning
+    assert not path.exists()
+
+
+def test_newer_version_left_untouched():
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    text = json.dumps({"version": 99, "theme": "dark", "future": {"x": 1}})
+    path.write_text(text, encoding="utf-8")
+    loaded, warning = load_settings()
+    assert loaded == Settings()
+    assert "newer" in warning and str(path) in warning
+    assert path.read_text(encoding="utf-8") == text
+    assert not path.with_suffix(".json.bad").exists()
+
+
+# --- the secret ---------------------------------------------------------------------------------------------------
+
+def test_secret_round_trip_in_keyring(memory_keyring):
+    assert secrets.load_client_secret(TENANT, CLIENT) is None
+    secrets.store_client_secret(TENANT, CLIENT, SECRET)
+    assert memory_keyring.store == {("distill-studio", f"azure:{TENANT}:{CLIENT}"): SECRET}
+    assert secrets.load_client_secret(TENANT, CLIENT) == SECRET
+    secrets.delete_client_secret(TENANT, CLIENT)
+    assert secrets.load_client_secret(TENANT, CLIENT) is None
+    secrets.delete_client_secret(TENANT, CLIENT)  # already gone: not an error
+    ok, status = secrets.keyring_status()
+    assert ok and "MemoryKeyring" in status
+
+
+def test_secret_needs_tenant_and_client(memory_keyring):
+    with pytest.raises(secrets.SecretStoreError, match="tenant id and client id"):
+        secrets.store_client_secret("", CLIENT, SECRET)
+
+
+def test_no_keyring_is_a_clear_error(no_keyring):
+    ok, status = secrets.keyring_status()
+    assert not ok
+    assert "No OS keyring" in status
+    if sys.platform.startswith("linux"):
+        assert "gnome-keyring" in status
+    for call in (lambda: secrets.store_client_secret(TENANT, CLIENT, SECRET),
+                 lambda: secrets.load_client_secret(TENANT, CLIENT),
+                 lambda: secrets.delete_client_secret(TENANT, CLIENT)):
+        with pytest.raises(secrets.KeyringUnavailableError, match="No OS keyring") as info:
+            call()
+        assert isinstance(info.value, secrets.DistillError)
+        assert SECRET not in str(info.value)
+
+
+def test_plaintext_backend_is_not_a_silent_fallback(monkeypatch):
+    """A keyrings.alt store is plaintext; it counts only when chosen by PYTHON_KEYRING_BACKEND."""
+    fake = type("PlaintextKeyring", (MemoryKeyring,), {"__module__": "keyrings.alt.file"})
+    before = keyring.get_keyring()
+    keyring.set_keyring(fake())
+    try:
+        monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+        assert secrets.keyring_status()[0] is False
+        with pytest.raises(secrets.KeyringUnavailableError, match="does not encrypt"):
+            secrets.store_client_secret(TENANT, CLIENT, SECRET)
+        monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+        ok, status = secrets.keyring_status()
+        assert ok and "does not encrypt" in status
+    finally:
+        keyring.set_keyring(before)
+
+
+# --- the dialog ---------------------------------------------------------------------------------------------------
+
+def test_invalid_guid_blocks_ok_and_names_the_field(qtbot, memory_keyring):
+    s = Settings()
+    dialog = SettingsDialog(s)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.subscription_edit.setText("not-a-guid")
+    dialog.region_edit.setText("East US")
+    with qtbot.assertNotEmitted(dialog.sig_settings_changed):
+        ok_button(dialog).click()
+    assert dialog.isVisible() and dialog.result() == 0
+    err = dialog.findChild(type(dialog.save_error), "subscription_edit_error")
+    assert err.isVisible()
+    assert "Subscription id" in err.text() and "GUID" in err.text()
+    assert "c62828" in err.styleSheet() or "ff7b72" in err.styleSheet()
+    region_err = dialog.findChild(type(dialog.save_error), "region_edit_error")
+    assert "Default region" in region_err.text() and "lowercase" in region_err.text()
+    assert dialog.tabs.currentIndex() == 1  # the Azure tab, where the bad field is
+    assert s == Settings()
+    assert not settings_path().exists()
+
+    dialog.subscription_edit.setText(SUB)
+    dialog.region_edit.setText("eastus")
+    with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
+        ok_button(dialog).click()
+    assert not err.isVisible()
+    assert s.azure.subscription_id == SUB
+
+
+def test_ok_updates_in_place_saves_and_keeps_secret_out_of_file(qtbot, memory_keyring, tmp_path):
+    s = Settings()
+    holder = s  # another part of the app holding the same object
+    dialog = SettingsDialog(s)
+    qtbot.addWidget(dialog)
+    assert dialog.runs_dir_edit.placeholderText() == str(s.resolved_runs_dir())
+    assert dialog.keyring_ok and "MemoryKeyring" in dialog.keyring_status_label.text()
+    dialog.runs_dir_edit.setText(str(tmp_path / "my-runs"))
+    dialog.theme_combo.setCurrentIndex(dialog.theme_combo.findData("dark"))
+    for name, value in (("subscription_edit", SUB), ("resource_group_edit", "ml-rg"), ("workspace_edit", "distill-ws"),
+                        ("tenant_edit", TENANT), ("client_id_edit", CLIENT), ("region_edit", "westeurope")):
+        dialog.findChild(type(dialog.runs_dir_edit), name).setText(value)
+    dialog.secret_edit.setText(SECRET)
+    with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
+        ok_button(dialog).click()
+
+    assert holder.runs_dir == str(tmp_path / "my-runs") and holder.theme == "dark"
+    assert holder.azure.workspace == "distill-ws" and holder.azure.region == "westeurope"
+    text = settings_path().read_text(encoding="utf-8")
+    assert SECRET not in text
+    assert "secret" not in json.dumps(json.loads(text)["azure"]).lower()
+    assert load_settings()[0] == holder
+    assert memory_keyring.store[("distill-studio", f"azure:{TENANT}:{CLIENT}")] == SECRET
+    assert dialog.secret_edit.text() == ""
+
+
+def test_secret_without_ids_is_refused(qtbot, memory_keyring):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.secret_edit.setText(SECRET)
+    ok_button(dialog).click()
+    err = dialog.findChild(type(dialog.save_error), "secret_edit_error")
+    assert "tenant id and client id" in err.text()
+    assert memory_keyring.store == {}
+    assert not settings_path().exists()
+
+
+def test_dialog_without_keyring_disables_secret(qtbot, no_keyring):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    assert not dialog.secret_edit.isEnabled()
+    assert "No OS keyring" in dialog.keyring_status_label.text()
+    with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
+        ok_button(dialog).click()  # everything else still saves
+    assert settings_path().exists()
+
+
+def test_cancel_changes_nothing(qtbot, memory_keyring):
+    s = Settings()
+    dialog = SettingsDialog(s)
+    qtbot.addWidget(dialog)
+    dialog.theme_combo.setCurrentIndex(dialog.theme_combo.findData("light"))
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Cancel).click()
+    assert s.theme == "system" and not settings_path().exists()
+
+
+# --- theme --------------------------------------------------------------------------------------------------------
+
+def test_theme_dark_and_light(theme_restored):
+    import pyqtgraph
+    from PySide6.QtGui import QColor, QPalette
+
+    app = theme_restored
+    apply_theme(app, "dark")
+    assert app.style().name().lower() == "fusion"
+    assert app.palette().color(QPalette.ColorRole.Window).lightness() < 128
+    assert is_dark(app)
+    assert QColor(pyqtgraph.getConfigOption("background")).lightness() < 128
+    assert QColor(pyqtgraph.getConfigOption("foreground")).lightness() >= 128
+    apply_theme(app, "light")
+    assert app.palette().color(QPalette.ColorRole.Window).lightness() >= 128
+    assert not is_dark(app)
+    assert QColor(pyqtgraph.getConfigOption("background")).lightness() >= 128
+    with pytest.raises(ValueError, match="theme must be one of"):
+        apply_theme(app, "purple")
+
+
+def test_screenshots_in_both_themes(qtbot, theme_restored, memory_keyring, screenshot):
+    app = theme_restored
+    s = Settings()
+    s.azure.subscription_id = SUB
+    for theme, tab, name in (("light", 0, "settings_general_light"), ("dark", 1, "settings_azure_dark")):
+        apply_theme(app, theme)
+        dialog = SettingsDialog(s)
+        qtbot.addWidget(dialog)
+        dialog.tabs.setCurrentIndex(tab)
+        if theme == "dark":
+            dialog.tenant_edit.setText("not-a-guid")
+            ok_button(dialog).click()  # show an error message in the shot
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        QApplication.processEvents()
+        assert (dialog.palette().window().color().lightness() < 128) == (theme == "dark")
+        assert screenshot(dialog, name).stat().st_size > 1000
+
+
+# --- about --------------------------------------------------------------------------------------------------------
+
+def test_about_text_lists_versions_and_folders(qtbot, screenshot):
+    from distill_studio.engine.catalog.prices import data_dir
+    from distill_studio.gui.settings import config_dir
+
+    text = about_text()
+    for label in ("Distill Studio", "Python", "Qt", "PySide6", "pyqtgraph", "torch", "transformers", "peft",
+                  "accelerate", "Data folder", "Config folder"):
+        assert f"\n{label}: " in f"\n{text}", label
+    assert str(data_dir()) in text and str(config_dir()) in text
+    box = show_about(None)
+    qtbot.addWidget(box)
+    assert box.isVisible() and "pyqtgraph" in box.text()
+    qtbot.waitExposed(box)
+    screenshot(box, "about_box")
+
+
+def test_about_does_not_import_training_libraries():
+    code = ("import sys\n"
+            "from distill_studio.gui.about import about_text\n"
+            "text = about_text()\n"
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "print(text)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "torch: " in out.stdout
