@@ -14,16 +14,10 @@ includes pyqtgraph's clip-to-view and peak downsampling) and a forced, synchrono
 Also the cost of ``append`` itself (per scalar point, and per 100-point array). Target: median redraw under 50 ms.
 Prints a table and then one JSON line. Medians, not single times: the machine is shared and noisy.
 
-PySide6 6.12.0 on Python < 3.12 drops a reference to True on every Python-side signal emit, and one to None on every
-call from C++ into Python (slots, paint overrides): a live chart loses ~300 references to None per redraw and the
-process aborts ("none_dealloc"/"bool_dealloc") after a few hundred redraws. When that bug is detected this script
-pins the refcounts of None/True/False high (what Python 3.12 does for every interpreter) so that it can finish; it
-says so in its output. It does not change the timings.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -39,26 +33,6 @@ from distill_studio.gui.monitor.chart import LiveChart  # noqa: E402
 
 TARGET_MEDIAN_MS = 50.0
 SERIES = ("train", "kd", "ce")
-
-
-def pin_singletons_if_pyside_leaks() -> bool:
-    """Detect the PySide6 6.12.0 refcount bug (see the module docstring) and, if present, keep this process alive."""
-    if sys.version_info >= (3, 12):
-        return False  # None, True and False are immortal there
-    from PySide6.QtCore import QObject, Signal
-
-    class _Probe(QObject):
-        sig = Signal()
-
-    probe = _Probe()
-    before = sys.getrefcount(True)
-    for _ in range(8):
-        probe.sig.emit()
-    if sys.getrefcount(True) >= before:
-        return False
-    for obj in (None, True, False):
-        ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
-    return True
 
 
 def loss_curve(rng: np.random.Generator, x: np.ndarray, total: int, scale: float) -> np.ndarray:
@@ -103,7 +77,6 @@ def main() -> int:
     args = ap.parse_args()
 
     app = QApplication.instance() or QApplication(sys.argv)
-    pinned = pin_singletons_if_pyside_leaks()
     rng = np.random.default_rng(0)
     n = args.points
 
@@ -149,10 +122,6 @@ def main() -> int:
     held = chart.point_count(SERIES[0])
 
     print(f"LiveChart 900x500, {len(SERIES)} series x {n:,} points (ending at {held:,}), {args.repeats} redraws per case")
-    if pinned:
-        import PySide6
-        print(f"note: PySide6 {PySide6.__version__} on Python {sys.version.split()[0]} loses references to None/True on "
-              "signal emits and Python overrides; refcounts pinned so this process can finish (timings unaffected)")
     print(f"append: {scalar_us:.2f} us per scalar point, {array_us:.1f} us per 100-point array")
     print()
     print("| case | median ms | max ms | median set-data ms | median paint ms | points drawn (1 series) |")
@@ -168,7 +137,7 @@ def main() -> int:
     print(json.dumps({
         "bench": "gui_chart", "series": len(SERIES), "points_per_series": n, "repeats": args.repeats,
         "size": [900, 500], "append_us_per_scalar": round(scalar_us, 2), "append_us_per_100_array": round(array_us, 1),
-        **results, "target_median_ms": TARGET_MEDIAN_MS, "pass": ok, "pyside_refcount_bug_pinned": pinned,
+        **results, "target_median_ms": TARGET_MEDIAN_MS, "pass": ok,
     }))
     chart.close()
     return 0 if ok else 1

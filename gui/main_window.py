@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
 
         w = PlanWizard(self.settings, plan=plan, plan_path=path, parent=self)
         w.sig_plan_saved.connect(self.open_plan)
+        w.finished.connect(lambda _result: self._save_settings())   # remembered folders and recent plans
         w.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         w.open()
         self.wizard = w
@@ -173,9 +174,13 @@ class MainWindow(QMainWindow):
         return self._wizard(None, None)
 
     def edit_plan(self):
-        if self.plan is not None:
-            return self._wizard(self.plan, self.plan_path)
-        return None
+        if self.plan is None:
+            return None
+        w = self._wizard(self.plan, self.plan_path)
+        if self.plan_path and Path(self.plan_path).resolve() == demo_plan_path().resolve():
+            # the bundled demo is part of the installation: an edited copy goes to the user's plans folder
+            w.review_page.save_path.setText(str(Path(self.settings.last_dir("plans")) / "demo-column-addition.toml"))
+        return w
 
     # ---- runs --------------------------------------------------------------------------------------------------
 
@@ -194,7 +199,9 @@ class MainWindow(QMainWindow):
                        "Running a plan needs torch, transformers, peft and accelerate.",
                        "Install them with: pip install 'distill-studio[train]'")
             return
-        self.runs.launch_plan(self.plan_path, self.plan.name)
+        if self.runs.launch_plan(self.plan_path, self.plan.name) is not None:
+            self.statusBar().showMessage(f"Started {self.plan.name}; it runs as its own process and keeps running "
+                                         "if you close the app.", 15_000)
 
     # ---- settings, about, window state -------------------------------------------------------------------------
 

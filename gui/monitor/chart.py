@@ -50,8 +50,7 @@ PALETTE: tuple[str, ...] = (
 _INITIAL_CAPACITY = 1024
 _LINE_WIDTH = 1          # a cosmetic 1 px pen: the fast path in Qt's stroker; wider pens cost several times more
 _SYMBOL_SIZE = 7
-_SAMPLES_PER_PIXEL = 2.0  # peak downsampling keeps a min and a max per bucket: ~4 drawn points per pixel column
-_CURVE_OPTS = {"connect": "all", "skipFiniteCheck": True, "autoDownsampleFactor": _SAMPLES_PER_PIXEL}
+_CURVE_OPTS = {"connect": "all", "skipFiniteCheck": True}
 
 
 def _as_1d(values: Any) -> np.ndarray:
@@ -178,6 +177,8 @@ class LiveChart(QWidget):
         # the context menu's log-y box and set_log_y() end up in the same place
         pi.ctrl.logYCheck.toggled.connect(self._on_log_y_toggled)
 
+        self.auto_redraw = True
+        """False: the owner calls redraw() (e.g. a monitor that spreads several charts' redraws over time)."""
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._on_timer)
@@ -203,8 +204,10 @@ class LiveChart(QWidget):
     def redraw_interval_ms(self, ms: int) -> None:
         self._timer.setInterval(max(0, int(ms)))
 
-    def add_series(self, name: str, color: str | None = None, symbol: str | None = None) -> None:
-        """Declare a curve (and its legend entry). Declaring it again changes its colour or symbol, keeps its data."""
+    def add_series(self, name: str, color: str | None = None, symbol: str | None = None,
+                   label: str | None = None) -> None:
+        """Declare a curve and its legend entry (``label``, default the name). Declaring it again changes its colour
+        or symbol, keeps its data."""
         s = self._series.get(name)
         if s is not None:
             if color is not None:
@@ -216,7 +219,7 @@ class LiveChart(QWidget):
             return
         explicit = color is not None
         qcolor = pg.mkColor(color) if explicit else QColor(PALETTE[len(self._series) % len(PALETTE)])
-        item = pg.PlotDataItem(name=name, **_CURVE_OPTS)
+        item = pg.PlotDataItem(name=label or name, **_CURVE_OPTS)
         s = _Series(item=item, color=qcolor, explicit_color=explicit, symbol=symbol)
         self._series[name] = s
         self._style_series(s)
@@ -389,7 +392,7 @@ class LiveChart(QWidget):
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._timer.isActive():
+        if self.auto_redraw and not self._timer.isActive():
             self._timer.start()
 
     def _on_timer(self) -> None:

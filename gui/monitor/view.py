@@ -22,6 +22,7 @@ from .runs import RunRecord, send_stop
 from .watch import Snapshot, Watch, read_whole
 
 POLL_MS = 300
+REDRAW_MS = 60       # one chart is redrawn per tick, in turn: four charts of 150k-point curves never all at once
 CANCEL_TIMEOUT_MS = 60_000   # after asking a run to stop, force it if it has not exited by then
 LOG_LINES = 5_000
 
@@ -89,6 +90,23 @@ class MonitorView(QWidget):
         self._force_timer = QTimer(self)
         self._force_timer.setSingleShot(True)
         self._force_timer.timeout.connect(self._force_stop)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw_next)
+        self._redraw_timer.start()
+        self._next_chart = 0
+
+    def _redraw_next(self) -> None:
+        """Redraw the next chart that has new points (charts of a hidden monitor wait until it is shown)."""
+        if not self.isVisible():
+            return
+        charts = list(self.charts.values())
+        for k in range(len(charts)):
+            c = charts[(self._next_chart + k) % len(charts)]
+            if c.is_dirty():
+                c.redraw()
+                self._next_chart = (self._next_chart + k + 1) % len(charts)
+                return
 
     # ---- layout ----------------------------------------------------------------------------------------------
 
@@ -150,8 +168,9 @@ class MonitorView(QWidget):
         grid.setSpacing(6)
         for n, (key, (title, ylabel, series)) in enumerate(CHARTS.items()):
             c = LiveChart(title, y_label=ylabel)
+            c.auto_redraw = False
             for s in series:
-                c.add_series(s, symbol="o" if key == "eval" else None)
+                c.add_series(s, symbol="o" if key == "eval" else None, label=LABELS.get(s, s))
             self.charts[key] = c
             grid.addWidget(c, n // 2, n % 2)
         charts = QWidget()
@@ -361,5 +380,6 @@ class MonitorView(QWidget):
                     self.charts[key].set_overlay(s, x, y, f"{LABELS.get(s, s)} · {name}")
 
     def stop_watching(self) -> None:
+        self._redraw_timer.stop()
         self._timer.stop()
         self._force_timer.stop()

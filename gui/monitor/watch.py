@@ -47,7 +47,11 @@ class Watch:
             batch.truncate_to = -1
         else:
             batch = self.state.feed(events)
-        batch.logs = self._read_console() + batch.logs
+        console = self._read_console()
+        # the console holds everything the run prints, its log messages included; log events are shown only for
+        # a run without a console log (started elsewhere)
+        if console or self.record.console_path.exists():
+            batch.logs = console
         return batch, self.snapshot()
 
     def _read_console(self) -> list[str]:

@@ -20,7 +20,6 @@ def _metric(w: EventWriter, step: int, loss: float, sps: float = 0.5) -> None:
 
 def test_points_resume_and_eta(tmp_path):
     path = tmp_path / "events.jsonl"
-    st = RunState()
     with EventWriter(path) as w:
         w.emit("run_started", plan={}, total_steps=10, total_tokens=1000, examples=10, global_batch=1,
                processes=1, device="cpu", trainable_parameters=5, teacher_mode="online")

@@ -1,0 +1,86 @@
+"""The main window's manners: opening plans (and refusing bad ones with a message, not a traceback), editing a
+plan through the wizard, recent plans, shortcuts, the About box and the settings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from distill_studio.engine.plan import load_plan
+from distill_studio.gui.app import create_window
+from distill_studio.gui.main_window import demo_plan_path
+from distill_studio.gui.settings import load_settings
+
+from .test_wizard import _walk_to_review, finish
+
+PLANS = Path(__file__).resolve().parents[2] / "resources" / "plans"
+
+
+def _window(qtbot, argv=()):
+    _app, win = create_window(list(argv))
+    qtbot.addWidget(win)
+    return win
+
+
+def test_bad_plan_file_gives_a_message_naming_the_field(qtbot, tmp_path):
+    win = _window(qtbot)
+    bad = tmp_path / "bad.toml"
+    bad.write_text((PLANS / "qwq32b-to-qwen7b-3h.toml").read_text().replace("[data]", "[data]\nseq_lenn = 5"))
+    assert not win.open_plan(bad)
+    qtbot.waitUntil(lambda: win.findChild(QMessageBox, "error_box") is not None, timeout=3000)
+    box = win.findChild(QMessageBox, "error_box")
+    assert "seq_lenn" in box.text() and "Traceback" not in box.text() + box.informativeText()
+    assert win.plan is None and not win.act_launch.isEnabled()
+
+
+def test_open_plan_shows_it_and_remembers_it(qtbot):
+    win = _window(qtbot)
+    path = PLANS / "qwq32b-to-qwen7b-27h.toml"
+    assert win.open_plan(path)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.planner.analysis.plan.name == "qwq32b-to-qwen7b-27h"
+    assert "qwq32b-to-qwen7b-27h" in win.windowTitle()
+    saved, _ = load_settings()
+    assert saved.recent_plans[0] == str(path.resolve())
+    win._fill_recent()
+    assert str(path.resolve()) in [a.text() for a in win.recent_menu.actions()]
+
+
+def test_edit_the_demo_saves_a_copy_and_opens_it(qtbot, tmp_path, screenshot):
+    win = _window(qtbot, ["--demo"])
+    assert win.plan_path == str(demo_plan_path().resolve())
+    w = win.edit_plan()
+    # the bundled demo is never overwritten: the copy goes to the user's plans folder
+    assert Path(w.review_page.save_path.text()).resolve() != demo_plan_path().resolve()
+    _walk_to_review(qtbot, w)
+    target = tmp_path / "mine" / "demo.toml"
+    finish(qtbot, w, target)
+    qtbot.waitUntil(lambda: win.plan_path == str(target.resolve()), timeout=5000)
+    assert load_plan(target).name == "demo-column-addition"
+    qtbot.waitUntil(lambda: win.planner.analysis is not None
+                    and win.planner.analysis.plan.name == "demo-column-addition", timeout=30_000)
+    saved, _ = load_settings()      # the wizard's remembered folder is written when it closes
+    assert saved.dialog_dirs.get("plans") == str(target.parent)
+
+
+def test_shortcuts_about_and_settings(qtbot):
+    win = _window(qtbot)
+    assert win.act_new.shortcut() == QKeySequence(QKeySequence.StandardKey.New)
+    assert win.act_open.shortcut() == QKeySequence(QKeySequence.StandardKey.Open)
+    assert win.act_launch.shortcut().toString() == "Ctrl+R"
+    assert win.act_runs.shortcut().toString() == "Ctrl+2"
+    box = win.show_about()
+    assert "Distill Studio" in box.text() and "PySide6" in box.text()
+    box.close()
+    d = win.show_settings()
+    from PySide6.QtWidgets import QComboBox
+
+    combo = d.findChild(QComboBox, "theme_combo")
+    combo.setCurrentIndex(combo.findData("dark") if combo.findData("dark") >= 0 else 2)
+    d.accept()
+    assert load_settings()[0].theme == "dark"
+    assert QApplication.instance().palette().window().color().lightness() < 128
+    from distill_studio.gui.theme import apply_theme
+
+    apply_theme(QApplication.instance(), "light")
