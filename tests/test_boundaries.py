@@ -174,3 +174,28 @@ def test_the_recorder_notices_an_attempted_import(tmp_path):
     """, HEAVY, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "torch" in last_json_line(r.stdout)["attempts"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The desktop app starts without the heavy libraries
+
+
+def test_app_start_up_imports_no_torch_transformers_peft_or_azure(tmp_path):
+    pytest.importorskip("PySide6")
+    r = run_python("""
+        import json, os, time
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        os.environ["DISTILL_STUDIO_CONFIG_DIR"] = os.path.join(os.getcwd(), "cfg")
+        from distill_studio.gui.app import create_window
+        app, win = create_window(["--demo"])
+        deadline = time.time() + 60
+        while win.planner.analysis is None and time.time() < deadline:
+            app.processEvents()
+            time.sleep(0.01)
+        print(json.dumps({"drawn": win.planner.analysis is not None, "loaded": watched_loaded(),
+                          "attempts": sorted(set(ATTEMPTS))}))
+    """, ("torch", "transformers", "peft", "accelerate", "azure"), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = last_json_line(r.stdout)
+    assert doc["drawn"], "the demo plan was not drawn"
+    assert doc["loaded"] == [] and doc["attempts"] == [], doc

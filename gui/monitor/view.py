@@ -124,6 +124,7 @@ class MonitorView(QWidget):
         self.progress.setFormat("")
         self.figures = QLabel("")
         self.figures.setObjectName("figures_label")
+        self.figures.setWordWrap(True)
         self.figures.setTextInteractionFlags(self.figures.textInteractionFlags())
         self.warning = QLabel("")
         self.warning.setObjectName("deadline_warning")

@@ -55,9 +55,9 @@ class OptionsModel(QAbstractTableModel):
         teacher = np.asarray(TEACHER_MODES, dtype=object)[g.teacher_mode.astype(np.int64)]
         prec = labels("teacher_precision")
         teacher = np.where(prec == "bf16", teacher, teacher + " (" + prec + ")")
-        machine = np.char.add(np.char.add(g.nodes.astype(str), " × "),
+        machine = np.char.add(np.char.add(g.nodes.astype(np.int64).astype(str), " × "),
                               np.char.replace(labels("machine").astype(str), "Standard_", ""))
-        return {0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"],
+        return {0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
                 4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
                 6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object),
                 8: o["mem_total"] / GIB, 9: o["tokens_per_second_per_gpu"]}

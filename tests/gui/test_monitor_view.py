@@ -1,0 +1,113 @@
+"""The monitor on run folders written here (no training): ETA, cost against the budget and the deadline warning,
+comparing two runs, and stop forcing a run that ignores the polite request."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill_studio.engine.plan import load_plan, save_plan
+from distill_studio.engine.runs.events import EventWriter
+from distill_studio.gui.monitor import view as view_module
+from distill_studio.gui.monitor.runs import RunRecord
+from distill_studio.gui.monitor.view import MonitorView
+
+DEMO_PLAN = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
+
+
+def make_run(root: Path, name: str, steps: int, total: int, hours=None, usd=None, usd_per_hour=None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    plan = load_plan(DEMO_PLAN)
+    plan = plan.model_copy(update={
+        "hardware": plan.hardware.model_copy(update={"usd_per_hour": usd_per_hour}),
+        "budget": plan.budget.model_copy(update={"hours": hours, "usd": usd})})
+    save_plan(plan, d / "plan.toml")
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit("run_started", plan={}, total_steps=total, total_tokens=total, examples=1, global_batch=1,
+               processes=1, device="cpu", trainable_parameters=1, teacher_mode="online")
+        for s in range(1, steps + 1):
+            w.emit("metric", step=s, tokens_seen=s * 10, loss=2.0 / s, kd_loss=2.2 / s, ce_loss=1.0 / s, lr=1e-3,
+                   grad_norm=1.0, tokens_per_second=100.0, step_seconds=36.0)
+    return d
+
+
+def stand_in(run_dir: Path, ignore_sigterm: bool = False) -> subprocess.Popen:
+    """A process that looks like the run to the monitor (its command line names the run folder)."""
+    code = "import signal, time\n"
+    if ignore_sigterm:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "time.sleep(120)\n"
+    return subprocess.Popen([sys.executable, "-c", code, str(run_dir)], start_new_session=True)
+
+
+@pytest.fixture
+def monitor(qtbot):
+    m = MonitorView()
+    m.resize(1200, 800)
+    qtbot.addWidget(m)
+    m.show()
+    yield m
+    m.stop_watching()
+
+
+def test_eta_cost_and_deadline_warning(qtbot, monitor, tmp_path, screenshot):
+    # 10 of 1,000 steps at 36 s a step: 9.9 h to go, against a 1 h deadline and a $5 cap at $3.60 an hour
+    d = make_run(tmp_path, "late", steps=10, total=1000, hours=1.0, usd=5.0, usd_per_hour=3.6)
+    p = stand_in(d)
+    try:
+        monitor.show_run(RunRecord(run_dir=str(d), name="late", pid=p.pid))
+        qtbot.waitUntil(lambda: "ETA" in monitor.figures.text(), timeout=10_000)
+        text = monitor.figures.text()
+        assert "ETA 9 h 54 min" in text and "36.00 s/step" in text
+        assert "cost so far $" in text and "of $5 budget" in text
+        projected = float(text.split("projected $")[1].split()[0].replace(",", ""))
+        assert projected == pytest.approx(3.6 * (monitor.snapshot.elapsed_seconds + 990 * 36) / 3600, rel=0.01)
+        assert monitor.warning.isVisible()
+        assert "past its 1 h deadline" in monitor.warning.text() and "over the $5 budget" in monitor.warning.text()
+        assert monitor.progress.value() == 10       # 1% of 1,000
+        qtbot.waitUntil(lambda: monitor.charts["loss"].point_count("loss") == 10, timeout=5_000)
+        qtbot.waitUntil(lambda: not any(c.is_dirty() for c in monitor.charts.values()), timeout=5_000)
+        x, _ = monitor.charts["loss"].plot_item.listDataItems()[0].getData()
+        assert len(x) == 10                      # the curve on screen, not only the buffer
+        screenshot(monitor, "monitor_deadline_warning")
+    finally:
+        p.kill()
+
+
+def test_compare_two_runs(qtbot, monitor, tmp_path):
+    a = make_run(tmp_path, "a", steps=30, total=30)
+    b = make_run(tmp_path, "b", steps=20, total=20)
+    ra, rb = RunRecord(run_dir=str(a), name="run a"), RunRecord(run_dir=str(b), name="run b")
+    monitor.show_run(ra)
+    monitor.set_compare_choices([ra, rb])
+    assert monitor.compare.count() == 2          # "(none)" and the other run, not the watched one
+    monitor.compare.setCurrentIndex(1)
+    loss = monitor.charts["loss"]
+    qtbot.waitUntil(lambda: "loss" in loss.overlay_names(), timeout=10_000)
+    assert loss.point_count("loss") == 30
+    monitor.compare.setCurrentIndex(0)
+    assert loss.overlay_names() == []
+
+
+def test_stop_forces_a_run_that_does_not_stop(qtbot, monitor, tmp_path, monkeypatch):
+    monkeypatch.setattr(view_module, "CANCEL_TIMEOUT_MS", 800)
+    d = make_run(tmp_path, "stubborn", steps=3, total=100)
+    p = stand_in(d, ignore_sigterm=True)
+    try:
+        time.sleep(0.3)          # let it install its handler
+        monitor.show_run(RunRecord(run_dir=str(d), name="stubborn", pid=p.pid))
+        qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.alive, timeout=10_000)
+        assert monitor.stop_button.isEnabled()
+        monitor.request_stop()
+        qtbot.wait(300)
+        assert p.poll() is None                  # SIGTERM was ignored
+        qtbot.waitUntil(lambda: p.poll() is not None, timeout=10_000)
+        assert p.returncode == -9
+        assert "forced" in monitor.log.toPlainText()
+        qtbot.waitUntil(lambda: monitor.snapshot.status == "stopped", timeout=5_000)
+    finally:
+        p.kill()
