@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -91,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         except PackageNotFoundError:
             print("development")
         return 0
+    if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        print("distill-studio: no display found (neither DISPLAY nor WAYLAND_DISPLAY is set).\n"
+              "Run it in a desktop session, or use the commands without a window: `distill plan PLAN.toml`, "
+              "`distill run PLAN.toml` (`make demo-cli` for the demo).", file=sys.stderr)
+        return 2
     log_path = _setup_logging()
     sys.excepthook = _excepthook(log_path)
     app, _win = create_window(argv)

@@ -6,12 +6,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar, QVBoxLayout, QWidget
 
 from ..engine.errors import DistillError
 from ..engine.plan import Plan, load_plan
 from .dialogs import PLAN_FILTER, open_file, show_error
-from .monitor.runs_page import RunsPage
 from .planner.view import PlannerView
 from .settings import Settings, config_dir, save_settings
 
@@ -35,20 +34,44 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(960, 640)
         self.planner = PlannerView()
         self.planner.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15_000))
-        self.runs = RunsPage(settings)
-        self.runs.sig_run_launched.connect(lambda _d: self.tabs.setCurrentWidget(self.runs))
+        # The Runs screen (four live charts, the runs list) is built when it is first shown or used: the window
+        # comes up sooner, and a run left training is re-attached as soon as the Runs tab is opened.
+        self._runs = None
+        self._runs_holder = QWidget()
+        QVBoxLayout(self._runs_holder).setContentsMargins(0, 0, 0, 0)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("main_tabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.planner, "Planner")
-        self.tabs.addTab(self.runs, "Runs")
+        self.tabs.addTab(self._runs_holder, "Runs")
+        self.tabs.currentChanged.connect(lambda i: self.runs if i == 1 else None)
         self.setCentralWidget(self.tabs)
         self.plan_label = QLabel("No plan open")
         self.statusBar().addPermanentWidget(self.plan_label)
         self._actions()
         self._restore_state()
-        if self.runs.store.warning:
-            self.statusBar().showMessage(self.runs.store.warning, 20_000)
+
+    @property
+    def runs(self):
+        """The Runs screen (``RunsPage``), built on first use."""
+        if self._runs is None:
+            from .monitor.runs_page import RunsPage
+
+            self._runs = RunsPage(self.settings)
+            self._runs.sig_run_launched.connect(lambda _d: self.show_runs())
+            self._runs_holder.layout().addWidget(self._runs)
+            q = self._qsettings()
+            for key, splitter in (("runs_split", self._runs.splitter), ("monitor_split", self._runs.monitor.splitter)):
+                value = q.value(key)
+                if value is not None:
+                    splitter.restoreState(value)
+            if self._runs.store.warning:
+                self.statusBar().showMessage(self._runs.store.warning, 20_000)
+        return self._runs
+
+    def show_runs(self) -> None:
+        self.runs  # noqa: B018 - builds the screen
+        self.tabs.setCurrentWidget(self._runs_holder)
 
     # ---- menus and shortcuts -----------------------------------------------------------------------------------
 
@@ -74,9 +97,10 @@ class MainWindow(QMainWindow):
         self.act_launch = self._action("&Launch", self.launch, "Ctrl+R", "Start the open plan on this machine")
         self.act_stop = self._action("&Stop run", lambda: self.runs.monitor.request_stop(), "Ctrl+.",
                                      "Ask the selected run to checkpoint and stop")
-        self.act_add_run = self._action("&Add run folder…", self.runs.add_folder, None, "Watch a run started elsewhere")
+        self.act_add_run = self._action("&Add run folder…", lambda: self.runs.add_folder(), None,
+                                        "Watch a run started elsewhere")
         self.act_planner = self._action("&Planner", lambda: self.tabs.setCurrentWidget(self.planner), "Ctrl+1")
-        self.act_runs = self._action("&Runs", lambda: self.tabs.setCurrentWidget(self.runs), "Ctrl+2")
+        self.act_runs = self._action("&Runs", self.show_runs, "Ctrl+2")
         self.act_log = self._action("&Log scale", lambda: self.runs.monitor.log_scale.toggle(), "Ctrl+L",
                                     "Logarithmic loss axis")
         self.act_about = self._action("&About Distill Studio", self.show_about)
@@ -243,11 +267,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1320, 860)
-        for key, splitter in (("planner_split", self.planner.splitter), ("runs_split", self.runs.splitter),
-                              ("monitor_split", self.runs.monitor.splitter)):
-            value = q.value(key)
-            if value is not None:
-                splitter.restoreState(value)
+        value = q.value("planner_split")
+        if value is not None:
+            self.planner.splitter.restoreState(value)
         tab = q.value("tab")
         if tab is not None:
             self.tabs.setCurrentIndex(int(tab))
@@ -256,8 +278,9 @@ class MainWindow(QMainWindow):
         q = self._qsettings()
         q.setValue("geometry", self.saveGeometry())
         q.setValue("planner_split", self.planner.splitter.saveState())
-        q.setValue("runs_split", self.runs.splitter.saveState())
-        q.setValue("monitor_split", self.runs.monitor.splitter.saveState())
+        if self._runs is not None:
+            q.setValue("runs_split", self._runs.splitter.saveState())
+            q.setValue("monitor_split", self._runs.monitor.splitter.saveState())
         q.setValue("tab", self.tabs.currentIndex())
         q.sync()
         self._save_settings()
@@ -265,5 +288,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         # runs are separate processes and keep training; they are watched again at the next start
         self.save_state()
-        self.runs.shutdown()
+        if self._runs is not None:
+            self._runs.shutdown()
         super().closeEvent(event)

@@ -84,3 +84,17 @@ def test_shortcuts_about_and_settings(qtbot):
     from distill_studio.gui.theme import apply_theme
 
     apply_theme(QApplication.instance(), "light")
+
+
+def test_no_display_gives_a_message_not_a_crash(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    if not sys.platform.startswith("linux"):
+        return
+    r = subprocess.run([sys.executable, "-m", "distill_studio.gui", "--demo"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    assert "no display found" in r.stderr and "distill plan" in r.stderr and "Traceback" not in r.stderr
