@@ -60,9 +60,11 @@ class RunStore:
             return
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+                raise ValueError("expected an object with a list of runs")
             for row in doc.get("runs", []):
                 self.records.append(RunRecord(**{k: row[k] for k in RunRecord.__dataclass_fields__ if k in row}))
-        except (ValueError, TypeError, KeyError, OSError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
             self.warning = f"the runs list {self.path} could not be read ({exc}); it starts empty, the file is kept"
             try:
                 self.path.replace(self.path.with_suffix(".json.bad"))
@@ -140,7 +142,7 @@ def is_alive(pid: int, run_dir: str | None = None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass                        # someone else's process: only its command line can tell whether it is ours
     except OSError:
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
@@ -148,6 +150,8 @@ def is_alive(pid: int, run_dir: str | None = None) -> bool:
         try:
             raw = cmdline.read_bytes()
             stat = Path(f"/proc/{pid}/stat").read_text()
+        except PermissionError:
+            return True
         except OSError:
             return False
         if ") Z " in stat:            # a zombie has finished; only its exit status is left
@@ -169,3 +173,26 @@ def send_stop(pid: int, force: bool = False) -> bool:
         return True
     except (ProcessLookupError, PermissionError, OSError):
         return False
+
+
+# Runs asked to stop, by process id: when to force them. Kept here, not in a widget, so switching the monitor to
+# another run does not drop a pending force.
+_FORCE_AT: dict[int, tuple[float, str]] = {}
+
+
+def schedule_force(pid: int, run_dir: str, after_s: float) -> None:
+    _FORCE_AT[pid] = (time.time() + after_s, run_dir)
+
+
+def force_overdue(now: float | None = None) -> list[int]:
+    """SIGKILL every run that was asked to stop and is still alive past its deadline; returns their ids."""
+    now = time.time() if now is None else now
+    forced = []
+    for pid, (deadline, run_dir) in list(_FORCE_AT.items()):
+        if not is_alive(pid, run_dir):
+            del _FORCE_AT[pid]
+        elif now >= deadline:
+            send_stop(pid, force=True)
+            del _FORCE_AT[pid]
+            forced.append(pid)
+    return forced

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
-from .runs import RunRecord, RunStore, launch, record_from_folder
+from .runs import RunRecord, RunStore, force_overdue, launch, record_from_folder
 from .view import MonitorView
 from .watch import quick_status
 
@@ -133,6 +133,7 @@ class RunsPage(QWidget):
                 self.table.item(row, 1).setText(status)
 
     def refresh_statuses(self) -> None:
+        force_overdue()
         if self._refreshing or not self.store.records:
             return
         self._refreshing = True
@@ -157,7 +158,13 @@ class RunsPage(QWidget):
                        "Check that Distill Studio was installed with its training extra (pip install "
                        "'distill-studio[train]') and that the runs folder in Settings is writable.")
             return None
-        record = self.store.add(RunRecord(run_dir=str(run_dir), name=name, plan_path=plan_path, pid=pid))
+        record = RunRecord(run_dir=str(run_dir), name=name, plan_path=plan_path, pid=pid)
+        try:
+            self.store.add(record)
+        except OSError as exc:   # the run is started; only the list could not be written
+            self.store.records.insert(0, record)
+            show_error(self, "The runs list could not be saved", f"{self.store.path}: {exc.strerror or exc}",
+                       f"The run is training in {run_dir}; after a restart, add it again with Run → Add run folder.")
         self.reload(select=record.run_dir)
         self.sig_run_launched.emit(record.run_dir)
         return record
@@ -171,7 +178,10 @@ class RunsPage(QWidget):
         except (RuntimeError, OSError) as exc:
             show_error(self, "Could not resume the run", str(exc))
             return
-        self.store.save()
+        try:
+            self.store.save()
+        except OSError as exc:
+            show_error(self, "The runs list could not be saved", f"{self.store.path}: {exc.strerror or exc}")
         if self.monitor.record is not None and self.monitor.record.run_dir == run_dir:
             self.monitor.record.pid = r.pid
             self.monitor.snapshot = None
@@ -188,6 +198,10 @@ class RunsPage(QWidget):
         except ValueError as exc:
             show_error(self, "Not a run folder", str(exc))
             return None
+        known = self.store.find(record.run_dir)
+        if known is not None:            # already listed (perhaps launched here, with its process id): keep it
+            self.select(known.run_dir)
+            return known
         self.store.add(record)
         self.reload(select=record.run_dir)
         return record

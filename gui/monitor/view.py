@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, Q
 from ...engine.plan import Plan, load_plan
 from .. import workers
 from .chart import LiveChart
-from .runs import RunRecord, send_stop
+from .runs import RunRecord, force_overdue, schedule_force, send_stop
 from .watch import Snapshot, Watch, read_whole
 
 POLL_MS = 300
@@ -37,7 +37,8 @@ LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "t
           "tokens_per_second": "tokens/s"}
 STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
                "succeeded": "Finished", "failed": "Failed", "cancelled": "Stopped (checkpoint saved)",
-               "stopped": "Stopped without finishing", "missing": "Run folder missing"}
+               "stopped": "Stopped without finishing", "missing": "Run folder missing",
+               "elsewhere": "Running (started elsewhere)"}
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -87,9 +88,12 @@ class MonitorView(QWidget):
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._poll)
-        self._force_timer = QTimer(self)
-        self._force_timer.setSingleShot(True)
-        self._force_timer.timeout.connect(self._force_stop)
+        self._force_timer = QTimer(self)          # forces runs that were asked to stop and did not (any run)
+        self._force_timer.setInterval(1000)
+        self._force_timer.timeout.connect(self._force_overdue)
+        self._force_timer.start()
+        self._resume_asked_at: float | None = None
+        self._compare_generation = 0
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self._redraw_next)
@@ -140,7 +144,7 @@ class MonitorView(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setObjectName("resume_button")
         self.resume_button.setToolTip("Continue from the last checkpoint")
-        self.resume_button.clicked.connect(lambda: self.record and self.sig_resume_requested.emit(self.record.run_dir))
+        self.resume_button.clicked.connect(self._resume_clicked)
         self.folder_button = QPushButton("Open folder")
         self.folder_button.clicked.connect(self._open_folder)
         self.log_scale = QCheckBox("Log scale")
@@ -206,8 +210,12 @@ class MonitorView(QWidget):
         """Watch ``record`` (None: show nothing). Points already written are read in the background, then new ones
         as they arrive."""
         self._timer.stop()
-        self._force_timer.stop()
         self._stop_asked_at = None
+        self._resume_asked_at = None
+        self._compare_generation += 1
+        self.compare.blockSignals(True)
+        self.compare.setCurrentIndex(0)
+        self.compare.blockSignals(False)
         self.record, self.snapshot = record, None
         for c in self.charts.values():
             c.clear()
@@ -279,8 +287,9 @@ class MonitorView(QWidget):
         if snap.status != old and self.record is not None:
             self.sig_status_changed.emit(self.record.run_dir, snap.status)
         if not snap.alive and snap.status not in ("starting", "running", "stopping"):
-            self._force_timer.stop()
             self._stop_asked_at = None
+        if snap.alive:
+            self._resume_asked_at = None
 
     def _show(self, s: Snapshot) -> None:
         status = STATUS_TEXT.get(s.status, s.status)
@@ -334,7 +343,8 @@ class MonitorView(QWidget):
         alive = bool(s and s.alive)
         self.stop_button.setEnabled(alive and self._stop_asked_at is None)
         resumable = bool(s and not s.alive and s.status in ("cancelled", "stopped", "failed")
-                         and s.last_checkpoint is not None)
+                         and s.last_checkpoint is not None
+                         and (self._resume_asked_at is None or time.time() - self._resume_asked_at > 60))
         self.resume_button.setEnabled(resumable)
         self.folder_button.setEnabled(self.record is not None)
 
@@ -347,14 +357,21 @@ class MonitorView(QWidget):
         if send_stop(self.record.pid):
             self._stop_asked_at = time.time()
             self.log.appendPlainText("[studio] asked the run to stop; it saves a checkpoint first")
-            self._force_timer.start(CANCEL_TIMEOUT_MS)
+            schedule_force(self.record.pid, self.record.run_dir, CANCEL_TIMEOUT_MS / 1000)
         self._update_buttons()
 
-    def _force_stop(self) -> None:
-        if self.record and self.snapshot and self.snapshot.alive:
-            send_stop(self.record.pid, force=True)
-            self.log.appendPlainText(f"[studio] the run did not stop within {CANCEL_TIMEOUT_MS // 1000} s; forced it. "
-                                     "Resume continues from its last saved checkpoint.")
+    def _force_overdue(self) -> None:
+        for pid in force_overdue():
+            if self.record is not None and pid == self.record.pid:
+                self.log.appendPlainText(f"[studio] the run did not stop within {CANCEL_TIMEOUT_MS // 1000} s; forced "
+                                         "it. Resume continues from its last saved checkpoint.")
+
+    def _resume_clicked(self) -> None:
+        if self.record is None:
+            return
+        self._resume_asked_at = time.time()      # no second click while the resumed process starts
+        self._update_buttons()
+        self.sig_resume_requested.emit(self.record.run_dir)
 
     def _set_log(self, on: bool) -> None:
         for key in ("loss", "eval"):
@@ -365,15 +382,20 @@ class MonitorView(QWidget):
             QDesktopServices.openUrl(QUrl.fromLocalFile(self.record.run_dir))
 
     def _compare_changed(self, _i: int) -> None:
+        self._compare_generation += 1
         for c in self.charts.values():
             c.clear_overlays()
         run_dir = self.compare.currentData()
         other = getattr(self, "_compare_records", {}).get(run_dir)
         if other is None:
             return
-        workers.start(read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name))
+        self._compare_generation += 1
+        gen = self._compare_generation
+        workers.start(read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name, gen))
 
-    def _overlay(self, batch, name: str) -> None:
+    def _overlay(self, batch, name: str, generation: int) -> None:
+        if generation != self._compare_generation:     # another run or comparison was chosen meanwhile
+            return
         for key, (_, _, series) in CHARTS.items():
             for s in series:
                 if s in batch.points:

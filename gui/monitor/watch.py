@@ -11,12 +11,13 @@ from ...engine.runs.events import EventReader
 from .digest import Batch, RunState
 from .runs import RunRecord, is_alive
 
-MAX_LOG_BYTES = 256 * 1024  # per poll: a huge console log is caught up over a few polls, never in one freeze
+MAX_LOG_BYTES = 256 * 1024
+RECENT_S = 120     # a run opened from disk whose events changed this recently is taken to be training elsewhere  # per poll: a huge console log is caught up over a few polls, never in one freeze
 
 
 @dataclass
 class Snapshot:
-    status: str                 # waiting | starting | running | stopping | succeeded | failed | cancelled | stopped
+    status: str  # waiting starting running stopping succeeded failed cancelled stopped elsewhere missing
     step: int
     total_steps: int
     fraction: float
@@ -69,7 +70,9 @@ class Watch:
             data = f.read(MAX_LOG_BYTES)
         end = data.rfind(b"\n")
         if end < 0:
-            return []
+            if len(data) < MAX_LOG_BYTES:
+                return []           # a line still being written
+            end = max(data.rfind(b"\r"), len(data) - 1)   # a full chunk without a newline: take it anyway
         self._log_offset += end + 1
         text = data[: end + 1].decode("utf-8", errors="replace")
         # progress lines rewrite themselves with \r on a terminal; keep only the last state of each line
@@ -78,16 +81,27 @@ class Watch:
     def snapshot(self) -> Snapshot:
         s = self.state
         alive = is_alive(self.record.pid, self.record.run_dir)
+        elsewhere = False
+        if self.record.pid <= 0 and s.status == "running":
+            # opened from disk: no process id to check. Events written lately mean it is training somewhere else;
+            # it must not be resumed (two trainers in one folder) nor can it be stopped from here.
+            try:
+                elsewhere = time.time() - self.record.events_path.stat().st_mtime < RECENT_S
+            except OSError:
+                elsewhere = False
         status = s.status
-        if status == "running" and not alive:
+        if elsewhere:
+            status = "elsewhere"
+        elif status == "running" and not alive:
             status = "stopped"          # killed or crashed without a last event: resumable from its checkpoint
         elif status == "waiting":
             status = "starting" if alive else ("stopped" if Path(self.record.run_dir).exists() else "missing")
         elif status in ("succeeded", "failed", "cancelled") and alive:
             status = "stopping"         # the last event is written; the process is still saving and exiting
         return Snapshot(status=status, step=s.step, total_steps=s.total_steps, fraction=s.fraction_done(),
-                        eta_seconds=s.eta_seconds() if status == "running" else None,
-                        elapsed_seconds=s.elapsed_seconds(time.time()), tokens_per_second=s.tokens_per_second,
+                        eta_seconds=s.eta_seconds() if status in ("running", "elsewhere") else None,
+                        elapsed_seconds=s.elapsed_seconds(time.time() if alive else None),
+                        tokens_per_second=s.tokens_per_second,
                         seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
                         alive=alive, latest=dict(s.latest), device=s.device)
 

@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+FREE_USD = 0.01   # options that cost nothing (a local machine without a price) are drawn here, labelled "$0"
 OK_BRUSH = "#2e86de"
 GREY = (150, 150, 150, 110)
 NOFIT = (150, 150, 150, 50)
@@ -39,19 +40,27 @@ class LogAxis(pg.AxisItem):
         self._fmt = fmt
 
     def tickValues(self, minVal, maxVal, size):  # noqa: N802 (Qt/pyqtgraph API)
-        return [(1.0, _nice_ticks(minVal, maxVal))]
+        ticks = _nice_ticks(minVal, maxVal)
+        if self._fmt is _fmt_usd:     # nothing below the "$0" floor; the floor itself once
+            floor = float(np.log10(FREE_USD))
+            ticks = [v for v in ticks if v > floor + 1e-6] + ([floor] if minVal <= floor <= maxVal else [])
+        return [(1.0, ticks)]
 
     def tickStrings(self, values, scale, spacing):  # noqa: N802
         return [self._fmt(10 ** v) for v in values]
 
 
 def _fmt_hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
     if h < 1:
-        return f"{h * 60:.0f} min"
+        return f"{h * 60:.0f} min" if h >= 10 / 60 else f"{h * 60:.1f} min".replace(".0 min", " min")
     return f"{h:,.0f} h" if h >= 10 else f"{h:.1f} h".replace(".0 h", " h")
 
 
 def _fmt_usd(v: float) -> str:
+    if v <= FREE_USD * 1.001:
+        return "$0"
     return f"${v:,.0f}" if v >= 10 else f"${v:.2f}".rstrip("0").rstrip(".")
 
 
@@ -104,9 +113,12 @@ class CostTimeChart(QWidget):
             self.sig_option_clicked.emit(int(points[0].data()))
 
     @staticmethod
-    def _set(item, idx: np.ndarray, hours: np.ndarray, cost: np.ndarray) -> None:
-        idx = idx[np.isfinite(cost[idx]) & (cost[idx] > 0) & np.isfinite(hours[idx]) & (hours[idx] > 0)]
-        item.setData(x=np.log10(hours[idx]), y=np.log10(cost[idx]), data=idx)
+    def _y(cost: np.ndarray) -> np.ndarray:
+        return np.log10(np.maximum(cost, FREE_USD))
+
+    def _set(self, item, idx: np.ndarray, hours: np.ndarray, cost: np.ndarray) -> None:
+        idx = idx[np.isfinite(cost[idx]) & np.isfinite(hours[idx]) & (hours[idx] > 0)]
+        item.setData(x=np.log10(hours[idx]), y=self._y(cost[idx]), data=idx)
 
     def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
                      planned: np.ndarray, front: np.ndarray, recommended: int | None,
@@ -116,14 +128,14 @@ class CostTimeChart(QWidget):
         self._set(self.grey, np.flatnonzero(planned & ~ok & fits), hours, cost)
         self._set(self.nofit, np.flatnonzero(planned & ~fits), hours, cost)
         fr = np.asarray(front, dtype=np.int64)
-        fr = fr[np.isfinite(cost[fr]) & (cost[fr] > 0)] if fr.size else fr
+        fr = fr[np.isfinite(cost[fr])] if fr.size else fr
         fr = fr[np.argsort(hours[fr])] if fr.size else fr
         if fr.size:
-            self.front.setData(x=np.log10(hours[fr]), y=np.log10(cost[fr]))
+            self.front.setData(x=np.log10(hours[fr]), y=self._y(cost[fr]))
         else:
             self.front.setData([], [])
-        if recommended is not None and np.isfinite(cost[recommended]) and cost[recommended] > 0:
-            self.recommended.setData(x=[np.log10(hours[recommended])], y=[np.log10(cost[recommended])],
+        if recommended is not None and np.isfinite(cost[recommended]):
+            self.recommended.setData(x=[np.log10(hours[recommended])], y=self._y(cost[[recommended]]),
                                      data=[recommended])
         else:
             self.recommended.setData([], [])
@@ -140,7 +152,7 @@ class CostTimeChart(QWidget):
                 line.hide()
 
     def mark(self, i: int | None, hours: np.ndarray, cost: np.ndarray) -> None:
-        if i is None or not np.isfinite(cost[i]) or cost[i] <= 0:
+        if i is None or not np.isfinite(cost[i]):
             self.selected.setData([], [])
         else:
-            self.selected.setData(x=[np.log10(hours[i])], y=[np.log10(cost[i])])
+            self.selected.setData(x=[np.log10(hours[i])], y=self._y(cost[[i]]))

@@ -90,7 +90,7 @@ class OptionsModel(QAbstractTableModel):
                 return self.reason(i)
             v = self._cols[col][i]
             if col == 0:
-                return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+                return f"{v:.2f}" if v < 1 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
             if col == 1:
                 return "unknown" if np.isnan(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
             if col == 8:

@@ -30,7 +30,13 @@ def _money(v: float) -> str:
 
 
 def _hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
+
+
+def _params(n: float) -> str:
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
 class PlannerView(QWidget):
@@ -59,14 +65,14 @@ class PlannerView(QWidget):
         self.deadline = QDoubleSpinBox()
         self.deadline.setObjectName("deadline_spin")
         self.deadline.setRange(0, 24 * 365)
-        self.deadline.setDecimals(1)
+        self.deadline.setDecimals(2)
         self.deadline.setSpecialValueText("none")
         self.deadline.setSuffix(" h")
         self.deadline.setToolTip("Deadline for the whole run; 0 = none")
         self.cap = QDoubleSpinBox()
         self.cap.setObjectName("cost_cap_spin")
         self.cap.setRange(0, 1e8)
-        self.cap.setDecimals(0)
+        self.cap.setDecimals(2)
         self.cap.setSingleStep(100)
         self.cap.setPrefix("$")
         self.cap.setSpecialValueText("none")
@@ -121,6 +127,7 @@ class PlannerView(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         self._columns_sized = False
         self.table.selectionModel().selectionChanged.connect(self._table_selected)
+        self.model.layoutChanged.connect(lambda *_: self.select_option(self.selected))  # keep it after a sort
         self.notes = QLabel("")
         self.notes.setObjectName("plan_notes")
         self.notes.setWordWrap(True)
@@ -160,7 +167,8 @@ class PlannerView(QWidget):
         self.summary.setText(f"<b>{plan.name}</b>: estimating…")
         if self._job is not None:
             self._job.cancel()
-        self._job = workers.start(analyse, plan, base, on_result=self._analysed, on_error=self._failed)
+        self._job = workers.start(analyse, plan, base, on_result=self._analysed,
+                                  on_error=lambda message, p=plan: self._failed(message, p))
 
     def _analysed(self, a: Analysis) -> None:
         if a.plan is not self.plan:
@@ -188,7 +196,9 @@ class PlannerView(QWidget):
         self._controls_changed()
         self.sig_analysis_ready.emit()
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, plan: Plan) -> None:
+        if plan is not self.plan:      # an older plan's error, after another plan was opened
+            return
         self.summary.setText(f"<b>{self.plan.name if self.plan else 'Plan'}</b>: "
                              f"<span style='color:#c0392b'>{message}</span>")
         self.sig_error.emit(message)
@@ -228,13 +238,22 @@ class PlannerView(QWidget):
 
     @staticmethod
     def _all_modes_mask(sw, plan: Plan) -> np.ndarray:
-        m = sw.grid.extra["priority"] == sw.labels["priority"].index(plan.hardware.priority)
+        """The plan's options with every adapter and teacher mode allowed; machine, nodes, priority and teacher
+        precision stay as planned."""
+        from ...engine.estimate.core import ADAPTERS
+
+        m = np.zeros(len(sw), dtype=bool)
+        for adapter in ADAPTERS:
+            p = plan.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
+            if p.method.kind == "logit-kd":
+                p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
+            m |= planned_mask(sw, p)
         return m
 
     def _summarise(self, a: Analysis, ok: np.ndarray) -> None:
         d, o, p = a.decision, a.sweep.out, a.plan
         t, s = a.pair.teacher, a.pair.student
-        head = (f"<b>{p.name}</b>: {t.name} ({t.params / 1e9:.1f}B) → {s.name} ({s.params / 1e9:.2f}B), "
+        head = (f"<b>{p.name}</b>: {t.name} ({_params(t.params)}) → {s.name} ({_params(s.params)}), "
                 f"{p.method.kind}, {p.adapter.kind}. {int(a.planned.sum()):,} options as planned, "
                 f"{int(ok.sum()):,} meet the budget.")
         if d.recommended is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 
 
@@ -26,6 +27,7 @@ def test_points_resume_and_eta(tmp_path):
         for s in range(1, 7):
             _metric(w, s, 10.0 - s)
         w.emit("checkpoint", step=4, path="x")
+    os.utime(path, (time.time() - 3600, time.time() - 3600))   # written an hour ago: not training anywhere now
     watch = Watch(RunRecord(run_dir=str(tmp_path), name="t"))
     b, snap = watch.poll()
     assert list(b.points["loss"][0]) == [1, 2, 3, 4, 5, 6]
@@ -109,3 +111,41 @@ def test_quick_status_reads_the_tail(tmp_path):
             _metric(w, s, 1.0)
         w.emit("run_finished", status="succeeded", message="ok", step=1999)
     assert quick_status(RunRecord(run_dir=str(tmp_path), name="x")) == "succeeded"
+
+
+def test_a_dead_run_stops_counting_time_and_cost(tmp_path):
+    ev = tmp_path / "events.jsonl"
+    ev.write_text('{"type":"run_started","time":1000.0,"total_steps":10}\n'
+                  '{"type":"metric","time":1060.0,"step":1,"loss":1.0,"step_seconds":60.0}\n')
+    os.utime(ev, (time.time() - 3600, time.time() - 3600))
+    snap = Watch(RunRecord(run_dir=str(tmp_path), name="x", pid=0)).poll()[1]
+    assert snap.status == "stopped" and snap.elapsed_seconds == 60.0   # not "now minus 1000"
+
+
+def test_a_run_opened_from_disk_that_is_still_written_is_not_resumable(tmp_path):
+    with EventWriter(tmp_path / "events.jsonl") as w:
+        w.emit("run_started", total_steps=10)
+        _metric(w, 1, 1.0)
+        w.emit("checkpoint", step=1, path="x")
+    snap = Watch(RunRecord(run_dir=str(tmp_path), name="x", pid=0)).poll()[1]
+    assert snap.status == "elsewhere" and not snap.alive
+
+
+def test_console_log_without_newlines_is_still_consumed(tmp_path):
+    from distill_studio.gui.monitor.watch import MAX_LOG_BYTES
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "console.log").write_bytes(b"downloading\r" * (MAX_LOG_BYTES // 6) + b"done\n")
+    w = Watch(RunRecord(run_dir=str(tmp_path), name="x"))
+    lines = []
+    for _ in range(5):
+        lines += w.poll()[0].logs
+    assert lines[-1] == "done"
+
+
+def test_a_runs_list_of_the_wrong_shape_starts_empty(tmp_path):
+    for text in ("[]", "null", '{"runs": 3}'):
+        path = tmp_path / "runs.json"
+        path.write_text(text)
+        store = RunStore(path)
+        assert store.records == [] and "could not be read" in store.warning

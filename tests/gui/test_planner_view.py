@@ -62,9 +62,10 @@ def test_front_budget_lines_and_greyed_options(qtbot, planner, screenshot):
     cap = float(np.nanmedian(cost[drawn_ok]))
     planner.cap.setValue(cap)
     assert planner.chart.cost_cap.isVisible()
-    assert planner.chart.cost_cap.value() == pytest.approx(np.log10(round(cap)))
+    assert planner.cap.value() == pytest.approx(cap, abs=0.005)      # the spin box keeps cents: no silent rounding
+    assert planner.chart.cost_cap.value() == pytest.approx(np.log10(planner.cap.value()))
     still_ok = planner.chart.ok.data["data"].astype(int)
-    assert 0 < still_ok.size < drawn_ok.size and np.all(cost[still_ok] <= round(cap) + 1e-6)
+    assert 0 < still_ok.size < drawn_ok.size and np.all(cost[still_ok] <= planner.cap.value() + 1e-6)
     assert planner.analysis.decision.recommended in set(still_ok)
     # a longer deadline lets more options in
     planner.cap.setValue(0)
@@ -111,3 +112,35 @@ def test_bad_plan_shows_the_reason(qtbot, planner, tmp_path):
         planner.set_plan(load_plan(path), tmp_path)
     assert "data.seq_len" in sig.args[0]
     assert "data.seq_len" in planner.summary.text()
+
+
+def test_local_demo_plan_without_a_price_is_drawn(qtbot, planner):
+    demo = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
+    with qtbot.waitSignal(planner.sig_analysis_ready, timeout=30_000):
+        planner.set_plan(load_plan(demo), demo.parent)
+    a = planner.analysis
+    assert np.all(a.sweep.out["cost_usd"][a.planned] == 0)
+    drawn = planner.chart.ok.data["data"].size + planner.chart.grey.data["data"].size
+    assert drawn == int(a.planned.sum()) > 0
+    assert planner.chart.recommended.data.size == 1
+
+
+def test_sorting_keeps_the_selected_option(qtbot, planner):
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-27h.toml")
+    i = int(planner.chart.grey.data["data"][5])
+    planner.select_option(i)
+    planner.table.sortByColumn(9, Qt.SortOrder.DescendingOrder)
+    rows = planner.table.selectionModel().selectedRows()
+    assert len(rows) == 1 and rows[0].data(Qt.ItemDataRole.UserRole + 2) == i
+
+
+def test_all_adapters_keeps_the_plans_other_choices(qtbot, planner):
+    a = _open(qtbot, planner, "qwq32b-to-qwen7b-3h.toml")
+    planned = a.planned.copy()
+    planner.all_adapters.setChecked(True)
+    wider = planner.analysis.planned
+    assert wider.sum() > planned.sum() and np.all(wider[planned])
+    sw = a.sweep
+    # teacher precision and priority are still the plan's
+    assert set(sw.grid.extra["teacher_precision"][wider]) == set(sw.grid.extra["teacher_precision"][planned])
+    assert set(sw.grid.extra["priority"][wider]) == set(sw.grid.extra["priority"][planned])
