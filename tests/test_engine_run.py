@@ -221,6 +221,22 @@ def test_a_process_outside_the_expected_group_refuses_to_train(tmp_path, capsys)
     assert not (tmp_path / "run" / "events.jsonl").exists()
 
 
+def test_a_second_trainer_in_the_same_folder_is_refused(tmp_path, capsys):
+    fcntl = pytest.importorskip("fcntl")
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, steps=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "a+") as held:          # another trainer holds the folder
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        assert _run(plan, run) == 2
+    assert "being trained by another process (pid 4242)" in capsys.readouterr().err
+    assert not (run / "events.jsonl").exists()
+    assert _run(plan, run) == 0                      # once it is free, the run goes ahead
+
+
 # ---- bad input: a clear message naming the field or file, before any training --------------------------------
 
 def _refused(tmp_path, capsys, plan: Path) -> str:

@@ -58,6 +58,36 @@ class RunPaths:
         return self.run_dir / "events.jsonl"
 
 
+_held_lock = None  # the open lock file of the run folder this process trains in (released when the process ends)
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take the run folder for this process: two trainers in one folder (a run resumed twice, from two terminals
+    or two clicks) would interleave events and overwrite each other's checkpoints. An advisory ``flock`` on
+    ``run_dir/.lock``, released by the OS however the process ends, so a killed run never leaves a stale lock.
+    (No-op where ``fcntl`` is missing, i.e. Windows.)"""
+    global _held_lock
+    try:
+        import fcntl
+    except ImportError:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        other = f.read().strip()
+        f.close()
+        raise RunError(f"{run_dir} is being trained by another process{f' (pid {other})' if other else ''}; "
+                       "wait for it to finish, or stop it, before resuming") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _held_lock = f
+
+
 def prepare_run_dir(plan_path: Path, run_dir: Path) -> RunPaths:
     """A new run folder with the plan's copy and ``run.json``; refuses a folder that already holds a run."""
     plan_path = plan_path.resolve()
@@ -128,9 +158,12 @@ def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world
     try:
         if resume:
             plan, paths = open_run_dir(run_dir)
+            if main:
+                lock_run_dir(run_dir)
         else:
             plan = load_plan(plan_path)
             if main:
+                lock_run_dir(run_dir)
                 paths = prepare_run_dir(plan_path, run_dir)
             accelerator.wait_for_everyone()
             paths = RunPaths(run_dir, plan_path.resolve().parent)

@@ -79,6 +79,7 @@ class RunStore:
         os.replace(tmp, self.path)
 
     def add(self, record: RunRecord) -> RunRecord:
+        self.load()     # read again first: another window of the app may have added a run since
         key = str(Path(record.run_dir).resolve())
         self.records = [r for r in self.records if str(Path(r.run_dir).resolve()) != key]
         self.records.insert(0, record)
@@ -86,8 +87,19 @@ class RunStore:
         return record
 
     def remove(self, run_dir: str) -> None:
+        self.load()
         self.records = [r for r in self.records if r.run_dir != run_dir]
         self.save()
+
+    def update(self, run_dir: str, **fields) -> RunRecord | None:
+        """Change one run's fields (e.g. the process id of a resumed run), re-reading the file first."""
+        self.load()
+        r = self.find(run_dir)
+        if r is not None:
+            for k, v in fields.items():
+                setattr(r, k, v)
+            self.save()
+        return r
 
     def find(self, run_dir: str) -> RunRecord | None:
         return next((r for r in self.records if r.run_dir == run_dir), None)

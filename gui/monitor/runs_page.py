@@ -170,20 +170,19 @@ class RunsPage(QWidget):
         return record
 
     def resume(self, run_dir: str) -> None:
-        r = self.store.find(run_dir)
-        if r is None:
+        if self.store.find(run_dir) is None:
             return
         try:
-            r.pid = launch(None, run_dir, resume=True)
+            pid = launch(None, run_dir, resume=True)
         except (RuntimeError, OSError) as exc:
             show_error(self, "Could not resume the run", str(exc))
             return
         try:
-            self.store.save()
+            self.store.update(run_dir, pid=pid)
         except OSError as exc:
             show_error(self, "The runs list could not be saved", f"{self.store.path}: {exc.strerror or exc}")
         if self.monitor.record is not None and self.monitor.record.run_dir == run_dir:
-            self.monitor.record.pid = r.pid
+            self.monitor.record.pid = pid
             self.monitor.snapshot = None
             self.monitor.log.appendPlainText("[studio] resuming from the last checkpoint")
 

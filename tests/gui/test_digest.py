@@ -94,6 +94,10 @@ def test_process_liveness_and_stop(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", str(run_dir)],
                          start_new_session=True)
     try:
+        # right after the fork the child may not have exec'd yet (its command line is still pytest's)
+        deadline = time.time() + 10
+        while not is_alive(p.pid, str(run_dir)) and time.time() < deadline:
+            time.sleep(0.05)
         assert is_alive(p.pid, str(run_dir))
         assert not is_alive(p.pid, str(tmp_path / "another-run"))   # a reused id is not taken for the run
         assert quick_status(RunRecord(run_dir=str(run_dir), name="x", pid=p.pid)) == "starting"

@@ -126,7 +126,7 @@ def test_local_demo_plan_without_a_price_is_drawn(qtbot, planner):
 
 
 def test_sorting_keeps_the_selected_option(qtbot, planner):
-    a = _open(qtbot, planner, "gemma3-27b-to-4b-27h.toml")
+    _open(qtbot, planner, "gemma3-27b-to-4b-27h.toml")
     i = int(planner.chart.grey.data["data"][5])
     planner.select_option(i)
     planner.table.sortByColumn(9, Qt.SortOrder.DescendingOrder)
