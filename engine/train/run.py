@@ -138,8 +138,23 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def release_run_dir() -> None:
+    """Give the run folder back (a run executed in-process, e.g. by tests, then resumed in the same process)."""
+    global _held_lock
+    if _held_lock is not None:
+        _held_lock.close()      # closing the file releases the flock
+        _held_lock = None
+
+
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks."""
+    try:
+        return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size)
+    finally:
+        release_run_dir()
+
+
+def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None) -> int:
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
