@@ -176,8 +176,8 @@ class Session:
             return "none"
         if method.kind == "seq-kd":
             return "generate"
-        # auto: online where the teacher fits beside the student (always on this path: the planner chooses
-        # offline-topk for large teachers and writes it into the plan it launches)
+        # auto: online. The app writes the planner's choice into the plan it launches when that is offline-topk
+        # (gui/monitor/runs.py: write_launch_plan); `distill run` on a plan saying "auto" trains online.
         return "online" if method.teacher_mode in ("auto", "online") else "offline-topk"
 
     def _prepass(self, teacher, examples) -> TeacherSignal:

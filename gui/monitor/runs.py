@@ -208,3 +208,34 @@ def force_overdue(now: float | None = None) -> list[int]:
             del _FORCE_AT[pid]
             forced.append(pid)
     return forced
+
+
+def write_launch_plan(plan_path: str, run_dir: str, teacher_mode: str) -> str:
+    """A copy of the plan for one run, with ``method.teacher_mode`` fixed to the planner's choice (the engine
+    trains ``"auto"`` online), written into the run folder. Relative paths in the plan (data files, local model
+    folders) are made absolute against the plan's own folder, so the copy works from the run folder. Returns its
+    path; the engine then keeps it as the run's ``plan.toml``."""
+    from ...engine.plan import load_plan, save_plan
+
+    src = Path(plan_path).resolve()
+    base = src.parent
+    plan = load_plan(src)
+
+    def absolute(value: str | None, must_exist: bool) -> str | None:
+        if not value:
+            return value
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return value
+        candidate = base / p
+        return str(candidate) if (candidate.exists() or not must_exist) else value
+
+    data = plan.data.model_copy(update={k: absolute(getattr(plan.data, k), False) for k in ("train", "eval", "prompts")})
+    # a model name is a folder only if it exists beside the plan; otherwise it is a catalog or hub id
+    teacher = plan.teacher.model_copy(update={"model": absolute(plan.teacher.model, True)})
+    student = plan.student.model_copy(update={"model": absolute(plan.student.model, True)})
+    method = plan.method.model_copy(update={"teacher_mode": teacher_mode})
+    out = Path(run_dir) / "launch-plan.toml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_plan(plan.model_copy(update={"data": data, "teacher": teacher, "student": student, "method": method}), out)
+    return str(out)

@@ -11,7 +11,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
-from .runs import RunRecord, RunStore, force_overdue, launch, record_from_folder
+from ...engine.errors import DistillError
+from .runs import RunRecord, RunStore, force_overdue, launch, record_from_folder, write_launch_plan
 from .view import MonitorView
 from .watch import quick_status
 
@@ -148,12 +149,15 @@ class RunsPage(QWidget):
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
-    def launch_plan(self, plan_path: str, name: str) -> RunRecord | None:
-        """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it."""
+    def launch_plan(self, plan_path: str, name: str, teacher_mode: str | None = None) -> RunRecord | None:
+        """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it.
+        ``teacher_mode``: the planner's choice for a plan that says "auto", written into the run's copy."""
         run_dir = new_run_dir(self.settings.resolved_runs_dir(), name)
         try:
+            if teacher_mode:
+                plan_path = write_launch_plan(plan_path, str(run_dir), teacher_mode)
             pid = launch(plan_path, str(run_dir))
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, DistillError) as exc:
             show_error(self, "Could not start the run", str(exc),
                        "Check that Distill Studio was installed with its training extra (pip install "
                        "'distill-studio[train]') and that the runs folder in Settings is writable.")

@@ -153,3 +153,22 @@ def test_a_runs_list_of_the_wrong_shape_starts_empty(tmp_path):
         path.write_text(text)
         store = RunStore(path)
         assert store.records == [] and "could not be read" in store.warning
+
+
+def test_launch_plan_fixes_the_teacher_mode_and_keeps_paths_working(tmp_path):
+    from pathlib import Path
+
+    from distill_studio.engine.checks import check_plan
+    from distill_studio.engine.plan import load_plan
+    from distill_studio.gui.monitor.runs import write_launch_plan
+
+    demo = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
+    original = load_plan(demo)
+    assert original.method.teacher_mode != "offline-topk" and not Path(original.data.train).is_absolute()
+    out = Path(write_launch_plan(str(demo), str(tmp_path / "run"), "offline-topk"))
+    plan = load_plan(out)
+    assert plan.method.teacher_mode == "offline-topk"
+    assert Path(plan.data.train) == demo.parent / original.data.train and Path(plan.data.train).exists()
+    assert Path(plan.teacher.model) == demo.parent / original.teacher.model
+    assert plan.training == original.training
+    check_plan(plan, base=out.parent)          # it works from the run folder
