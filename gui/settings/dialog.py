@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from .. import dialogs
+from .. import dialogs, workers
 from . import secrets
 from .model import AzureSettings, Settings, save_settings, settings_path
 
@@ -140,17 +140,15 @@ class SettingsDialog(QDialog):
         form.addRow("Client id:", self._field("client_id_edit", self.client_id_edit))
         form.addRow("Client secret:", self._field("secret_edit", self.secret_edit))
 
-        ok, status = secrets.keyring_status()
-        self.keyring_ok = ok
+        # Asking the keyring can wait on D-Bus (seconds, on a misconfigured desktop): it runs on a worker, and the
+        # secret field stays usable meanwhile (storing it reports any problem when OK is pressed).
+        self.keyring_ok = False
+        self.keyring_checked = False
         note = QLabel("The client secret is stored in the OS keyring, never in the settings file. "
                       "Leave it empty to keep the secret already stored.", objectName="secret_note", wordWrap=True)
-        self.keyring_status_label = QLabel(status, objectName="keyring_status_label", wordWrap=True)
-        if ok:
-            self.secret_edit.setPlaceholderText("type a new secret to store or replace it")
-        else:
-            self.secret_edit.setEnabled(False)
-            self.secret_edit.setPlaceholderText("no OS keyring available (see below)")
-            self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
+        self.keyring_status_label = QLabel("Checking the OS keyring…", objectName="keyring_status_label",
+                                           wordWrap=True)
+        workers.start(secrets.keyring_status, on_result=lambda r: self._keyring_checked(*r))
         form.addRow(note)
         form.addRow(self.keyring_status_label)
         column.addWidget(sp)
@@ -221,6 +219,19 @@ class SettingsDialog(QDialog):
                 errors["secret_edit"] = ("Client secret: enter the tenant id and client id too; the secret is "
                                          "stored in the keyring under them.")
         return errors
+
+    def _keyring_checked(self, ok: bool, status: str) -> None:
+        try:
+            self.keyring_status_label.setText(status)
+        except RuntimeError:         # the dialog was closed before the answer came
+            return
+        self.keyring_ok, self.keyring_checked = ok, True
+        if ok:
+            self.secret_edit.setPlaceholderText("type a new secret to store or replace it")
+        else:
+            self.secret_edit.setEnabled(False)
+            self.secret_edit.setPlaceholderText("no OS keyring available (see below)")
+            self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
 
     def accept(self) -> None:
         """Validate, store a typed secret, save, and only then close. Every failure leaves the dialog open with the

@@ -201,6 +201,7 @@ def test_ok_updates_in_place_saves_and_keeps_secret_out_of_file(qtbot, memory_ke
     dialog = SettingsDialog(s)
     qtbot.addWidget(dialog)
     assert dialog.runs_dir_edit.placeholderText() == str(s.resolved_runs_dir())
+    qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=5000)    # asked on a worker, not the GUI thread
     assert dialog.keyring_ok and "MemoryKeyring" in dialog.keyring_status_label.text()
     dialog.runs_dir_edit.setText(str(tmp_path / "my-runs"))
     dialog.theme_combo.setCurrentIndex(dialog.theme_combo.findData("dark"))
@@ -235,6 +236,7 @@ def test_secret_without_ids_is_refused(qtbot, memory_keyring):
 def test_dialog_without_keyring_disables_secret(qtbot, no_keyring):
     dialog = SettingsDialog(Settings())
     qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=5000)
     assert not dialog.secret_edit.isEnabled()
     assert "No OS keyring" in dialog.keyring_status_label.text()
     with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
@@ -286,6 +288,7 @@ def test_screenshots_in_both_themes(qtbot, theme_restored, memory_keyring, scree
             ok_button(dialog).click()  # show an error message in the shot
         dialog.show()
         qtbot.waitExposed(dialog)
+        qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=5000)
         QApplication.processEvents()
         assert (dialog.palette().window().color().lightness() < 128) == (theme == "dark")
         assert screenshot(dialog, name).stat().st_size > 1000
