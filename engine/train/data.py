@@ -12,42 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..errors import DataError
+from ..records import check_record as _check_record
+from ..records import data_files as _files
 
 IGNORE_INDEX = -100
-SUFFIXES = (".jsonl", ".txt", ".parquet")
-
-
-def _files(path: Path, field: str) -> list[Path]:
-    if not path.exists():
-        raise DataError(f"{field}: {path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
-        if not files:
-            raise DataError(f"{field}: {path}: the folder holds no {', '.join(SUFFIXES)} files")
-        return files
-    if path.suffix not in SUFFIXES:
-        raise DataError(f"{field}: {path}: unsupported file type {path.suffix!r}; allowed: {', '.join(SUFFIXES)}")
-    return [path]
-
-
-def _check_record(row: Any, where: str) -> dict[str, str]:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object with `prompt` and `response`, or `text`")
-    if "text" in row and isinstance(row["text"], str):
-        return row
-    if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
-        return row
-    if isinstance(row.get("prompt"), str) and "response" not in row:
-        return row  # a prompt alone: for generation (seq-KD prompts, task score)
-    keys = ", ".join(sorted(map(str, row))) or "none"
-    raise DataError(f"{where}: needs string fields `prompt` and `response`, or `text` (found keys: {keys})")
-
-
 def _read_jsonl(file: Path) -> list[dict[str, str]]:
     rows = []
     with open(file, encoding="utf-8-sig") as f:

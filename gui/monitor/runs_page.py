@@ -12,7 +12,7 @@ from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
 from ...engine.errors import DistillError
-from .runs import RunRecord, RunStore, force_overdue, launch, record_from_folder, write_launch_plan
+from .runs import RunRecord, RunStore, launch, record_from_folder, write_launch_plan
 from .view import MonitorView
 from .watch import quick_status
 
@@ -134,7 +134,6 @@ class RunsPage(QWidget):
                 self.table.item(row, 1).setText(status)
 
     def refresh_statuses(self) -> None:
-        force_overdue()
         if self._refreshing or not self.store.records:
             return
         self._refreshing = True

@@ -156,7 +156,31 @@ class ModelPicker(QWidget):
                 self.sig_local_added.emit(key)
 
 
-class TeacherPage(QWizardPage):
+class _ModelChoice:
+    """What the teacher and student pages share: the model chosen in ``self.picker``, and the plan's own spelling
+    of it kept when editing a plan whose model the user did not change."""
+
+    picker: ModelPicker
+    _original: tuple[str, str] | None = None  # (key, the plan's own spelling) when editing
+
+    def spec(self) -> ModelSpec | None:
+        return self.picker.current_spec()
+
+    def key(self) -> str | None:
+        return self.picker.current_key()
+
+    def plan_value(self) -> str | None:
+        """What goes into the plan's model field: the plan's own spelling when the user kept its model, else the key."""
+        key = self.key()
+        if self._original and key == self._original[0]:
+            return self._original[1]
+        return key
+
+    def set_original(self, key: str, spelling: str) -> None:
+        self._original = (key, spelling)
+
+
+class TeacherPage(_ModelChoice, QWizardPage):
     """Step 1: the teacher, and how its weights are held in memory."""
 
     sig_changed = Signal()
@@ -204,24 +228,9 @@ class TeacherPage(QWizardPage):
     def isComplete(self) -> bool:
         return self.picker.current_spec() is not None
 
-    def spec(self) -> ModelSpec | None:
-        return self.picker.current_spec()
-
-    def key(self) -> str | None:
-        return self.picker.current_key()
-
-    def plan_value(self) -> str | None:
-        """What goes into teacher.model: the plan's own spelling when the user kept its model, else the key."""
-        key = self.key()
-        if self._original and key == self._original[0]:
-            return self._original[1]
-        return key
-
-    def set_original(self, key: str, spelling: str) -> None:
-        self._original = (key, spelling)
 
 
-class StudentPage(QWizardPage):
+class StudentPage(_ModelChoice, QWizardPage):
     """Step 2: the student. Only models that suit the teacher for logit KD are listed unless "Show all" is ticked;
     the others are greyed with the reason, and choosing one switches the method to one that works."""
 
@@ -351,12 +360,6 @@ class StudentPage(QWizardPage):
     def isComplete(self) -> bool:
         return self.picker.current_spec() is not None
 
-    def spec(self) -> ModelSpec | None:
-        return self.picker.current_spec()
-
-    def key(self) -> str | None:
-        return self.picker.current_key()
-
     def select(self, key: str) -> bool:
         """Choose ``key``; a model that does not suit the teacher is revealed by ticking "Show all"."""
         if self.reasons.get(key) and not self.show_all.isChecked():
@@ -375,13 +378,3 @@ class StudentPage(QWizardPage):
         self._update_init()
         (self.init_from_teacher if value == "from-teacher" else self.init_pretrained).setChecked(True)
 
-    _original: tuple[str, str] | None = None
-
-    def plan_value(self) -> str | None:
-        key = self.key()
-        if self._original and key == self._original[0]:
-            return self._original[1]
-        return key
-
-    def set_original(self, key: str, spelling: str) -> None:
-        self._original = (key, spelling)

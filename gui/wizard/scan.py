@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
 
 from ...engine.errors import DataError
+from ...engine.records import check_record, data_files
 
-SUFFIXES = (".jsonl", ".txt", ".parquet")
 BYTES_PER_TOKEN = 4.0
 BATCH = 512                    # texts tokenised at a time; also how often progress is reported
 PROGRESS_BYTES = 4 << 20       # report at least every 4 MiB read
@@ -40,31 +40,12 @@ class ScanResult:
         return f"{self.examples:,} examples{files} · {approx}{self.tokens:,} tokens ({self.note})"
 
 
-def data_files(path: Path, field: str = "data.train") -> list[Path]:
-    if not path.exists():
-        raise DataError(f"{field}: {path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
-        if not files:
-            raise DataError(f"{field}: {path}: the folder holds no {', '.join(SUFFIXES)} files")
-        return files
-    if path.suffix not in SUFFIXES:
-        raise DataError(f"{field}: {path}: unsupported file type {path.suffix!r}; allowed: {', '.join(SUFFIXES)}")
-    return [path]
-
-
 def record_text(row: Any, where: str) -> str:
     """The text of one record that training reads (prompt + response, or text)."""
-    if isinstance(row, dict):
-        if isinstance(row.get("text"), str):
-            return row["text"]
-        if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
-            return row["prompt"] + row["response"]
-        if isinstance(row.get("prompt"), str) and "response" not in row:
-            return row["prompt"]
-        keys = ", ".join(sorted(map(str, row))) or "none"
-        raise DataError(f"{where}: needs string fields `prompt` and `response`, or `text` (found keys: {keys})")
-    raise DataError(f"{where}: expected a JSON object with `prompt` and `response`, or `text`")
+    row = check_record(row, where)
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    return row["prompt"] + row.get("response", "")
 
 
 def _jsonl(file: Path, field: str) -> Iterator[tuple[str, int]]:
