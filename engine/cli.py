@@ -89,6 +89,7 @@ def cmd_estimate(args) -> int:
 
     from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients, evaluate
     from .estimate.shape import lora_params, shape_of
+    from .estimate.placement import SHARDINGS
     from .estimate.sweep import Machine, Sweep, build_grid
 
     if bool(args.model) == bool(args.model_config):
@@ -144,7 +145,11 @@ def cmd_estimate(args) -> int:
     pick &= grid.teacher_mode == TEACHER_MODES.index(mode)
     pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index(
         args.teacher_precision if teacher else "bf16")
-    pick &= grid.shard_all == (nodes > 1)
+    sharding = args.sharding or ("all-gpus" if nodes > 1 else "within-node" if args.gpus > 1 else "none")
+    pick &= grid.sharding == SHARDINGS.index(sharding)
+    if not pick.any():
+        raise DistillError(f"--sharding: {sharding} is not possible on {args.gpus} GPU(s) in {nodes} node(s); "
+                        "allowed: none on one GPU, within-node or all-gpus (several nodes) on more")
     i = int(np.flatnonzero(pick)[0])
     row = sw.row(i)
     row.pop("sku"), row.pop("priority"), row.pop("cost_usd")
@@ -306,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lora-rank", type=_positive("--lora-rank", 1, 1024), default=16)
     e.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
     e.add_argument("--recompute", action="store_true", help="activation recomputation (checkpointing)")
+    e.add_argument("--sharding", choices=["none", "within-node", "all-gpus"],
+                   help="none (DDP), within-node (hybrid) or all-gpus (full); default: all-gpus on several nodes, "
+                        "within-node on several GPUs, none on one")
     e.add_argument("--teacher", help="teacher model: estimates distillation instead of plain training")
     e.add_argument("--teacher-mode", choices=["online", "offline-topk", "generate"], default="online")
     e.add_argument("--teacher-precision", choices=["bf16", "int8", "int4"], default="bf16")

@@ -32,6 +32,9 @@ class Teacher(_Strict):
     precision: Literal["bf16", "int8", "int4"] = Field(
         "bf16", description="teacher weights in memory: bf16, or quantised to int8/int4 to save memory"
     )
+    placement: Literal["auto", "sharded", "replicated"] = Field(
+        "auto", description="sharded like the student, or whole on every GPU (auto: the planner's choice)"
+    )
 
 
 class Student(_Strict):
@@ -118,11 +121,15 @@ class Data(_Strict):
 class Hardware(_Strict):
     target: Literal["local", "azure"] = "azure"
     sku: str | None = Field(None, description="Azure VM size; leave out to compare every size")
-    nodes: int | None = Field(None, ge=1, le=16, description="number of nodes; leave out to compare 1-16")
+    nodes: int | None = Field(None, ge=1, le=16, description="number of nodes; leave out to compare 1-16 "
+                              "(local: machines alike, 1 by default)")
     region: str = Field("eastus", min_length=2, max_length=40, pattern=r"^[a-z0-9]+$")
     priority: Literal["dedicated", "low-priority"] = "dedicated"
+    sharding: Literal["auto", "all-gpus", "within-node", "none"] = Field(
+        "auto", description="FSDP over every GPU, within each node (replicated across nodes), none (DDP), or auto"
+    )
     accelerator: str | None = Field(None, description="local: the accelerator in this machine")
-    gpus: int = Field(1, ge=1, le=64, description="local: number of GPUs in this machine")
+    gpus: int = Field(1, ge=1, le=64, description="local: number of GPUs (on a CPU: processes) in each machine")
     usd_per_hour: float | None = Field(None, ge=0.0, le=10_000.0, description="local: cost of this machine per hour")
 
     @model_validator(mode="after")

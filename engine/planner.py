@@ -12,8 +12,9 @@ import numpy as np
 from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
 from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
-from .errors import CatalogError, PlanError
+from .errors import CatalogError, PlanError, RunError
 from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency
+from .estimate.placement import KINDS, SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
 from .estimate.solve import Decision, decide, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
@@ -70,6 +71,9 @@ def azure_machines(prices: PriceTable) -> list[Machine]:
     return out
 
 
+LOCAL_NETWORK_GB_PER_S = 12.5  # machines of a local cluster: 100 Gb/s Ethernet between them
+
+
 def local_machine(plan: Plan) -> Machine:
     hw = plan.hardware
     try:
@@ -77,10 +81,12 @@ def local_machine(plan: Plan) -> Machine:
     except CatalogError as exc:
         raise PlanError(f"hardware.accelerator: {exc}") from None
     usd = {"dedicated": hw.usd_per_hour if hw.usd_per_hour is not None else 0.0}
+    nodes = hw.nodes or 1
     return Machine(
         id="local", accelerator=a.id, gpus=hw.gpus, peak_tflops=a.bf16_dense_tflops, hbm_gb=a.hbm_gb,
-        hbm_gb_per_s=a.hbm_gb_per_s, intra_gb_per_s=64.0 if hw.gpus > 1 else 0.0, inter_gb_per_s=0.0,
-        usd_per_hour=usd, max_nodes=1, priorities=("dedicated",), provision="local",
+        hbm_gb_per_s=a.hbm_gb_per_s, intra_gb_per_s=64.0 if hw.gpus > 1 else 0.0,
+        inter_gb_per_s=LOCAL_NETWORK_GB_PER_S if nodes > 1 else 0.0,
+        usd_per_hour=usd, max_nodes=nodes, priorities=("dedicated",), provision="local",
     )
 
 
@@ -98,6 +104,8 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         top_k=plan.method.top_k,
         generated_share=plan.method.generated_share,
         kd_loss=plan.method.loss,
+        teacher_placement=plan.teacher.placement,
+        sharding_auto=plan.hardware.sharding == "auto",
         # the engine trains in fp32 on a CPU; on GPUs, full training keeps fp32 master weights under bf16 autocast
         precision="fp32" if plan.hardware.target == "local" and plan.hardware.accelerator == "cpu" else "bf16-mixed",
     )
@@ -115,6 +123,12 @@ def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
         m &= g.extra["machine"] == sw.labels["machine"].index(resolve_sku(plan.hardware.sku).id)
     if plan.hardware.nodes:
         m &= g.nodes == plan.hardware.nodes
+    elif plan.hardware.target == "local":
+        m &= g.nodes == 1
+    if plan.hardware.sharding != "auto":
+        m &= g.sharding == SHARDINGS.index(plan.hardware.sharding)
+    if plan.training.gradient_checkpointing:
+        m &= g.recompute
     return m
 
 
@@ -154,3 +168,81 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         notes.append("throughput on " + ", ".join(uncal) + " is extrapolated from the A100/H100 fit (no published "
                      "FSDP measurement of it in the calibration table); treat those times as rougher")
     return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes)
+
+
+@dataclass
+class ResolvedRun:
+    """The configuration a run executes: the plan with every "auto" fixed as the planner chose, where each model
+    lives, and the estimate the run can be checked against (``run_started`` carries it)."""
+
+    plan: Plan
+    nodes: int
+    gpus_per_node: int
+    sharding: str            # "full" | "hybrid" | "none", as it runs
+    teacher_placement: str   # "sharded" | "replicated" | "none" (no teacher in memory while training)
+    estimate: dict           # the planner's figures for this configuration
+    why: str                 # how the configuration was chosen
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None = None) -> ResolvedRun:
+    """The planner's choice for ``plan``, as ``distill run`` and the app's Launch both execute it.
+
+    The recommendation when the plan has one; otherwise (no option meets the budget) the fastest option as planned
+    that fits. A plan with no option that fits in memory is refused here, before anything is loaded, with the
+    estimator's figures."""
+    a = analyse(plan, base, prices)
+    sw, o = a.sweep, a.sweep.out
+    i = a.decision.recommended
+    why = a.decision.rationale
+    if i is None:
+        i = a.decision.fastest
+        why = f"the fastest option as planned ({a.decision.impossible or 'none meets the budget'})"
+    if i is None:
+        planned = np.flatnonzero(a.planned)
+        if planned.size == 0:
+            raise RunError("hardware: no configuration matches the plan (check hardware.sku, hardware.nodes and "
+                           "hardware.sharding)")
+        j = int(planned[np.argmin(o["mem_total"][planned])])
+        r = sw.row(j)
+        need = r["memory_gib_per_gpu"]["total"]
+        raise RunError(
+            f"hardware: the plan fits no GPU it can use: its smallest configuration ({r['gpus']} × {r['accelerator']}, "
+            f"{r['adapter']}, teacher {r['teacher_mode']} {r['teacher_placement']}, sharding {r['sharding']}) needs "
+            f"{need:.1f} GiB per GPU (teacher {r['memory_gib_per_gpu']['teacher']:.1f} GiB) of "
+            f"{r['usable_gib_per_gpu']:.1f} GiB usable"
+            + ("" if o["fits_train"][j] else "") + "; use more GPUs or nodes, teacher.precision int8/int4, "
+            'method.teacher_mode = "offline-topk", or a smaller teacher')
+    row = sw.row(i)
+    hw = plan.hardware
+    changes: dict = {"sharding": row["sharding"]}
+    if hw.target == "azure":
+        changes.update(sku=row["sku"], nodes=row["nodes"])
+    gpn = row["gpus"] // row["nodes"]
+    resolved = plan.model_copy(update={
+        "hardware": hw.model_copy(update=changes),
+        "method": plan.method.model_copy(update={"teacher_mode": row["teacher_mode"]
+                                                 if plan.method.kind == "logit-kd" else plan.method.teacher_mode}),
+        "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]
+                                                   if row["gpus"] > 1 else plan.teacher.placement}),
+    })
+    teacher = "none" if row["teacher_mode"] not in ("online",) else row["teacher_placement"]
+    if row["teacher_mode"] in ("offline-topk", "generate"):
+        teacher = row["teacher_placement"]  # during its pass; training then runs without it
+    estimate = {
+        "tokens_per_second_per_gpu": row["tokens_per_second_per_gpu"],
+        "memory_gib_per_gpu": row["memory_gib_per_gpu"]["total"],
+        "memory_breakdown_gib": row["memory_gib_per_gpu"],
+        "usable_gib_per_gpu": row["usable_gib_per_gpu"],
+        "hours": row["hours"],
+        "cost_usd": row["cost_usd"],
+        "mfu": row["mfu"],
+        "option": {k: row[k] for k in ("sku", "accelerator", "nodes", "gpus", "adapter", "teacher_mode",
+                                       "teacher_precision", "recompute", "sharding", "teacher_placement")},
+    }
+    return ResolvedRun(plan=resolved, nodes=row["nodes"], gpus_per_node=gpn,
+                       sharding=sharding_kind(row["sharding"], row["nodes"], gpn), teacher_placement=teacher,
+                       estimate=estimate, why=why)

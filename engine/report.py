@@ -27,10 +27,16 @@ def _option_line(a: Analysis, i: int) -> str:
         mode += f" ({r['teacher_precision']})"
     gpus = f"{r['gpus']} {r['accelerator']} GPU{'s' if r['gpus'] > 1 else ''} in all"
     return (f"{r['nodes']} × {r['sku']} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
-            f"recompute {'on' if r['recompute'] else 'off'}, FSDP shards {_SHARDING[r['sharding']]}")
+            f"recompute {'on' if r['recompute'] else 'off'}, {_SHARDING[r['sharding']]}"
+            + (f", teacher {r['teacher_placement']}" if r["teacher_mode"] in ("online", "offline-topk", "generate")
+               and r["gpus"] > 1 else ""))
 
 
-_SHARDING = {"within-node": "within each node", "all-gpus": "across all GPUs"}
+_SHARDING = {"none": "no sharding (DDP)", "within-node": "FSDP shards within each node",
+             "all-gpus": "FSDP shards across all GPUs"}
+
+
+_SHARD_SHORT = {"none": "ddp", "within-node": "node", "all-gpus": "all"}
 
 
 def _tokens(n: float) -> str:
@@ -189,7 +195,7 @@ def _table(a: Analysis, idx) -> str:
             f"  {_hours(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
             f"{str(r['nodes']) + '×' + r['sku'].removeprefix('Standard_'):<30} {r['priority'][:4]:<4} "
             f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
-            f"{'all' if r['sharding'] == 'all-gpus' else 'node':<6} {r['tokens_per_second_per_gpu']:>9,.0f} "
+            f"{_SHARD_SHORT[r['sharding']]:<6} {r['tokens_per_second_per_gpu']:>9,.0f} "
             f"{r['memory_gib_per_gpu']['total']:>8.1f}"
         )
     return "\n".join(out)

@@ -83,7 +83,9 @@ def _one(student="llama-3.1-8b", teacher=None, *, acc="h100-sxm", gpus=8, nodes=
     pick = (grid.adapter == ADAPTERS.index(adapter)) & (grid.recompute == recompute)
     pick &= grid.teacher_mode == TEACHER_MODES.index(mode)
     pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index(tprec if t else "bf16")
-    pick &= grid.shard_all == (nodes > 1 if shard_all is None else shard_all)
+    if shard_all is None:
+        shard_all = nodes > 1
+    pick &= grid.sharding == (2 if shard_all else 1 if gpus > 1 else 0)
     i = int(np.flatnonzero(pick)[0])
     return {k: v[i] for k, v in out.items()}
 
@@ -99,8 +101,10 @@ def test_full_training_states_are_16_bytes_per_parameter_sharded():
     p = resolve_model("llama-3.1-8b").params
     states = r["mem_weights"] + r["mem_gradients"] + r["mem_optimizer"]
     # fp32 master weights, fp32 gradients and two Adam moments, split over 8 GPUs, plus two gathered bf16 blocks
-    block = shape_of(resolve_model("llama-3.1-8b")).layer_params
-    assert states == pytest.approx(16 * p / 8 + 2 * 2 * block, rel=0.01)
+    # and the root group (embeddings, head), gathered in bf16 for the whole micro-step
+    shape = shape_of(resolve_model("llama-3.1-8b"))
+    block, root = shape.layer_params, shape.params - shape.num_layers * shape.layer_params
+    assert states == pytest.approx(16 * p / 8 + 2 * 2 * block + 2 * root, rel=0.01)
 
 
 def test_lora_keeps_frozen_bf16_weights_and_tiny_optimizer():

@@ -118,6 +118,8 @@ def predict(rows: list[Measurement], coeffs: dict | None = None) -> np.ndarray:
                               coeffs=coeffs)
         res = evaluate(job, grid, coeffs)
         pick = (grid.adapter == 0) & (grid.recompute == m.recompute)
+        if (grid.sharding != 0).any():
+            pick &= grid.sharding != 0  # the measurements are of FSDP-family stacks, not DDP
         if m.sharding != "best" and machine.max_nodes > 1:
             pick &= grid.shard_all == (m.sharding == "all")
         elif (pick & res["fits"]).any():

@@ -22,6 +22,7 @@ from importlib import resources
 
 import numpy as np
 
+from .placement import SHARDINGS, shard_degree, teacher_replicated
 from .shape import ModelShape
 
 GIB = 1024**3
@@ -71,6 +72,8 @@ class Job:
     micro_batch_seqs: int | None = None  # fixed micro-batch (sequences); None: chosen from the memory target
     precision: str = "bf16-mixed"  # number formats of training: a key of PRECISIONS
     kd_loss: str = "forward-kl"   # the divergence of logit KD: "forward-kl" | "reverse-kl" | "jsd"
+    teacher_placement: str = "auto"  # "auto" | "sharded" | "replicated" (placement.teacher_replicated)
+    sharding_auto: bool = True    # the plan leaves the sharding to the planner (placement.teacher_replicated)
 
     @property
     def train_tokens(self) -> float:
@@ -93,7 +96,7 @@ class Grid:
     teacher_mode: np.ndarray      # index into TEACHER_MODES
     recompute: np.ndarray         # bool
     teacher_bytes_per_param: np.ndarray
-    shard_all: np.ndarray         # bool: FSDP over every GPU; else shard inside a node, replicate across nodes
+    sharding: np.ndarray          # index into placement.SHARDINGS: none (DDP), within-node (hybrid), all-gpus
     provision_hours: np.ndarray
     usd_per_node_hour: np.ndarray  # nan where the price is unknown
     low_priority: np.ndarray      # bool
@@ -102,6 +105,11 @@ class Grid:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    @property
+    def shard_all(self) -> np.ndarray:
+        """FSDP over every GPU (full sharding)."""
+        return self.sharding == SHARDINGS.index("all-gpus")
 
 
 def _f(x) -> np.ndarray:
@@ -115,7 +123,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     s, t = job.student, job.teacher
     n = len(g)
     gpus = _f(g.gpus_per_node) * _f(g.nodes)
-    shard = np.where(g.shard_all, gpus, _f(g.gpus_per_node))
+    shard = shard_degree(g.sharding, g.nodes, g.gpus_per_node)
     replicas = gpus / shard
     full = g.adapter == 0
     qlora = g.adapter == 2
@@ -177,21 +185,17 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     intra_s = np.where(in_node > 1, (in_node - 1.0) / in_node / np.maximum(_f(g.intra_bytes_per_s), 1.0), 0.0)
     inter_s = np.where(group_nodes > 1, (group_nodes - 1.0) / group_nodes / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0)
     seconds_per_byte = np.maximum(intra_s, inter_s) / comm["bus_efficiency"]
-    # per micro-batch: all-gather forward and backward (bf16), reduce-scatter of gradients (bf16)
+    # per micro-batch: all-gather forward and backward (bf16), reduce-scatter of gradients (bf16); a replicated
+    # teacher needs no collective (decided with the memory below, so computed after it)
     student_bytes = np.where(full, 6.0, np.where(qlora, 2.0 * 0.55, 4.0)) * s.params
-    teacher_bytes = np.where(online, _f(g.teacher_bytes_per_param) * (t.params if t else 0), 0.0)
-    comm_mb = (student_bytes + teacher_bytes) * seconds_per_byte
-    # across replicas (hybrid sharding): an all-reduce of the gradients over the nodes, once per step
-    replica_s = np.where(replicas > 1, 2.0 * (replicas - 1.0) / replicas / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0)
+    # across replicas (DDP, or hybrid sharding's replicas): an all-reduce of the gradients once per step, through
+    # NVLink between the replicas of a node and the network between nodes; the slower sets the pace
+    rep_in_node = gpn / in_node
+    rep_nodes = np.where(shard > gpn, 1.0, _f(g.nodes))
+    replica_s = 2.0 * np.maximum(
+        np.where(rep_in_node > 1, (rep_in_node - 1.0) / rep_in_node / np.maximum(_f(g.intra_bytes_per_s), 1.0), 0.0),
+        np.where(rep_nodes > 1, (rep_nodes - 1.0) / rep_nodes / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0))
     comm_replicas = np.where(full, 2.0 * s.params, 2.0 * job.lora_params) * replica_s / comm["bus_efficiency"]
-    compute_mb = compute_per_token * mb_tokens
-    exposed_mb = np.maximum(0.0, comm_mb - comm["overlap"] * compute_mb)
-    step_time = accum * (compute_mb + exposed_mb) + comm_replicas
-    tokens_per_s_gpu = accum * mb_tokens / step_time
-    # the online teacher's forward is work the method needs too
-    needed_flops = model_flops + np.where(online, (t_lin + t_attn) if t is not None else 0.0, 0.0)
-    mfu = tokens_per_s_gpu * needed_flops / peak
-
     # --- memory per GPU (bytes)
     P = float(s.params)
     if job.precision not in PRECISIONS:
@@ -199,7 +203,10 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     w_b, g_b, o_b, cb = PRECISIONS[job.precision]
     weights = np.select([full, qlora], [w_b * P, mem["qlora_bytes_per_param"] * P], cb * P) / shard
     gathered = np.where(shard > 1, 2.0 * cb, 0.0)  # FSDP holds two blocks gathered (current + prefetch)
-    weights = weights + job.lora_params * 4.0 / shard + gathered * s.layer_params
+    # the root group (embeddings, final norm, head) stays gathered through the micro-step: the chunked loss reads
+    # the head in forward and in backward
+    s_root = max(0.0, P - s.num_layers * s.layer_params)
+    weights = weights + job.lora_params * 4.0 / shard + gathered * s.layer_params + np.where(shard > 1, cb * s_root, 0.0)
     grads = np.where(full, g_b * P, 4.0 * job.lora_params) / shard
     optimizer = np.where(full, o_b * P, 8.0 * job.lora_params) / shard
     act_layer = float(s.act_bytes_per_token_layer) * cb / 2.0  # the shape's figure is for bf16
@@ -208,14 +215,12 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         mb_tokens * (s.num_layers * cb * s.hidden_size + act_layer),
         mb_tokens * s.num_layers * act_layer,
     )
+    usable = _f(g.hbm_bytes) * mem["usable_fraction"]
     logit_tokens = np.minimum(mb_tokens, mem["logits_chunk_tokens"]) if job.chunked_logits else mb_tokens
     logits = logit_tokens * s.vocab_size * mem["student_logit_bytes"]
     # a bf16 teacher is held in the compute dtype (fp32 when training in fp32); a quantised one as quantised
     t_bytes = np.where(g.teacher_bytes_per_param >= TEACHER_BYTES["bf16"], cb, _f(g.teacher_bytes_per_param))
     if t is not None:
-        teacher_weights = np.where(
-            online, t_bytes * t.params / shard + gathered / 2.0 * t.layer_params, 0.0
-        )
         logits = logits + np.where(online, logit_tokens * t.vocab_size * mem["teacher_logit_bytes"], 0.0)
         cached = np.where(g.teacher_mode == 2, mb_tokens * job.top_k * 6.0, 0.0)  # fp16 log-prob + int32 id
         logits = logits + cached
@@ -226,25 +231,37 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
             raise ValueError(f"Job.kd_loss must be one of {', '.join(mem['kd_temporary_bytes'])}, not {job.kd_loss!r}")
         kd_bytes = mem["kd_temporary_bytes"][job.kd_loss] + (0.0 if job.chunked_logits else mem["kd_unchunked_extra_bytes"])
         loss_temporaries = np.where(online, logit_tokens * min(s.vocab_size, t.vocab_size) * kd_bytes, 0.0)
+        # The teacher whole, or sharded like the student. Sharded, its root group (embeddings, final norm, head)
+        # stays gathered for the whole micro-step (the chunked loss reads the head in forward and backward) and one
+        # block at a time is gathered for its forward.
+        t_full = t_bytes * t.params
+        t_root = t_bytes * max(0, t.params - t.num_layers * t.layer_params)
+        t_sharded = t_full / shard + np.where(shard > 1, t_root + t_bytes * t.layer_params, 0.0)
+        rest = weights + grads + optimizer + activations + logits + loss_temporaries
+        fits_whole = (rest + t_full) * (1.0 + mem["fragmentation"]) + mem["runtime_overhead_gib"] * GIB <= usable
+        t_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto, fits_whole)
+        teacher_weights = np.where(online, np.where(t_replicated, t_full, t_sharded), 0.0)
     else:
         teacher_weights = np.zeros(n)
         loss_temporaries = np.zeros(n)
+        t_replicated = np.ones(n, dtype=bool)
     base = weights + grads + optimizer + activations + logits + loss_temporaries + teacher_weights
     overhead = mem["runtime_overhead_gib"] * GIB + mem["fragmentation"] * base
     total = base + overhead
-    usable = _f(g.hbm_bytes) * mem["usable_fraction"]
     fits_train = total <= usable
 
     # --- the teacher's own pass before training: offline top-k (a forward over the data once) or generation
     prepass_hours = np.zeros(n)
     fits_prepass = np.ones(n, dtype=bool)
     if t is not None:
-        t_weights_sharded = t_bytes * t.params / shard
-        prepass_mem = (
-            t_weights_sharded + gathered / 2.0 * t.layer_params + mem["runtime_overhead_gib"] * GIB
-            + np.minimum(mb_tokens, mem["logits_chunk_tokens"]) * t.vocab_size * mem["teacher_logit_bytes"]
-        )
+        pass_logits = np.minimum(mb_tokens, mem["logits_chunk_tokens"]) * t.vocab_size * mem["teacher_logit_bytes"]
+        pass_fixed = mem["runtime_overhead_gib"] * GIB + pass_logits
         topk = g.teacher_mode == 2
+        # the pre-pass holds only the teacher: replicated where it fits one GPU alone (plain data parallel)
+        pass_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto,
+                                             t_full + pass_fixed <= usable)
+        t_replicated = np.where(topk, pass_replicated, t_replicated)
+        prepass_mem = np.where(pass_replicated, t_full, t_sharded) + pass_fixed
         fits_prepass &= ~topk | (prepass_mem <= usable)
         prepass_hours = np.where(topk, job.tokens_per_epoch * teacher_fwd_time / gpus / 3600.0, 0.0)
 
@@ -252,6 +269,18 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         gen_hours, gen_fits = _generation(job, t, g, usable, speed, mem)
         prepass_hours = np.where(gen, gen_hours, prepass_hours)
         fits_prepass &= ~gen | gen_fits
+
+    # --- time per step: compute, plus what FSDP's collectives cannot hide behind it
+    teacher_bytes = np.where(online & ~t_replicated, _f(g.teacher_bytes_per_param) * (t.params if t else 0), 0.0)
+    comm_mb = (student_bytes + teacher_bytes) * seconds_per_byte
+    compute_mb = compute_per_token * mb_tokens
+    exposed_mb = np.maximum(0.0, comm_mb - comm["overlap"] * compute_mb)
+    step_time = accum * (compute_mb + exposed_mb) + comm_replicas
+    tokens_per_s_gpu = accum * mb_tokens / step_time
+    # the online teacher's forward is work the method needs too
+    needed_flops = model_flops + np.where(online, (t_lin + t_attn) if t is not None else 0.0, 0.0)
+    mfu = tokens_per_s_gpu * needed_flops / peak
+
 
     train_hours = job.train_tokens / (tokens_per_s_gpu * gpus) / 3600.0
     # --- set-up, checkpoints, pre-emption
@@ -270,6 +299,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "mfu": mfu,
         "gpus": gpus,
         "shard_degree": shard,
+        "teacher_replicated": t_replicated,
         "micro_batch_seqs": micro_seqs,
         "grad_accum_steps": accum,
         "exposed_comm_share": accum * exposed_mb / step_time,

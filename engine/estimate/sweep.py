@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
 
+from .placement import SHARDINGS
 from .core import ADAPTERS, GB, TEACHER_BYTES, TEACHER_MODES, Grid, Job, accelerator_efficiency, coefficients, evaluate
 
 MAX_NODES = 16
@@ -58,7 +59,8 @@ class Sweep:
             "teacher_mode": TEACHER_MODES[int(self.grid.teacher_mode[i])],
             "teacher_precision": self.label("teacher_precision", i),
             "recompute": bool(self.grid.recompute[i]),
-            "sharding": "all-gpus" if self.grid.shard_all[i] else "within-node",
+            "sharding": SHARDINGS[int(self.grid.sharding[i])],
+            "teacher_placement": "replicated" if o["teacher_replicated"][i] else "sharded",
             "tokens_per_second_per_gpu": float(o["tokens_per_second_per_gpu"][i]),
             "mfu": float(o["mfu"][i]),
             "micro_batch_seqs": int(o["micro_batch_seqs"][i]),
@@ -92,12 +94,16 @@ def build_grid(
     mode_ids = np.asarray([TEACHER_MODES.index(x) for x in teacher_modes])
     axes = np.meshgrid(
         np.arange(len(machines)), node_values, np.arange(len(ADAPTERS)), mode_ids, np.array([False, True]),
-        np.arange(len(precisions)), np.array([False, True]), np.arange(len(priorities)), indexing="ij",
+        np.arange(len(precisions)), np.arange(len(SHARDINGS)), np.arange(len(priorities)), indexing="ij",
     )
     mi, nn, ad, mode, rc, tp, sa, pr = (a.ravel() for a in axes)
     allowed_prio = np.asarray([[p in m.priorities for p in priorities] for m in machines])
+    gpn = np.asarray([m.gpus for m in machines])[mi]
     keep = (nodes is not None) | (nn <= max_nodes[mi])
-    keep &= ~(sa & (nn == 1)) & allowed_prio[mi, pr]
+    # drop shardings that are another one under a second name: all-gpus on one node is within-node, within-node
+    # with one GPU a node is none; one GPU in all is none
+    keep &= ~((sa == 2) & (nn == 1)) & ~((sa == 1) & (gpn == 1)) & ~((sa != 0) & (nn * gpn == 1))
+    keep &= allowed_prio[mi, pr]
     mi, nn, ad, mode, rc, tp, sa, pr = (a[keep] for a in (mi, nn, ad, mode, rc, tp, sa, pr))
     prio = pr.astype(np.int8)
 
@@ -125,7 +131,7 @@ def build_grid(
         teacher_mode=mode.astype(np.int8),
         recompute=rc,
         teacher_bytes_per_param=np.asarray([TEACHER_BYTES[p] for p in precisions])[tp],
-        shard_all=sa,
+        sharding=sa.astype(np.int8),
         provision_hours=prov,
         usd_per_node_hour=price,
         low_priority=prio == 1,
