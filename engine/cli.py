@@ -253,6 +253,10 @@ def cmd_run(args) -> int:
         from .plan import load_plan
 
         plan = load_plan(args.plan)  # fails here, before any process starts, on a bad plan
+        if args.processes > 1:  # and on a plan for another number of processes
+            from .planner import check_world, resolve_run
+
+            check_world(resolve_run(plan, Path(args.plan).resolve().parent), args.processes, None)
         run_dir = args.run_dir or default_run_dir(plan.name)
         target = [str(args.plan), "--run-dir", str(run_dir)]
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)

@@ -126,7 +126,17 @@ def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
     elif plan.hardware.target == "local":
         m &= g.nodes == 1
     if plan.hardware.sharding != "auto":
-        m &= g.sharding == SHARDINGS.index(plan.hardware.sharding)
+        # a sharding that is another one on this hardware (all-gpus on one node is within-node; within-node with
+        # one GPU a node is none) matches the row the sweep keeps for it
+        want = SHARDINGS.index(plan.hardware.sharding)
+        gpn = g.gpus_per_node
+        same = g.sharding == want
+        if plan.hardware.sharding == "all-gpus":
+            same |= (g.sharding == 1) & (g.nodes == 1)
+            same |= (g.sharding == 0) & (g.nodes * gpn == 1)
+        elif plan.hardware.sharding == "within-node":
+            same |= (g.sharding == 0) & (gpn == 1)
+        m &= same
     if plan.training.gradient_checkpointing:
         m &= g.recompute
     return m
@@ -218,7 +228,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
             'method.teacher_mode = "offline-topk", or a smaller teacher')
     row = sw.row(i)
     hw = plan.hardware
-    changes: dict = {"sharding": row["sharding"]}
+    changes: dict = {"sharding": row["sharding"] if hw.sharding == "auto" else hw.sharding}
     if hw.target == "azure":
         changes.update(sku=row["sku"], nodes=row["nodes"])
     gpn = row["gpus"] // row["nodes"]
@@ -246,3 +256,19 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     return ResolvedRun(plan=resolved, nodes=row["nodes"], gpus_per_node=gpn,
                        sharding=sharding_kind(row["sharding"], row["nodes"], gpn), teacher_placement=teacher,
                        estimate=estimate, why=why)
+
+
+def check_world(resolved: ResolvedRun, world: int, local_world: str | None) -> None:
+    """The processes launched must be the GPUs the plan was planned for: anything else runs another configuration
+    than the one estimated (or, sharded, cannot form its device mesh)."""
+    plan = resolved.plan
+    if resolved.world_size == world and (not local_world or int(local_world) == resolved.gpus_per_node
+                                         or world == 1):
+        return
+    where = (f"{resolved.nodes} × {plan.hardware.sku} with {resolved.gpus_per_node} GPU(s) each"
+             if plan.hardware.target == "azure" else
+             f"{resolved.nodes} machine(s) × {resolved.gpus_per_node} (hardware.nodes × hardware.gpus)")
+    got = f"{world} process(es)" + (f", {local_world} per node" if local_world else "")
+    raise RunError(f"hardware: the plan runs on {resolved.world_size} processes ({where}), but {got} were "
+                   f"launched; launch {resolved.world_size} (`distill run --processes {resolved.world_size}` on one "
+                   f"machine), or change the plan's hardware to match")

@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import BatchOrder, Example, collate
 from .losses import LossSums, combine, distill_loss_sums
-from .teacher import TopkCache, generate_greedy, teacher_hidden
+from .teacher import TopkCache, generate_greedy, teacher_head, teacher_hidden
 
 
 class DistillModule(nn.Module):
@@ -58,8 +58,8 @@ class TeacherSignal:
 
     def inputs(self, batch: dict[str, torch.Tensor], indices: list[int], device, *, eval: bool = False) -> dict:
         if self.mode == "online":
-            return {"teacher_hidden": teacher_hidden(self.teacher, batch["input_ids"], batch["attention_mask"]),
-                    "teacher_head": self.teacher.get_output_embeddings().weight}
+            hidden = teacher_hidden(self.teacher, batch["input_ids"], batch["attention_mask"])
+            return {"teacher_hidden": hidden, "teacher_head": teacher_head(self.teacher)}
         if self.mode == "offline-topk":
             cache = self.eval_cache if eval else self.cache
             if cache is None:
@@ -94,16 +94,27 @@ def answer_of(text: str) -> str:
     return text.rsplit("####", 1)[-1].strip() if "####" in text else ""
 
 
-def task_score(model, tokenizer, rows: list[dict], device, max_new_tokens: int, batch_size: int = 50) -> float | None:
-    """Share of held-out prompts whose greedy answer equals the row's ``answer``; None without answers."""
+def task_score(model, tokenizer, rows: list[dict], device, max_new_tokens: int, batch_size: int = 50,
+               collective=None) -> float | None:
+    """Share of held-out prompts whose greedy answer equals the row's ``answer``; None without answers.
+
+    With ``collective`` (a sharded model) every rank answers its share of the prompts in lockstep (each decoding
+    step of a sharded model is a collective) and the counts are summed."""
     rows = [r for r in rows if "answer" in r and "prompt" in r]
     if not rows:
         return None
+    mine = rows[collective.rank :: collective.world] if collective is not None else rows
+    n_batches = math.ceil(len(mine) / batch_size)
+    if collective is not None:
+        n_batches = collective.max(n_batches)
     right = 0
-    for i in range(0, len(rows), batch_size):
-        part = rows[i : i + batch_size]
-        outs = generate_greedy(model, tokenizer, [r["prompt"] for r in part], device, max_new_tokens)
+    for b in range(n_batches):
+        part = mine[b * batch_size : (b + 1) * batch_size]
+        prompts = [r["prompt"] for r in part] or [rows[0]["prompt"]]  # a filler keeps the ranks in step
+        outs = generate_greedy(model, tokenizer, prompts, device, max_new_tokens, synced=collective is not None)
         right += sum(answer_of(o) == str(r["answer"]).strip() for o, r in zip(outs, part))
+    if collective is not None:
+        right = collective.sum(right)
     return right / len(rows)
 
 
@@ -113,8 +124,9 @@ class Loop:
     def __init__(self, accelerator, module, optimizer, scheduler, order: BatchOrder, examples: list[Example],
                  signal: TeacherSignal, cfg: LoopConfig, *, on_metric: Callable[[dict], None],
                  on_eval: Callable[[int], None], on_checkpoint: Callable[[int], None],
-                 should_stop: Callable[[], bool]) -> None:
+                 should_stop: Callable[[], bool], par) -> None:
         self.acc = accelerator
+        self.par = par  # parallel.Replicated or parallel.Sharded
         self.module = module
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -146,16 +158,17 @@ class Loop:
                 batch = {k: v.to(acc.device) for k, v in collate([self.examples[i] for i in indices], cfg.pad_id).items()}
                 local_tokens += int(batch["attention_mask"].sum())
                 teacher = self.signal.inputs(batch, indices, acc.device) if self.signal.train else {}
-                sync = contextlib.nullcontext() if j == len(micro) - 1 else acc.no_sync(self.module)
+                sync = self.par.sync(self.module, last=j == len(micro) - 1)
                 with sync, acc.autocast():
                     kd, ce, n, top1 = self.module(**batch, **teacher, compute_kd=cfg.kd_weight > 0)
                     sums = LossSums(kd_sum=kd, ce_sum=ce, n_tokens=int(n), top1_agree=int(top1),
                                     has_kd=bool(teacher) and cfg.kd_weight > 0)
                     loss, _, _ = combine(sums, cfg.kd_weight, n_global)
-                    acc.backward(loss * world)  # DDP averages over processes; the loss is already global
+                    # DDP and FSDP average gradients over processes; the loss is already global
+                    self.par.backward(loss * world)
                 kd_sum += float(kd.detach())
                 ce_sum += float(ce.detach())
-            grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            grad_norm = self.par.clip(self.params, cfg.max_grad_norm)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
@@ -191,18 +204,24 @@ class Loop:
 @torch.no_grad()
 def heldout_metrics(acc, module, examples: list[Example], signal: TeacherSignal, pad_id: int,
                     micro_batch: int) -> dict[str, float | None]:
-    """Held-out KL to the teacher (forward, T = 1), perplexity and top-1 agreement, over every process's share."""
+    """Held-out KL to the teacher (forward, T = 1), perplexity and top-1 agreement, over every process's share.
+    Every process runs the same number of forwards (a sharded model needs all of them in each all-gather): one
+    whose share ran out runs a filler batch and adds nothing."""
     module.eval()
     world, rank = acc.num_processes, acc.process_index
     mine = list(range(rank, len(examples), world))
     totals = torch.zeros(4, device=acc.device)
-    for i in range(0, len(mine), micro_batch):
-        indices = mine[i : i + micro_batch]
+    n_batches = math.ceil(math.ceil(len(examples) / world) / micro_batch)
+    for b in range(n_batches):
+        indices = mine[b * micro_batch : (b + 1) * micro_batch]
+        filler = not indices
+        indices = indices or [0]
         batch = {k: v.to(acc.device) for k, v in collate([examples[j] for j in indices], pad_id).items()}
         teacher = signal.inputs(batch, indices, acc.device, eval=True)
         with acc.autocast():
             kd, ce, n, top1 = module(**batch, **teacher, compute_kd=bool(teacher))
-        totals += torch.stack([kd.float(), ce.float(), n.to(acc.device), top1.to(acc.device)])
+        if not filler:
+            totals += torch.stack([kd.float(), ce.float(), n.to(acc.device), top1.to(acc.device)])
     totals = acc.reduce(totals, "sum") if world > 1 else totals
     kd, ce, n, top1 = (float(x) for x in totals)
     has_teacher = signal.mode != "none" and (signal.mode != "offline-topk" or signal.eval_cache is not None)

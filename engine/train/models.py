@@ -71,7 +71,8 @@ def train_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_teacher(plan: Plan, source: str, device: torch.device):
+def load_teacher(plan: Plan, source: str, device: torch.device, place: bool = True):
+    """The teacher, frozen, in eval mode; on ``device`` (``place``), or left on the CPU for FSDP to shard."""
     from transformers import AutoModelForCausalLM
 
     if not has_weights(source):
@@ -83,7 +84,7 @@ def load_teacher(plan: Plan, source: str, device: torch.device):
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise RunError(f"teacher.model: cannot load {source!r} ({_first_line(exc)})") from None
-    if "quantization_config" not in kwargs:
+    if "quantization_config" not in kwargs and place:
         model.to(device)
     model.eval().requires_grad_(False)
     return model
@@ -155,6 +156,7 @@ def init_from_teacher(student, teacher) -> list[int]:
 
 
 def load_student(plan: Plan, source: str, device: torch.device, teacher=None) -> Student:
+    """The student to train, on the CPU: accelerate (DDP) or FSDP moves it to the device."""
     from transformers import AutoModelForCausalLM
 
     # Full training keeps fp32 weights (and so fp32 AdamW moments) under bf16 autocast on a GPU: bf16 weights

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import DistillError, RunError
 from ..plan import Plan, load_plan
+from ..planner import check_world, resolve_run
 from ..runs.events import EventWriter
 
 log = logging.getLogger("distill_studio.run")
@@ -88,14 +89,21 @@ def lock_run_dir(run_dir: Path) -> None:
     _held_lock = f
 
 
-def prepare_run_dir(plan_path: Path, run_dir: Path) -> RunPaths:
-    """A new run folder with the plan's copy and ``run.json``; refuses a folder that already holds a run."""
+def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None) -> RunPaths:
+    """A new run folder with the plan as it runs (every "auto" resolved by the planner; the file as given beside
+    it, ``plan.given.toml``) and ``run.json``; refuses a folder that already holds a run."""
     plan_path = plan_path.resolve()
     if (run_dir / "events.jsonl").exists():
         raise RunError(f"--run-dir: {run_dir} already holds a run; use `distill run --resume {run_dir}` to "
                        "continue it, or choose a new folder")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(plan_path, run_dir / "plan.toml")
+    shutil.copyfile(plan_path, run_dir / "plan.given.toml")
+    if resolved is not None:
+        from ..plan import save_plan
+
+        save_plan(resolved, run_dir / "plan.toml")
+    else:
+        shutil.copyfile(plan_path, run_dir / "plan.toml")
     (run_dir / "run.json").write_text(json.dumps({"plan_path": str(plan_path), "plan_base": str(plan_path.parent),
                                                   "created": time.time()}, indent=1))
     return RunPaths(run_dir, plan_path.parent)
@@ -159,7 +167,14 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from . import parallel
+
     cuda = torch.cuda.is_available()
+    try:
+        parallel.join(cuda)  # a node that never starts: an error after DISTILL_JOIN_TIMEOUT, not a hang
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
     main = accelerator.is_main_process
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -173,15 +188,17 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     try:
         if resume:
             plan, paths = open_run_dir(run_dir)
-            if main:
-                lock_run_dir(run_dir)
         else:
-            plan = load_plan(plan_path)
-            if main:
-                lock_run_dir(run_dir)
-                paths = prepare_run_dir(plan_path, run_dir)
-            accelerator.wait_for_everyone()
-            paths = RunPaths(run_dir, plan_path.resolve().parent)
+            plan, paths = load_plan(plan_path), RunPaths(run_dir, plan_path.resolve().parent)
+        # the configuration the planner chose, every "auto" fixed; the world must be the plan's
+        resolved = resolve_run(plan, paths.plan_base)
+        check_world(resolved, accelerator.num_processes, os.environ.get("LOCAL_WORLD_SIZE"))
+        plan = resolved.plan
+        if main:
+            lock_run_dir(run_dir)
+            if not resume:
+                prepare_run_dir(plan_path, run_dir, resolved=plan)
+        accelerator.wait_for_everyone()
     except DistillError as exc:
         if main:
             print(f"error: {exc}", file=sys.stderr)
@@ -194,7 +211,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     set_seed(plan.training.seed)
     from .session import Session  # torch, transformers, peft
 
-    session = Session(plan, paths, accelerator, events, stop)
+    session = Session(plan, paths, accelerator, events, stop, resolved=resolved)
     try:
         session.setup(resume=resume)
         status = session.train()

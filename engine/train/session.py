@@ -17,17 +17,19 @@ import torch
 from ..errors import DataError, RunError
 from ..plan import Plan
 from . import models as M
+from . import parallel as P
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import BatchOrder, encode, read_records
 from .loop import DistillModule, Loop, LoopConfig, LoopState, TeacherSignal, heldout_metrics, task_score
-from .teacher import TopkCache, generate_responses
+from .teacher import TopkCache, generate_responses, merge_generated
 
 log = logging.getLogger("distill_studio.run")
 
 
 class Session:
-    def __init__(self, plan: Plan, paths, accelerator, events, stop) -> None:
+    def __init__(self, plan: Plan, paths, accelerator, events, stop, resolved=None) -> None:
         self.plan, self.paths, self.accelerator, self.events, self.stop = plan, paths, accelerator, events, stop
+        self.resolved = resolved  # planner.ResolvedRun: placement and the estimate (None: one process, no planner)
         self.state = LoopState()
         self.started = False  # set once training begins: failures after it keep the checkpoint and say so
         self._last_print = 0.0
@@ -109,10 +111,18 @@ class Session:
                            f"of {per_step * plan.data.seq_len} tokens")
         self.global_seqs = seqs
 
+        # placement: the planner's (run.py resolved it); one process is never sharded
+        r = self.resolved
+        self.sharding = r.sharding if r is not None and acc.num_processes > 1 else "none"
+        self.teacher_sharded = self.sharding != "none" and plan.teacher.placement == "sharded" and mode != "none"
+        mesh = P.mesh_for(self.sharding, r.nodes, r.gpus_per_node, device) if self.sharding != "none" else None
+        if self.teacher_sharded and plan.teacher.precision != "bf16":
+            raise RunError(f'teacher.placement: a {plan.teacher.precision} teacher (bitsandbytes) cannot be sharded; '
+                           'use teacher.placement = "replicated" or teacher.precision = "bf16"')
+
         # models: the teacher first (the student may start from its layers)
-        device = acc.device
         self.info(f"loading the teacher from {t_src}")
-        teacher = M.load_teacher(plan, t_src, device)
+        teacher = M.load_teacher(plan, t_src, device, place=not self.teacher_sharded)
         self.teacher_id = t_src
         self.info(f"{'initialising the student from the teacher' if plan.student.init == 'from-teacher' else 'loading the student'} ({s_src})")
         student = M.load_student(plan, s_src, device, teacher=teacher)
@@ -121,6 +131,10 @@ class Session:
         self.student = student
         self.softcap = M.logit_softcap(student.base)
         self.teacher_score = None
+        teacher = P.TeacherHidden(teacher)
+        if self.teacher_sharded:
+            P.shard(teacher, teacher.lm, mesh, device)
+        self.par = P.Sharded(acc, mesh, student.base) if self.sharding != "none" else P.Replicated(acc)
 
         signal = TeacherSignal(mode="none")
         if mode == "none" and self.vocab is not None and self.eval_examples:
@@ -150,21 +164,37 @@ class Session:
         module = DistillModule(student.model, student.base, vocab_size=self.vocab or s_cfg.get_text_config().vocab_size,
                                loss=plan.method.loss, beta=plan.method.beta, temperature=plan.method.temperature,
                                chunk_tokens=plan.training.loss_chunk_tokens, softcap=self.softcap)
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=plan.training.learning_rate, weight_decay=plan.training.weight_decay)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, plan.training.warmup_steps, self.total_steps)
-        self.module, self.optimizer = self.accelerator.prepare(module, optimizer)
+        self.n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        # sharded, the student is saved at the end from a copy that receives the gathered weights (rank 0 only)
+        self._skeleton = None
+        if self.par.sharded and self.main:
+            import copy
+
+            self._skeleton = copy.deepcopy(student.model)
+
+        def optimizer_for(mod):
+            params = [p for p in mod.parameters() if p.requires_grad]
+            return torch.optim.AdamW(params, lr=plan.training.learning_rate, weight_decay=plan.training.weight_decay)
+
+        if self.par.sharded:  # the optimiser is made after sharding: it must hold the sharded parameters
+            self.module, self.optimizer = self.par.prepare(module, lambda: optimizer_for(module))
+            raw_optimizer = self.optimizer
+        else:
+            raw_optimizer = optimizer_for(module)
+            self.module, self.optimizer = self.par.prepare(module, raw_optimizer)
+        scheduler = get_cosine_schedule_with_warmup(raw_optimizer, plan.training.warmup_steps, self.total_steps)
         # Not prepared: accelerate's scheduler wrapper steps once per process (it assumes each process sees its
         # own batches), which would make the schedule run N times too fast. Our step is one global batch.
         self.scheduler = scheduler
-        self.accelerator.register_for_checkpointing(scheduler)
-        self.n_trainable = sum(p.numel() for p in params)
+        if not self.par.sharded:
+            self.accelerator.register_for_checkpointing(scheduler)
 
         self.resumed_from = None
         if resume:
             ckpt = latest_checkpoint(self.paths.run_dir)
             if ckpt is not None:
-                state = load_checkpoint(self.accelerator, ckpt)
+                state = load_checkpoint(self.par, ckpt, self.module, self.optimizer, self.scheduler,
+                                        self.accelerator.num_processes)
                 self.state = LoopState(step=state["step"], tokens_seen=state["tokens_seen"])
                 self.teacher_score = state.get("teacher_task_score")
                 self.info(f"resumed from {ckpt.name}")
@@ -176,39 +206,52 @@ class Session:
             return "none"
         if method.kind == "seq-kd":
             return "generate"
-        # auto: online. The app writes the planner's choice into the plan it launches when that is offline-topk
-        # (gui/monitor/runs.py: write_launch_plan); `distill run` on a plan saying "auto" trains online.
+        # "auto" was resolved by the planner before the run started (run.py); "online" where it was not
         return "online" if method.teacher_mode in ("auto", "online") else "offline-topk"
 
     def _prepass(self, teacher, examples) -> TeacherSignal:
+        """The offline top-k pass, split over every process (each writes its own shards; rank 0 the manifest)."""
         plan, acc = self.plan, self.accelerator
         cache = TopkCache(self.paths.run_dir / "teacher-topk" / "train")
         eval_cache = TopkCache(self.paths.run_dir / "teacher-topk" / "eval") if self.eval_examples else None
         kw = dict(top_k=min(plan.method.top_k, self.vocab), vocab_size=self.vocab, teacher_id=self.teacher_id)
-        if self.main:
-            for c, ex, what in ((cache, examples, "train"), (eval_cache, self.eval_examples, "eval")):
-                if c is None or c.is_complete_for(ex, **kw):
-                    continue
-                self.info(f"teacher pre-pass ({what}): caching the top {kw['top_k']} log-probs of {len(ex)} examples")
-                done = c.build(teacher, ex, device=acc.device, pad_id=self.tokenizer.pad_token_id,
-                               batch_size=plan.training.micro_batch_size, softcap=M.logit_softcap(teacher),
-                               progress=self._progress(f"teacher pre-pass ({what})"), should_stop=self.stop, **kw)
-                if not done:
-                    raise KeyboardInterrupt
+        coll = P.Collective(acc)
+        for c, ex, what in ((cache, examples, "train"), (eval_cache, self.eval_examples, "eval")):
+            if c is None or c.is_complete_for(ex, **kw):
+                continue
+            self.info(f"teacher pre-pass ({what}): caching the top {kw['top_k']} log-probs of {len(ex)} examples"
+                      + (f" on {coll.world} processes" if coll.world > 1 else ""))
+            done = c.build(teacher, ex, device=acc.device, pad_id=self.tokenizer.pad_token_id,
+                           batch_size=plan.training.micro_batch_size, softcap=M.logit_softcap(teacher.lm),
+                           progress=self._progress(f"teacher pre-pass ({what})"), should_stop=self.stop,
+                           collective=coll, lockstep=self.teacher_sharded, **kw)
+            if coll.any(not done):
+                raise KeyboardInterrupt
         acc.wait_for_everyone()
         return TeacherSignal(mode="offline-topk", cache=cache, eval_cache=eval_cache)
 
     def _generate(self, teacher, prompts, records):
-        plan = self.plan
-        out = self.paths.run_dir / "generated" / "teacher.jsonl"
+        """Sequence-level KD data: each process answers every world-th prompt into its own file; the files are
+        merged in the prompts' order."""
+        plan, acc = self.plan, self.accelerator
+        coll = P.Collective(acc)
+        folder = self.paths.run_dir / "generated"
+        out = folder / "teacher.jsonl"
+        part = folder / f"teacher.rank-{coll.rank:03d}-of-{coll.world:03d}.jsonl"
+        self.info(f"the teacher writes responses to {len(prompts)} prompts"
+                  + (f" on {coll.world} processes" if coll.world > 1 else ""))
+        with P.gathered(teacher, reshard=False):
+            done = generate_responses(teacher, self.teacher_tokenizer, prompts[coll.rank :: coll.world], part,
+                                      device=acc.device, max_new_tokens=plan.training.max_new_tokens,
+                                      progress=self._progress("teacher generation"), should_stop=self.stop,
+                                      collective=coll, lockstep=self.teacher_sharded, filler=prompts[0])
+        if coll.any(not done):
+            raise KeyboardInterrupt
+        acc.wait_for_everyone()
         if self.main:
-            self.info(f"the teacher writes responses to {len(prompts)} prompts")
-            done = generate_responses(teacher, self.teacher_tokenizer, prompts, out, device=self.accelerator.device,
-                                      max_new_tokens=plan.training.max_new_tokens,
-                                      progress=self._progress("teacher generation"), should_stop=self.stop)
-            if not done:
-                raise KeyboardInterrupt
-        self.accelerator.wait_for_everyone()
+            merge_generated([folder / f"teacher.rank-{r:03d}-of-{coll.world:03d}.jsonl" for r in range(coll.world)],
+                            out)
+        acc.wait_for_everyone()
         generated = read_records(out, "generated data")
         share = plan.method.generated_share
         originals = [r for r in records if "response" in r or "text" in r]
@@ -217,10 +260,17 @@ class Session:
         self.info(f"training on {len(generated)} generated and {n_orig} original examples")
         return encode(mixed, self.tokenizer, plan.data.seq_len, "generated data")
 
-    def _score(self, model) -> float | None:
-        if model is None or not self.eval_rows:
+    def _score(self, teacher) -> float | None:
+        """The teacher's held-out task score: on the main process, or on every process when it is sharded."""
+        if teacher is None or not self.eval_rows:
             return None
-        return task_score(model, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
+        if self.teacher_sharded:
+            with P.gathered(teacher, reshard=False):
+                return task_score(teacher.lm, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
+                                  self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator))
+        if not self.main:
+            return None
+        return task_score(teacher.lm, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
                           self.plan.training.max_new_tokens)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -231,7 +281,7 @@ class Session:
                          max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
                          checkpoint_every=plan.training.checkpoint_every, pad_id=self.tokenizer.pad_token_id,
                          max_new_tokens=plan.training.max_new_tokens, eval_samples=plan.training.eval_samples)
-        if self.teacher_score is None and self.state.step == 0 and self.main:
+        if self.teacher_score is None and self.state.step == 0 and (self.main or self.teacher_sharded):
             self.teacher_score = self._score(self.signal.teacher or self._teacher_for_score)
         if self.signal.teacher is None:
             self._teacher_for_score = None  # the teacher is not needed any more: free its memory
@@ -243,7 +293,8 @@ class Session:
                   total_tokens=int(tokens * self.total_steps * self.global_seqs / max(1, len(self.examples))),
                   examples=len(self.examples), global_batch=self.global_seqs, processes=self.accelerator.num_processes,
                   device=str(self.accelerator.device), trainable_parameters=self.n_trainable,
-                  teacher_mode=self.mode, **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
+                  teacher_mode=self.mode, **self._placement_fields(),
+                  **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
         self.started = True
         self._t_start = time.monotonic()
         self._first_step = self.state.step
@@ -255,7 +306,7 @@ class Session:
             return "succeeded"
         loop = Loop(self.accelerator, self.module, self.optimizer, self.scheduler, self.order, self.examples,
                     self.signal, cfg, on_metric=self._on_metric, on_eval=self.evaluate, on_checkpoint=self.checkpoint,
-                    should_stop=self.stop)
+                    should_stop=self.stop, par=self.par)
         status = loop.run(self.state)
         self.checkpoint(self.state.step)
         if status == "cancelled":
@@ -263,6 +314,18 @@ class Session:
         self.evaluate(self.state.step)
         self._save_student()
         return status
+
+    def _placement_fields(self) -> dict:
+        """What ``run_started`` says about where the models live, and the planner's estimate for this run."""
+        r = self.resolved
+        teacher = "none"
+        if self.mode in ("online", "offline-topk", "generate") or self.signal.teacher is not None:
+            teacher = "sharded" if self.teacher_sharded else "replicated"
+        fields = {"world_size": self.accelerator.num_processes, "nodes": r.nodes if r is not None else 1,
+                  "sharding": self.sharding, "teacher_placement": teacher}
+        if r is not None:
+            fields["estimate"] = r.estimate
+        return fields
 
     def _on_metric(self, metric: dict) -> None:
         if not self.main:
@@ -286,8 +349,12 @@ class Session:
                                   self.tokenizer.pad_token_id, self.plan.training.micro_batch_size) \
             if self.eval_examples else {}
         score = None
-        if self.main and self.eval_rows:
-            model = self.accelerator.unwrap_model(self.module).model
+        if self.eval_rows and self.par.sharded:  # every process answers its share, the student gathered
+            with P.gathered(self.module):
+                score = task_score(self.module.model, self.tokenizer, self.eval_rows, self.accelerator.device,
+                                   self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator))
+        elif self.main and self.eval_rows:
+            model = self.par.unwrap(self.module).model
             score = task_score(model, self.tokenizer, self.eval_rows, self.accelerator.device,
                                self.plan.training.max_new_tokens)
         self.accelerator.wait_for_everyone()
@@ -302,12 +369,14 @@ class Session:
         path = save_checkpoint(self.accelerator, self.paths.run_dir, step,
                                {"tokens_seen": self.state.tokens_seen, "events_offset": offset,
                                 "teacher_task_score": self.teacher_score, "total_steps": self.total_steps},
-                               keep=self.plan.training.keep_checkpoints)
+                               keep=self.plan.training.keep_checkpoints, par=self.par, module=self.module,
+                               optimizer=self.optimizer, scheduler=self.scheduler)
         if self.main:
             self.emit("checkpoint", step=step, path=str(path.relative_to(self.paths.run_dir)))
 
     def _save_student(self) -> None:
         self.accelerator.wait_for_everyone()
+        full = self.par.full_state_dict(self.module) if self.par.sharded else None  # every process gathers
         if not self.main:
             return
         out = self.paths.run_dir / "student"
@@ -315,7 +384,11 @@ class Session:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        model = self.accelerator.unwrap_model(self.module).model
+        if full is not None:  # the gathered weights into the unsharded copy kept for this
+            model = self._skeleton
+            model.load_state_dict({k.removeprefix("model."): v for k, v in full.items()}, strict=True)
+        else:
+            model = self.par.unwrap(self.module).model
         adapter = self.plan.adapter
         if adapter.kind in ("lora", "qlora"):
             model.save_pretrained(tmp / "adapter")

@@ -27,8 +27,21 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 @torch.no_grad()
 def teacher_hidden(teacher, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last hidden states [B, T, H] (after the final norm), without grad."""
+    """Last hidden states [B, T, H] (after the final norm), without grad. ``teacher`` is a causal LM, or a
+    ``parallel.TeacherHidden`` (whose forward is exactly this, under FSDP's hooks when it is sharded)."""
+    if hasattr(teacher, "head_weight"):
+        return teacher(input_ids, attention_mask)
     return teacher.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def teacher_head(teacher) -> torch.Tensor:
+    """The teacher's output head weight [V, H]; for a sharded teacher, whole only after a forward."""
+    return teacher.head_weight() if hasattr(teacher, "head_weight") else teacher.get_output_embeddings().weight
+
+
+def causal_lm(teacher):
+    """The Hugging Face model inside a ``TeacherHidden`` (or the model itself)."""
+    return getattr(teacher, "lm", teacher)
 
 
 def _fingerprint(examples: list[Example], extra: dict[str, Any]) -> str:
@@ -61,28 +74,55 @@ class TopkCache:
     def build(self, teacher, examples: list[Example], *, top_k: int, vocab_size: int, teacher_id: str,
               device: torch.device, pad_id: int, batch_size: int = 8, shard_examples: int = 512,
               softcap: float | None = None, progress: Progress | None = None,
-              should_stop: Callable[[], bool] | None = None) -> bool:
-        """Run the teacher over ``examples``; returns False if stopped early (finished shards are kept)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fp = _fingerprint(examples, {"teacher": teacher_id, "k": top_k, "vocab": vocab_size})
-        manifest = self._read_manifest()
-        if manifest is None or manifest["fingerprint"] != fp:
-            for old in self.folder.glob("shard-*.safetensors"):
-                old.unlink()
-            manifest = {"fingerprint": fp, "top_k": top_k, "vocab_size": vocab_size, "teacher": teacher_id,
-                        "examples": len(examples), "shard_examples": shard_examples, "shards": [], "complete": False}
+              should_stop: Callable[[], bool] | None = None, collective=None, lockstep: bool = False) -> bool:
+        """Run the teacher over ``examples``; returns False if stopped early (finished shards are kept).
+
+        With several processes (``collective``), shard ``s`` is written by rank ``s % world``: each rank runs the
+        teacher over its own shards, and a killed pass goes on from the shards on disk, rank by rank. The manifest
+        (written by rank 0 before the pass) lists every shard; it is marked complete once all exist. ``lockstep``
+        (a sharded teacher): every rank runs the same number of forwards, those without work on a filler batch."""
+        rank, world = (collective.rank, collective.world) if collective is not None else (0, 1)
+        shard_examples = max(1, min(shard_examples, math.ceil(len(examples) / world)))
         n_shards = math.ceil(len(examples) / shard_examples)
-        head = teacher.get_output_embeddings().weight
+        fp = _fingerprint(examples, {"teacher": teacher_id, "k": top_k, "vocab": vocab_size, "shard": shard_examples})
+        names = [f"shard-{s:05d}.safetensors" for s in range(n_shards)]
+        if rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            manifest = self._read_manifest()
+            if manifest is None or manifest["fingerprint"] != fp:
+                for old in self.folder.glob("shard-*.safetensors*"):
+                    old.unlink()
+                manifest = {"fingerprint": fp, "top_k": top_k, "vocab_size": vocab_size, "teacher": teacher_id,
+                            "examples": len(examples), "shard_examples": shard_examples, "shards": names,
+                            "writers": world, "complete": False}
+                self._write_manifest(manifest)
+        if collective is not None:
+            collective.barrier()
         from safetensors.torch import save_file
 
-        for s in range(len(manifest["shards"]), n_shards):
-            if should_stop is not None and should_stop():
+        filler = collate(examples[:batch_size], pad_id)
+        rounds = math.ceil(n_shards / world)
+        done_examples = 0
+        for r in range(rounds):
+            s = r * world + rank
+            todo = s < n_shards and not (self.folder / names[s]).exists()
+            stop = should_stop is not None and should_stop()
+            if lockstep:
+                stop = collective.any(stop)
+                if not collective.any(todo):
+                    continue
+            if stop:
                 return False
-            chunk = examples[s * shard_examples : (s + 1) * shard_examples]
+            chunk = examples[s * shard_examples : (s + 1) * shard_examples] if todo else []
+            n_batches = math.ceil(shard_examples / batch_size) if lockstep else math.ceil(len(chunk) / batch_size)
             logprobs, ids, offsets = [], [], [0]
-            for b in range(0, len(chunk), batch_size):
-                batch = collate(chunk[b : b + batch_size], pad_id)
+            for b in range(n_batches):
+                part = chunk[b * batch_size : (b + 1) * batch_size]
+                batch = collate(part, pad_id) if part else filler
                 hidden = teacher_hidden(teacher, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                if not part:
+                    continue  # a filler forward: a sharded teacher needs every rank in each all-gather
+                head = teacher_head(teacher)
                 for row in range(hidden.shape[0]):
                     keep = batch["labels"][row] != IGNORE_INDEX
                     logits = (hidden[row][keep.to(device)] @ head[:vocab_size].T).float()
@@ -93,17 +133,26 @@ class TopkCache:
                     ids.append(top.to(torch.int32).cpu())
                     offsets.append(offsets[-1] + int(keep.sum()))
                 if progress is not None:
-                    progress(s * shard_examples + min(b + batch_size, len(chunk)), len(examples))
-            name = f"shard-{s:05d}.safetensors"
-            tmp = self.folder / (name + ".tmp")
+                    progress(min(len(examples), (done_examples + (b + 1) * batch_size) * world), len(examples))
+            done_examples += len(chunk)
+            if not chunk:
+                continue
+            tmp = self.folder / (names[s] + ".tmp")
             save_file({"logprobs": torch.cat(logprobs), "ids": torch.cat(ids),
                        "offsets": torch.tensor(offsets, dtype=torch.int64)}, str(tmp))
-            tmp.replace(self.folder / name)  # a shard is there whole or not at all
-            manifest["shards"].append(name)
+            tmp.replace(self.folder / names[s])  # a shard is there whole or not at all
+        if collective is not None:
+            collective.barrier()
+        if rank == 0:
+            manifest = self._read_manifest()
+            missing = [n for n in manifest["shards"] if not (self.folder / n).exists()]
+            if missing:
+                raise RuntimeError(f"teacher pre-pass: {len(missing)} shards missing in {self.folder} after the pass")
+            manifest["complete"] = True
             self._write_manifest(manifest)
-        manifest["complete"] = True
-        self._write_manifest(manifest)
-        self._manifest = manifest
+        if collective is not None:
+            collective.barrier()
+        self._manifest = self._read_manifest()
         return True
 
     def _read_manifest(self) -> dict[str, Any] | None:
@@ -119,8 +168,11 @@ class TopkCache:
 
     def is_complete_for(self, examples: list[Example], *, top_k: int, vocab_size: int, teacher_id: str) -> bool:
         manifest = self._read_manifest()
-        fp = _fingerprint(examples, {"teacher": teacher_id, "k": top_k, "vocab": vocab_size})
-        return bool(manifest and manifest.get("complete") and manifest["fingerprint"] == fp)
+        if not manifest or not manifest.get("complete"):
+            return False
+        fp = _fingerprint(examples, {"teacher": teacher_id, "k": top_k, "vocab": vocab_size,
+                                     "shard": manifest.get("shard_examples")})
+        return manifest["fingerprint"] == fp
 
     def _shard(self, s: int) -> dict[str, torch.Tensor]:
         if s not in self._shards:
@@ -158,11 +210,13 @@ class TopkCache:
 @torch.no_grad()
 def generate_responses(teacher, tokenizer, prompts: list[str], out_file: str | Path, *, device: torch.device,
                        max_new_tokens: int, batch_size: int = 16, progress: Progress | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> bool:
+                       should_stop: Callable[[], bool] | None = None, collective=None, lockstep: bool = False,
+                       filler: str | None = None) -> bool:
     """Greedy responses of the teacher, appended to ``out_file`` (jsonl: prompt, response) as they come.
 
     Lines already in the file are kept and skipped, so an interrupted generation goes on where it stopped.
-    Returns False if stopped early.
+    Returns False if stopped early. ``lockstep`` (a sharded teacher, several processes): every rank calls
+    ``generate`` the same number of times with FSDP-safe synchronisation, on ``filler`` where it has no prompt left.
     """
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -171,22 +225,46 @@ def generate_responses(teacher, tokenizer, prompts: list[str], out_file: str | P
         lines = out_file.read_bytes().split(b"\n")
         done = sum(1 for line in lines[:-1] if line.strip())  # a torn last line is written again
         out_file.write_bytes(b"\n".join(lines[:-1]) + (b"\n" if done else b""))
+    n_batches = math.ceil(len(prompts) / batch_size)
+    first = done // batch_size
+    if lockstep:
+        n_batches, first = collective.max(n_batches), collective.min(first)
+    lm = causal_lm(teacher)
     with open(out_file, "a", encoding="utf-8") as f:
-        for start in range(done, len(prompts), batch_size):
-            if should_stop is not None and should_stop():
+        for b in range(first, n_batches):
+            stop = should_stop is not None and should_stop()
+            if lockstep:
+                stop = collective.any(stop)
+            if stop:
                 return False
-            texts = prompts[start : start + batch_size]
-            for prompt, response in zip(texts, generate_greedy(teacher, tokenizer, texts, device, max_new_tokens)):
-                f.write(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n")
+            texts = prompts[b * batch_size : (b + 1) * batch_size]
+            outs = generate_greedy(lm, tokenizer, texts or [filler or ""], device, max_new_tokens, synced=lockstep)
+            for k, (prompt, response) in enumerate(zip(texts, outs)):
+                if b * batch_size + k >= done:
+                    f.write(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n")
             f.flush()
             if progress is not None:
-                progress(min(start + batch_size, len(prompts)), len(prompts))
+                world = collective.world if collective is not None else 1
+                progress(min(len(prompts), (b + 1) * batch_size) * world, len(prompts) * world)
     return True
 
 
+def merge_generated(parts: list[Path], out_file: Path) -> int:
+    """Interleave the ranks' files back into the prompts' order (prompt i was answered by rank i % world, as its
+    (i // world)-th line) into ``out_file``, atomically. Returns the number of lines."""
+    rows = [[line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()] for p in parts]
+    merged = [rows[i % len(rows)][i // len(rows)] for i in range(sum(len(r) for r in rows))]
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in merged), encoding="utf-8")
+    tmp.replace(out_file)
+    return len(merged)
+
+
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], device: torch.device, max_new_tokens: int) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batch), without the prompt, special tokens removed."""
+def generate_greedy(model, tokenizer, prompts: list[str], device: torch.device, max_new_tokens: int,
+                    synced: bool = False) -> list[str]:
+    """Greedy continuations of ``prompts`` (left-padded batch), without the prompt, special tokens removed.
+    ``synced``: a sharded model, every rank decoding until all are done (each step is a collective)."""
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -196,6 +274,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], device: torch.device, 
     was_training = model.training
     model.eval()
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         **({"synced_gpus": True} if synced else {}))
     model.train(was_training)
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
