@@ -176,6 +176,18 @@ class Plan(_Strict):
     budget: Budget = Budget()
     training: Training = Training()
 
+    @model_validator(mode="after")
+    def _placement_fits_precision(self) -> "Plan":
+        if self.adapter.kind == "qlora" and self.hardware.sharding in ("all-gpus", "within-node"):
+            raise ValueError(f'hardware.sharding "{self.hardware.sharding}" does not fit adapter.kind "qlora": '
+                             'a 4-bit (bitsandbytes) student is not sharded; use sharding = "none" (each GPU holds '
+                             'the 4-bit student) or adapter.kind = "lora"')
+        if self.teacher.precision != "bf16" and self.teacher.placement == "sharded":
+            raise ValueError(f'teacher.placement "sharded" does not fit teacher.precision "{self.teacher.precision}": '
+                             'a quantised (bitsandbytes) teacher is not sharded; use placement = "replicated" or '
+                             '"auto", or precision = "bf16"')
+        return self
+
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 

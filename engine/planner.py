@@ -269,6 +269,6 @@ def check_world(resolved: ResolvedRun, world: int, local_world: str | None) -> N
              if plan.hardware.target == "azure" else
              f"{resolved.nodes} machine(s) × {resolved.gpus_per_node} (hardware.nodes × hardware.gpus)")
     got = f"{world} process(es)" + (f", {local_world} per node" if local_world else "")
-    raise RunError(f"hardware: the plan runs on {resolved.world_size} processes ({where}), but {got} were "
+    raise RunError(f"hardware: the plan runs on {resolved.world_size} process(es) ({where}), but {got} were "
                    f"launched; launch {resolved.world_size} (`distill run --processes {resolved.world_size}` on one "
                    f"machine), or change the plan's hardware to match")

@@ -194,16 +194,19 @@ def test_sigterm_checkpoints_and_stops_then_resume_finishes(tmp_path):
 def test_two_processes_match_one_process(tmp_path):
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, steps=3, extra="eval_samples = 0")
+    plan2 = tiny.write_plan(tmp_path, steps=3, extra="eval_samples = 0", hardware='gpus = 2\nsharding = "none"',
+                            name="plan2.toml")
     env = {**ENV}
-    cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run", str(plan)]
-    two = subprocess.run([*cmd, "--run-dir", str(tmp_path / "two"), "--processes", "2"], env=env,
+    cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run"]
+    two = subprocess.run([*cmd, str(plan2), "--run-dir", str(tmp_path / "two"), "--processes", "2"], env=env,
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([*cmd, "--run-dir", str(tmp_path / "one")], env=env, capture_output=True, text=True,
-                         timeout=300)
+    one = subprocess.run([*cmd, str(plan), "--run-dir", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     started = [e for e in read_events(tmp_path / "two/events.jsonl") if e["type"] == "run_started"]
     assert started[0]["processes"] == 2  # a wrong launch would show two runs of 1 process each
+    assert (started[0]["world_size"], started[0]["sharding"], started[0]["teacher_placement"]) == (2, "none", "replicated")
     a, b = _weights(tmp_path / "one/student"), _weights(tmp_path / "two/student")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     la = [e["loss"] for e in read_events(tmp_path / "one/events.jsonl") if e["type"] == "metric"]

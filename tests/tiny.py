@@ -56,13 +56,15 @@ def make_data(path: Path, n: int, seed: int = 0) -> Path:
 
 def write_plan(root: Path, *, kind: str = "logit-kd", mode: str = "online", adapter: str = "full",
                init: str = "from-teacher", steps: int = 4, extra: str = "", data_n: int = 32,
-               global_batch: int = 8, micro: int = 2, eval_n: int = 8) -> Path:
+               global_batch: int = 8, micro: int = 2, eval_n: int = 8, hardware: str = "",
+               teacher: str = "", name: str = "plan.toml") -> Path:
     make_data(root / "train.jsonl", data_n, seed=1)
     make_data(root / "eval.jsonl", eval_n, seed=2)
     seq = 16
     text = f'''name = "tiny"
 [teacher]
 model = "teacher"
+{teacher}
 [student]
 model = "student"
 init = "{init}"
@@ -83,6 +85,7 @@ global_batch_tokens = {global_batch * seq}
 [hardware]
 target = "local"
 accelerator = "cpu"
+{hardware}
 [training]
 learning_rate = 0.01
 warmup_steps = 1
@@ -95,6 +98,6 @@ max_new_tokens = 6
     overridden = {line.split("=")[0].strip() for line in extra.splitlines() if "=" in line}
     text = "\n".join(line for line in text.splitlines()
                      if not (line.split("=")[0].strip() in overridden and line not in extra.splitlines()))
-    plan = root / "plan.toml"
+    plan = root / name
     plan.write_text(text + "\n")
     return plan

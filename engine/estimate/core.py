@@ -239,7 +239,9 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         t_sharded = t_full / shard + np.where(shard > 1, t_root + t_bytes * t.layer_params, 0.0)
         rest = weights + grads + optimizer + activations + logits + loss_temporaries
         fits_whole = (rest + t_full) * (1.0 + mem["fragmentation"]) + mem["runtime_overhead_gib"] * GIB <= usable
-        t_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto, fits_whole)
+        # a quantised teacher (bitsandbytes) cannot be sharded: it is always whole on every GPU
+        quantised = _f(g.teacher_bytes_per_param) < TEACHER_BYTES["bf16"]
+        t_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto, fits_whole) | quantised
         teacher_weights = np.where(online, np.where(t_replicated, t_full, t_sharded), 0.0)
     else:
         teacher_weights = np.zeros(n)
@@ -259,7 +261,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         topk = g.teacher_mode == 2
         # the pre-pass holds only the teacher: replicated where it fits one GPU alone (plain data parallel)
         pass_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto,
-                                             t_full + pass_fixed <= usable)
+                                             t_full + pass_fixed <= usable) | quantised
         t_replicated = np.where(topk, pass_replicated, t_replicated)
         prepass_mem = np.where(pass_replicated, t_full, t_sharded) + pass_fixed
         fits_prepass &= ~topk | (prepass_mem <= usable)

@@ -104,6 +104,7 @@ def build_grid(
     # with one GPU a node is none; one GPU in all is none
     keep &= ~((sa == 2) & (nn == 1)) & ~((sa == 1) & (gpn == 1)) & ~((sa != 0) & (nn * gpn == 1))
     keep &= allowed_prio[mi, pr]
+    keep &= ~((ad == ADAPTERS.index("qlora")) & (sa != 0))  # 4-bit (bitsandbytes) students are not sharded
     mi, nn, ad, mode, rc, tp, sa, pr = (a[keep] for a in (mi, nn, ad, mode, rc, tp, sa, pr))
     prio = pr.astype(np.int8)
 

@@ -280,8 +280,40 @@ class Collective:
     def any(self, flag: bool) -> bool:
         return self.max(1 if flag else 0) > 0
 
+    def gather(self, value) -> list:
+        """Every process's ``value`` (a small picklable object), in rank order, on every process."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+def local_parameter_bytes(module: nn.Module | None) -> int:
+    """Bytes of parameters this process holds for ``module``: its shards of a sharded model, all of a whole one."""
+    if module is None:
+        return 0
+    total = 0
+    for p in module.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """This process's peak: allocated device memory on a GPU, the resident set size on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

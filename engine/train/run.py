@@ -154,15 +154,19 @@ def release_run_dir() -> None:
         _held_lock = None
 
 
-def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None) -> int:
-    """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks."""
+def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
+            keep_process_group: bool = False) -> int:
+    """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
+    ``keep_process_group``: leave the process group up for another run in the same processes (tests)."""
     try:
-        return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size)
+        return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
+                        keep_process_group=keep_process_group)
     finally:
         release_run_dir()
 
 
-def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None) -> int:
+def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
+             keep_process_group: bool = False) -> int:
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -215,6 +219,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     try:
         session.setup(resume=resume)
         status = session.train()
+        measured = session.measure()
     except DistillError as exc:
         return _fail(events, main, str(exc), session, EXIT_BAD_INPUT if not session.started else EXIT_FAILED)
     except KeyboardInterrupt:
@@ -228,11 +233,12 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
                 traceback.print_exc(file=f)
         return _fail(events, main, f"{type(exc).__name__}: {exc}", session, EXIT_FAILED)
     finally:
-        accelerator.end_training()
+        if not keep_process_group:
+            accelerator.end_training()
     if status == "cancelled":
         return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
-                       f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED)
-    return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK)
+                       f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED, measured)
+    return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK, measured)
 
 
 def _fail(events: EventWriter | None, main: bool, message: str, session, code: int) -> int:
@@ -244,9 +250,11 @@ def _fail(events: EventWriter | None, main: bool, message: str, session, code: i
     return _finish(events, "failed", message, session, code)
 
 
-def _finish(events: EventWriter | None, status: str, message: str, session, code: int) -> int:
+def _finish(events: EventWriter | None, status: str, message: str, session, code: int,
+            measured: dict | None = None) -> int:
     if events is not None:
-        events.emit("run_finished", status=status, message=message, step=session.state.step)
+        events.emit("run_finished", status=status, message=message, step=session.state.step,
+                    **({"measured": measured} if measured else {}))
         events.close()
     if session.accelerator.is_main_process and status != "failed":
         print(f"{status}: {message}", file=sys.stderr)

@@ -136,6 +136,9 @@ class Session:
             P.shard(teacher, teacher.lm, mesh, device)
         self.par = P.Sharded(acc, mesh, student.base) if self.sharding != "none" else P.Replicated(acc)
 
+        coll = P.Collective(acc)
+        self.parameter_bytes = {"teacher": coll.gather(P.local_parameter_bytes(teacher)) if mode != "none" else []}
+        t_pass = time.monotonic()
         signal = TeacherSignal(mode="none")
         if mode == "none" and self.vocab is not None and self.eval_examples:
             signal = TeacherSignal(mode="online", teacher=teacher, train=False)  # held-out KL and agreement only
@@ -145,6 +148,7 @@ class Session:
             signal = self._prepass(teacher, train_enc.examples)
         elif mode == "generate":
             train_enc = self._generate(teacher, prompts, records)
+        self.teacher_pass_seconds = time.monotonic() - t_pass if mode in ("offline-topk", "generate") else 0.0
         self.signal = signal
         self._teacher_for_score = teacher  # scored on the held-out task once, then freed unless training needs it
         self.examples = train_enc.examples
@@ -182,6 +186,7 @@ class Session:
         else:
             raw_optimizer = optimizer_for(module)
             self.module, self.optimizer = self.par.prepare(module, raw_optimizer)
+        self.parameter_bytes["student"] = P.Collective(acc).gather(P.local_parameter_bytes(self.module))
         scheduler = get_cosine_schedule_with_warmup(raw_optimizer, plan.training.warmup_steps, self.total_steps)
         # Not prepared: accelerate's scheduler wrapper steps once per process (it assumes each process sees its
         # own batches), which would make the schedule run N times too fast. Our step is one global batch.
@@ -297,6 +302,7 @@ class Session:
                   **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
         self.started = True
         self._t_start = time.monotonic()
+        self._tokens_trained, self._tokens_before = 0, self.state.tokens_seen
         self._first_step = self.state.step
         if self.state.step == 0:
             self.evaluate(0)
@@ -308,6 +314,7 @@ class Session:
                     self.signal, cfg, on_metric=self._on_metric, on_eval=self.evaluate, on_checkpoint=self.checkpoint,
                     should_stop=self.stop, par=self.par)
         status = loop.run(self.state)
+        self._t_trained = time.monotonic()
         self.checkpoint(self.state.step)
         if status == "cancelled":
             return status
@@ -327,7 +334,21 @@ class Session:
             fields["estimate"] = r.estimate
         return fields
 
+    def measure(self) -> dict:
+        """What this run measured, for ``run_finished`` beside ``run_started``'s estimate. Every process calls it."""
+        coll = P.Collective(self.accelerator)
+        peaks = coll.gather(P.peak_memory_bytes(self.accelerator.device))
+        steps = self.state.step - self._first_step
+        seconds = getattr(self, "_t_trained", time.monotonic()) - self._t_start
+        return {"peak_memory_bytes_per_rank": peaks, "parameter_bytes_per_rank": self.parameter_bytes,
+                "teacher_pass_seconds": round(self.teacher_pass_seconds, 3),
+                "training_seconds": round(seconds, 3), "steps": steps,
+                "tokens_per_second_per_device": (self._tokens_trained / seconds / coll.world) if seconds > 0 else None,
+                "memory_kind": "allocated" if self.accelerator.device.type == "cuda" else "resident"}
+
     def _on_metric(self, metric: dict) -> None:
+        self._tokens_trained += metric.get("tokens_seen", 0) - self._tokens_before
+        self._tokens_before = metric.get("tokens_seen", 0)
         if not self.main:
             return
         self.emit("metric", **{k: v for k, v in metric.items() if v is not None})
