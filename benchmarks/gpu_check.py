@@ -1,6 +1,11 @@
-"""The engine's training loop on one GPU, measured, against the estimator: tokens/s and peak memory.
+"""The engine's training loop on one GPU, measured, against the estimator: tokens/s and peak memory; and the
+sharded engine on every GPU of the machine.
 
     python benchmarks/gpu_check.py                        # on a GPU machine (H100 / H200), from the repository root
+    python benchmarks/gpu_check.py --multi                # every GPU: `distill run --processes N`, FSDP student and
+                                                          # sharded teacher, bf16, Qwen2.5-1.5B -> 0.5B shapes
+                                                          # (benchmarks/bench_sharding.py --gpu; the default when
+                                                          # the machine has more than one GPU)
     python benchmarks/gpu_check.py --device cpu --tiny    # smoke test on a CPU with a scaled-down pair
 
 Qwen2.5-1.5B (teacher, online, under no_grad) -> Qwen2.5-0.5B (student, full fine-tuning), both randomly initialised
@@ -289,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3; --tiny: 1)")
     ap.add_argument("--budget", type=float, default=210.0, help="seconds; runs that would not fit are skipped")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--multi", action="store_true",
+                    help="every GPU of this machine through the engine itself, both models sharded (default with >1 GPU)")
     args = ap.parse_args(argv)
+    if args.multi or (args.device == "cuda" and torch.cuda.device_count() > 1):
+        sys.path.insert(0, str(Path(__file__).parent))
+        import bench_sharding
+
+        out = args.json or (Path(os.environ["OUT"]) / "gpu_check_multi.json" if os.environ.get("OUT") else None)
+        bench_sharding.gpu(out)
+        return 0
     tiny = args.tiny
     seq = args.seq_len or (128 if tiny else 2048)
     micros = args.micro_batch or ([2] if tiny else [8, 4])

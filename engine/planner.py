@@ -238,6 +238,8 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
                                                  if plan.method.kind == "logit-kd" else plan.method.teacher_mode}),
         "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]
                                                    if row["gpus"] > 1 else plan.teacher.placement}),
+        # the planner recomputes activations where memory needs it; the engine then does too
+        "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"]}),
     })
     teacher = "none" if row["teacher_mode"] not in ("online",) else row["teacher_placement"]
     if row["teacher_mode"] in ("offline-topk", "generate"):

@@ -223,13 +223,8 @@ class MainWindow(QMainWindow):
                        "Running a plan needs torch, transformers, peft and accelerate.",
                        "Install them with: pip install 'distill-studio[train]'")
             return
-        mode = None
-        a = self.planner.analysis
-        if (self.plan.method.kind == "logit-kd" and self.plan.method.teacher_mode == "auto" and a is not None
-                and a.plan.name == self.plan.name and a.decision.recommended is not None):
-            chosen = a.sweep.row(a.decision.recommended)["teacher_mode"]
-            mode = chosen if chosen != "online" else None     # "auto" already trains online
-        if self.runs.launch_plan(self.plan_path, self.plan.name, teacher_mode=mode) is not None:
+        # what the plan leaves to the planner (teacher mode, sharding) the engine resolves as the planner view does
+        if self.runs.launch_plan(self.plan_path, self.plan.name) is not None:
             self.statusBar().showMessage(f"Started {self.plan.name}; it runs as its own process and keeps running "
                                          "if you close the app.", 15_000)
 

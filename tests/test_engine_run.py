@@ -259,7 +259,7 @@ def test_missing_data_file(tmp_path, capsys):
     plan = tiny.write_plan(tmp_path)
     (tmp_path / "train.jsonl").unlink()
     err = _refused(tmp_path, capsys, plan)
-    assert "data.train" in err and "train.jsonl" in err and "no such file" in err
+    assert "data.train" in err and "train.jsonl" in err and "does not exist" in err
 
 
 def test_malformed_and_empty_data(tmp_path, capsys):

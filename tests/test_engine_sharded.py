@@ -147,6 +147,19 @@ def test_the_demo_sharded_over_two_processes_learns_as_one_process_does(tmp_path
         assert manifest["complete"] and manifest["shards"] == shards
 
 
+def test_torchrun_starts_a_sharded_run(tmp_path):
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, steps=2, extra="eval_samples = 0", hardware=SHARDED)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "distill_studio.engine.train", str(plan), "--run-dir", str(tmp_path / "run")],
+                       env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    started = [e for e in events if e["type"] == "run_started"]
+    assert len(started) == 1 and (started[0]["world_size"], started[0]["sharding"]) == (2, "full")  # rank 0 only
+    assert events[-1]["status"] == "succeeded" and len(events[-1]["measured"]["peak_memory_bytes_per_rank"]) == 2
+
+
 # ---- launch mistakes ----------------------------------------------------------------------------------------
 
 def test_a_world_size_other_than_the_plans_is_refused_before_any_process_starts(tmp_path):

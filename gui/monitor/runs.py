@@ -124,9 +124,24 @@ def record_from_folder(run_dir: str | Path) -> RunRecord:
 
 # ---- processes ------------------------------------------------------------------------------------------------
 
-def run_command(plan_path: str | None, run_dir: str, resume: bool = False) -> list[str]:
+def run_command(plan_path: str | None, run_dir: str, resume: bool = False, processes: int = 1) -> list[str]:
     cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run"]
-    return cmd + (["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir])
+    cmd += ["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir]
+    return cmd + (["--processes", str(processes)] if processes > 1 else [])
+
+
+def processes_for(plan_path: str) -> int:
+    """Processes a local plan runs with: one per GPU of this machine as the plan states it (``hardware.gpus``).
+    The engine resolves everything else (teacher mode, sharding) exactly as the planner did and refuses a launch
+    that does not match the plan. A plan that cannot be read runs with one process and says why there."""
+    from ...engine.errors import DistillError
+    from ...engine.plan import load_plan
+
+    try:
+        hw = load_plan(plan_path).hardware
+    except DistillError:
+        return 1
+    return hw.gpus if hw.target == "local" else 1
 
 
 def launch(plan_path: str | None, run_dir: str, resume: bool = False) -> int:
@@ -136,7 +151,9 @@ def launch(plan_path: str | None, run_dir: str, resume: bool = False) -> int:
 
     Path(run_dir, "logs").mkdir(parents=True, exist_ok=True)
     console = str(Path(run_dir) / CONSOLE_LOG)
-    cmd = run_command(plan_path, run_dir, resume)
+    plan_file = str(Path(run_dir) / "plan.toml") if resume else plan_path
+    processes = processes_for(plan_file) if plan_file and Path(plan_file).is_file() else 1
+    cmd = run_command(plan_path, run_dir, resume, processes)
     args = ["-m", "distill_studio.gui.monitor.logged_exec", console, "--", *cmd]
     workdir = str(Path(plan_path).parent if plan_path and not resume else run_dir)
     ok, pid = QProcess.startDetached(sys.executable, args, workdir)
@@ -210,32 +227,3 @@ def force_overdue(now: float | None = None) -> list[int]:
     return forced
 
 
-def write_launch_plan(plan_path: str, run_dir: str, teacher_mode: str) -> str:
-    """A copy of the plan for one run, with ``method.teacher_mode`` fixed to the planner's choice (the engine
-    trains ``"auto"`` online), written into the run folder. Relative paths in the plan (data files, local model
-    folders) are made absolute against the plan's own folder, so the copy works from the run folder. Returns its
-    path; the engine then keeps it as the run's ``plan.toml``."""
-    from ...engine.plan import load_plan, save_plan
-
-    src = Path(plan_path).resolve()
-    base = src.parent
-    plan = load_plan(src)
-
-    def absolute(value: str | None, must_exist: bool) -> str | None:
-        if not value:
-            return value
-        p = Path(value).expanduser()
-        if p.is_absolute():
-            return value
-        candidate = base / p
-        return str(candidate) if (candidate.exists() or not must_exist) else value
-
-    data = plan.data.model_copy(update={k: absolute(getattr(plan.data, k), False) for k in ("train", "eval", "prompts")})
-    # a model name is a folder only if it exists beside the plan; otherwise it is a catalog or hub id
-    teacher = plan.teacher.model_copy(update={"model": absolute(plan.teacher.model, True)})
-    student = plan.student.model_copy(update={"model": absolute(plan.student.model, True)})
-    method = plan.method.model_copy(update={"teacher_mode": teacher_mode})
-    out = Path(run_dir) / "launch-plan.toml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_plan(plan.model_copy(update={"data": data, "teacher": teacher, "student": student, "method": method}), out)
-    return str(out)

@@ -12,7 +12,7 @@ from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
 from ...engine.errors import DistillError
-from .runs import RunRecord, RunStore, launch, record_from_folder, write_launch_plan
+from .runs import RunRecord, RunStore, launch, record_from_folder
 from .view import MonitorView
 from .watch import quick_status
 
@@ -148,13 +148,12 @@ class RunsPage(QWidget):
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
-    def launch_plan(self, plan_path: str, name: str, teacher_mode: str | None = None) -> RunRecord | None:
-        """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it.
-        ``teacher_mode``: the planner's choice for a plan that says "auto", written into the run's copy."""
+    def launch_plan(self, plan_path: str, name: str) -> RunRecord | None:
+        """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it. The engine
+        resolves what the plan leaves to the planner (teacher mode, sharding) exactly as the planner view shows it,
+        and keeps that plan in the run folder."""
         run_dir = new_run_dir(self.settings.resolved_runs_dir(), name)
         try:
-            if teacher_mode:
-                plan_path = write_launch_plan(plan_path, str(run_dir), teacher_mode)
             pid = launch(plan_path, str(run_dir))
         except (RuntimeError, OSError, DistillError) as exc:
             show_error(self, "Could not start the run", str(exc),

@@ -155,20 +155,19 @@ def test_a_runs_list_of_the_wrong_shape_starts_empty(tmp_path):
         assert store.records == [] and "could not be read" in store.warning
 
 
-def test_launch_plan_fixes_the_teacher_mode_and_keeps_paths_working(tmp_path):
+def test_launch_runs_one_process_per_gpu_of_the_plan_and_leaves_auto_to_the_engine(tmp_path):
     from pathlib import Path
 
-    from distill_studio.engine.checks import check_plan
-    from distill_studio.engine.plan import load_plan
-    from distill_studio.gui.monitor.runs import write_launch_plan
+    from distill_studio.gui.monitor.runs import processes_for, run_command
 
     demo = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
-    original = load_plan(demo)
-    assert original.method.teacher_mode != "offline-topk" and not Path(original.data.train).is_absolute()
-    out = Path(write_launch_plan(str(demo), str(tmp_path / "run"), "offline-topk"))
-    plan = load_plan(out)
-    assert plan.method.teacher_mode == "offline-topk"
-    assert Path(plan.data.train) == demo.parent / original.data.train and Path(plan.data.train).exists()
-    assert Path(plan.teacher.model) == demo.parent / original.teacher.model
-    assert plan.training == original.training
-    check_plan(plan, base=out.parent)          # it works from the run folder
+    assert processes_for(str(demo)) == 1
+    two = tmp_path / "two.toml"
+    two.write_text(demo.read_text().replace('accelerator = "cpu"', 'accelerator = "cpu"\ngpus = 2'))
+    assert processes_for(str(two)) == 2
+    cmd = run_command(str(two), str(tmp_path / "run"), processes=processes_for(str(two)))
+    assert cmd[-2:] == ["--processes", "2"] and str(two) in cmd   # the plan as saved: the engine resolves "auto"
+    assert run_command(None, str(tmp_path / "run"), resume=True)[-2:] == ["--resume", str(tmp_path / "run")]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("not a plan")
+    assert processes_for(str(bad)) == 1
