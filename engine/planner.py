@@ -236,8 +236,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "hardware": hw.model_copy(update=changes),
         "method": plan.method.model_copy(update={"teacher_mode": row["teacher_mode"]
                                                  if plan.method.kind == "logit-kd" else plan.method.teacher_mode}),
-        "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]
-                                                   if row["gpus"] > 1 else plan.teacher.placement}),
+        "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]}),
         # the planner recomputes activations where memory needs it; the engine then does too
         "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"]}),
     })

@@ -23,6 +23,11 @@ def main(cases_file: str) -> int:
                                          keep_process_group=True)
     if int(os.environ.get("RANK", "0")) == 0:
         Path(cases_file).with_suffix(".out.json").write_text(json.dumps(codes, indent=1))
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # down together, as a run does at its end
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 

@@ -234,11 +234,24 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         return _fail(events, main, f"{type(exc).__name__}: {exc}", session, EXIT_FAILED)
     finally:
         if not keep_process_group:
-            accelerator.end_training()
+            _leave(accelerator)
     if status == "cancelled":
         return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
                        f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED, measured)
     return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK, measured)
+
+
+def _leave(accelerator) -> None:
+    """Take the process group down together: a rank that destroys it while another still finishes its last
+    collective can abort in gloo's teardown ("terminate called without an active exception") after a good run."""
+    if accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        try:
+            dist.barrier()
+        except RuntimeError:  # a rank already gone (a crash): nothing left to wait for
+            pass
+    accelerator.end_training()
 
 
 def _fail(events: EventWriter | None, main: bool, message: str, session, code: int) -> int:
