@@ -112,6 +112,27 @@ def test_sharded_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert "written by 2 process(es)" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_a_sharded_lora_run_resumes_from_its_trainable_state(tmp_path):
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, adapter="lora", steps=3, extra="checkpoint_every = 1\neval_samples = 0",
+                           hardware=SHARDED)
+    run = tmp_path / "run"
+    first = _cli("run", str(plan), "--run-dir", str(run), "--processes", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    adapter = load_file(str(run / "student/adapter/adapter_model.safetensors"))
+    # resuming a finished run loads its last checkpoint (the adapter and its optimiser, not the frozen base)
+    again = _cli("run", "--resume", str(run), "--processes", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished its steps" in again.stderr
+    reloaded = load_file(str(run / "student/adapter/adapter_model.safetensors"))
+    assert adapter.keys() == reloaded.keys() and all(torch.equal(adapter[k], reloaded[k]) for k in adapter)
+    from torch.distributed.checkpoint import FileSystemReader
+
+    ckpt = sorted((run / "checkpoints").glob("step-*"))[-1] / "sharded"
+    keys = list(FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata)
+    assert any("lora_A" in k for k in keys) and not any("base_layer" in k for k in keys)
+
+
 def _demo_plan(tmp_path: Path, name: str, **hardware) -> Path:
     doc = tomllib.loads((DEMO / "plan.toml").read_text())
     for section, key in (("teacher", "model"), ("student", "model"), ("data", "train"), ("data", "eval"),

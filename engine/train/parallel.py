@@ -48,6 +48,8 @@ def join(cuda: bool) -> None:
                        "`distill run --processes N`, torchrun, or a launcher that sets RANK, WORLD_SIZE, "
                        "LOCAL_RANK, MASTER_ADDR and MASTER_PORT")
     rank = int(os.environ["RANK"])
+    if cuda:  # NCCL binds each rank's communicator to its GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     wait = float(os.environ.get("DISTILL_JOIN_TIMEOUT", JOIN_TIMEOUT_S))
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
@@ -201,10 +203,13 @@ class Sharded:
         return module
 
     @staticmethod
-    def _options(full: bool = False):
+    def _options(full: bool = False, load: bool = False):
         from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-        return StateDictOptions(full_state_dict=full, cpu_offload=full, ignore_frozen_params=not full)
+        # a checkpoint holds the trainable parameters only (a LoRA run's frozen base is rebuilt from its source),
+        # so loading it leaves the frozen ones as they are
+        return StateDictOptions(full_state_dict=full, cpu_offload=full, ignore_frozen_params=not full,
+                                strict=not load)
 
     def save_state(self, folder: Path, module, optimizer) -> None:
         import torch.distributed.checkpoint as dcp
@@ -222,7 +227,7 @@ class Sharded:
         state = {"model": model_sd, "optimizer": optim_sd}
         dcp.load(state, checkpoint_id=str(folder / "sharded"))
         set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                       options=self._options())
+                       options=self._options(load=True))
         _set_rng_state(torch.load(folder / f"rng-{self.acc.process_index}.pt", weights_only=False))
 
     def full_state_dict(self, module) -> dict[str, torch.Tensor]:
