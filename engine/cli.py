@@ -280,7 +280,33 @@ def cmd_run(args) -> int:
         launch += ["--multi_gpu", "--mixed_precision", "no"]
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = launch + ["-m", "distill_studio.engine.train", *target, "--expect-world-size", str(args.processes)]
-    return subprocess.call(cmd, env=env)
+    return _launch_quietly(cmd, env)
+
+
+def _launch_quietly(cmd: list[str], env: dict) -> int:
+    """Run the launcher, passing its ranks' output through but not its own report of a failed rank (a Python
+    traceback of the launcher: the rank already said what went wrong, and its traceback, if any, is in
+    logs/run.log). A SIGTERM (the app's Stop) is passed on, so the ranks checkpoint and stop."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
+    launcher_report = False
+    try:
+        for line in proc.stderr:
+            if "torch/distributed/elastic" in line or "ChildFailedError" in line:
+                launcher_report = True
+            if not launcher_report:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code and launcher_report:
+        print(f"error: a training process failed (the launcher exited with {code}); see the messages above and "
+              "the run folder's logs/run.log", file=sys.stderr)
+    return code
 
 
 class _Parser(argparse.ArgumentParser):

@@ -139,8 +139,12 @@ def _setup_logging(run_dir: Path, main: bool) -> None:
 
 def _quiet_libraries() -> None:
     """Our progress lines and events say what happens; the libraries' progress bars and notices only add noise."""
+    import warnings
+
     import transformers
 
+    # deprecation notices about transformers' own API, raised inside peft and transformers, not by the user's plan
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
