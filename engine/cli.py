@@ -284,26 +284,45 @@ def cmd_run(args) -> int:
 
 
 def _launch_quietly(cmd: list[str], env: dict) -> int:
-    """Run the launcher, passing its ranks' output through but not its own report of a failed rank (a Python
-    traceback of the launcher: the rank already said what went wrong, and its traceback, if any, is in
-    logs/run.log). A SIGTERM (the app's Stop) is passed on, so the ranks checkpoint and stop."""
+    """Run the launcher, passing its ranks' output through but not the launcher's own reports (its log lines and
+    tracebacks when a rank fails or is stopped: the rank already said what happened, and a rank's traceback, if
+    any, is in logs/run.log). A SIGTERM (the app's Stop) is passed on, so the ranks checkpoint and stop (exit 130)."""
     import signal
     import subprocess
 
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))
-    launcher_report = False
+    stopped = []
+
+    def stop(signum, frame) -> None:
+        stopped.append(signum)
+        proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    hidden, block, rules = 0, None, 0
     try:
         for line in proc.stderr:
-            if "torch/distributed/elastic" in line or "ChildFailedError" in line:
-                launcher_report = True
-            if not launcher_report:
-                sys.stderr.write(line)
-                sys.stderr.flush()
+            text = line.rstrip("\n")
+            if block is None and text.startswith("Traceback (most recent call last)"):
+                block = "traceback"
+            if block == "traceback" and text and not text[0].isspace() and not text.startswith(("Traceback", "During")):
+                block = "report" if "ChildFailedError" in text else "end"
+            elif block == "report" and text.startswith("====="):
+                rules += 1
+                if rules == 2:
+                    block = "end"
+            if block is not None or "torch/distributed/elastic" in text:
+                hidden += 1
+                if block == "end":
+                    block, rules = None, 0
+                continue
+            sys.stderr.write(line)
+            sys.stderr.flush()
         code = proc.wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if code and launcher_report:
+    if stopped:
+        return 130  # the ranks checkpointed and said so; the launcher's own code says only that it was signalled
+    if code and hidden:
         print(f"error: a training process failed (the launcher exited with {code}); see the messages above and "
               "the run folder's logs/run.log", file=sys.stderr)
     return code

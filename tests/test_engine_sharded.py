@@ -112,6 +112,27 @@ def test_sharded_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert "written by 2 process(es)" in again.stderr and "Traceback" not in again.stderr
 
 
+def test_sigterm_to_a_multi_process_run_checkpoints_every_rank_and_says_so_plainly(tmp_path):
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, steps=100_000, data_n=64, extra="eval_samples = 0", hardware=SHARDED)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "distill_studio.engine.cli", "run", str(plan), "--run-dir",
+                             str(run), "--processes", "2"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 300
+    while not ((run / "events.jsonl").exists() and any(m["step"] >= 2 for m in _metrics(run))):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what the app's Stop sends to the process it started
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert "cancelled: stopped by SIGTERM" in err and "Traceback" not in err and "elastic" not in err
+    events = read_events(run / "events.jsonl")
+    assert events[-1]["status"] == "cancelled"
+    stopped = events[-1]["step"]
+    assert (run / "checkpoints" / f"step-{stopped:08d}" / "sharded" / ".metadata").is_file()
+
+
 def test_a_sharded_lora_run_resumes_from_its_trainable_state(tmp_path):
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, adapter="lora", steps=3, extra="checkpoint_every = 1\neval_samples = 0",

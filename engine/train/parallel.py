@@ -59,9 +59,12 @@ def join(cuda: bool) -> None:
         raise RunError(f"the run's {world} processes did not all join within {wait:g} s at {where} (rank {rank}): "
                        "check that every node was started and can reach MASTER_ADDR:MASTER_PORT "
                        f"({type(exc).__name__})") from None
-    dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=float(os.environ.get("DISTILL_COLLECTIVE_TIMEOUT",
-                                                                           COLLECTIVE_TIMEOUT_S))))
+    collective = timedelta(seconds=float(os.environ.get("DISTILL_COLLECTIVE_TIMEOUT", COLLECTIVE_TIMEOUT_S)))
+    store.set_timeout(collective)
+    # as init_process_group does with a store it makes itself: a prefix, so that the group's keys never meet the
+    # launcher's own in a store it shares with it (torchrun's agent store)
+    dist.init_process_group("nccl" if cuda else "gloo", store=dist.PrefixStore("default_pg", store), rank=rank,
+                            world_size=world, timeout=collective)
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
