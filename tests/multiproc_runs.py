@@ -32,4 +32,6 @@ def main(cases_file: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    from distill_studio.engine.train.__main__ import leave
+
+    leave(main(sys.argv[1]))  # as a rank of a run ends
