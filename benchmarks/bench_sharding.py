@@ -4,6 +4,7 @@ split over ranks, and peak memory per rank next to the planner's per-GPU breakdo
     .venv/bin/python benchmarks/bench_sharding.py                # CPU: 2 processes over gloo, about 4 minutes
     .venv/bin/python benchmarks/bench_sharding.py --json out.json
     python benchmarks/bench_sharding.py --gpu                    # every GPU of this machine (see gpu_check.py)
+    .venv/bin/python benchmarks/bench_sharding.py --gpu --smoke  # the same path on the CPU, scaled down (~30 s)
 
 Every figure comes from real `distill run` processes and the run's own events: ``run_started`` carries the
 planner's estimate for the configuration, ``run_finished`` what the run measured (parameter bytes and peak memory
@@ -21,7 +22,7 @@ resident set of an idle process that imported the same libraries (measured here)
 runtime overhead (CUDA context, workspaces, fragmentation), so like is compared with like. Each process runs with
 one thread (OMP_NUM_THREADS=1), so one process against two is work split, on a machine with two cores.
 
-``--gpu``: Qwen2.5-1.5B -> Qwen2.5-0.5B shapes with random weights and a 151,665-token vocabulary (a word-level
+``--gpu``: Qwen2.5-1.5B -> Qwen2.5-0.5B shapes (on Llama's architecture with attention biases) with random weights and a 151,665-token vocabulary (a word-level
 tokenizer of that size, so the logits are the real width), bf16, 2,048-token sequences, on every GPU of the machine
 under ``distill run --processes N`` with the student and the teacher sharded; prints tokens/s and peak allocated
 memory per GPU against the estimate.
@@ -53,13 +54,25 @@ def _qwen2(layers: int, hidden: int, inter: int, vocab: int, heads: int, kv: int
                        tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
+def _llama_as_qwen25(layers: int, hidden: int, inter: int, vocab: int, heads: int, kv: int, ctx: int, tie: bool):
+    """Qwen2.5's dimensions on Llama's architecture (Qwen2 is Llama with biases on the attention projections):
+    transformers gives a qwen2 model folder Qwen2's own tokenizer class, which cannot hold the word-level stand-in
+    tokenizer, and a llama folder the tokenizer as saved."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                       num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=ctx,
+                       tie_word_embeddings=tie, attention_bias=True, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
 def make_pair(root: Path, teacher_cfg, student_cfg, tokenizer, dtype) -> None:
     import torch
-    from transformers import Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
-        model = Qwen2ForCausalLM(cfg).to(dtype)
+        model = AutoModelForCausalLM.from_config(cfg).to(dtype)
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
         del model
@@ -244,28 +257,32 @@ def _report(res: dict) -> None:
               f"{v['speed_up_over_one_process']:.2f} |")
 
 
-def gpu(out_json: Path | None) -> dict:
-    """Every GPU of this machine, both models sharded, real Qwen2.5 shapes; see the module's docstring."""
+def gpu(out_json: Path | None, smoke: bool = False) -> dict:
+    """Every GPU of this machine, both models sharded, real Qwen2.5 shapes; see the module's docstring.
+    ``smoke``: the same path on the CPU with two processes and scaled-down shapes, so the script is known to run."""
     import torch
 
-    n = torch.cuda.device_count()
+    n = 2 if smoke else torch.cuda.device_count()
     if n == 0:
-        raise SystemExit("--gpu: no CUDA device here")
-    name = torch.cuda.get_device_name(0).lower()
-    acc = "h200" if "h200" in name else "h100-nvl" if "nvl" in name else "h100-sxm" if "h100" in name else \
-        "a100-80gb-sxm" if "a100" in name else None
+        raise SystemExit("--gpu: no CUDA device here (--smoke runs the same path on the CPU)")
+    name = "cpu" if smoke else torch.cuda.get_device_name(0).lower()
+    acc = "cpu" if smoke else "h200" if "h200" in name else "h100-nvl" if "nvl" in name else \
+        "h100-sxm" if "h100" in name else "a100-80gb-sxm" if "a100" in name else None
     if acc is None:
         raise SystemExit(f"--gpu: {name} is not in the accelerator catalog")
-    vocab = 151_665
-    results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{n} x {torch.cuda.get_device_name(0)}"}
+    vocab = 4_096 if smoke else 151_665
+    shape = _llama_as_qwen25
+    teacher = shape(2, 64, 128, 4_096, 2, 1, 512, True) if smoke else shape(28, 1536, 8960, 151_936, 12, 2, 32768, True)
+    student = shape(1, 64, 128, 4_096, 2, 1, 512, True) if smoke else shape(24, 896, 4864, 151_936, 14, 2, 32768, True)
+    seq, steps = (128, 2) if smoke else (2048, 12)
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{n} x {name}"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_pair(root, _qwen2(28, 1536, 8960, 151_936, 12, 2, 32768, True),
-                  _qwen2(24, 896, 4864, 151_936, 14, 2, 32768, True), word_tokenizer(vocab), torch.bfloat16)
-        write_data(root / "train.jsonl", 64 * n, 2100, vocab)
+        make_pair(root, teacher, student, word_tokenizer(vocab), torch.float32 if smoke else torch.bfloat16)
+        write_data(root / "train.jsonl", 64 * n, seq + 52, vocab)
         plan = write_plan(root, "gpu", gpus=n, sharding="all-gpus" if n > 1 else "none", mode="online",
-                          placement="sharded" if n > 1 else "auto", accelerator=acc, seq=2048, global_seqs=4 * n,
-                          micro=4, steps=12)
+                          placement="sharded" if n > 1 else "auto", accelerator=acc, seq=seq, global_seqs=4 * n,
+                          micro=4, steps=steps)
         r = run(plan, root / "run", n)
         m, e = r["measured"], r["estimate"]
         results.update({"sharding": r["sharding"], "teacher_placement": r["teacher_placement"],
@@ -284,10 +301,14 @@ def gpu(out_json: Path | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="every GPU of this machine, real Qwen2.5 shapes")
+    ap.add_argument("--smoke", action="store_true", help="with --gpu: the same path on the CPU, scaled down")
     ap.add_argument("--json", type=Path, help="write the results here too")
     args = ap.parse_args()
     out = args.json or (Path(os.environ["OUT"]) / "bench_sharding.json" if os.environ.get("OUT") else None)
-    (gpu if args.gpu else cpu)(out)
+    if args.gpu:
+        gpu(out, smoke=args.smoke)
+    else:
+        cpu(out)
 
 
 if __name__ == "__main__":
