@@ -159,7 +159,8 @@ def _demo_plan(tmp_path: Path, name: str, **hardware) -> Path:
     for section, key in (("teacher", "model"), ("student", "model"), ("data", "train"), ("data", "eval"),
                          ("data", "prompts")):
         doc[section][key] = str(DEMO / doc[section][key])
-    doc["training"].update(max_steps=50, eval_every=0, eval_samples=60, checkpoint_every=0, micro_batch_size=16)
+    # the plan's micro-batch of 32 is the whole global batch: two processes take 16 each, and say so
+    doc["training"].update(max_steps=50, eval_every=0, eval_samples=60, checkpoint_every=0)
     doc["hardware"].update(hardware)
     plan = tmp_path / f"{name}.toml"
     plan.write_text(tomli_w.dumps(doc))
@@ -179,6 +180,7 @@ def test_the_demo_sharded_over_two_processes_learns_as_one_process_does(tmp_path
     started = next(e for e in read_events(tmp_path / "two/events.jsonl") if e["type"] == "run_started")
     assert (started["sharding"], started["teacher_placement"], started["teacher_mode"]) == ("full", "sharded", mode)
     last = {r: [e for e in read_events(tmp_path / r / "events.jsonl") if e["type"] == "eval"][-1] for r in ("one", "two")}
+    assert "using 16" in r2.stderr
     assert last["two"]["task_score"] >= 0.3
     assert last["two"]["task_score"] == pytest.approx(last["one"]["task_score"], abs=0.05)
     assert last["two"]["kl"] == pytest.approx(last["one"]["kl"], rel=0.02)

@@ -103,7 +103,13 @@ class Session:
 
         # global batch and steps
         seqs = plan.data.global_batch_tokens // plan.data.seq_len
-        per_step = plan.training.micro_batch_size * acc.num_processes
+        self.micro = plan.training.micro_batch_size
+        share = seqs // acc.num_processes
+        if seqs % acc.num_processes == 0 and 0 < share < self.micro:
+            self.info(f"training.micro_batch_size {self.micro} is more than each of the {acc.num_processes} "
+                      f"processes' share of the global batch ({share} sequences); using {share}")
+            self.micro = share
+        per_step = self.micro * acc.num_processes
         if seqs % per_step:
             raise RunError(f"data.global_batch_tokens: {plan.data.global_batch_tokens} tokens = {seqs} sequences of "
                            f"{plan.data.seq_len}, not a multiple of training.micro_batch_size "
@@ -227,7 +233,7 @@ class Session:
             self.info(f"teacher pre-pass ({what}): caching the top {kw['top_k']} log-probs of {len(ex)} examples"
                       + (f" on {coll.world} processes" if coll.world > 1 else ""))
             done = c.build(teacher, ex, device=acc.device, pad_id=self.tokenizer.pad_token_id,
-                           batch_size=plan.training.micro_batch_size, softcap=M.logit_softcap(teacher.lm),
+                           batch_size=self.micro, softcap=M.logit_softcap(teacher.lm),
                            progress=self._progress(f"teacher pre-pass ({what})"), should_stop=self.stop,
                            collective=coll, lockstep=self.teacher_sharded, **kw)
             if coll.any(not done):
@@ -281,7 +287,7 @@ class Session:
     # ---- training ------------------------------------------------------------------------------------------
     def train(self) -> str:
         plan = self.plan
-        cfg = LoopConfig(total_steps=self.total_steps, micro_batch=plan.training.micro_batch_size,
+        cfg = LoopConfig(total_steps=self.total_steps, micro_batch=self.micro,
                          kd_weight=plan.method.kd_weight if self.mode != "generate" else 0.0,
                          max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
                          checkpoint_every=plan.training.checkpoint_every, pad_id=self.tokenizer.pad_token_id,
@@ -367,7 +373,7 @@ class Session:
         if not self.eval_examples and not self.eval_rows:
             return
         metrics = heldout_metrics(self.accelerator, self.module, self.eval_examples, self.signal,
-                                  self.tokenizer.pad_token_id, self.plan.training.micro_batch_size) \
+                                  self.tokenizer.pad_token_id, self.micro) \
             if self.eval_examples else {}
         score = None
         if self.eval_rows and self.par.sharded:  # every process answers its share, the student gathered
