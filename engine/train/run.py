@@ -145,6 +145,8 @@ def _quiet_libraries() -> None:
 
     # deprecation notices about transformers' own API, raised inside peft and transformers, not by the user's plan
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    # a tied head and embedding are one tensor: accelerate notes at every checkpoint that it stored it once
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
