@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -280,7 +281,10 @@ def cmd_run(args) -> int:
         launch += ["--multi_gpu", "--mixed_precision", "no"]
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = launch + ["-m", "distill_studio.engine.train", *target, "--expect-world-size", str(args.processes)]
-    return _launch_quietly(cmd, env)
+    code = _launch_quietly(cmd, env)
+    if code not in (0, 2, 130):
+        _record_failure(Path(run_dir), code)
+    return code
 
 
 def _launch_quietly(cmd: list[str], env: dict) -> int:
@@ -294,8 +298,15 @@ def _launch_quietly(cmd: list[str], env: dict) -> int:
     stopped = []
 
     def stop(signum, frame) -> None:
+        # To the ranks themselves: the launcher would pass it on too, but kill them 30 s later, in the middle of
+        # the checkpoint of a large model. The launcher ends when they have.
         stopped.append(signum)
-        proc.send_signal(signum)
+        ranks = _ranks_of(proc.pid)
+        for pid in ranks or [proc.pid]:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
 
     previous = signal.signal(signal.SIGTERM, stop)
     hidden, block, rules = 0, None, 0
@@ -326,6 +337,36 @@ def _launch_quietly(cmd: list[str], env: dict) -> int:
         print(f"error: a training process failed (the launcher exited with {code}); see the messages above and "
               "the run folder's logs/run.log", file=sys.stderr)
     return code
+
+
+def _ranks_of(launcher: int) -> list[int]:
+    """The training processes a launcher started (its descendants running the engine)."""
+    try:
+        import psutil
+
+        children = psutil.Process(launcher).children(recursive=True)
+        return [c.pid for c in children if "distill_studio.engine.train" in " ".join(c.cmdline())]
+    except Exception:  # noqa: BLE001 — psutil missing, or the processes are gone: signal the launcher instead
+        return []
+
+
+def _record_failure(run_dir: Path, code: int) -> None:
+    """A rank that failed alone ends the run without rank 0 writing its end (the launcher stops rank 0 in a
+    collective): say in the run's events that it failed, so the run does not look alive or unfinished."""
+    events = run_dir / "events.jsonl"
+    if not events.is_file():
+        return
+    from .runs.events import EventWriter, read_events
+
+    found = read_events(events)
+    if found and found[-1]["type"] == "run_finished":
+        return
+    step = max((e.get("step", 0) for e in found if e["type"] == "metric"), default=0)
+    writer = EventWriter(events)
+    writer.emit("run_finished", status="failed", step=step,
+                message=f"a training process failed (launcher exit code {code}); its message is in the run's "
+                        f"output and logs/ (run.rank-N.log for a rank other than 0); the last checkpoint is kept")
+    writer.close()
 
 
 class _Parser(argparse.ArgumentParser):

@@ -133,6 +133,22 @@ def test_sigterm_to_a_multi_process_run_checkpoints_every_rank_and_says_so_plain
     assert (run / "checkpoints" / f"step-{stopped:08d}" / "sharded" / ".metadata").is_file()
 
 
+def test_a_failure_on_one_rank_ends_the_run_at_once_and_says_which(tmp_path):
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, kind="seq-kd", mode="generate", steps=2, extra="eval_samples = 0",
+                           hardware=SHARDED)
+    run = tmp_path / "run"
+    (run / "generated" / "teacher.rank-001-of-002.jsonl").mkdir(parents=True)  # rank 1 alone cannot write its part
+    t0 = time.monotonic()
+    r = _cli("run", str(plan), "--run-dir", str(run), "--processes", "2", timeout=300)
+    assert r.returncode not in (0, 130) and time.monotonic() - t0 < 120  # no wait for a collective timeout
+    assert "error (rank 1): IsADirectoryError" in r.stderr and "Traceback" not in r.stderr
+    assert "IsADirectoryError" in (run / "logs" / "run.rank-1.log").read_text()
+    events = read_events(run / "events.jsonl")
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "failed"
+    assert "another process of the run failed" in events[-1]["message"]  # rank 0's end says where to look
+
+
 def test_a_sharded_lora_run_resumes_from_its_trainable_state(tmp_path):
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, adapter="lora", steps=3, extra="checkpoint_every = 1\neval_samples = 0",

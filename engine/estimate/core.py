@@ -195,7 +195,9 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     replica_s = 2.0 * np.maximum(
         np.where(rep_in_node > 1, (rep_in_node - 1.0) / rep_in_node / np.maximum(_f(g.intra_bytes_per_s), 1.0), 0.0),
         np.where(rep_nodes > 1, (rep_nodes - 1.0) / rep_nodes / np.maximum(_f(g.inter_bytes_per_s), 1.0), 0.0))
-    comm_replicas = np.where(full, 2.0 * s.params, 2.0 * job.lora_params) * replica_s / comm["bus_efficiency"]
+    # DDP (no sharding) all-reduces the fp32 gradients the engine keeps; hybrid sharding's replicas as fitted
+    grad_bytes = np.where(shard <= 1, 4.0, 2.0)
+    comm_replicas = np.where(full, grad_bytes * s.params, grad_bytes * job.lora_params) * replica_s / comm["bus_efficiency"]
     # --- memory per GPU (bytes)
     P = float(s.params)
     if job.precision not in PRECISIONS:
@@ -262,13 +264,16 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         # the pre-pass holds only the teacher: replicated where it fits one GPU alone (plain data parallel)
         pass_replicated = teacher_replicated(shard, job.teacher_placement, job.sharding_auto,
                                              t_full + pass_fixed <= usable) | quantised
-        t_replicated = np.where(topk, pass_replicated, t_replicated)
+        gen = g.teacher_mode == 3
+        # generation too runs before the student is on the GPU: the teacher alone, placed the same way
+        t_replicated = np.where(topk | gen, pass_replicated, t_replicated)
         prepass_mem = np.where(pass_replicated, t_full, t_sharded) + pass_fixed
         fits_prepass &= ~topk | (prepass_mem <= usable)
         prepass_hours = np.where(topk, job.tokens_per_epoch * teacher_fwd_time / gpus / 3600.0, 0.0)
 
-        gen = g.teacher_mode == 3
-        gen_hours, gen_fits = _generation(job, t, g, usable, speed, mem)
+        gen_hours, gen_fits = _generation(job, t, g, usable, speed, mem,
+                                          held=np.where(pass_replicated, t_full, t_sharded),
+                                          replicated=pass_replicated, seconds_per_byte=seconds_per_byte)
         prepass_hours = np.where(gen, gen_hours, prepass_hours)
         fits_prepass &= ~gen | gen_fits
 
@@ -327,28 +332,28 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     }
 
 
-def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict):
-    """Hours for the teacher to write the seq-KD data, and whether a replica fits.
+def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict, *, held, replicated,
+                seconds_per_byte):
+    """Hours for the teacher to write the seq-KD data, and whether it fits, as the engine generates: every GPU
+    answers its own share of the prompts with ``generate``, the teacher whole on it (``replicated``) or sharded
+    like the student (every decoding step then all-gathers each layer: the whole teacher through the group's
+    links per step, which is why a sharded teacher generates slowly).
 
-    Decoding is bound by memory bandwidth: every step reads the weights and the KV cache of the batch. A replica
-    spans the fewest GPUs of a node (1, 2, 4, 8) that hold the weights with room for a KV cache.
+    Decoding is bound by memory bandwidth: every step reads the weights and the KV cache of the batch. ``held``:
+    the teacher's bytes on one GPU; the rest, less the runtime overhead, holds the KV cache.
     """
     weights = g.teacher_bytes_per_param * t.params
     per_gpu = usable - mem["runtime_overhead_gib"] * GIB
-    replica = np.full(len(g), np.inf)
-    for k in (8, 4, 2, 1):
-        ok = (k <= g.gpus_per_node) & (weights * 1.15 <= k * per_gpu)
-        replica = np.where(ok, k, replica)
-    fits = np.isfinite(replica)
-    replica = np.where(fits, replica, 1.0)
     ctx = job.seq_len * 0.75  # average context while writing: prompt plus half the answer
-    kv_room = np.maximum(replica * per_gpu - weights, 0.0)
+    kv_room = np.maximum(per_gpu - held, 0.0)
+    fits = kv_room >= t.kv_bytes_per_token * ctx  # at least one sequence
     batch = np.clip(np.floor(kv_room / (t.kv_bytes_per_token * ctx)), 1.0, speed["generation_max_batch"])
-    bw = replica * g.hbm_bytes_per_s * speed["generation_bandwidth_efficiency"]
+    bw = g.hbm_bytes_per_s * speed["generation_bandwidth_efficiency"]
     step_mem = (weights + batch * ctx * t.kv_bytes_per_token) / bw
-    step_compute = 2.0 * t.matmul_params * batch / (replica * g.peak_flops * g.efficiency)
-    tokens_per_s = batch / np.maximum(step_mem, step_compute)
-    n_replicas = np.floor(g.gpus_per_node / replica) * g.nodes
+    step_compute = 2.0 * t.matmul_params * batch / (g.peak_flops * g.efficiency)
+    step_comm = np.where(replicated, 0.0, weights * seconds_per_byte)
+    tokens_per_s = batch / (np.maximum(step_mem, step_compute) + step_comm)
+    gpus = g.gpus_per_node * g.nodes
     tokens = job.tokens_per_epoch * job.generated_share
-    hours = tokens / (tokens_per_s * n_replicas) / 3600.0
+    hours = tokens / (tokens_per_s * gpus) / 3600.0
     return np.where(fits, hours, np.inf), fits

@@ -85,12 +85,15 @@ def mesh_for(kind: str, nodes: int, per_node: int, device: torch.device):
     return init_device_mesh(device.type, (nodes * per_node,), mesh_dim_names=("shard",))
 
 
-def _mp_policy(device: torch.device):
+def _mp_policy(device: torch.device, root: bool = False):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
+    # a root's inputs are left as they are: the student's include the teacher's cached fp16 log-probs, which a
+    # cast to bf16 would coarsen (autocast decides the compute dtype)
     if device.type == "cuda":  # bf16 compute and all-gathers, fp32 gradient reduction
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    return MixedPrecisionPolicy()
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                    cast_forward_inputs=not root)
+    return MixedPrecisionPolicy(cast_forward_inputs=not root)
 
 
 def shard(root: nn.Module, model: nn.Module, mesh, device: torch.device) -> nn.Module:
@@ -98,10 +101,9 @@ def shard(root: nn.Module, model: nn.Module, mesh, device: torch.device) -> nn.M
     Parameters move to ``device`` shard by shard, so a model loaded on the CPU never lands whole on one GPU."""
     from torch.distributed.fsdp import fully_shard
 
-    mp = _mp_policy(device)
     for layer in decoder_layers(model):
-        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=True)
-    fully_shard(root, mesh=mesh, mp_policy=mp)
+        fully_shard(layer, mesh=mesh, mp_policy=_mp_policy(device), reshard_after_forward=True)
+    fully_shard(root, mesh=mesh, mp_policy=_mp_policy(device, root=True))
     # Decide now that ``root`` is the root: otherwise the first module to run forward becomes it, and generation
     # (which enters through the inner model, not ``root``) would make a layer the root.
     root._get_fsdp_state()._lazy_init()
@@ -192,7 +194,10 @@ class Sharded:
         return module, optimizer_factory()
 
     def sync(self, module, last: bool):
-        module.set_requires_gradient_sync(last)
+        # Gradients are reduce-scattered after every micro-batch and accumulate sharded: skipping it would keep
+        # every layer's whole gradient (in fp32) until the last micro-batch, the memory sharding is there to save.
+        # Across the replicas of hybrid sharding they are all-reduced once a step, on the last micro-batch.
+        module.set_requires_all_reduce(last)
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -185,7 +185,11 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     except DistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # DDP's gradients as views of its communication buckets: no second copy of every gradient
+    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
     main = accelerator.is_main_process
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     wanted = expect_world_size or launched
@@ -222,10 +226,12 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     from .session import Session  # torch, transformers, peft
 
     session = Session(plan, paths, accelerator, events, stop, resolved=resolved)
+    together = False  # every process reached the same end (a collective at the end cannot hang)
     try:
         session.setup(resume=resume)
         status = session.train()
         measured = session.measure()
+        together = True
     except DistillError as exc:
         return _fail(events, main, str(exc), session, EXIT_BAD_INPUT if not session.started else EXIT_FAILED)
     except KeyboardInterrupt:
@@ -233,30 +239,48 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
                        session, EXIT_CANCELLED)
     except Exception as exc:  # noqa: BLE001 — a crash is reported in the events, its traceback in logs/run.log
         log.debug("crash", exc_info=True)
-        if main:
-            (paths.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-            with open(paths.run_dir / "logs" / "run.log", "a", encoding="utf-8") as f:
-                traceback.print_exc(file=f)
-        return _fail(events, main, f"{type(exc).__name__}: {exc}", session, EXIT_FAILED)
+        rank = accelerator.process_index
+        (paths.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # every process keeps its own traceback: a crash on one rank (out of memory on one GPU) is that rank's
+        with open(paths.run_dir / "logs" / ("run.log" if main else f"run.rank-{rank}.log"), "a", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        if not main:
+            print(f"error (rank {rank}): {type(exc).__name__}: {exc}; traceback in "
+                  f"{paths.run_dir / 'logs' / f'run.rank-{rank}.log'}", file=sys.stderr, flush=True)
+        message = f"{type(exc).__name__}: {exc}"
+        if accelerator.num_processes > 1 and _peer_gone(exc):
+            message = ("another process of the run failed, so this one could not go on (its error is in the run's "
+                       "output and in logs/run.rank-N.log); the last checkpoint is kept")
+        return _fail(events, main, message, session, EXIT_FAILED)
     finally:
         if not keep_process_group:
-            _leave(accelerator)
+            _leave(accelerator, together)
     if status == "cancelled":
         return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
                        f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED, measured)
     return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK, measured)
 
 
-def _leave(accelerator) -> None:
-    """Take the process group down together: a rank that destroys it while another still finishes its last
-    collective can abort in gloo's teardown ("terminate called without an active exception") after a good run."""
+def _peer_gone(exc: BaseException) -> bool:
+    """A collective that failed because another rank of the run died."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        k in text for k in ("closed by peer", "Connection reset by peer", "remote worker", "NCCL communicator was aborted"))
+
+
+def _leave(accelerator, together: bool) -> None:
+    """Take the process group down. After a run every process finished, they wait for each other first (one
+    still finishing its last collective while another destroys the group can abort in gloo). After a failure
+    they do not: the others may be inside a collective the failed one left, and waiting would hang them until the
+    collective timeout; the process ends (``__main__.leave``) and the launcher stops the rest."""
     if accelerator.num_processes > 1:
+        if not together:
+            return
         import torch.distributed as dist
 
-        try:
-            dist.barrier()
-        except RuntimeError:  # a rank already gone (a crash): nothing left to wait for
-            pass
+        dist.barrier()
     accelerator.end_training()
 
 

@@ -156,7 +156,16 @@ class Session:
             train_enc = self._generate(teacher, prompts, records)
         self.teacher_pass_seconds = time.monotonic() - t_pass if mode in ("offline-topk", "generate") else 0.0
         self.signal = signal
-        self._teacher_for_score = teacher  # scored on the held-out task once, then freed unless training needs it
+        self._teacher_for_score = teacher
+        # the teacher's held-out score, once per run, before the student is on the GPU (the estimator's teacher
+        # pass holds the teacher alone); a resumed run has it in its checkpoint
+        if not (resume and latest_checkpoint(self.paths.run_dir) is not None):
+            self.teacher_score = self._score(teacher)
+        if signal.teacher is None:  # training does not need it: its memory is free before the student arrives
+            self._teacher_for_score = teacher = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         self.examples = train_enc.examples
         if train_enc.truncated:
             self.info(f"{train_enc.truncated} training examples were cut at data.seq_len = {plan.data.seq_len}"
@@ -292,8 +301,6 @@ class Session:
                          max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
                          checkpoint_every=plan.training.checkpoint_every, pad_id=self.tokenizer.pad_token_id,
                          max_new_tokens=plan.training.max_new_tokens, eval_samples=plan.training.eval_samples)
-        if self.teacher_score is None and self.state.step == 0 and (self.main or self.teacher_sharded):
-            self.teacher_score = self._score(self.signal.teacher or self._teacher_for_score)
         if self.signal.teacher is None:
             self._teacher_for_score = None  # the teacher is not needed any more: free its memory
             gc.collect()

@@ -107,12 +107,12 @@ class TopkCache:
             s = r * world + rank
             todo = s < n_shards and not (self.folder / names[s]).exists()
             stop = should_stop is not None and should_stop()
-            if lockstep:
+            if collective is not None:  # every rank leaves at the same round, or none does
                 stop = collective.any(stop)
-                if not collective.any(todo):
-                    continue
             if stop:
                 return False
+            if lockstep and not collective.any(todo):
+                continue
             chunk = examples[s * shard_examples : (s + 1) * shard_examples] if todo else []
             n_batches = math.ceil(shard_examples / batch_size) if lockstep else math.ceil(len(chunk) / batch_size)
             logprobs, ids, offsets = [], [], [0]
