@@ -1,7 +1,7 @@
 """Sharded runs measured against one process and against the estimator: what each rank holds, the teacher's pass
 split over ranks, and peak memory per rank next to the planner's per-GPU breakdown.
 
-    .venv/bin/python benchmarks/bench_sharding.py                # CPU: 2 processes over gloo, about 4 minutes
+    .venv/bin/python benchmarks/bench_sharding.py                # CPU: 2 processes over gloo, about 6 minutes
     .venv/bin/python benchmarks/bench_sharding.py --json out.json
     python benchmarks/bench_sharding.py --gpu                    # every GPU of this machine (see gpu_check.py)
     .venv/bin/python benchmarks/bench_sharding.py --gpu --smoke  # the same path on the CPU, scaled down (~30 s)
@@ -11,7 +11,7 @@ planner's estimate for the configuration, ``run_finished`` what the run measured
 per rank, teacher-pass and training seconds, tokens/s per device).
 
 CPU cases (random weights built from configs, nothing downloaded; the bundled demo's character tokenizer):
-a Qwen2-shaped teacher of 8 layers and student of 4 (hidden 1,024, intermediate 4,096; about 134M and 67M
+a Qwen2-shaped teacher of 8 layers and student of 4 (hidden 1,024, intermediate 4,096; about 122M and 61M
 parameters), full fine-tuning in fp32 (as the engine trains on a CPU), logit KD with the forward KL, 64-token
 sequences, 4 steps of 16 sequences:
 * one process; two processes with DDP (sharding "none"); two processes with both models sharded (FSDP2, "all-gpus");
