@@ -147,7 +147,9 @@ class Training(_Strict):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6, description="gradient clipping by global norm")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps (default: epochs)")
-    micro_batch_size: int = Field(1, ge=1, le=4096, description="sequences per process per forward pass")
+    micro_batch_size: int | None = Field(
+        None, ge=1, le=4096,
+        description="sequences per process per forward pass (leave out: the planner's choice, which the run uses)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     eval_every: int = Field(0, ge=0, le=100_000_000, description="steps between evaluations (0: only at the end)")
     eval_samples: int = Field(200, ge=0, le=1_000_000, description="held-out prompts to generate for the task score")

@@ -104,6 +104,7 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         top_k=plan.method.top_k,
         generated_share=plan.method.generated_share,
         kd_loss=plan.method.loss,
+        micro_batch_seqs=plan.training.micro_batch_size,  # the run's, where the plan sets it
         teacher_placement=plan.teacher.placement,
         sharding_auto=plan.hardware.sharding == "auto",
         # the engine trains in fp32 on a CPU; on GPUs, full training keeps fp32 master weights under bf16 autocast
@@ -192,6 +193,7 @@ class ResolvedRun:
     teacher_placement: str   # "sharded" | "replicated" | "none" (no teacher in memory while training)
     estimate: dict           # the planner's figures for this configuration
     why: str                 # how the configuration was chosen
+    notes: list[str] = field(default_factory=list)  # what resolving changed beyond an "auto"
 
     @property
     def world_size(self) -> int:
@@ -232,13 +234,24 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     if hw.target == "azure":
         changes.update(sku=row["sku"], nodes=row["nodes"])
     gpn = row["gpus"] // row["nodes"]
+    notes = []
+    # the global batch as planned: a whole number of micro-batches on every GPU (the estimator rounds up)
+    seqs = row["grad_accum_steps"] * row["micro_batch_seqs"] * row["gpus"]
+    data = plan.data
+    if seqs * plan.data.seq_len != plan.data.global_batch_tokens:
+        data = plan.data.model_copy(update={"global_batch_tokens": seqs * plan.data.seq_len})
+        notes.append(f"data.global_batch_tokens: {plan.data.global_batch_tokens:,} -> {seqs * plan.data.seq_len:,} "
+                     f"({seqs} sequences: {row['grad_accum_steps']} micro-batches of {row['micro_batch_seqs']} on "
+                     f"each of {row['gpus']} GPUs, as planned)")
     resolved = plan.model_copy(update={
+        "data": data,
         "hardware": hw.model_copy(update=changes),
         "method": plan.method.model_copy(update={"teacher_mode": row["teacher_mode"]
                                                  if plan.method.kind == "logit-kd" else plan.method.teacher_mode}),
         "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]}),
         # the planner recomputes activations where memory needs it; the engine then does too
-        "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"]}),
+        "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"],
+                                                     "micro_batch_size": row["micro_batch_seqs"]}),
     })
     teacher = "none" if row["teacher_mode"] not in ("online",) else row["teacher_placement"]
     if row["teacher_mode"] in ("offline-topk", "generate"):
@@ -256,7 +269,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     }
     return ResolvedRun(plan=resolved, nodes=row["nodes"], gpus_per_node=gpn,
                        sharding=sharding_kind(row["sharding"], row["nodes"], gpn), teacher_placement=teacher,
-                       estimate=estimate, why=why)
+                       estimate=estimate, why=why, notes=notes)
 
 
 def check_world(resolved: ResolvedRun, world: int, local_world: str | None) -> None:

@@ -113,3 +113,29 @@ def test_a_launch_of_another_size_than_the_plan_is_refused_with_both_numbers():
         check_world(r, 8, "8")
     with pytest.raises(RunError, match="4 per node"):
         check_world(r, 16, "4")
+
+
+def test_a_global_batch_that_does_not_split_evenly_runs_as_the_estimator_planned_it():
+    plan = loads_plan('''name = "three"
+[teacher]
+model = "Qwen/Qwen2.5-1.5B-Instruct"
+[student]
+model = "Qwen/Qwen2.5-0.5B-Instruct"
+[data]
+tokens = 100000
+seq_len = 16
+global_batch_tokens = 128
+[hardware]
+target = "local"
+accelerator = "cpu"
+gpus = 3
+[training]
+micro_batch_size = 2
+''')
+    r = resolve_run(plan, None)
+    # 8 sequences over 3 GPUs: 3 each, in micro-batches of 2, is 2 micro-batches each: 12 sequences a step
+    assert r.plan.data.global_batch_tokens == 12 * 16 and r.plan.training.micro_batch_size == 2
+    assert r.notes and "12 sequences" in r.notes[0]
+    unset = resolve_run(plan.model_copy(update={"training": plan.training.model_copy(update={"micro_batch_size": None})}), None)
+    # left to the planner: each GPU's whole share (3) in one micro-batch, written into the plan that runs
+    assert unset.plan.training.micro_batch_size == 3 and unset.plan.data.global_batch_tokens == 9 * 16

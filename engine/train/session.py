@@ -61,6 +61,8 @@ class Session:
         plan, acc = self.plan, self.accelerator
         device = acc.device
         base = self.paths.plan_base
+        for note in (self.resolved.notes if self.resolved is not None else []):
+            self.info(note)
         if plan.data.train is None:
             raise DataError("data.train: a run needs a data file; `data.tokens` only sizes a plan")
         M.check_runnable(plan, device)
@@ -103,7 +105,7 @@ class Session:
 
         # global batch and steps
         seqs = plan.data.global_batch_tokens // plan.data.seq_len
-        self.micro = plan.training.micro_batch_size
+        self.micro = plan.training.micro_batch_size or 1  # resolved by the planner before the run (run.py)
         share = seqs // acc.num_processes
         if seqs % acc.num_processes == 0 and 0 < share < self.micro:
             self.info(f"training.micro_batch_size {self.micro} is more than each of the {acc.num_processes} "
@@ -113,7 +115,7 @@ class Session:
         if seqs % per_step:
             raise RunError(f"data.global_batch_tokens: {plan.data.global_batch_tokens} tokens = {seqs} sequences of "
                            f"{plan.data.seq_len}, not a multiple of training.micro_batch_size "
-                           f"({plan.training.micro_batch_size}) x {acc.num_processes} processes; allowed: a multiple "
+                           f"({self.micro}) x {acc.num_processes} processes; allowed: a multiple "
                            f"of {per_step * plan.data.seq_len} tokens")
         self.global_seqs = seqs
 
