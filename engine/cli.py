@@ -135,6 +135,7 @@ def cmd_estimate(args) -> int:
         method="ce" if teacher is None else ("seq-kd" if mode == "generate" else "logit-kd"),
         seq_len=args.seq_len, tokens_per_epoch=float(args.tokens), epochs=1.0,
         global_batch_tokens=args.global_batch_tokens, lora_params=lora_params(student, args.lora_rank),
+        sharding_auto=args.sharding is None,  # a named sharding shards the teacher too, as in a plan
         top_k=64, chunked_logits=not args.unchunked_logits,
     )
     grid, labels = build_grid([machine], has_teacher=teacher is not None, teacher_modes=(mode,), nodes=nodes)
