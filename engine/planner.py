@@ -236,6 +236,10 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     gpn = row["gpus"] // row["nodes"]
     notes = []
     # the global batch as planned: a whole number of micro-batches on every GPU (the estimator rounds up)
+    asked = plan.training.micro_batch_size
+    if asked is not None and asked != row["micro_batch_seqs"]:
+        notes.append(f"training.micro_batch_size: {asked} -> {row['micro_batch_seqs']} (the share of the global "
+                     f"batch each of {row['gpus']} GPUs trains on per step)")
     seqs = row["grad_accum_steps"] * row["micro_batch_seqs"] * row["gpus"]
     data = plan.data
     if seqs * plan.data.seq_len != plan.data.global_batch_tokens:

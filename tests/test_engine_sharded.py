@@ -196,7 +196,7 @@ def test_the_demo_sharded_over_two_processes_learns_as_one_process_does(tmp_path
     started = next(e for e in read_events(tmp_path / "two/events.jsonl") if e["type"] == "run_started")
     assert (started["sharding"], started["teacher_placement"], started["teacher_mode"]) == ("full", "sharded", mode)
     last = {r: [e for e in read_events(tmp_path / r / "events.jsonl") if e["type"] == "eval"][-1] for r in ("one", "two")}
-    assert "using 16" in r2.stderr
+    assert "training.micro_batch_size: 32 -> 16" in r2.stderr
     assert last["two"]["task_score"] >= 0.3
     assert last["two"]["task_score"] == pytest.approx(last["one"]["task_score"], abs=0.05)
     assert last["two"]["kl"] == pytest.approx(last["one"]["kl"], rel=0.02)
