@@ -186,18 +186,34 @@ def load_student(plan: Plan, source: str, device: torch.device, teacher=None) ->
     if plan.training.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False
-    model = base
-    if plan.adapter.kind in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model
+    if plan.adapter.kind == "qlora":
+        from peft import prepare_model_for_kbit_training
 
-        if plan.adapter.kind == "qlora":
-            from peft import prepare_model_for_kbit_training
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=plan.training.gradient_checkpointing)
+    return Student(model=_with_adapter(plan, base), base=base, layer_map=layer_map)
 
-            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=plan.training.gradient_checkpointing)
-        config = LoraConfig(r=plan.adapter.rank, lora_alpha=plan.adapter.alpha, lora_dropout=plan.adapter.dropout,
-                            target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(base, config)
-    return Student(model=model, base=base, layer_map=layer_map)
+
+def _with_adapter(plan: Plan, base):
+    """The model trained: ``base`` itself, or ``base`` with the plan's LoRA adapter (peft)."""
+    if plan.adapter.kind not in ("lora", "qlora"):
+        return base
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=plan.adapter.rank, lora_alpha=plan.adapter.alpha, lora_dropout=plan.adapter.dropout,
+                        target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(base, config)
+
+
+def empty_student(plan: Plan, config):
+    """The student's modules (with its adapter) without storage, on the meta device: what a sharded run's gathered
+    weights are loaded into (``load_state_dict(assign=True)``) to save the student, so rank 0 keeps no second copy
+    of it through the run."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(config)
+        base.config.use_cache = False
+        return _with_adapter(plan, base)
 
 
 def shared_vocab_size(teacher_tok, student_tok, teacher_cfg, student_cfg, method: str) -> int:

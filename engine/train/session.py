@@ -186,12 +186,7 @@ class Session:
                                loss=plan.method.loss, beta=plan.method.beta, temperature=plan.method.temperature,
                                chunk_tokens=plan.training.loss_chunk_tokens, softcap=self.softcap)
         self.n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        # sharded, the student is saved at the end from a copy that receives the gathered weights (rank 0 only)
-        self._skeleton = None
-        if self.par.sharded and self.main:
-            import copy
-
-            self._skeleton = copy.deepcopy(student.model)
+        self.student_config = s_cfg  # sharded, the student is saved from its gathered weights into a new shell
 
         def optimizer_for(mod):
             params = [p for p in mod.parameters() if p.requires_grad]
@@ -420,9 +415,10 @@ class Session:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        if full is not None:  # the gathered weights into the unsharded copy kept for this
-            model = self._skeleton
-            model.load_state_dict({k.removeprefix("model."): v for k, v in full.items()}, strict=True)
+        if full is not None:  # the gathered weights into a student without storage of its own
+            model = M.empty_student(self.plan, self.student_config)
+            model.load_state_dict({k.removeprefix("model."): v for k, v in full.items()}, strict=True, assign=True)
+            model.tie_weights()  # assigned one by one, a tied head and embedding are two tensors until tied again
         else:
             model = self.par.unwrap(self.module).model
         adapter = self.plan.adapter
