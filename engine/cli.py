@@ -243,7 +243,6 @@ def default_run_dir(plan_name: str) -> Path:
 def cmd_run(args) -> int:
     """Train: in this process, or through `accelerate launch` for several processes."""
     import os
-    import subprocess
 
     if args.resume is not None:
         if args.plan is not None:

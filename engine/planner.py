@@ -14,7 +14,7 @@ from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
 from .errors import CatalogError, PlanError, RunError
 from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency
-from .estimate.placement import KINDS, SHARDINGS, sharding_kind
+from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
 from .estimate.solve import Decision, decide, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
@@ -190,7 +190,6 @@ class ResolvedRun:
     nodes: int
     gpus_per_node: int
     sharding: str            # "full" | "hybrid" | "none", as it runs
-    teacher_placement: str   # "sharded" | "replicated" | "none" (no teacher in memory while training)
     estimate: dict           # the planner's figures for this configuration
     why: str                 # how the configuration was chosen
     notes: list[str] = field(default_factory=list)  # what resolving changed beyond an "auto"
@@ -225,8 +224,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
             f"hardware: the plan fits no GPU it can use: its smallest configuration ({r['gpus']} × {r['accelerator']}, "
             f"{r['adapter']}, teacher {r['teacher_mode']} {r['teacher_placement']}, sharding {r['sharding']}) needs "
             f"{need:.1f} GiB per GPU (teacher {r['memory_gib_per_gpu']['teacher']:.1f} GiB) of "
-            f"{r['usable_gib_per_gpu']:.1f} GiB usable"
-            + ("" if o["fits_train"][j] else "") + "; use more GPUs or nodes, teacher.precision int8/int4, "
+            f"{r['usable_gib_per_gpu']:.1f} GiB usable; use more GPUs or nodes, teacher.precision int8/int4, "
             'method.teacher_mode = "offline-topk", or a smaller teacher')
     row = sw.row(i)
     hw = plan.hardware
@@ -257,9 +255,6 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"],
                                                      "micro_batch_size": row["micro_batch_seqs"]}),
     })
-    teacher = "none" if row["teacher_mode"] not in ("online",) else row["teacher_placement"]
-    if row["teacher_mode"] in ("offline-topk", "generate"):
-        teacher = row["teacher_placement"]  # during its pass; training then runs without it
     estimate = {
         "tokens_per_second_per_gpu": row["tokens_per_second_per_gpu"],
         "memory_gib_per_gpu": row["memory_gib_per_gpu"]["total"],
@@ -272,8 +267,8 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
                                        "teacher_precision", "recompute", "sharding", "teacher_placement")},
     }
     return ResolvedRun(plan=resolved, nodes=row["nodes"], gpus_per_node=gpn,
-                       sharding=sharding_kind(row["sharding"], row["nodes"], gpn), teacher_placement=teacher,
-                       estimate=estimate, why=why, notes=notes)
+                       sharding=sharding_kind(row["sharding"], row["nodes"], gpn), estimate=estimate, why=why,
+                       notes=notes)
 
 
 def check_world(resolved: ResolvedRun, world: int, local_world: str | None) -> None:

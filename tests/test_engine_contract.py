@@ -21,7 +21,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from distill_studio.engine.estimate.core import ADAPTERS, TEACHER_MODES  # noqa: E402
 from distill_studio.engine.plan import load_plan  # noqa: E402
 from distill_studio.engine.planner import analyse  # noqa: E402
 from distill_studio.engine.runs.events import read_events  # noqa: E402

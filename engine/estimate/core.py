@@ -124,7 +124,6 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     n = len(g)
     gpus = _f(g.gpus_per_node) * _f(g.nodes)
     shard = shard_degree(g.sharding, g.nodes, g.gpus_per_node)
-    replicas = gpus / shard
     full = g.adapter == 0
     qlora = g.adapter == 2
     online = g.teacher_mode == 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 SHARDINGS = ("none", "within-node", "all-gpus")   # index = Grid.sharding
-KINDS = {"none": "none", "within-node": "hybrid", "all-gpus": "full"}  # what a run reports (run_started)
 PLACEMENTS = ("auto", "sharded", "replicated")
 
 

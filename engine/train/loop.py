@@ -6,7 +6,6 @@ processes with 2 each compute the same gradient (DDP averages over processes, he
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable

@@ -61,8 +61,10 @@ class Session:
         plan, acc = self.plan, self.accelerator
         device = acc.device
         base = self.paths.plan_base
-        for note in (self.resolved.notes if self.resolved is not None else []):
-            self.info(note)
+        if self.resolved is not None:
+            self.info(f"as planned: {self.resolved.why}")
+            for note in self.resolved.notes:
+                self.info(note)
         if plan.data.train is None:
             raise DataError("data.train: a run needs a data file; `data.tokens` only sizes a plan")
         M.check_runnable(plan, device)
@@ -106,11 +108,6 @@ class Session:
         # global batch and steps
         seqs = plan.data.global_batch_tokens // plan.data.seq_len
         self.micro = plan.training.micro_batch_size or 1  # resolved by the planner before the run (run.py)
-        share = seqs // acc.num_processes
-        if seqs % acc.num_processes == 0 and 0 < share < self.micro:
-            self.info(f"training.micro_batch_size {self.micro} is more than each of the {acc.num_processes} "
-                      f"processes' share of the global batch ({share} sequences); using {share}")
-            self.micro = share
         per_step = self.micro * acc.num_processes
         if seqs % per_step:
             raise RunError(f"data.global_batch_tokens: {plan.data.global_batch_tokens} tokens = {seqs} sequences of "
