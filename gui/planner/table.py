@@ -11,13 +11,17 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
 from ...engine.estimate.core import ADAPTERS, TEACHER_MODES
+from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
 
-COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "GiB/GPU",
-           "Tokens/s/GPU", "Status")
+COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "Sharding",
+           "GiB/GPU", "Tokens/s/GPU", "Status")
+GIB_COL, TOKENS_COL, STATUS_COL = 9, 10, 11
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 INDEX_ROLE = Qt.ItemDataRole.UserRole + 2
-_NUMERIC = (0, 1, 3, 8, 9)
+_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL)
+# how each model is placed, as the engine runs it: DDP, FSDP inside each node, FSDP over every GPU
+_SHARDING = {"none": "none (DDP)", "within-node": "in node", "all-gpus": "all GPUs"}
 _GREY = QColor("#8a8a8a")
 
 
@@ -57,10 +61,15 @@ class OptionsModel(QAbstractTableModel):
         teacher = np.where(prec == "bf16", teacher, teacher + " (" + prec + ")")
         machine = np.char.add(np.char.add(g.nodes.astype(np.int64).astype(str), " × "),
                               np.char.replace(labels("machine").astype(str), "Standard_", ""))
+        sharding = np.asarray([_SHARDING[x] for x in SHARDINGS], dtype=object)[g.sharding.astype(np.int64)]
+        # with the student sharded and a teacher in memory, whether the teacher is sharded too (under DDP it is whole)
+        shown = (g.teacher_mode != TEACHER_MODES.index("none")) & (g.sharding != SHARDINGS.index("none"))
+        teacher_where = np.where(o["teacher_replicated"], ", teacher whole", ", teacher sharded")
+        sharding = np.where(shown, sharding + teacher_where, sharding).astype(object)
         return {0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
                 4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
-                6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object),
-                8: o["mem_total"] / GIB, 9: o["tokens_per_second_per_gpu"]}
+                6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object), 8: sharding,
+                GIB_COL: o["mem_total"] / GIB, TOKENS_COL: o["tokens_per_second_per_gpu"]}
 
     # ---- Qt model ----------------------------------------------------------------------------------------------
 
@@ -86,22 +95,25 @@ class OptionsModel(QAbstractTableModel):
         i = int(self.rows[index.row()])
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
-            if col == 10:
+            if col == STATUS_COL:
                 return self.reason(i)
             v = self._cols[col][i]
             if col == 0:
                 return f"{v:.2f}" if v < 1 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
             if col == 1:
                 return "unknown" if np.isnan(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
-            if col == 8:
+            if col == GIB_COL:
                 return f"{v:.1f}"
-            if col == 9:
+            if col == TOKENS_COL:
                 return f"{v:,.0f}"
             return str(v)
         if role == INDEX_ROLE:
             return i
         if role == SORT_ROLE:
-            return 0 if (col == 10 and self.ok[i]) else 1 if col == 10 else self._cols[col][i].item()
+            if col == STATUS_COL:
+                return 0 if self.ok[i] else 1
+            v = self._cols[col][i]
+            return v.item() if hasattr(v, "item") else v
         if role == Qt.ItemDataRole.ForegroundRole and not self.ok[i]:
             return QBrush(_GREY)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in _NUMERIC:

@@ -29,6 +29,9 @@ def _money(v: float) -> str:
     return "price unknown" if not np.isfinite(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
 
 
+_SHARDING_TEXT = {"none": "no sharding (DDP)", "within-node": "FSDP within each node", "all-gpus": "FSDP over all GPUs"}
+
+
 def _hours(h: float) -> str:
     if h < 1 / 60:
         return f"{h * 3600:.0f} s"
@@ -290,7 +293,10 @@ class PlannerView(QWidget):
                 f"{_hours(r['hours']['total'])} · {_money(r['cost_usd'] if r['cost_usd'] is not None else np.nan)}"
                 f" · {r['memory_gib_per_gpu']['total']:.1f} GiB/GPU\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
-                f"recompute {'on' if r['recompute'] else 'off'}")
+                f"recompute {'on' if r['recompute'] else 'off'}"
+                + (f", {_SHARDING_TEXT[r['sharding']]}" if r["gpus"] > 1 else "")
+                + (f", teacher {'whole on each GPU' if r['teacher_placement'] == 'replicated' else 'sharded'}"
+                   if r["gpus"] > 1 and r["sharding"] != "none" and r["teacher_mode"] != "none" else ""))
         return text + (f"\n✗ {why}" if why else "\n✓ meets the budget")
 
     def select_option(self, i: int | None) -> None:

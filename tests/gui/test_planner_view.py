@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 from distill_studio.engine.plan import load_plan
 from distill_studio.engine.report import choices
+from distill_studio.gui.planner.table import GIB_COL, STATUS_COL
 from distill_studio.gui.planner.view import PlannerView
 
 PLANS = Path(__file__).resolve().parents[2] / "resources" / "plans"
@@ -93,14 +94,33 @@ def test_table_sorts_by_any_column(qtbot, planner):
     planner.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
     hours = [float(model.index(r, 0).data(Qt.ItemDataRole.UserRole + 1)) for r in range(model.rowCount())]
     assert hours == sorted(hours)
-    planner.table.sortByColumn(8, Qt.SortOrder.DescendingOrder)
-    mem = [float(model.index(r, 8).data(Qt.ItemDataRole.UserRole + 1)) for r in range(model.rowCount())]
+    planner.table.sortByColumn(GIB_COL, Qt.SortOrder.DescendingOrder)
+    mem = [float(model.index(r, GIB_COL).data(Qt.ItemDataRole.UserRole + 1)) for r in range(model.rowCount())]
     assert mem == sorted(mem, reverse=True)
     # the status column says why an option is not a choice
     ok = choices(planner.analysis)
-    texts = {model.index(r, 10).data() for r in range(model.rowCount())}
+    texts = {model.index(r, STATUS_COL).data() for r in range(model.rowCount())}
     assert "meets the budget" in texts and any(t.startswith("misses the deadline") for t in texts)
-    assert int(ok.sum()) == sum(1 for r in range(model.rowCount()) if model.index(r, 10).data() == "meets the budget")
+    assert int(ok.sum()) == sum(1 for r in range(model.rowCount())
+                                if model.index(r, STATUS_COL).data() == "meets the budget")
+
+
+def test_options_that_differ_only_in_sharding_say_so(qtbot, planner, screenshot):
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-27h.toml")
+    model = planner.proxy
+    sharding = {model.index(r, 8).data() for r in range(model.rowCount())}
+    assert "none (DDP)" in sharding
+    assert any(t.startswith("all GPUs, teacher sharded") for t in sharding)
+    assert any(t.startswith("all GPUs, teacher whole") or t.startswith("in node, teacher whole") for t in sharding)
+    planner.table.sortByColumn(8, Qt.SortOrder.AscendingOrder)  # text columns sort too
+    shown = [model.index(r, 8).data() for r in range(model.rowCount())]
+    assert shown == sorted(shown)
+    rec = a.decision.recommended
+    assert a.sweep.row(rec)["sharding"] in ("none", "within-node", "all-gpus")
+    if a.sweep.row(rec)["sharding"] != "none":
+        assert "teacher" in planner.describe(rec)
+    planner.select_option(rec)
+    screenshot(planner, "planner_gemma3_27h_sharding")
 
 
 def test_bad_plan_shows_the_reason(qtbot, planner, tmp_path):
