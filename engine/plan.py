@@ -105,6 +105,11 @@ class Data(_Strict):
     seq_len: int = Field(2048, ge=16, le=1_048_576)
     epochs: float = Field(1.0, gt=0.0, le=1000.0)
     global_batch_tokens: int = Field(1_048_576, ge=16, le=1_000_000_000)
+    format: Literal["auto", "messages", "prompt-response", "text"] = Field(
+        "auto", description="record shape: messages (conversations, rendered with the chat template), prompt + "
+        "response, text, or auto (each record by its fields; the run says what it found)")
+    reasoning: Literal["keep", "strip"] = Field(
+        "keep", description="reasoning traces (<think> ... </think>) in assistant turns: trained (keep) or removed")
 
     @model_validator(mode="after")
     def _has_size(self) -> "Data":
@@ -143,7 +148,12 @@ class Training(_Strict):
     """How the engine trains. Planning ignores this section; every field has a default."""
 
     learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
-    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="linear warm-up, then cosine decay to 0")
+    warmup_steps: int = Field(0, ge=0, le=1_000_000, description="steps of linear warm-up from 0, then lr_schedule")
+    lr_schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine", description="after warm-up: cosine or linear decay to 0 at the last step, or constant")
+    optimizer: Literal["adamw", "adamw-8bit"] = Field(
+        "adamw", description="adamw (torch; fused or foreach where the device supports it) or adamw-8bit "
+        "(bitsandbytes, CUDA only: optimiser state in 8 bits)")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(1.0, gt=0.0, le=1e6, description="gradient clipping by global norm")
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many steps (default: epochs)")
@@ -151,7 +161,12 @@ class Training(_Strict):
         None, ge=1, le=4096,
         description="sequences per process per forward pass (leave out: the planner's choice, which the run uses)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    eval_every: int = Field(0, ge=0, le=100_000_000, description="steps between evaluations (0: only at the end)")
+    eval_every: int = Field(0, ge=0, le=100_000_000,
+                            description="steps between evaluations; 0: only at the end (a new run also evaluates "
+                            "at step 0 unless eval_at_start = false)")
+    eval_at_start: bool = Field(True, description="evaluate before the first step (the curves' starting point)")
+    log_every: int = Field(1, ge=1, le=100_000_000, description="steps between logged metrics; metrics the loss does "
+                           "not need (the CE term at kd_weight = 1) are computed on these steps only")
     eval_samples: int = Field(200, ge=0, le=1_000_000, description="held-out prompts to generate for the task score")
     checkpoint_every: int = Field(0, ge=0, le=100_000_000, description="steps between checkpoints (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="newest checkpoints kept on disk")

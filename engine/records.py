@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .chat import chat_record, shape_of
 from .errors import DataError
 
-SUFFIXES = (".jsonl", ".txt", ".parquet")
+SUFFIXES = (".jsonl", ".txt", ".parquet", ".arrow")
 
 
 def data_files(path: Path, field: str) -> list[Path]:
@@ -27,16 +28,42 @@ def data_files(path: Path, field: str) -> list[Path]:
     return [path]
 
 
-def check_record(row: Any, where: str) -> dict[str, str]:
-    """``row`` if it is a record training can use: ``prompt`` + ``response``, ``text``, or a ``prompt`` alone (for
-    generation); else a ``DataError`` naming ``where`` and the keys found."""
+FORMATS = ("auto", "messages", "prompt-response", "text")
+
+
+def check_record(row: Any, where: str, fmt: str = "auto") -> dict:
+    """``row`` as a record training can use: ``messages`` (a conversation, from any chat shape ``chat.chat_record``
+    knows), ``prompt`` + ``response``, ``text``, or a ``prompt`` alone (for generation); else a ``DataError`` naming
+    ``where``, the field at fault and the keys found. ``fmt`` other than "auto" accepts that shape only."""
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object with `prompt` and `response`, or `text`")
-    if "text" in row and isinstance(row["text"], str):
-        return row
-    if isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
-        return row
-    if isinstance(row.get("prompt"), str) and "response" not in row:
-        return row  # a prompt alone: for generation (seq-KD prompts, task score)
-    keys = ", ".join(sorted(map(str, row))) or "none"
-    raise DataError(f"{where}: needs string fields `prompt` and `response`, or `text` (found keys: {keys})")
+        raise DataError(f"{where}: expected a JSON object with `messages`, `prompt` and `response`, or `text`")
+    record = chat_record(row, where)
+    if record is None:
+        if "text" in row and isinstance(row["text"], str):
+            record = row
+        elif isinstance(row.get("prompt"), str) and isinstance(row.get("response"), str):
+            record = row
+        elif isinstance(row.get("prompt"), str) and "response" not in row:
+            record = row  # a prompt alone: for generation (seq-KD prompts, task score)
+        else:
+            keys = ", ".join(sorted(map(str, row))) or "none"
+            bad = next((k for k in ("prompt", "response", "text") if k in row), None)
+            what = f"`{bad}` is {type(row[bad]).__name__}, not a string; " if bad else ""
+            raise DataError(f"{where}: {what}needs `messages` (a conversation), string fields `prompt` and "
+                            f"`response`, or `text` (found keys: {keys})")
+    if fmt != "auto" and "_answer_of" not in record:
+        shape = shape_of(record)
+        if shape != fmt and not (shape == "prompt" and fmt == "prompt-response"):
+            raise DataError(f"{where}: data.format is \"{fmt}\" but this record is {shape} "
+                            f"(keys: {', '.join(sorted(map(str, row)))}); allowed: {', '.join(FORMATS)}")
+    return record
+
+
+def describe(records: list[dict]) -> str:
+    """What was found, in words: "6,000 conversations (messages)", "200 prompt + response records", ..."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[shape_of(r)] = counts.get(shape_of(r), 0) + 1
+    words = {"messages": "conversations (messages)", "prompt-response": "prompt + response records",
+             "text": "text records", "prompt": "prompts"}
+    return ", ".join(f"{n:,} {words[k]}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))

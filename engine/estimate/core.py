@@ -39,6 +39,9 @@ TEACHER_BYTES = {"bf16": 2.0, "int8": 1.0, "int4": 0.55}
 # "fp32": every tensor in fp32 (the engine on a CPU, models.train_dtype). LoRA adapters and their moments stay fp32
 # (peft keeps adapters in fp32). Precision changes the memory model only; the time model is bf16's (calibrated).
 PRECISIONS = {"bf16-mixed": (4.0, 4.0, 8.0, 2.0), "bf16": (2.0, 2.0, 4.0, 2.0), "fp32": (4.0, 4.0, 8.0, 4.0)}
+# Bytes of AdamW state per trained parameter where the optimiser sets it, whatever the precision: bitsandbytes'
+# 8-bit AdamW keeps both moments as uint8 with one fp32 scale per block of 256 values (blockwise quantisation).
+OPTIMIZER_STATE = {"adamw-8bit": 2.0 + 2 * 4.0 / 256}
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,6 +77,7 @@ class Job:
     kd_loss: str = "forward-kl"   # the divergence of logit KD: "forward-kl" | "reverse-kl" | "jsd"
     teacher_placement: str = "auto"  # "auto" | "sharded" | "replicated" (placement.teacher_replicated)
     sharding_auto: bool = True    # the plan leaves the sharding to the planner (placement.teacher_replicated)
+    optimizer: str = "adamw"      # "adamw" | "adamw-8bit" (bitsandbytes: both moments in 8 bits, OPTIMIZER_STATE)
 
     @property
     def train_tokens(self) -> float:
@@ -209,7 +213,8 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     s_root = max(0.0, P - s.num_layers * s.layer_params)
     weights = weights + job.lora_params * 4.0 / shard + gathered * s.layer_params + np.where(shard > 1, cb * s_root, 0.0)
     grads = np.where(full, g_b * P, 4.0 * job.lora_params) / shard
-    optimizer = np.where(full, o_b * P, 8.0 * job.lora_params) / shard
+    o_lora = OPTIMIZER_STATE.get(job.optimizer, 8.0)
+    optimizer = np.where(full, OPTIMIZER_STATE.get(job.optimizer, o_b) * P, o_lora * job.lora_params) / shard
     act_layer = float(s.act_bytes_per_token_layer) * cb / 2.0  # the shape's figure is for bf16
     activations = np.where(
         recompute,

@@ -1,8 +1,10 @@
 """Training and held-out data: reading records, tokenising with prompt masking, and a resumable batch order.
 
-Records are dicts with ``prompt`` + ``response`` (the loss sees only the response) or ``text`` (the loss sees all
-of it). Files: ``.jsonl`` (one object per line), ``.txt`` (documents separated by blank lines), ``.parquet`` (with
-pyarrow), or a folder of those. Every problem names the file and line.
+Records are dicts with ``messages`` (a conversation, rendered with the chat template; the loss sees only the
+assistant turns), ``prompt`` + ``response`` (the loss sees only the response) or ``text`` (the loss sees all of it);
+the shapes are in ``engine/records.py`` and ``engine/chat.py``. Files: ``.jsonl`` (one object per line), ``.txt``
+(documents separated by blank lines), ``.parquet`` (with pyarrow), or a folder of those (a Hugging Face dataset
+saved with ``to_json``/``to_parquet``, or ``save_to_disk``'s ``.arrow`` files). Every problem names the file and line.
 
 The batch order is a pure function of (seed, step): a resumed run, or a run on another number of processes, sees
 the same global batches without any data-loader state to save.
@@ -15,12 +17,13 @@ from pathlib import Path
 
 import torch
 
+from ..chat import ChatFormat, Reasoning, pair_batch
 from ..errors import DataError
 from ..records import check_record as _check_record
 from ..records import data_files as _files
 
 IGNORE_INDEX = -100
-def _read_jsonl(file: Path) -> list[dict[str, str]]:
+def _read_jsonl(file: Path, fmt: str) -> list[dict]:
     rows = []
     with open(file, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, 1):
@@ -30,26 +33,34 @@ def _read_jsonl(file: Path) -> list[dict[str, str]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{file}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            rows.append(_check_record(row, f"{file}:{n}"))
+            rows.append(_check_record(row, f"{file}:{n}", fmt))
     return rows
 
 
-def _read_txt(file: Path) -> list[dict[str, str]]:
+def _read_txt(file: Path) -> list[dict]:
     text = file.read_text(encoding="utf-8-sig")
     return [{"text": doc.strip()} for doc in text.split("\n\n") if doc.strip()]
 
 
-def _read_parquet(file: Path) -> list[dict[str, str]]:
+def _read_table(file: Path, fmt: str) -> list[dict]:
     try:
         import pyarrow.parquet as pq
+        from pyarrow import ipc
     except ImportError:
-        raise DataError(f"{file}: reading .parquet needs pyarrow (pip install pyarrow), or convert it to .jsonl") from None
-    rows = pq.read_table(file).to_pylist()
-    return [_check_record(row, f"{file}: row {n}") for n, row in enumerate(rows, 1)]
+        raise DataError(f"{file}: reading {file.suffix} needs pyarrow (pip install pyarrow), or convert it to "
+                        ".jsonl") from None
+    if file.suffix == ".parquet":
+        rows = pq.read_table(file).to_pylist()
+    else:  # datasets' save_to_disk writes Arrow IPC streams
+        with open(file, "rb") as f:
+            rows = ipc.open_stream(f).read_all().to_pylist()
+    return [_check_record(row, f"{file}: row {n}", fmt) for n, row in enumerate(rows, 1)]
 
 
-def read_records(path: str | Path, field: str = "data.train", base: Path | None = None) -> list[dict[str, str]]:
-    """Every record under ``path`` (relative paths resolve from ``base``, the plan's folder)."""
+def read_records(path: str | Path, field: str = "data.train", base: Path | None = None,
+                 fmt: str = "auto") -> list[dict]:
+    """Every record under ``path`` (relative paths resolve from ``base``, the plan's folder), each in the shape
+    ``fmt`` names ("auto": any); OpenAI batch answers are joined to their requests."""
     path = Path(path)
     if base is not None and not path.is_absolute():
         path = base / path
@@ -57,15 +68,16 @@ def read_records(path: str | Path, field: str = "data.train", base: Path | None 
     for file in _files(path, field):
         try:
             if file.suffix == ".jsonl":
-                rows += _read_jsonl(file)
+                rows += _read_jsonl(file, fmt)
             elif file.suffix == ".txt":
                 rows += _read_txt(file)
             else:
-                rows += _read_parquet(file)
+                rows += _read_table(file, fmt)
         except UnicodeDecodeError as exc:
             raise DataError(f"{field}: {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except OSError as exc:
             raise DataError(f"{field}: {file}: cannot read ({exc.strerror or exc})") from None
+    rows = pair_batch(rows, field)
     if not rows:
         raise DataError(f"{field}: {path}: no examples (the data is empty)")
     return rows
@@ -88,23 +100,66 @@ class Encoded:
     dropped: int  # examples with nothing left to train on after the cut
 
 
-def encode(records: list[dict[str, str]], tokenizer, seq_len: int, field: str = "data.train") -> Encoded:
-    """Tokenise records: prompt tokens are masked, the response (or text) ends with the EOS token."""
+def chat_format(tokenizer, owner: str) -> ChatFormat | None:
+    """The tokenizer's chat template with the tokens it names, or None when it has none."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default")
+    if not template:
+        return None
+    special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    texts = set(tokenizer.all_special_tokens)
+    texts |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    return ChatFormat(template=template, special=special, special_texts=tuple(sorted(texts, key=len, reverse=True)),
+                      eos_token=tokenizer.eos_token, owner=owner)
+
+
+def _plain_pieces(row: dict, tokenizer, field: str) -> tuple[list[int], list[int]]:
+    if "text" in row and "response" not in row:
+        return [], tokenizer(row["text"], add_special_tokens=True)["input_ids"]
+    if "response" in row:
+        return (tokenizer(row["prompt"], add_special_tokens=True)["input_ids"],
+                tokenizer(row["response"], add_special_tokens=False)["input_ids"])
+    raise DataError(f"{field}: a record has a `prompt` but no `response`; training needs both, `text`, or "
+                    "`messages`")
+
+
+def conversation_ids(chat: ChatFormat, messages: list[dict], tokenizer,
+                     reasoning: Reasoning = "keep") -> tuple[list[int], list[int]]:
+    """(input ids, labels) of a conversation: each rendered piece tokenised on its own, so an answer starts on a
+    token boundary as it does after the generation prompt at inference; labels only on the assistant turns."""
+    pieces = chat.segments(messages, reasoning)
+    encoded = tokenizer([t for t, _ in pieces], add_special_tokens=False)["input_ids"]
+    ids: list[int] = []
+    labels: list[int] = []
+    for (_, trained), piece in zip(pieces, encoded):
+        ids += piece
+        labels += piece if trained else [IGNORE_INDEX] * len(piece)
+    return ids, labels
+
+
+def encode(records: list[dict], tokenizer, seq_len: int, field: str = "data.train", *,
+           chat: ChatFormat | None = None, reasoning: Reasoning = "keep") -> Encoded:
+    """Tokenise records. Conversations go through ``chat`` (the chat template): labels on assistant turns only.
+    Prompt + response: prompt tokens are masked, the response (or text) ends with the EOS token."""
     eos = tokenizer.eos_token_id
     examples, truncated, dropped = [], 0, 0
-    for row in records:
-        if "text" in row and "response" not in row:
-            prompt_ids: list[int] = []
-            answer_ids = tokenizer(row["text"], add_special_tokens=True)["input_ids"]
-        elif "response" in row:
-            prompt_ids = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
-            answer_ids = tokenizer(row["response"], add_special_tokens=False)["input_ids"]
+    for n, row in enumerate(records, 1):
+        if "messages" in row:
+            if chat is None:
+                raise DataError(f"{field}: record {n} is a conversation (`messages`) but neither model's tokenizer "
+                                "has a chat template; add `chat_template` to tokenizer_config.json, or give "
+                                "`prompt` + `response` records")
+            try:
+                ids, labels = conversation_ids(chat, row["messages"], tokenizer, reasoning)
+            except DataError as exc:
+                raise DataError(f"{field}: record {n}: {exc}") from None
         else:
-            raise DataError(f"{field}: a record has a `prompt` but no `response`; training needs both (or `text`)")
-        if eos is not None:
-            answer_ids = answer_ids + [eos]
-        ids = prompt_ids + answer_ids
-        labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+            prompt_ids, answer_ids = _plain_pieces(row, tokenizer, field)
+            if eos is not None:
+                answer_ids = answer_ids + [eos]
+            ids = prompt_ids + answer_ids
+            labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
         if len(ids) > seq_len:
             truncated += 1
             ids, labels = ids[:seq_len], labels[:seq_len]
@@ -119,6 +174,20 @@ def encode(records: list[dict[str, str]], tokenizer, seq_len: int, field: str = 
             f"({dropped} dropped); raise data.seq_len or shorten the prompts"
         )
     return Encoded(examples, truncated, dropped)
+
+
+def prompt_ids(row: dict, tokenizer, chat: ChatFormat | None) -> list[int]:
+    """The token ids a model is given to answer ``row``: a conversation up to its last assistant turn with the
+    generation prompt, or a ``prompt`` string."""
+    if "messages" in row:
+        if chat is None:
+            raise DataError("a conversation (`messages`) needs a chat template in the model's tokenizer")
+        return tokenizer(chat.prompt(row["messages"]), add_special_tokens=False)["input_ids"]
+    return tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+
+
+def has_prompt(row: dict) -> bool:
+    return "prompt" in row or any(m["role"] == "user" for m in row.get("messages", ()))
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -161,6 +230,21 @@ class BatchOrder:
             epoch, i = divmod(pos, self.n)
             out.append(int(self._perm(epoch)[i]))
         return out
+
+    def tokens(self, lengths: list[int], steps: int, first: int = 0) -> int:
+        """Exactly how many tokens steps ``first .. steps`` read, given every example's length: whole epochs
+        read every example once, a part epoch the start of its permutation."""
+        start, end = first * self.global_batch, steps * self.global_batch
+        if end <= start:
+            return 0
+        total_len = sum(lengths)
+        lens = torch.tensor(lengths, dtype=torch.long)
+
+        def upto(pos: int) -> int:  # tokens of positions [0, pos)
+            epochs, rem = divmod(pos, self.n)
+            return epochs * total_len + (int(lens[self._perm(epochs)[:rem]].sum()) if rem else 0)
+
+        return upto(end) - upto(start)
 
     def micro_batches(self, step: int, rank: int, world: int, micro: int) -> list[list[int]]:
         indices = self.global_batch_indices(step)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import BatchOrder, Example, collate
+from .data import BatchOrder, Example, collate, has_prompt, prompt_ids
 from .losses import LossSums, combine, distill_loss_sums
 from .teacher import TopkCache, generate_greedy, teacher_head, teacher_hidden
 
@@ -94,12 +94,13 @@ def answer_of(text: str) -> str:
 
 
 def task_score(model, tokenizer, rows: list[dict], device, max_new_tokens: int, batch_size: int = 50,
-               collective=None) -> float | None:
-    """Share of held-out prompts whose greedy answer equals the row's ``answer``; None without answers.
+               collective=None, chat=None) -> float | None:
+    """Share of held-out prompts whose greedy answer equals the row's ``answer``; None without answers. A row is a
+    ``prompt`` or a conversation (asked up to its last assistant turn through ``chat``, the model's template).
 
     With ``collective`` (a sharded model) every rank answers its share of the prompts in lockstep (each decoding
     step of a sharded model is a collective) and the counts are summed."""
-    rows = [r for r in rows if "answer" in r and "prompt" in r]
+    rows = [r for r in rows if "answer" in r and has_prompt(r)]
     if not rows:
         return None
     mine = rows[collective.rank :: collective.world] if collective is not None else rows
@@ -109,8 +110,9 @@ def task_score(model, tokenizer, rows: list[dict], device, max_new_tokens: int, 
     right = 0
     for b in range(n_batches):
         part = mine[b * batch_size : (b + 1) * batch_size]
-        prompts = [r["prompt"] for r in part] or [rows[0]["prompt"]]  # a filler keeps the ranks in step
-        outs = generate_greedy(model, tokenizer, prompts, device, max_new_tokens, synced=collective is not None)
+        prompts = [prompt_ids(r, tokenizer, chat) for r in part or rows[:1]]  # a filler keeps the ranks in step
+        outs = generate_greedy(model, tokenizer, prompts, device, max_new_tokens, synced=collective is not None,
+                               chat=chat)
         right += sum(answer_of(o) == str(r["answer"]).strip() for o, r in zip(outs, part))
     if collective is not None:
         right = collective.sum(right)

@@ -19,7 +19,10 @@ from ..plan import Plan
 from . import models as M
 from . import parallel as P
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .data import BatchOrder, encode, read_records
+from ..chat import shape_of
+from ..records import describe
+from .data import BatchOrder, chat_format, conversation_ids, encode, has_prompt, read_records
+from .optim import check_optimizer, make_optimizer, make_schedule
 from .loop import DistillModule, Loop, LoopConfig, LoopState, TeacherSignal, heldout_metrics, task_score
 from .teacher import TopkCache, generate_responses, merge_generated
 
@@ -68,16 +71,19 @@ class Session:
         if plan.data.train is None:
             raise DataError("data.train: a run needs a data file; `data.tokens` only sizes a plan")
         M.check_runnable(plan, device)
+        check_optimizer(plan.training.optimizer, device)
         mode = self._teacher_mode()
         self.mode = mode
-        records = read_records(plan.data.train, "data.train", base)
-        eval_records = read_records(plan.data.eval, "data.eval", base) if plan.data.eval else []
+        fmt = plan.data.format
+        records = read_records(plan.data.train, "data.train", base, fmt)
+        self.info(f"data.train: {describe(records)}" + (" (data.format auto)" if fmt == "auto" else ""))
+        eval_records = read_records(plan.data.eval, "data.eval", base, fmt) if plan.data.eval else []
         prompts = []
         if mode == "generate":
-            rows = read_records(plan.data.prompts, "data.prompts", base) if plan.data.prompts else records
-            prompts = [r["prompt"] for r in rows if "prompt" in r]
+            rows = read_records(plan.data.prompts, "data.prompts", base, fmt) if plan.data.prompts else records
+            prompts = [r for r in rows if has_prompt(r)]
             if not prompts:
-                raise DataError("data.prompts: no record has a `prompt` for the teacher to answer")
+                raise DataError("data.prompts: no record has a `prompt` or a user turn for the teacher to answer")
 
         t_src = M.model_source(plan.teacher.model, base)
         s_src = M.model_source(plan.student.model, base)
@@ -100,10 +106,14 @@ class Session:
             self.vocab = M.shared_vocab_size(t_tok, s_tok, t_cfg, s_cfg, "logit-kd")  # eval KL still possible
         self.tokenizer = s_tok
         self.teacher_tokenizer = t_tok
-        self.eval_rows = eval_records[: plan.training.eval_samples]
-        train_enc = encode(records, s_tok, plan.data.seq_len, "data.train") if mode != "generate" else None
-        self.eval_examples = encode(eval_records, s_tok, plan.data.seq_len, "data.eval").examples \
-            if any("response" in r or "text" in r for r in eval_records) else []
+        self._chat_formats(t_tok, s_tok, records + eval_records + prompts, logit)
+        self.eval_rows = [r for r in eval_records if "answer" in r and has_prompt(r)][: plan.training.eval_samples]
+        enc = dict(chat=self.chat, reasoning=plan.data.reasoning)
+        train_enc = encode(records, s_tok, plan.data.seq_len, "data.train", **enc) if mode != "generate" else None
+        trainable = [r for r in eval_records if shape_of(r) != "prompt"
+                     and ("messages" not in r or any(m["role"] == "assistant" for m in r["messages"]))]
+        self.eval_examples = encode(trainable, s_tok, plan.data.seq_len, "data.eval", **enc).examples \
+            if trainable else []
 
         # global batch and steps
         seqs = plan.data.global_batch_tokens // plan.data.seq_len
@@ -177,8 +187,6 @@ class Session:
         self.order = BatchOrder(len(self.examples), self.global_seqs, plan.training.seed)
 
         # optimiser, schedule, wrappers
-        from transformers import get_cosine_schedule_with_warmup
-
         module = DistillModule(student.model, student.base, vocab_size=self.vocab or s_cfg.get_text_config().vocab_size,
                                loss=plan.method.loss, beta=plan.method.beta, temperature=plan.method.temperature,
                                chunk_tokens=plan.training.loss_chunk_tokens, softcap=self.softcap)
@@ -186,8 +194,7 @@ class Session:
         self.student_config = s_cfg  # sharded, the student is saved from its gathered weights into a new shell
 
         def optimizer_for(mod):
-            params = [p for p in mod.parameters() if p.requires_grad]
-            return torch.optim.AdamW(params, lr=plan.training.learning_rate, weight_decay=plan.training.weight_decay)
+            return make_optimizer([p for p in mod.parameters() if p.requires_grad], plan.training, device)
 
         if self.par.sharded:  # the optimiser is made after sharding: it must hold the sharded parameters
             self.module, self.optimizer = self.par.prepare(module, lambda: optimizer_for(module))
@@ -196,7 +203,7 @@ class Session:
             raw_optimizer = optimizer_for(module)
             self.module, self.optimizer = self.par.prepare(module, raw_optimizer)
         self.parameter_bytes["student"] = P.Collective(acc).gather(P.local_parameter_bytes(self.module))
-        scheduler = get_cosine_schedule_with_warmup(raw_optimizer, plan.training.warmup_steps, self.total_steps)
+        scheduler = make_schedule(raw_optimizer, plan.training, self.total_steps)
         # Not prepared: accelerate's scheduler wrapper steps once per process (it assumes each process sees its
         # own batches), which would make the schedule run N times too fast. Our step is one global batch.
         self.scheduler = scheduler
@@ -213,6 +220,37 @@ class Session:
                 self.teacher_score = state.get("teacher_task_score")
                 self.info(f"resumed from {ckpt.name}")
             self.resumed_from = self.state.step
+
+    def _chat_formats(self, t_tok, s_tok, records: list[dict], logit: bool) -> None:
+        """The chat templates a run uses: the student's for training (the teacher's when the student's tokenizer
+        has none), the teacher's for its generation prompts. Logit KD compares the two models token by token, so
+        both must render a conversation to the same ids."""
+        teacher = chat_format(t_tok, "teacher.model")
+        student = chat_format(s_tok, "student.model")
+        self.chat = student or teacher
+        self.teacher_chat = teacher or student
+        conversations = [r for r in records if "messages" in r]
+        if not conversations:
+            return
+        if self.chat is None:
+            raise DataError("data: the records are conversations (`messages`) but neither the teacher's nor the "
+                            "student's tokenizer has a chat template; add `chat_template` to tokenizer_config.json, "
+                            "or give `prompt` + `response` records")
+        if student is None:
+            self.info("the student's tokenizer has no chat template: conversations are rendered with the teacher's")
+        if logit and teacher is not None and student is not None:
+            sample = next((r for r in conversations if any(m["role"] == "assistant" for m in r["messages"])), None)
+            if sample is not None:
+                reasoning = self.plan.data.reasoning
+                a = conversation_ids(teacher, sample["messages"], t_tok, reasoning)
+                b = conversation_ids(student, sample["messages"], s_tok, reasoning)
+                if a != b:
+                    at = next((i for i, (x, y) in enumerate(zip(a[0], b[0])) if x != y), min(len(a[0]), len(b[0])))
+                    raise DataError("method.kind: logit KD compares the teacher and the student token by token, but "
+                                    "their chat templates render the first conversation differently (first "
+                                    f"difference at token {at}: teacher {t_tok.decode(a[0][at:at + 3])!r}, student "
+                                    f"{s_tok.decode(b[0][at:at + 3])!r}); give the student the teacher's "
+                                    "chat_template, or use method.kind = \"seq-kd\"")
 
     def _teacher_mode(self) -> str:
         method = self.plan.method
@@ -258,7 +296,8 @@ class Session:
             done = generate_responses(teacher, self.teacher_tokenizer, prompts[coll.rank :: coll.world], part,
                                       device=acc.device, max_new_tokens=plan.training.max_new_tokens,
                                       progress=self._progress("teacher generation"), should_stop=self.stop,
-                                      collective=coll, lockstep=self.teacher_sharded, filler=prompts[0])
+                                      collective=coll, lockstep=self.teacher_sharded, filler=prompts[0],
+                                      chat=self.teacher_chat)
         if coll.any(not done):
             raise KeyboardInterrupt
         acc.wait_for_everyone()
@@ -268,11 +307,13 @@ class Session:
         acc.wait_for_everyone()
         generated = read_records(out, "generated data")
         share = plan.method.generated_share
-        originals = [r for r in records if "response" in r or "text" in r]
+        originals = [r for r in records if shape_of(r) in ("prompt-response", "text")
+                     or ("messages" in r and r["messages"][-1]["role"] == "assistant")]
         n_orig = min(len(originals), round(len(generated) * (1 - share) / share))
         mixed = generated + originals[:n_orig]
         self.info(f"training on {len(generated)} generated and {n_orig} original examples")
-        return encode(mixed, self.tokenizer, plan.data.seq_len, "generated data")
+        return encode(mixed, self.tokenizer, plan.data.seq_len, "generated data", chat=self.chat,
+                      reasoning=plan.data.reasoning)
 
     def _score(self, teacher) -> float | None:
         """The teacher's held-out task score: on the main process, or on every process when it is sharded."""
@@ -281,11 +322,12 @@ class Session:
         if self.teacher_sharded:
             with P.gathered(teacher, reshard=False):
                 return task_score(teacher.lm, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
-                                  self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator))
+                                  self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator),
+                                  chat=self.teacher_chat)
         if not self.main:
             return None
         return task_score(teacher.lm, self.teacher_tokenizer, self.eval_rows, self.accelerator.device,
-                          self.plan.training.max_new_tokens)
+                          self.plan.training.max_new_tokens, chat=self.teacher_chat)
 
     # ---- training ------------------------------------------------------------------------------------------
     def train(self) -> str:
@@ -300,9 +342,9 @@ class Session:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        tokens = sum(len(self.examples[i].input_ids) for i in range(len(self.examples)))
+        total_tokens = self.order.tokens([len(e.input_ids) for e in self.examples], self.total_steps)
         self.emit("run_started", plan=plan.model_dump(mode="json", exclude_none=True), total_steps=self.total_steps,
-                  total_tokens=int(tokens * self.total_steps * self.global_seqs / max(1, len(self.examples))),
+                  total_tokens=total_tokens,
                   examples=len(self.examples), global_batch=self.global_seqs, processes=self.accelerator.num_processes,
                   device=str(self.accelerator.device), trainable_parameters=self.n_trainable,
                   teacher_mode=self.mode, **self._placement_fields(),
@@ -311,7 +353,7 @@ class Session:
         self._t_start = time.monotonic()
         self._tokens_trained, self._tokens_before = 0, self.state.tokens_seen
         self._first_step = self.state.step
-        if self.state.step == 0:
+        if self.state.step == 0 and plan.training.eval_at_start:
             self.evaluate(0)
         if self.state.step >= self.total_steps:
             self.info("the run had already finished its steps; saving the student again")
@@ -380,11 +422,12 @@ class Session:
         if self.eval_rows and self.par.sharded:  # every process answers its share, the student gathered
             with P.gathered(self.module):
                 score = task_score(self.module.model, self.tokenizer, self.eval_rows, self.accelerator.device,
-                                   self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator))
+                                   self.plan.training.max_new_tokens, collective=P.Collective(self.accelerator),
+                                   chat=self.chat)
         elif self.main and self.eval_rows:
             model = self.par.unwrap(self.module).model
             score = task_score(model, self.tokenizer, self.eval_rows, self.accelerator.device,
-                               self.plan.training.max_new_tokens)
+                               self.plan.training.max_new_tokens, chat=self.chat)
         self.accelerator.wait_for_everyone()
         if self.main:
             fields = {**metrics, "task_score": score, "teacher_task_score": self.teacher_score}

@@ -208,16 +208,21 @@ class TopkCache:
 
 
 @torch.no_grad()
-def generate_responses(teacher, tokenizer, prompts: list[str], out_file: str | Path, *, device: torch.device,
+def generate_responses(teacher, tokenizer, prompts: list[dict], out_file: str | Path, *, device: torch.device,
                        max_new_tokens: int, batch_size: int = 16, progress: Progress | None = None,
                        should_stop: Callable[[], bool] | None = None, collective=None, lockstep: bool = False,
-                       filler: str | None = None) -> bool:
-    """Greedy responses of the teacher, appended to ``out_file`` (jsonl: prompt, response) as they come.
+                       filler: dict | None = None, chat=None) -> bool:
+    """Greedy responses of the teacher to prompt records, appended to ``out_file`` as they come: a ``prompt`` gets
+    ``{"prompt", "response"}``, a conversation gets its messages up to the last user turn and the teacher's turn.
+    Conversations are given to the teacher through ``chat`` (its template, with the generation prompt).
 
     Lines already in the file are kept and skipped, so an interrupted generation goes on where it stopped.
     Returns False if stopped early. ``lockstep`` (a sharded teacher, several processes): every rank calls
     ``generate`` the same number of times with FSDP-safe synchronisation, on ``filler`` where it has no prompt left.
     """
+    from ..chat import prompt_messages
+    from .data import prompt_ids
+
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     done = 0
@@ -237,11 +242,19 @@ def generate_responses(teacher, tokenizer, prompts: list[str], out_file: str | P
                 stop = collective.any(stop)
             if stop:
                 return False
-            texts = prompts[b * batch_size : (b + 1) * batch_size]
-            outs = generate_greedy(lm, tokenizer, texts or [filler or ""], device, max_new_tokens, synced=lockstep)
-            for k, (prompt, response) in enumerate(zip(texts, outs)):
-                if b * batch_size + k >= done:
-                    f.write(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n")
+            rows = prompts[b * batch_size : (b + 1) * batch_size]
+            ids = [prompt_ids(r, tokenizer, chat) for r in rows or [filler or prompts[0]]]
+            outs = generate_greedy(lm, tokenizer, ids, device, max_new_tokens, synced=lockstep, chat=chat)
+            for k, (row, response) in enumerate(zip(rows, outs)):
+                if b * batch_size + k < done:
+                    continue
+                if "messages" in row:
+                    asked = prompt_messages(row["messages"])
+                    turn = {"role": "assistant", "content": chat.generation_prefix(row["messages"]) + response}
+                    line = {"messages": asked + [turn]}
+                else:
+                    line = {"prompt": row["prompt"], "response": response}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
             f.flush()
             if progress is not None:
                 world = collective.world if collective is not None else 1
@@ -260,21 +273,37 @@ def merge_generated(parts: list[Path], out_file: Path) -> int:
     return len(merged)
 
 
+def stop_ids(model, tokenizer, chat=None) -> list[int]:
+    """Token ids that end an answer: the tokenizer's EOS, the model's own (``generation_config``) and the special
+    tokens that end an assistant turn in the chat template (Gemma's ``<end_of_turn>``, ChatML's ``<|im_end|>``)."""
+    ids = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids += extra if isinstance(extra, list) else [extra]
+    if chat is not None:
+        ids += [tokenizer.convert_tokens_to_ids(t) for t in chat.stop_texts()]
+    unk = tokenizer.unk_token_id
+    return sorted({i for i in ids if isinstance(i, int) and i >= 0 and i != unk})
+
+
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompts: list[str], device: torch.device, max_new_tokens: int,
-                    synced: bool = False) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batch), without the prompt, special tokens removed.
-    ``synced``: a sharded model, every rank decoding until all are done (each step is a collective)."""
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(device)
-    finally:
-        tokenizer.padding_side = side
+def generate_greedy(model, tokenizer, prompts: list[list[int]], device: torch.device, max_new_tokens: int,
+                    synced: bool = False, chat=None) -> list[str]:
+    """Greedy continuations of ``prompts`` (token ids; a left-padded batch), without the prompt, special tokens
+    removed. ``synced``: a sharded model, every rank decoding until all are done (each step is a collective)."""
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
     was_training = model.training
     model.eval()
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    stops = stop_ids(model, tokenizer, chat)
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                         do_sample=False, use_cache=True, pad_token_id=pad, eos_token_id=stops or None,
                          **({"synced_gpus": True} if synced else {}))
     model.train(was_training)
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -7,6 +7,9 @@ without importing torch, so it stays fast to start.
 
 Tokens are counted with the teacher's own ``tokenizer.json`` when there is one and the ``tokenizers`` package
 imports; otherwise they are estimated at 4 bytes a token, the planner's rule for a file without a count.
+Conversations (``messages``) are rendered with the teacher's chat template and cut into pieces exactly as training
+cuts them (``engine/chat.py``), so the scan counts the tokens of the whole rendered conversation and, apart, the
+assistant tokens the loss is taken on.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator
 
+from ...engine.chat import ChatFormat, pair_batch
 from ...engine.errors import DataError
 from ...engine.records import check_record, data_files
 
@@ -33,22 +37,33 @@ class ScanResult:
     text_bytes: int
     counted: bool              # True: real tokens from the teacher's tokenizer; False: estimated from bytes
     note: str                  # how the tokens were obtained, in words
+    conversations: int = 0     # examples that are conversations (messages)
+    assistant_tokens: int | None = None  # tokens of their assistant turns (the trained ones), when counted
 
     def summary(self) -> str:
         files = f" in {self.files} files" if self.files > 1 else ""
         approx = "" if self.counted else "about "
-        return f"{self.examples:,} examples{files} · {approx}{self.tokens:,} tokens ({self.note})"
+        what = "examples"
+        if self.conversations == self.examples:
+            what = "conversations"
+        elif self.conversations:
+            what = f"examples ({self.conversations:,} conversations)"
+        trained = f", {self.assistant_tokens:,} in assistant turns" if self.assistant_tokens is not None else ""
+        return f"{self.examples:,} {what}{files} · {approx}{self.tokens:,} tokens{trained} ({self.note})"
 
 
-def record_text(row: Any, where: str) -> str:
-    """The text of one record that training reads (prompt + response, or text)."""
+def record_text(row: Any, where: str) -> str | dict:
+    """What training reads of one record: its text (prompt + response, or text), or the record itself when it is a
+    conversation (``messages``), which the chat template renders."""
     row = check_record(row, where)
+    if "messages" in row or "_answer_of" in row:
+        return row
     if isinstance(row.get("text"), str):
         return row["text"]
     return row["prompt"] + row.get("response", "")
 
 
-def _jsonl(file: Path, field: str) -> Iterator[tuple[str, int]]:
+def _jsonl(file: Path, field: str) -> Iterator[tuple[str | dict, int]]:
     """(text, bytes read) per record."""
     with open(file, "rb") as f:
         for n, raw in enumerate(f, 1):
@@ -97,7 +112,52 @@ def _parquet(file: Path, field: str) -> Iterator[tuple[str, int]]:
             yield record_text(row, f"{field}: {file}: row {n}"), size // rows
 
 
-_READERS = {".jsonl": _jsonl, ".txt": _txt, ".parquet": _parquet}
+def _arrow(file: Path, field: str) -> Iterator[tuple[str | dict, int]]:
+    try:
+        from pyarrow import ipc
+    except ImportError:
+        raise DataError(f"{field}: {file}: reading .arrow needs pyarrow (pip install pyarrow)") from None
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        rows = ipc.open_stream(f).read_all().to_pylist()
+    for n, row in enumerate(rows, 1):
+        yield record_text(row, f"{field}: {file}: row {n}"), size // max(len(rows), 1)
+
+
+_READERS = {".jsonl": _jsonl, ".txt": _txt, ".parquet": _parquet, ".arrow": _arrow}
+
+
+def load_chat(tokenizer_file: str | None) -> ChatFormat | None:
+    """The chat template beside a tokenizer.json (``chat_template.jinja`` or ``tokenizer_config.json``), with the
+    special tokens it refers to, as transformers would load them; None without one."""
+    if not tokenizer_file:
+        return None
+    folder = Path(tokenizer_file).parent
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    template = None
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    elif isinstance(config.get("chat_template"), str):
+        template = config["chat_template"]
+    if not template:
+        return None
+
+    def text(v):
+        return v.get("content") if isinstance(v, dict) else v if isinstance(v, str) else None
+
+    special = {k: text(config[k]) for k in ("bos_token", "eos_token", "pad_token", "unk_token")
+               if text(config.get(k))}
+    texts = set(special.values())
+    try:
+        added = json.loads(Path(tokenizer_file).read_text(encoding="utf-8")).get("added_tokens", [])
+        texts |= {t["content"] for t in added if t.get("special")}
+    except (OSError, ValueError):
+        pass
+    return ChatFormat(template=template, special=special, special_texts=tuple(sorted(texts, key=len, reverse=True)),
+                      eos_token=special.get("eos_token"), owner="teacher.model")
 
 
 def load_counter(tokenizer_file: str | None) -> tuple[Callable[[list[str]], int] | None, str]:
@@ -113,8 +173,9 @@ def load_counter(tokenizer_file: str | None) -> tuple[Callable[[list[str]], int]
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own Exception type
         return None, f"estimated at 4 bytes a token: {tokenizer_file} could not be loaded ({exc})"
 
-    def count(texts: list[str]) -> int:
-        return sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=True))
+    def count(texts: list[str], add_special_tokens: bool = True) -> int | list[int]:
+        encoded = tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return sum(len(e.ids) for e in encoded) if add_special_tokens else [len(e.ids) for e in encoded]
 
     return count, "counted with the teacher's tokenizer.json"
 
@@ -127,22 +188,28 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
     files = data_files(root, field)
     total = sum(f.stat().st_size for f in files) or 1
     count, note = load_counter(tokenizer_file)
-    done = examples = tokens = text_bytes = 0
+    chat = load_chat(tokenizer_file) if count is not None else None
+    done = examples = tokens = text_bytes = conversations = 0
+    assistant = 0
     batch: list[str] = []
+    pending: list[dict] = []  # conversations, and OpenAI batch answers until their requests are read
     since = 0
     yield 0, total, f"reading {files[0].name}"
     for file in files:
         reader = _READERS[file.suffix]
         try:
-            for text, nbytes in reader(file, field):
+            for item, nbytes in reader(file, field):
                 done += nbytes
                 since += nbytes
-                if not text:
+                if isinstance(item, dict):
+                    pending.append(item)
+                    continue
+                if not item:
                     continue
                 examples += 1
-                text_bytes += len(text.encode("utf-8"))
+                text_bytes += len(item.encode("utf-8"))
                 if count is not None:
-                    batch.append(text)
+                    batch.append(item)
                 if len(batch) >= BATCH or since >= PROGRESS_BYTES or (count is None and examples % BATCH == 0):
                     if batch:
                         tokens += count(batch)
@@ -155,10 +222,34 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
             raise DataError(f"{field}: {file}: cannot read ({exc.strerror or exc})") from None
     if batch:
         tokens += count(batch)
+    for n, row in enumerate(pair_batch(pending, field), 1):
+        examples += 1
+        conversations += 1
+        if chat is not None:
+            try:
+                pieces = chat.segments(row["messages"])
+            except DataError as exc:
+                if "nothing to train on" not in str(exc):
+                    raise DataError(f"{field}: conversation {n}: {exc}") from None
+                pieces = [(chat.prompt(row["messages"]), False)]  # a prompt alone
+            lengths = count([t for t, _ in pieces], add_special_tokens=False)
+            tokens += sum(lengths)
+            assistant += sum(k for k, (_, trained) in zip(lengths, pieces) if trained)
+            text_bytes += sum(len(t.encode("utf-8")) for t, _ in pieces)
+        else:
+            text_bytes += sum(len(m["content"].encode("utf-8")) for m in row["messages"])
+        if n % BATCH == 0:
+            yield done, total, f"{conversations:,} conversations rendered"
     if examples == 0:
         raise DataError(f"{field}: {root}: no examples (the data is empty)")
-    if count is None:
+    counted = count is not None and (chat is not None or conversations == 0)
+    if not counted:
         tokens = math.ceil(text_bytes / BYTES_PER_TOKEN)
+        if conversations and count is not None:
+            note = "estimated at 4 bytes a token: the teacher's tokenizer has no chat template for the conversations"
+    elif conversations:
+        note = "rendered with the teacher's chat template, " + note
     yield total, total, f"{examples:,} examples read"
     return ScanResult(path=str(root), files=len(files), examples=examples, tokens=tokens, text_bytes=text_bytes,
-                      counted=count is not None, note=note)
+                      counted=counted, note=note, conversations=conversations,
+                      assistant_tokens=assistant if counted and conversations else None)

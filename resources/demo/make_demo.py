@@ -44,6 +44,18 @@ PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]
 CHARS = list("0123456789+=#") + [" ", "\n"]  # every character the prompts and responses use
 
+# The demo models' chat template: a user turn is its text, an assistant turn its text and EOS; exactly the
+# prompt + response encoding the teacher was trained on, so conversations reach the same score. The models know no
+# system role, and the template says so rather than dropping one.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{ message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ message['content'] + eos_token }}"
+    "{%- else -%}{{ raise_exception('the demo models know user and assistant turns only, not ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
 N_TRAIN = 6000
 N_EVAL = 200
 N_PROMPTS = 2000
@@ -52,6 +64,17 @@ N_PROMPTS = 2000
 def sample_operand(rng: random.Random) -> int:
     n = rng.randint(MIN_DIGITS, MAX_DIGITS)
     return rng.randint(10 ** (n - 1), 10**n - 1)
+
+
+def as_conversation(row: dict) -> dict:
+    """A prompt + response row as a conversation record (``chat-train.jsonl``, ``chat-eval.jsonl``)."""
+    return {"messages": [{"role": "user", "content": row["prompt"]},
+                         {"role": "assistant", "content": row["response"]}], "answer": row["answer"]}
+
+
+def write_chat_data(out: Path, train_rows: list[dict], eval_rows: list[dict]) -> None:
+    write_jsonl(out / "chat-train.jsonl", [as_conversation(r) for r in train_rows])
+    write_jsonl(out / "chat-eval.jsonl", [as_conversation(r) for r in eval_rows])
 
 
 def make_prompt(a: int, b: int) -> str:
@@ -450,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(out / "train.jsonl", train_rows)
     write_jsonl(out / "eval.jsonl", eval_rows)
     write_jsonl(out / "prompts.jsonl", [{"prompt": make_prompt(a, b)} for a, b in prompt_pairs])
+    write_chat_data(out, train_rows, eval_rows)
     print(f"data: {len(train_rows)} train, {len(eval_rows)} eval, {len(prompt_pairs)} prompts -> {out}")
 
     tokenizer = build_tokenizer()
@@ -460,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir, student_dir = out / "teacher", out / "student"
     for d in (teacher_dir, student_dir):
         d.mkdir(exist_ok=True)
+        tokenizer.chat_template = CHAT_TEMPLATE
         tokenizer.save_pretrained(d)
         reloaded = AutoTokenizer.from_pretrained(d)  # offline: the folder alone must be enough
         sample = train_rows[0]["prompt"] + train_rows[0]["response"]
