@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_kd_trainer.py            # 3 interleaved pairs of runs, 3 + 20 steps each
     .venv/bin/python benchmarks/bench_kd_trainer.py --quick    # smoke test, tiny sizes: ~35 s on a quiet machine
+    .venv/bin/python benchmarks/bench_kd_trainer.py --case gemma   # Gemma 3's 262,144-token vocabulary, batch 2 x 256
+    .venv/bin/python benchmarks/bench_kd_trainer.py --vocab 1024   # a small vocabulary
 
 Needs TRL (``.venv/bin/pip install -c constraints.txt trl``). Nothing is downloaded: the models, the tokenizer and
 the data are made here, in a temporary folder, from a fixed seed. Prints a table; writes it with the settings and
@@ -92,6 +94,9 @@ class Settings:
         return self.warmup + self.steps
 
 
+CASES = {"gemma": dict(vocab=262_144, batch=2, seq_len=256, prompt_len=64)}
+TRAINED_VOCAB = 8192  # BPE merges learnt from the synthetic words; a larger vocabulary is padded (build_fixture)
+
 QUICK = dict(steps=2, warmup=1, repeats=1, seq_len=64, prompt_len=16, examples=32, vocab=4096, hidden=128,
              intermediate=256, teacher_layers=2, student_layers=1)
 
@@ -130,7 +135,8 @@ def build_fixture(root: Path, s: Settings) -> dict[str, int]:
     # says: a byte-level BPE with Qwen's pre-tokenizer, rebuilt from tokenizer.json's vocabulary and merges. So the
     # tokenizer is one of that kind, trained here on the synthetic words (Zipf-like frequencies).
     rng = random.Random(s.seed)
-    words = _words(max(20_000, 2 * s.vocab), rng)
+    trained = min(s.vocab, TRAINED_VOCAB)
+    words = _words(max(20_000, 2 * trained), rng)
     cum = list(itertools.accumulate(1.0 / (r + 1) ** 1.1 for r in range(len(words))))
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
@@ -139,9 +145,17 @@ def build_fixture(root: Path, s: Settings) -> dict[str, int]:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator((" ".join(rng.choices(words, cum_weights=cum, k=200)) for _ in range(2000)),
-                            trainers.BpeTrainer(vocab_size=s.vocab, special_tokens=["<pad>", "<s>", "</s>"],
+                            trainers.BpeTrainer(vocab_size=trained, special_tokens=["<pad>", "<s>", "</s>"],
                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                 show_progress=False))
+    if s.vocab > trained:
+        # Synthetic text cannot teach 262,144 merges, so the vocabulary is padded with entries no merge produces:
+        # the heads, softmaxes and gradients are as wide as the real vocabulary's, the tokens of the text the same.
+        spec = json.loads(tok.to_str())
+        vocab = spec["model"]["vocab"]
+        for i in range(len(vocab), s.vocab):
+            vocab[f"\u0100\u0100{i}"] = i
+        tok = Tokenizer.from_str(json.dumps(spec))
     PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                             unk_token=None,  # else Qwen2Tokenizer adds "<|endoftext|>" as its unk: one token more
                             model_max_length=s.seq_len).save_pretrained(root / "tokenizer")
@@ -415,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, help=f"untimed steps before them, at least 1 (default {Settings.warmup})")
     ap.add_argument("--repeats", type=int, help=f"interleaved pairs of runs (default {Settings.repeats})")
     ap.add_argument("--threads", type=int, help=f"torch.set_num_threads in each child (default {Settings.threads})")
+    ap.add_argument("--case", choices=sorted(CASES), help="a preset: " + "; ".join(
+        f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in CASES.items()))
+    ap.add_argument("--vocab", type=int, help=f"vocabulary size (default {Settings.vocab})")
+    ap.add_argument("--batch", type=int, help=f"sequences per step (default {Settings.batch})")
+    ap.add_argument("--seq-len", type=int, help=f"tokens per sequence (default {Settings.seq_len})")
+    ap.add_argument("--prompt-len", type=int, help=f"masked prompt tokens (default {Settings.prompt_len})")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_kd_trainer.md"), help="markdown report")
@@ -428,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args.child, args.root, args.run_dir, json.loads(args.settings))
 
     s = Settings(**(QUICK if args.quick else {}))
-    for key in ("steps", "warmup", "repeats", "threads"):
+    for key, value in CASES.get(args.case, {}).items():
+        setattr(s, key, value)
+    for key in ("steps", "warmup", "repeats", "threads", "vocab", "batch", "seq_len", "prompt_len"):
         if getattr(args, key) is not None:
             setattr(s, key, getattr(args, key))
     if s.warmup < 1 or s.steps < 1 or s.repeats < 1:
@@ -479,16 +501,20 @@ def write_report(path: Path, s: Settings, params: dict[str, int], results: dict,
         f"{s.student_layers} layers ({params['student'] / 1e6:.1f}M); hidden {s.hidden}, MLP {s.intermediate}, "
         f"{s.heads} heads / {s.kv_heads} KV heads, untied head; random weights saved with seed {s.seed} "
         "(student init \"pretrained\")",
-        f"byte-level BPE tokenizer of {s.vocab:,} tokens (Qwen2's pre-tokenizer) trained on synthetic words",
+        f"byte-level BPE tokenizer of {s.vocab:,} tokens (Qwen2's pre-tokenizer) trained on synthetic words"
+        + (f" ({min(s.vocab, TRAINED_VOCAB):,} learnt, the rest vocabulary entries no merge produces: heads and "
+           "softmaxes as wide as the vocabulary)" if s.vocab > TRAINED_VOCAB else ""),
         f"{s.examples} examples of exactly {s.seq_len} tokens: {s.prompt_len} masked prompt tokens, completion, "
         "EOS; no padding; TRL's collator and our encoding checked to give the same tokens and labels",
         f"micro batch {s.batch} sequences = {s.batch * s.seq_len:,} tokens per step, no gradient accumulation",
-        f"generalised JSD, beta {s.beta}, temperature {s.temperature}, no CE term; full fine-tuning, fp32; AdamW "
-        f"(torch), lr {s.learning_rate:g}, cosine without warm-up, weight decay 0, clip at norm 1.0",
+        f"generalised JSD, beta {s.beta}, temperature {s.temperature}, no CE term; full fine-tuning, fp32; torch "
+        f"AdamW, lr {s.learning_rate:g}, cosine without warm-up, weight decay 0, clip at norm 1.0 (ours: AdamW fused, "
+        "the engine's default on a CPU; TRL: `optim adamw_torch`, its default)",
         "no gradient checkpointing, no evaluation, no checkpoint during the steps; one process, "
         f"`torch.set_num_threads({s.threads})`",
         "ours: `distill run PLAN --run-dir DIR` (in a child, through `distill_studio.engine.cli.main`), "
-        "kind logit-kd, loss jsd, kd_weight 1.0, teacher_mode online, adapter full, loss_chunk_tokens 1024 (default)",
+        "kind logit-kd, loss jsd, kd_weight 1.0, teacher_mode online, adapter full, loss_chunk_tokens 1024 and "
+        "log_every 1 (defaults)",
         "TRL: `trl.experimental.gkd.GKDTrainer`, lmbda 0 (no student generation), seq_kd False, optim adamw_torch, "
         "gradient_checkpointing False and bf16 False (TRL's defaults are True), use_cpu, logging_steps 1, "
         "save_strategy no, a chat template that joins prompt and completion and adds EOS",

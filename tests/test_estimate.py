@@ -69,14 +69,14 @@ def _machine(acc_id: str = "h100-sxm", gpus: int = 8, nodes: int = 1) -> Machine
 
 
 def _one(student="llama-3.1-8b", teacher=None, *, acc="h100-sxm", gpus=8, nodes=1, seq=4096, adapter="full",
-         mode=None, recompute=False, tprec="bf16", shard_all=None, chunked=True, tokens=1e9):
+         mode=None, recompute=False, tprec="bf16", shard_all=None, chunked=True, tokens=1e9, optimizer="adamw"):
     s = resolve_model(student)
     t = resolve_model(teacher) if teacher else None
     mode = mode or ("online" if t else "none")
     job = Job(student=shape_of(s), teacher=shape_of(t) if t else None,
               method="ce" if t is None else ("seq-kd" if mode == "generate" else "logit-kd"),
               seq_len=seq, tokens_per_epoch=tokens, epochs=1, global_batch_tokens=1 << 20,
-              lora_params=lora_params(s, 16), chunked_logits=chunked)
+              lora_params=lora_params(s, 16), chunked_logits=chunked, optimizer=optimizer)
     grid, labels = build_grid([_machine(acc, gpus, nodes)], has_teacher=t is not None, teacher_modes=(mode,),
                               nodes=nodes)
     out = evaluate(job, grid)
@@ -113,6 +113,16 @@ def test_lora_keeps_frozen_bf16_weights_and_tiny_optimizer():
     assert lora["mem_optimizer"] < full["mem_optimizer"] / 100
     assert lora["mem_weights"] == pytest.approx(2 * p, rel=0.05)
     assert lora["tokens_per_second_per_gpu"] > full["tokens_per_second_per_gpu"]
+
+
+def test_8bit_adamw_keeps_a_quarter_of_the_optimiser_state():
+    plain, eight = _one(gpus=8), _one(gpus=8, optimizer="adamw-8bit")
+    p = resolve_model("llama-3.1-8b").params
+    assert eight["mem_optimizer"] == pytest.approx(2 * p / 8, rel=0.05)  # two uint8 moments and block scales
+    assert plain["mem_optimizer"] / eight["mem_optimizer"] == pytest.approx(4, rel=0.05)
+    assert eight["mem_total"] < plain["mem_total"] and eight["mem_weights"] == plain["mem_weights"]
+    lora_plain, lora_eight = _one(gpus=1, adapter="lora"), _one(gpus=1, adapter="lora", optimizer="adamw-8bit")
+    assert lora_eight["mem_optimizer"] < lora_plain["mem_optimizer"] / 3.9
 
 
 def test_recomputation_trades_speed_for_activation_memory():

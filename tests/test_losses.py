@@ -424,3 +424,82 @@ def test_chunked_peak_memory_in_forward_and_backward_is_far_lower(big):
     chunked = peak(L.distill_loss_sums, chunk_size=MCHUNK)
     assert ref >= 3 * MN * MV * 4
     assert chunked < ref / 4, (chunked, ref)
+
+
+# --- the fused path: closed-form gradients in forward ------------------------------------------------------------
+def run_fused(h, w, bias, labels, kd_weight=0.6, **kw):
+    """The fused loss scaled as the loop scales it (1 / tokens), its gradients, and the reference's."""
+    h, w, bias = (x.detach().clone().requires_grad_() for x in (h, w, bias))
+    n = int((labels != L.IGNORE_INDEX).sum())
+    out = L.fused_distill_loss(h, w, labels, student_head_bias=bias, kd_weight=kd_weight, scale=1.0 / max(n, 1), **kw)
+    out.loss.backward()
+    return out, out.loss, (h.grad, w.grad, bias.grad)
+
+
+def assert_fused_same(fused, ref, rtol=1e-10):
+    (f, lf, gf), (s, ls, gs) = fused, ref
+    assert (f.n_tokens, f.has_kd) == (s.n_tokens, s.has_kd)
+    assert torch.allclose(lf, ls, rtol=rtol, atol=1e-12), (lf, ls)
+    assert torch.allclose(f.kd_sum, s.kd_sum, rtol=rtol, atol=1e-12)
+    if f.ce_sum is not None:
+        assert torch.allclose(f.ce_sum, s.ce_sum, rtol=rtol, atol=1e-12)
+    for x, y in zip(gf, gs):
+        assert torch.allclose(x, y, rtol=rtol, atol=1e-12), (x - y).abs().max()
+
+
+@pytest.mark.parametrize("loss, beta", [("forward-kl", 0.5), ("reverse-kl", 0.5), ("jsd", 0.3), ("jsd", 0.0),
+                                        ("jsd", 1.0)])
+@pytest.mark.parametrize("kd_weight", [0.6, 1.0, 0.0])
+def test_fused_equals_reference_online(loss, beta, kd_weight):
+    h, w, bias, th, tw, labels = case()
+    kw = dict(teacher_hidden=th, teacher_head_weight=tw, loss=loss, beta=beta, temperature=1.7)
+    ref = run(L.distill_loss_sums_reference, h, w, bias, labels, kd_weight=kd_weight, **kw)
+    for chunk in (1, 5, 16, 1024):
+        assert_fused_same(run_fused(h, w, bias, labels, kd_weight=kd_weight, chunk_size=chunk, **kw), ref)
+
+
+@pytest.mark.parametrize("loss", KINDS)
+def test_fused_equals_reference_with_padded_heads_bias_softcap_and_topk(loss):
+    h, w, bias, th, tw, labels = case(seed=3, vs=V + 3, vt=V + 5)
+    labels = torch.where(labels == L.IGNORE_INDEX, labels, labels % V)
+    kw = dict(teacher_hidden=th, teacher_head_weight=tw, loss=loss, beta=0.4, temperature=0.8, vocab_size=V,
+              logit_softcap=3.0, teacher_head_bias=randn(V + 5, seed=9, dtype=f64))
+    ref = run(L.distill_loss_sums_reference, h, w, bias, labels, **kw)
+    assert_fused_same(run_fused(h, w, bias, labels, chunk_size=4, **kw), ref)
+    h, w, bias, th, tw, labels = case(seed=4)
+    k = 6
+    lp = torch.log_softmax(randn(B, T, k, seed=11, dtype=f64), -1)
+    ids = torch.stack([torch.randperm(V, generator=gen(100 + i))[:k] for i in range(B * T)]).reshape(B, T, k)
+    kw = dict(teacher_topk=(lp, ids), loss=loss, beta=0.4, temperature=1.3)
+    ref = run(L.distill_loss_sums_reference, h, w, bias, labels, **kw)
+    assert_fused_same(run_fused(h, w, bias, labels, chunk_size=5, **kw), ref)
+
+
+def test_fused_metrics_only_when_asked_and_the_no_grad_path_agrees():
+    h, w, bias, th, tw, labels = case(seed=5)
+    kw = dict(teacher_hidden=th, teacher_head_weight=tw, loss="jsd", beta=0.5, temperature=1.0)
+    lean = L.fused_distill_loss(h, w, labels, kd_weight=1.0, need_ce=False, **kw)
+    assert lean.ce_sum is None and lean.top1_agree is None  # nothing the loss does not need
+    full = L.fused_distill_loss(h, w, labels, kd_weight=1.0, need_ce=True, need_top1=True, **kw)
+    ref = L.distill_loss_sums(h, w, labels, **kw)
+    assert full.top1_agree == ref.top1_agree and torch.allclose(full.ce_sum, ref.ce_sum)
+    with torch.no_grad():
+        again = L.fused_distill_loss(h, w, labels, kd_weight=1.0, **kw)
+    assert torch.allclose(again.loss, lean.loss.detach()) and torch.allclose(again.kd_sum, ref.kd_sum)
+
+
+def test_fused_all_masked_gives_zeros_that_still_reach_every_parameter():
+    h, w, bias, th, tw, labels = case()
+    labels = torch.full_like(labels, L.IGNORE_INDEX)
+    f, loss, grads = run_fused(h, w, bias, labels, teacher_hidden=th, teacher_head_weight=tw)
+    assert f.n_tokens == 0 and loss.item() == 0.0
+    assert all(g is not None and not g.any() for g in grads)
+
+
+def test_fused_keeps_nothing_vocabulary_wide_for_backward():
+    h, w, bias, th, tw, labels = case()
+    h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        L.fused_distill_loss(h, w, labels, teacher_hidden=th, teacher_head_weight=tw).loss.backward()
+    assert saved == []  # the gradients were worked out in forward: autograd keeps no activation of the loss

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .data import BatchOrder, Example, collate, has_prompt, prompt_ids
-from .losses import LossSums, combine, distill_loss_sums
+from .losses import fused_distill_loss
 from .teacher import TopkCache, generate_greedy, teacher_head, teacher_hidden
 
 
@@ -36,15 +36,21 @@ class DistillModule(nn.Module):
                        chunk_size=chunk_tokens, logit_softcap=softcap)
 
     def forward(self, input_ids, attention_mask, labels, teacher_hidden=None, teacher_head=None,
-                topk_logprobs=None, topk_ids=None, compute_kd: bool = True):
+                topk_logprobs=None, topk_ids=None, compute_kd: bool = True, kd_weight: float = 1.0,
+                scale: float = 1.0, need_ce: bool = True, need_top1: bool = False):
+        """-> (loss to call backward on, kd_sum, ce_sum (nan when not computed), tokens, top-1 agreements)."""
         base = self._base[0]
-        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
         topk = (topk_logprobs, topk_ids) if topk_logprobs is not None else None
-        sums = distill_loss_sums(hidden, base.get_output_embeddings().weight, labels, teacher_hidden=teacher_hidden,
+        out = fused_distill_loss(hidden, base.get_output_embeddings().weight, labels, teacher_hidden=teacher_hidden,
                                  teacher_head_weight=teacher_head, teacher_topk=topk, compute_kd=compute_kd,
-                                 **self.kw)
+                                 kd_weight=kd_weight, scale=scale, need_ce=need_ce, need_top1=need_top1,
+                                 student_head_bias=getattr(base.get_output_embeddings(), "bias", None), **self.kw)
+        ce = out.ce_sum if out.ce_sum is not None else torch.tensor(float("nan"))
         # a tuple of tensors: what DDP knows how to walk
-        return sums.kd_sum, sums.ce_sum, torch.tensor(float(sums.n_tokens)), torch.tensor(float(sums.top1_agree))
+        return (out.loss, out.kd_sum, ce, torch.tensor(float(out.n_tokens)),
+                torch.tensor(float(out.top1_agree or 0)))
 
 
 @dataclass
@@ -79,6 +85,7 @@ class LoopConfig:
     pad_id: int
     max_new_tokens: int
     eval_samples: int
+    log_every: int = 1
 
 
 @dataclass
@@ -147,6 +154,7 @@ class Loop:
         acc, cfg = self.acc, self.cfg
         world, rank = acc.num_processes, acc.process_index
         self.module.train()
+        first = state.step
         while state.step < cfg.total_steps:
             if self._stop_requested():
                 return "cancelled"
@@ -155,20 +163,23 @@ class Loop:
             micro = self.order.micro_batches(state.step, rank, world, cfg.micro_batch)
             kd_sum = ce_sum = 0.0
             local_tokens = 0
+            # metrics the loss does not need are worked out on logging steps only
+            logging = (state.step + 1) % cfg.log_every == 0 or state.step + 1 in (cfg.total_steps, first + 1)
+            has_kd = bool(self.signal.mode != "none" and self.signal.train and cfg.kd_weight > 0)
+            # DDP and FSDP average gradients over processes; the loss is over the whole global batch
+            scale = world / max(n_global, 1)
             for j, indices in enumerate(micro):
                 batch = {k: v.to(acc.device) for k, v in collate([self.examples[i] for i in indices], cfg.pad_id).items()}
                 local_tokens += int(batch["attention_mask"].sum())
                 teacher = self.signal.inputs(batch, indices, acc.device) if self.signal.train else {}
                 sync = self.par.sync(self.module, last=j == len(micro) - 1)
                 with sync, acc.autocast():
-                    kd, ce, n, top1 = self.module(**batch, **teacher, compute_kd=cfg.kd_weight > 0)
-                    sums = LossSums(kd_sum=kd, ce_sum=ce, n_tokens=int(n), top1_agree=int(top1),
-                                    has_kd=bool(teacher) and cfg.kd_weight > 0)
-                    loss, _, _ = combine(sums, cfg.kd_weight, n_global)
-                    # DDP and FSDP average gradients over processes; the loss is already global
-                    self.par.backward(loss * world)
-                kd_sum += float(kd.detach())
-                ce_sum += float(ce.detach())
+                    loss, kd, ce, _, _ = self.module(**batch, **teacher, compute_kd=cfg.kd_weight > 0,
+                                                     kd_weight=cfg.kd_weight if teacher else 0.0, scale=scale,
+                                                     need_ce=logging or not has_kd)
+                    self.par.backward(loss)
+                kd_sum += float(kd)
+                ce_sum += float(ce)
             grad_norm = self.par.clip(self.params, cfg.max_grad_norm)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
@@ -178,13 +189,15 @@ class Loop:
             totals = acc.reduce(torch.tensor([kd_sum, ce_sum, float(local_tokens)], device=acc.device), "sum")
             state.tokens_seen += int(totals[2])
             kd_mean, ce_mean = float(totals[0]) / n_global, float(totals[1]) / n_global
-            has_kd = bool(self.signal.mode != "none" and self.signal.train and cfg.kd_weight > 0)
-            loss_value = cfg.kd_weight * kd_mean + (1 - cfg.kd_weight) * ce_mean if has_kd else ce_mean
+            ce_known = not math.isnan(ce_mean)
+            loss_value = (cfg.kd_weight * kd_mean + (1 - cfg.kd_weight) * ce_mean if cfg.kd_weight < 1 else kd_mean) \
+                if has_kd else ce_mean
             seconds = time.perf_counter() - t0
-            self.on_metric({"step": state.step, "tokens_seen": state.tokens_seen, "loss": loss_value,
-                            "kd_loss": kd_mean if has_kd else None, "ce_loss": ce_mean, "lr": lr,
-                            "grad_norm": float(grad_norm), "tokens_per_second": float(totals[2]) / seconds,
-                            "step_seconds": seconds})
+            if logging:
+                self.on_metric({"step": state.step, "tokens_seen": state.tokens_seen, "loss": loss_value,
+                                "kd_loss": kd_mean if has_kd else None, "ce_loss": ce_mean if ce_known else None,
+                                "lr": lr, "grad_norm": float(grad_norm),
+                                "tokens_per_second": float(totals[2]) / seconds, "step_seconds": seconds})
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"the loss became {loss_value} at step {state.step}; lower "
                                          "training.learning_rate or raise training.warmup_steps")
@@ -220,7 +233,7 @@ def heldout_metrics(acc, module, examples: list[Example], signal: TeacherSignal,
         batch = {k: v.to(acc.device) for k, v in collate([examples[j] for j in indices], pad_id).items()}
         teacher = signal.inputs(batch, indices, acc.device, eval=True)
         with acc.autocast():
-            kd, ce, n, top1 = module(**batch, **teacher, compute_kd=bool(teacher))
+            _, kd, ce, n, top1 = module(**batch, **teacher, compute_kd=bool(teacher), need_top1=bool(teacher))
         if not filler:
             totals += torch.stack([kd.float(), ce.float(), n.to(acc.device), top1.to(acc.device)])
     totals = acc.reduce(totals, "sum") if world > 1 else totals

@@ -313,3 +313,216 @@ def combine(sums: LossSums, kd_weight: float, n_tokens_global: int) -> tuple[Ten
     w = kd_weight if sums.has_kd else 0.0
     loss = (w * sums.kd_sum + (1.0 - w) * sums.ce_sum) / denom
     return loss, (sums.kd_sum / denom).detach(), (sums.ce_sum / denom).detach()
+
+
+# ---- the fused head + loss: gradients in closed form, in forward ----------------------------------------------
+# Rows of a chunk in the fused path are also bounded by bytes: each [rows, V] fp32 buffer stays under this, so that
+# a 262,144-token vocabulary takes 128 rows at a time and a small one the whole ``chunk_size``.
+FUSED_CHUNK_BYTES = 128 << 20
+
+
+@dataclass
+class FusedLoss:
+    """What :func:`fused_distill_loss` gives: the loss to call backward on, and detached sums for logging."""
+
+    loss: Tensor               # scalar: (kd_weight * kd_sum + (1 - kd_weight) * ce_sum) * scale, with a gradient
+    kd_sum: Tensor             # scalar fp32, detached (0 without a KD term)
+    ce_sum: Tensor | None      # scalar fp32, detached; None when it was not needed and not asked for
+    n_tokens: int
+    top1_agree: int | None     # None unless asked for
+    has_kd: bool
+
+
+def _kd_rows_and_grad(log_q: Tensor, log_p: Tensor, loss: str, beta: float) -> tuple[Tensor, Tensor]:
+    """Per-row divergence [n] and its gradient with respect to the student's tempered logits u (log_q =
+    log_softmax(u)), [n, V], in closed form:
+
+    forward KL(p || q): q - p.   reverse KL(q || p): q * (log q - log p - KL).
+    jsd(beta): (1 - beta) * q * (log q - log m - KL(q || m)), m = beta p + (1 - beta) q (d jsd / d q = (1 - beta)
+    log(q / m); the softmax Jacobian gives the rest). beta 0 and 1 are exactly forward and reverse KL, as above.
+    """
+    q = log_q.exp()
+    if loss == "forward-kl" or (loss == "jsd" and beta == 0.0):
+        p = log_p.exp()
+        rows = (p * (log_p - log_q)).sum(-1)
+        return rows, q.sub_(p)
+    if loss == "reverse-kl" or (loss == "jsd" and beta == 1.0):
+        diff = log_q - log_p
+        rows = (q * diff).sum(-1)
+        return rows, diff.sub_(rows[:, None]).mul_(q)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    p = log_p.exp()
+    kl_pm = (p * (log_p - log_m)).sum(-1)
+    diff = log_q - log_m
+    kl_qm = (q * diff).sum(-1)
+    rows = beta * kl_pm + (1.0 - beta) * kl_qm
+    return rows, diff.sub_(kl_qm[:, None]).mul_(q).mul_(1.0 - beta)
+
+
+def _fused_chunk(h, w, b, y, th, tw, tb, t_lp, t_ids, *, vocab, loss, beta, temperature, softcap, kd_weight, scale,
+                 has_kd, need_ce, need_top1, need_grad):
+    """One chunk: -> (kd_sum, ce_sum or None, top1 or None, g [c, V] = d(loss) / d(student logits) or None)."""
+    s = _head(h, w, b, vocab, None)  # fp32 (fp64 stays)
+    z = s if softcap is None else softcap * torch.tanh(s / softcap)
+    kd = z.new_zeros(())
+    ce = None
+    top1 = None
+    g = None
+    w_ce = 1.0 - kd_weight if has_kd else 1.0
+    if has_kd:
+        log_qt = _log_probs(z, temperature)
+        with torch.no_grad():
+            if th is not None:
+                t = _head(th, tw, tb, vocab, softcap)
+                if need_top1:
+                    t_top1 = t.argmax(-1)
+                log_p = _log_probs(t, temperature)
+                del t
+                rows, g_u = _kd_rows_and_grad(log_qt, log_p, loss, beta)
+                del log_p
+            else:
+                log_p = _log_probs(t_lp, temperature)  # the teacher renormalised over its k ids
+                if need_top1:
+                    t_top1 = t_ids.gather(-1, t_lp.argmax(-1, keepdim=True)).squeeze(-1)
+                if loss == "forward-kl":
+                    # against the full student distribution: d/du = q * sum(p) - scatter(p) = q - scatter(p)
+                    rows = (log_p.exp() * (log_p - log_qt.gather(-1, t_ids))).sum(-1)
+                    g_u = log_qt.exp().scatter_add_(-1, t_ids, -log_p.exp())
+                else:  # reverse KL and jsd: both renormalised over the k ids, the gradient lives on them
+                    log_qk = _log_probs(z.gather(-1, t_ids), temperature)
+                    rows, g_k = _kd_rows_and_grad(log_qk, log_p, loss, beta)
+                    g_u = torch.zeros_like(z).scatter_(-1, t_ids, g_k)
+            kd = rows.sum() * temperature**2
+            del log_qt
+            if need_grad:
+                # d(T^2 * div(u)) / dz with u = z / T: T * g_u
+                g = g_u.mul_(kd_weight * temperature * scale)
+            else:
+                del g_u
+    with torch.no_grad():
+        if need_top1:
+            top1 = (z.argmax(-1) == t_top1).sum()
+        if need_ce or w_ce > 0.0:
+            lse = torch.logsumexp(z if z.dtype in (torch.float32, torch.float64) else z.float(), -1)
+            ce = (lse - z.gather(-1, y[:, None]).squeeze(1)).sum()
+            if need_grad and w_ce > 0.0:
+                # d ce / dz = softmax(z) - onehot(y)
+                sm = (z - lse[:, None]).exp_().mul_(w_ce * scale)
+                sm.scatter_add_(-1, y[:, None], sm.new_full((y.shape[0], 1), -w_ce * scale))
+                g = sm if g is None else g.add_(sm)
+                del sm
+        if need_grad and g is None:
+            g = torch.zeros_like(z)
+        if need_grad and softcap is not None:
+            g.mul_(1.0 - (z / softcap).square())  # d z / d s for z = cap * tanh(s / cap)
+    return kd, ce, top1, g
+
+
+class _FusedHeadLoss(torch.autograd.Function):
+    """The loss of every chunk, with d(loss)/d(hidden, head weight, bias) worked out in forward; backward only
+    scales them by the incoming gradient (1 for ``loss.backward()``)."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, run):
+        loss, grads = run()
+        ctx.grads = grads
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gh, gw, gb = ctx.grads
+        ctx.grads = None
+        out = []
+        for g in (gh, gw, gb):
+            out.append(None if g is None else g.mul_(grad_out.to(g.dtype)))
+        return out[0], out[1], out[2], None
+
+
+def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labels: Tensor, *,
+                       teacher_hidden: Tensor | None = None, teacher_head_weight: Tensor | None = None,
+                       teacher_topk: tuple[Tensor, Tensor] | None = None, vocab_size: int | None = None,
+                       loss: LossKind = "forward-kl", beta: float = 0.5, temperature: float = 1.0,
+                       kd_weight: float = 1.0, scale: float = 1.0, compute_kd: bool = True, need_ce: bool = True,
+                       need_top1: bool = False, chunk_size: int = 1024, logit_softcap: float | None = None,
+                       student_head_bias: Tensor | None = None, teacher_head_bias: Tensor | None = None) -> FusedLoss:
+    """The same loss as ``combine(distill_loss_sums(...), kd_weight, n)`` times ``scale * n``, and the same
+    gradient, computed chunk by chunk in one pass: each chunk's gradient with respect to its logits has a closed form
+    (see :func:`_kd_rows_and_grad`), which is folded into the gradients of the hidden states, the head weight and
+    the bias at once (as Liger-Kernel's fused linear JSD does). Nothing is recomputed in backward and no [chunk, V]
+    tensor outlives its chunk. Pass ``scale = 1 / n_tokens_global`` (times the process count under DDP/FSDP, which
+    average) to get the loop's loss.
+
+    ``need_ce``: the CE sum for logging even where the loss does not need it (``kd_weight == 1``); ``need_top1``:
+    top-1 agreement (held-out metrics). Arguments as :func:`distill_loss_sums`.
+    """
+    if not 0.0 <= kd_weight <= 1.0:
+        raise ValueError(f"kd_weight must lie in [0, 1], not {kd_weight}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+    h_all, y_all, th_all, topk, vocab = _prepare(student_hidden, student_head_weight, labels, teacher_hidden,
+                                                 teacher_head_weight, teacher_topk, vocab_size, loss, beta, temperature)
+    rows = (y_all != IGNORE_INDEX).nonzero().squeeze(1)
+    n = rows.numel()
+    w, b = student_head_weight, student_head_bias
+    need_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (student_hidden, w, b))
+    has_kd = compute_kd and (th_all is not None or topk is not None)
+    width = 8 if h_all.dtype == torch.float64 else 4
+    chunk = max(1, min(chunk_size, FUSED_CHUNK_BYTES // (vocab * width)))
+    kw = dict(vocab=vocab, loss=loss, beta=beta, temperature=temperature, softcap=logit_softcap,
+              kd_weight=kd_weight, scale=scale, has_kd=has_kd, need_ce=need_ce, need_top1=need_top1 and has_kd,
+              need_grad=need_grad)
+    sums = {"kd": None, "ce": None, "top1": None}
+
+    def run():
+        with torch.no_grad():
+            h, y = h_all.detach().index_select(0, rows), y_all.index_select(0, rows)
+            _check_ids(y, vocab, "labels")
+            th = None if th_all is None else th_all.index_select(0, rows)
+            t_lp = t_ids = None
+            if topk is not None:
+                t_lp, t_ids = topk[0].index_select(0, rows), topk[1].index_select(0, rows)
+                _check_ids(t_ids, vocab, "teacher top-k ids")
+            acc = torch.float64 if h.dtype == torch.float64 else torch.float32
+            kd_sum = torch.zeros((), dtype=acc, device=h.device)
+            ce_sum = torch.zeros((), dtype=acc, device=h.device) if kw["need_ce"] or kd_weight < 1 or not has_kd \
+                else None
+            top1 = torch.zeros((), dtype=torch.long, device=h.device) if kw["need_top1"] else None
+            gh = gw = gb = None
+            if need_grad:
+                gh_rows = torch.empty_like(h) if student_hidden.requires_grad else None
+                gw = torch.zeros_like(w) if w.requires_grad else None
+                gb = torch.zeros_like(b) if b is not None and b.requires_grad else None
+            for i in range(0, n, chunk):
+                c = slice(i, i + chunk)
+                kd_c, ce_c, top1_c, g = _fused_chunk(
+                    h[c], w, b, y[c], None if th is None else th[c], teacher_head_weight, teacher_head_bias,
+                    None if t_lp is None else t_lp[c], None if t_ids is None else t_ids[c], **kw)
+                kd_sum += kd_c
+                if ce_sum is not None and ce_c is not None:
+                    ce_sum += ce_c
+                if top1 is not None:
+                    top1 += top1_c
+                if g is not None:
+                    g = g.to(h.dtype)
+                    if gh_rows is not None:
+                        torch.matmul(g, w[:vocab], out=gh_rows[c])
+                    if gw is not None:
+                        gw[:vocab].addmm_(g.t(), h[c])
+                    if gb is not None:
+                        gb[:vocab] += g.sum(0)
+                    del g
+            if need_grad and gh_rows is not None:
+                gh = torch.zeros_like(h_all).index_copy_(0, rows, gh_rows).reshape(student_hidden.shape)
+            w_ce = 1.0 - kd_weight if has_kd else 1.0
+            value = kd_weight * kd_sum if has_kd else kd_sum.new_zeros(())
+            if w_ce > 0.0:
+                value = value + w_ce * ce_sum
+            sums.update(kd=kd_sum, ce=ce_sum, top1=top1)
+            return (value * scale).to(acc), (gh, gw, gb)
+
+    if need_grad:
+        value = _FusedHeadLoss.apply(student_hidden, w, b, run)
+    else:
+        value, _ = run()
+    return FusedLoss(loss=value, kd_sum=sums["kd"], ce_sum=sums["ce"], n_tokens=n,
+                     top1_agree=None if sums["top1"] is None else int(sums["top1"].item()), has_kd=has_kd)

@@ -142,7 +142,8 @@ class TeacherHidden(nn.Module):
         self.lm = lm
 
     def forward(self, input_ids, attention_mask):
-        return self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                     use_cache=False).last_hidden_state
 
     def head_weight(self) -> torch.Tensor:
         return self.lm.get_output_embeddings().weight

@@ -336,7 +336,8 @@ class Session:
                          kd_weight=plan.method.kd_weight if self.mode != "generate" else 0.0,
                          max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
                          checkpoint_every=plan.training.checkpoint_every, pad_id=self.tokenizer.pad_token_id,
-                         max_new_tokens=plan.training.max_new_tokens, eval_samples=plan.training.eval_samples)
+                         max_new_tokens=plan.training.max_new_tokens, eval_samples=plan.training.eval_samples,
+                         log_every=plan.training.log_every)
         if self.signal.teacher is None:
             self._teacher_for_score = None  # the teacher is not needed any more: free its memory
             gc.collect()
@@ -408,7 +409,8 @@ class Session:
             rate = (now - self._t_start) / max(1, done)
             eta = rate * (self.total_steps - metric["step"])
             kd = f" kd {metric['kd_loss']:.4f}" if metric.get("kd_loss") is not None else ""
-            print(f"step {metric['step']}/{self.total_steps} loss {metric['loss']:.4f}{kd} ce {metric['ce_loss']:.4f} "
+            ce = f" ce {metric['ce_loss']:.4f}" if metric.get("ce_loss") is not None else ""
+            print(f"step {metric['step']}/{self.total_steps} loss {metric['loss']:.4f}{kd}{ce} "
                   f"lr {metric['lr']:.2e} {metric['tokens_per_second']:,.0f} tok/s ETA {_clock(eta)}",
                   file=sys.stderr, flush=True)
 

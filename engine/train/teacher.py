@@ -31,7 +31,8 @@ def teacher_hidden(teacher, input_ids: torch.Tensor, attention_mask: torch.Tenso
     ``parallel.TeacherHidden`` (whose forward is exactly this, under FSDP's hooks when it is sharded)."""
     if hasattr(teacher, "head_weight"):
         return teacher(input_ids, attention_mask)
-    return teacher.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return teacher.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                 use_cache=False).last_hidden_state
 
 
 def teacher_head(teacher) -> torch.Tensor:
