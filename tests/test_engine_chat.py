@@ -145,3 +145,11 @@ def test_8bit_adamw_is_refused_without_a_gpu(tmp_path, capsys):
     assert main(["run", str(plan), "--run-dir", str(tmp_path / "run")]) != 0
     assert 'training.optimizer: "adamw-8bit" (bitsandbytes) needs an NVIDIA GPU' in capsys.readouterr().err
     assert load_plan(plan).training.optimizer == "adamw-8bit"
+
+
+def test_the_engine_keeps_freed_memory_for_reuse_on_linux():
+    import sys
+
+    from distill_studio.engine.train.run import tune_cpu_allocator
+
+    assert tune_cpu_allocator() is sys.platform.startswith("linux")

@@ -316,9 +316,13 @@ def combine(sums: LossSums, kd_weight: float, n_tokens_global: int) -> tuple[Ten
 
 
 # ---- the fused head + loss: gradients in closed form, in forward ----------------------------------------------
-# Rows of a chunk in the fused path are also bounded by bytes: each [rows, V] fp32 buffer stays under this, so that
-# a 262,144-token vocabulary takes 128 rows at a time and a small one the whole ``chunk_size``.
-FUSED_CHUNK_BYTES = 128 << 20
+# On a CPU, rows of a chunk are also bounded by bytes: each [rows, V] fp32 temporary stays under 24 MiB, below
+# glibc's largest mmap threshold (32 MiB, which the engine sets: ``train.run.tune_cpu_allocator``), so the chunk's
+# temporaries are reused from the heap instead of being mapped, page-faulted in and unmapped chunk after chunk. At a
+# 262,144-token vocabulary that is 24 rows a chunk; measured side by side at that vocabulary, 24 MiB chunks ran at
+# 1.4x the tokens/s of 128 MiB ones, at a lower peak (BENCHMARKS.md). A GPU's caching allocator reuses its blocks,
+# and there larger chunks read the head fewer times: ``chunk_size`` alone bounds them.
+CPU_CHUNK_BYTES = 24 << 20
 
 
 @dataclass
@@ -393,6 +397,8 @@ def _fused_chunk(h, w, b, y, th, tw, tb, t_lp, t_ids, *, vocab, loss, beta, temp
                     rows, g_k = _kd_rows_and_grad(log_qk, log_p, loss, beta)
                     g_u = torch.zeros_like(z).scatter_(-1, t_ids, g_k)
             kd = rows.sum() * temperature**2
+            if temperature == 1.0 and (need_ce or w_ce > 0.0) and not (need_grad and w_ce > 0.0):
+                ce = -log_qt.gather(-1, y[:, None]).sum()  # log q at T = 1 is already there: CE is a gather
             del log_qt
             if need_grad:
                 # d(T^2 * div(u)) / dz with u = z / T: T * g_u
@@ -402,7 +408,7 @@ def _fused_chunk(h, w, b, y, th, tw, tb, t_lp, t_ids, *, vocab, loss, beta, temp
     with torch.no_grad():
         if need_top1:
             top1 = (z.argmax(-1) == t_top1).sum()
-        if need_ce or w_ce > 0.0:
+        if ce is None and (need_ce or w_ce > 0.0):
             lse = torch.logsumexp(z if z.dtype in (torch.float32, torch.float64) else z.float(), -1)
             ce = (lse - z.gather(-1, y[:, None]).squeeze(1)).sum()
             if need_grad and w_ce > 0.0:
@@ -467,7 +473,9 @@ def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labe
     need_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (student_hidden, w, b))
     has_kd = compute_kd and (th_all is not None or topk is not None)
     width = 8 if h_all.dtype == torch.float64 else 4
-    chunk = max(1, min(chunk_size, FUSED_CHUNK_BYTES // (vocab * width)))
+    chunk = chunk_size
+    if h_all.device.type == "cpu":
+        chunk = max(1, min(chunk_size, CPU_CHUNK_BYTES // (vocab * width)))
     kw = dict(vocab=vocab, loss=loss, beta=beta, temperature=temperature, softcap=logit_softcap,
               kd_weight=kd_weight, scale=scale, has_kd=has_kd, need_ce=need_ce, need_top1=need_top1 and has_kd,
               need_grad=need_grad)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QButtonGroup, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget, QWizardPage)
 
 from ...engine.catalog.types import ModelSpec
@@ -66,7 +66,8 @@ class DataPage(QWizardPage):
         self.use_file.setChecked(True)
         self.path = QLineEdit()
         self.path.setObjectName("data_path")
-        self.path.setPlaceholderText(".jsonl (prompt + response, or text), .txt or .parquet — or a folder of them")
+        self.path.setPlaceholderText(".jsonl (messages, prompt + response, or text), .txt, .parquet, .arrow — or a "
+                                     "folder of them")
         self.path.setToolTip("Training data; the wizard counts its examples and tokens")
         self.browse_file = QPushButton("File…")
         self.browse_file.setObjectName("data_browse_file")
@@ -139,6 +140,13 @@ class DataPage(QWizardPage):
         self.batch.setGroupSeparatorShown(True)
         self.batch.setSuffix(" tokens per step")
         self.batch_hint = add_row(grid, "Step si&ze:", self.batch, "")
+        self.reasoning = QComboBox()
+        self.reasoning.setObjectName("data_reasoning")
+        self.reasoning.addItem("Train on them", "keep")
+        self.reasoning.addItem("Strip them", "strip")
+        self.reasoning_hint = add_row(grid, "&Reasoning traces:", self.reasoning,
+                                      "<think> … </think> in assistant turns (QwQ, R1-style data); where the chat "
+                                      "template drops earlier turns' traces, they are not trained either.")
         shape_box = QGroupBox("Sequences and steps")
         shape_box.setLayout(grid)
 
@@ -162,8 +170,9 @@ class DataPage(QWizardPage):
         self.source.buttonToggled.connect(lambda *_: self._source_changed())
         for w in (self.tokens, self.seq_len, self.epochs, self.batch):
             w.valueChanged.connect(lambda *_: self._changed())
+        self.reasoning.currentIndexChanged.connect(lambda *_: self._changed())
         order = (self.use_file, self.path, self.browse_file, self.browse_folder, self.use_tokens, self.tokens,
-                 self.seq_len, self.epochs, self.batch)
+                 self.seq_len, self.epochs, self.batch, self.reasoning)
         for a, b in zip(order, order[1:]):
             QWidget.setTabOrder(a, b)
 
@@ -322,6 +331,7 @@ class DataPage(QWizardPage):
         self.seq_len.setValue(data.seq_len)
         self.epochs.setValue(data.epochs)
         self.batch.setValue(data.global_batch_tokens)
+        self.reasoning.setCurrentIndex(max(0, self.reasoning.findData(data.reasoning)))
         kept = [f"{k} = {v}" for k, v in (("eval", data.eval), ("prompts", data.prompts)) if v]
         self.kept.setText("Kept from the plan: " + "; ".join(kept) if kept else "")
         self.kept.setVisible(bool(kept))
@@ -333,7 +343,7 @@ class DataPage(QWizardPage):
     def data_values(self) -> dict[str, Any]:
         """The [data] keys this page controls; eval and prompts of an edited plan are kept by the wizard."""
         out: dict[str, Any] = {"seq_len": self.seq_len.value(), "epochs": round(self.epochs.value(), 4),
-                               "global_batch_tokens": self.batch.value()}
+                               "global_batch_tokens": self.batch.value(), "reasoning": self.reasoning.currentData()}
         if self.use_tokens.isChecked():
             out.update(train=None, tokens=round(self.tokens.value() * 1e6))
             return out

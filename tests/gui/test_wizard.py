@@ -3,6 +3,7 @@ controls, Finish; then the saved file is read back with ``load_plan`` and checke
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -308,6 +309,33 @@ def test_scan_uses_a_local_teachers_tokenizer(qtbot, wizard):
     assert r.counted and r.examples == example_count(DEMO / "train.jsonl")
     # the demo tokenizer is character-level: more tokens than the 4-bytes rule guesses
     assert r.tokens > r.text_bytes / 4
+
+
+def test_scan_counts_conversations_and_their_assistant_tokens(qtbot, wizard, tmp_path):
+    pytest.importorskip("tokenizers")
+    wizard.teacher_page.picker.add_local(str(DEMO / "teacher"))
+    wizard.teacher_page.refill()
+    wizard.teacher_page.picker.select(str((DEMO / "teacher").resolve()))
+    page = wizard.data_page
+    with qtbot.waitSignal(page.sig_scan_finished, timeout=30000):
+        page.set_train_path(str(DEMO / "chat-train.jsonl"))
+    r = page.scan_result
+    plain = example_count(DEMO / "train.jsonl")
+    assert r.counted and r.conversations == r.examples == plain
+    # the chat template renders the prompt, the answer and EOS: the answer and EOS are what is trained
+    assert 0 < r.assistant_tokens < r.tokens
+    text = page.findChild(QLabel, "data_scan_result").text()
+    assert f"{plain:,} conversations" in text and "in assistant turns" in text and "chat template" in text
+    page.reasoning.setCurrentIndex(page.reasoning.findData("strip"))
+    assert page.data_values()["reasoning"] == "strip"
+    wizard.show()
+    wizard.setCurrentId(wizard.pageIds()[[wizard.page(i) for i in wizard.pageIds()].index(page)])
+    qtbot.wait(50)
+    result = page.findChild(QLabel, "data_scan_result")
+    assert result.height() >= result.heightForWidth(result.width())  # the whole summary shows, not its first line
+    shots = os.environ.get("DISTILL_SCREENSHOTS")
+    if shots:
+        wizard.grab().save(str(Path(shots) / "data-page-conversations.png"))
 
 
 def test_choosing_another_file_cancels_the_running_scan(qtbot, wizard, tmp_path):
