@@ -10,10 +10,10 @@ with and without recomputation, 64-token sequences x 32; and a Gemma 3 vocabular
 unchunked. A case that would not fit in this machine's free RAM runs with half the micro-batch (and says so).
 
 One step is what ``engine/train/loop.py`` does for one micro-batch: the teacher's forward under no_grad
-(``teacher_hidden``), ``DistillModule`` (student forward + the chunked KD loss, ``distill_loss_sums``), ``combine``,
-backward, gradient clipping, an AdamW step and ``zero_grad(set_to_none=True)``. The optimiser's moments are
+(``teacher_hidden``), ``DistillModule`` (student forward + the fused KD loss, ``fused_distill_loss``, which works out
+its gradients chunk by chunk in forward), backward, gradient clipping, an AdamW step and ``zero_grad(set_to_none=True)``. The optimiser's moments are
 created before the measured step (one AdamW step on zero gradients), so the step measured is a steady-state one.
-"Unchunked" replaces the loss by ``distill_loss_sums_reference`` (full [tokens, V] logits, no checkpoint).
+"Unchunked" replaces the loss by ``distill_loss_sums_reference`` (full [tokens, V] logits, autograd keeps them).
 
 What is measured:
 * on a CPU, the peak of torch-allocated bytes: the bytes alive when the step starts (parameters, buffers, AdamW
@@ -204,6 +204,16 @@ def cpu_peak(step) -> tuple[int, int, int]:
     return top, cur, len(events)
 
 
+def _reference_loss(hidden, weight, labels, *, kd_weight, scale, need_ce=True, need_top1=False, **kw):
+    """The plain loss (full [tokens, V] logits, autograd keeps what it needs) in the fused loss's place."""
+    from distill_studio.engine.train import losses as L
+
+    sums = L.distill_loss_sums_reference(hidden, weight, labels, **kw)
+    loss = (kd_weight * sums.kd_sum + (1.0 - kd_weight) * sums.ce_sum) * scale
+    return L.FusedLoss(loss=loss, kd_sum=sums.kd_sum.detach(), ce_sum=sums.ce_sum.detach(), n_tokens=sums.n_tokens,
+                       top1_agree=sums.top1_agree, has_kd=sums.has_kd)
+
+
 def make_step(module, teacher, optimizer, batch, params, *, device, chunk):
     """One optimiser step over one micro-batch, as ``Loop.run`` does it (kd_weight 0.9, clipping at 1.0)."""
     import torch
@@ -219,14 +229,14 @@ def make_step(module, teacher, optimizer, batch, params, *, device, chunk):
         patch = contextlib.nullcontext()
         if chunk is None:
             from unittest import mock
-            patch = mock.patch.object(loop_mod, "distill_loss_sums", L.distill_loss_sums_reference)
+            patch = mock.patch.object(loop_mod, "fused_distill_loss", _reference_loss)
         with patch, autocast:
             th = teacher_hidden(teacher, batch["input_ids"], batch["attention_mask"])
-            kd, ce, n, top1 = module(**batch, teacher_hidden=th, teacher_head=teacher.get_output_embeddings().weight)
-            sums = L.LossSums(kd_sum=kd, ce_sum=ce, n_tokens=int(n), top1_agree=int(top1), has_kd=True)
-            loss, _, _ = L.combine(sums, 0.9, n_global)
+            loss, kd, ce, n, top1 = module(**batch, teacher_hidden=th,
+                                           teacher_head=teacher.get_output_embeddings().weight, kd_weight=0.9,
+                                           scale=1.0 / max(n_global, 1))
             loss.backward()
-        del th, kd, ce, loss, sums
+        del th, kd, ce, loss
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,6 @@ ends without a special token gets the tokenizer's EOS token appended to the turn
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +25,6 @@ ROLE_ALIASES = {"developer": "system", "human": "user", "gpt": "assistant", "mod
 Reasoning = Literal["keep", "strip"]
 _MARK = "\ue000{}\ue001"  # private-use characters: no template trims, splits or escapes them
 _PROBE = "\ue002{}\ue003"
-_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
 # ---- record shapes ---------------------------------------------------------------------------------------------
@@ -64,12 +62,20 @@ def messages_of(value: Any, where: str) -> list[dict[str, str]]:
         role = ROLE_ALIASES.get(role, role)
         if role not in ROLES:
             raise DataError(f"{at}.role: {role!r} is not a role; allowed: {', '.join(ROLES)}")
-        if "content" not in m and "value" not in m:
+        calls = m.get("tool_calls") if role == "assistant" else None
+        if "content" not in m and "value" not in m and not calls:
             raise DataError(f"{at}.content: missing")
         msg = {"role": role, "content": _content(m.get("content", m.get("value")), f"{at}.content")}
         reasoning = m.get("reasoning_content", m.get("reasoning"))
         if role == "assistant" and isinstance(reasoning, str) and reasoning.strip():
             msg["reasoning_content"] = reasoning
+        if calls:
+            if not isinstance(calls, list):
+                raise DataError(f"{at}.tool_calls: expected a list of calls")
+            msg["tool_calls"] = calls
+        for key in ("tool_call_id", "name"):
+            if role == "tool" and isinstance(m.get(key), str):
+                msg[key] = m[key]
         out.append(msg)
     return out
 
@@ -97,6 +103,8 @@ def chat_record(row: dict, where: str) -> dict | None:
     ``{"custom_id", "response": {"body": {"choices"}}}``, which :func:`pair_batch` joins by ``custom_id``.
     The result keeps the row's other fields (``answer``) and has ``messages``; batch answers have ``_answer_of``."""
     keep = {k: v for k, v in row.items() if k in ("answer", "id")}
+    if isinstance(row.get("tools"), list):
+        keep["tools"] = row["tools"]
     request = row.get("request") if isinstance(row.get("request"), dict) else None
     body = row.get("body") if isinstance(row.get("body"), dict) else None
     source = row
@@ -105,6 +113,9 @@ def chat_record(row: dict, where: str) -> dict | None:
     elif body is not None and "messages" in body:
         source = body
     key = "messages" if "messages" in source else "input_messages" if "input_messages" in source else None
+    if key is None and "custom_id" in row and "response" in row and _failed(row):
+        # a batch request that failed (an error object, a non-200 status): its request stays a prompt
+        return {"_answer_of": str(row["custom_id"]), "_answer": None, "_where": where}
     answer = _choice_message(row.get("response"), f"{where}: response") if "response" in row and \
         not isinstance(row.get("response"), str) else _choice_message(row, where)
     if key is None:
@@ -123,6 +134,14 @@ def chat_record(row: dict, where: str) -> dict | None:
     return record
 
 
+def _failed(row: dict) -> bool:
+    response = row.get("response")
+    if row.get("error") or not isinstance(response, dict):
+        return True
+    status = response.get("status_code", 200)
+    return status != 200 or not isinstance(response.get("body"), dict) or "error" in response["body"]
+
+
 def pair_batch(rows: list[dict], field: str) -> list[dict]:
     """Join OpenAI batch answers to their requests (by ``custom_id``); a request without an answer stays a prompt,
     an answer without its request is an error naming its line."""
@@ -135,7 +154,8 @@ def pair_batch(rows: list[dict], field: str) -> list[dict]:
             continue
         cid = r.pop("_custom_id", None)
         if cid is not None and cid in answers:
-            r["messages"] = r["messages"] + messages_of([answers[cid]["_answer"]], answers[cid]["_where"])
+            if answers[cid]["_answer"] is not None:
+                r["messages"] = r["messages"] + messages_of([answers[cid]["_answer"]], answers[cid]["_where"])
             used.add(cid)
         out.append(r)
     for cid, a in answers.items():
@@ -157,18 +177,17 @@ def shape_of(record: dict) -> str:
 
 
 # ---- reasoning ---------------------------------------------------------------------------------------------------
-def with_reasoning(message: dict, reasoning: Reasoning) -> str:
-    """An assistant message's content with its reasoning trace kept (``<think>`` … ``</think>`` before the answer)
-    or stripped."""
-    content = message["content"]
-    trace = message.get("reasoning_content")
-    if reasoning == "strip":
-        if "</think>" in content:  # QwQ's answers begin after the trace; the opening tag may be the prompt's
-            content = content.split("</think>")[-1]
-        return _THINK.sub("", content).lstrip()
-    if trace:
-        return f"<think>\n{trace.strip()}\n</think>\n\n{content.lstrip()}"
-    return content
+def split_reasoning(message: dict) -> tuple[str | None, str]:
+    """(reasoning trace or None, answer) of an assistant message: the trace is a ``reasoning_content`` field or the
+    text up to ``</think>`` (QwQ's answers may lack the opening tag, which was the generation prompt's)."""
+    content = message.get("content") or ""
+    trace = message.get("reasoning_content") or None
+    if "</think>" in content:
+        head, content = content.rsplit("</think>", 1)
+        head = head.split("<think>", 1)[1] if "<think>" in head else head
+        trace = head.strip() or trace
+        content = content.lstrip()
+    return (trace.strip() if trace else None), content
 
 
 # ---- templates ---------------------------------------------------------------------------------------------------
@@ -182,52 +201,75 @@ class ChatFormat:
     eos_token: str | None = None
     owner: str = "the tokenizer"  # named in messages ("teacher.model", "student.model")
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list | None = None) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         try:
-            return render_jinja_template(conversations=[messages], chat_template=self.template,
+            return render_jinja_template(conversations=[messages], chat_template=self.template, tools=tools or None,
                                          add_generation_prompt=add_generation_prompt, **self.special)[0][0]
         except Exception as exc:  # noqa: BLE001 - jinja2 raises TemplateError and the template's own exceptions
             raise DataError(f"{self.owner}: its chat template refuses this conversation ({exc})") from None
 
-    def segments(self, messages: list[dict], reasoning: Reasoning = "keep") -> list[tuple[str, bool]]:
-        """The rendered conversation as ``(text, trained)`` pieces; trained pieces are the assistant turns."""
+    def segments(self, messages: list[dict], reasoning: Reasoning = "keep",
+                 tools: list | None = None) -> list[tuple[str, bool]]:
+        """The rendered conversation as ``(text, trained)`` pieces; trained pieces are the assistant turns: the
+        answer (with its ``<think>`` trace where kept, in the template's own form of it), tool calls, and the
+        template's end of the turn up to its last special token."""
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if not turns:
             raise DataError(f"{self.owner}: a conversation without an assistant turn has nothing to train on")
-        kept = set(turns)
-        if reasoning == "keep" and any(_has_trace(messages[i]) for i in turns):
-            # where the template itself drops a trace (QwQ: every turn but the last), it is not trained either
-            probe = [{"role": "assistant", "content": f"<think>\n{_PROBE.format(i)}\n</think>\n\n{_MARK.format(i)}"}
-                     if i in kept else {"role": m["role"], "content": m["content"]} for i, m in enumerate(messages)]
-            text = self.render(probe)
-            kept = {i for i in turns if _PROBE.format(i) in text}
-        contents = {i: with_reasoning(messages[i], reasoning if i in kept else "strip") for i in turns}
-        if self._trims():  # Gemma's `| trim`: the marker has no spaces to lose, the content may
-            contents = {i: c.strip() for i, c in contents.items()}
-        marked = [{"role": "assistant", "content": _MARK.format(i)} if i in contents
-                  else {"role": m["role"], "content": m["content"]} for i, m in enumerate(messages)]
-        full = self.render(marked)
+        parts = {i: split_reasoning(messages[i]) for i in turns}
+        trims = self._trims()
+        marked = []
+        for i, m in enumerate(messages):
+            m = dict(m)
+            m.pop("reasoning_content", None)
+            if i in parts:
+                trace, _ = parts[i]
+                # a kept trace goes in as <think> PROBE </think>: the template writes it in its own form (Qwen3
+                # moves it into its reasoning block, QwQ drops it from earlier turns), and PROBE shows where
+                m["content"] = (f"<think>\n{_PROBE.format(i)}\n</think>\n\n" if reasoning == "keep" and trace
+                                else "") + _MARK.format(i)
+            marked.append(m)
+        kw = {"tools": tools} if tools else {}
+        full = self.render(marked, **kw)
         pieces: list[tuple[str, bool]] = []
         pos = 0
-        for i, content in contents.items():
-            mark = _MARK.format(i)
-            at = full.find(mark, pos)
-            if at < 0 or full.count(mark) != 1:
-                raise DataError(f"{self.owner}: its chat template does not render assistant turn {i} once; "
-                                "cannot tell which tokens are the answer")
-            end = at + len(mark)
+        for i in turns:
+            trace, answer = parts[i]
+            answer = answer.strip() if trims else answer
+            mark, probe = _MARK.format(i), _PROBE.format(i)
+            if not answer and messages[i].get("tool_calls"):
+                # an empty answer before tool calls: templates test the content (Qwen writes "\n" only for one), so
+                # the turn is found by rendering it empty and comparing with the marked rendering
+                before = full
+                marked[i]["content"] = ""
+                full = self.render(marked, **kw)
+                at = end = _common_prefix(before, full)
+                head = ""
+            else:
+                at = full.find(mark, pos)
+                if at < 0 or full.count(mark) != 1:
+                    raise DataError(f"{self.owner}: its chat template does not render assistant turn {i} once; "
+                                    "cannot tell which tokens are the answer")
+                end = at + len(mark)
+                head = answer
+                p_at = full.find(probe, pos, at)
+                if p_at >= 0:  # the trace is kept: trained from the template's <think> on
+                    t_at = full.rfind("<think>", pos, p_at)
+                    t_at = p_at if t_at < 0 else t_at
+                    head = full[t_at:p_at] + trace + full[p_at + len(probe):at] + answer
+                    at = t_at
             # the turn's own ending: what the template writes after this turn when it is the last one
-            alone = self.render(marked[: i + 1])
-            closing = alone[alone.index(mark) + len(mark):]
+            alone = self.render(marked[: i + 1], **kw)
+            closing = alone[alone.index(mark) + len(mark):] if mark in alone else alone[end:]
             closing = closing[: _common_prefix(closing, full[end:])]
             last = max((closing.rfind(t) + len(t) for t in self.special_texts if t and t in closing), default=0)
             pieces.append((full[pos:at], False))
             if last:
-                pieces.append((content + closing[:last], True))
+                pieces.append((head + closing[:last], True))
             else:  # no special token ends the turn: the EOS token does, as in training without a template
-                pieces.append((content + (self.eos_token or ""), True))
+                pieces.append((head + (self.eos_token or ""), True))
                 pieces.append((closing, False))
                 last = len(closing)
             pos = end + last
@@ -244,9 +286,9 @@ class ChatFormat:
                 self._trim = False
         return self._trim
 
-    def prompt(self, messages: list[dict]) -> str:
+    def prompt(self, messages: list[dict], tools: list | None = None) -> str:
         """The conversation up to its last assistant turn, with the template's generation prompt."""
-        return self.render(prompt_messages(messages), add_generation_prompt=True)
+        return self.render(prompt_messages(messages), add_generation_prompt=True, tools=tools)
 
     def generation_prefix(self, messages: list[dict]) -> str:
         """Text the generation prompt adds inside the assistant's turn (QwQ's ``<think>\\n``): a generated answer

@@ -19,7 +19,27 @@ def data_files(path: Path, field: str) -> list[Path]:
     if not path.exists():
         raise DataError(f"{field}: {path}: no such file or folder")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+        if (path / "dataset_dict.json").is_file():  # datasets' save_to_disk of several splits: the train split
+            split = path / "train"
+            if not split.is_dir():
+                import json
+
+                names = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+                raise DataError(f"{field}: {path}: a dataset with the splits {', '.join(names)}; give the folder of "
+                                "the split to read (no `train` split here)")
+            path = split
+        if (path / "state.json").is_file():  # one split saved with save_to_disk: the files it lists, in order
+            import json
+
+            try:
+                listed = [path / f["filename"] for f in json.loads((path / "state.json").read_text())["_data_files"]]
+            except (ValueError, KeyError, TypeError):
+                listed = []
+            if listed and all(f.is_file() for f in listed):
+                return listed
+        # everything accepted under the folder, but not the caches datasets' map() leaves beside its data
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES
+                       and not p.name.startswith("cache-"))
         if not files:
             raise DataError(f"{field}: {path}: the folder holds no {', '.join(SUFFIXES)} files")
         return files

@@ -299,3 +299,112 @@ def test_the_app_scan_counts_conversations_and_assistant_tokens_as_training_does
     assert result.tokens == sum(len(ids) for ids, _ in pairs) + prompt
     assert result.assistant_tokens == sum(sum(1 for x in labels if x != IGNORE_INDEX) for _, labels in pairs)
     assert "3 conversations" in result.summary() and "in assistant turns" in result.summary()
+
+
+def test_tool_calls_are_trained_with_their_turn_and_the_tools_reach_the_template():
+    tok = tiny_tokenizer("qwen2.5")
+    chat = chat_format(tok, "student.model")
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]
+    call = {"type": "function", "function": {"name": "add", "arguments": {"a": 2, "b": 2}}}
+    msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "4"}, {"role": "assistant", "content": "4"}]
+    rows = read_records_from([{"messages": msgs, "tools": tools}])
+    pieces = chat.segments(rows[0]["messages"], tools=rows[0]["tools"])
+    expected = tok.apply_chat_template(msgs, tools=tools, tokenize=False)
+    assert "".join(t for t, _ in pieces) == expected and "# Tools" in expected
+    trained = [t for t, on in pieces if on]
+    assert trained == ['<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call><|im_end|>',
+                       "4<|im_end|>"]
+
+
+# A Qwen3-style template (written for this test): the trace goes into the template's own <think> block, and a turn
+# without one gets an empty block.
+QWEN3_LIKE = (
+    "{%- for m in messages %}"
+    "{%- if m.role == 'assistant' %}"
+    "{%- set c = m.content %}{%- set r = '' %}"
+    "{%- if '</think>' in c %}{%- set r = c.split('</think>')[0].split('<think>')[-1].strip('\\n') %}"
+    "{%- set c = c.split('</think>')[-1].lstrip('\\n') %}{%- endif %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n' + r + '\\n</think>\\n\\n' + c + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}")
+
+
+def test_a_template_that_writes_its_own_reasoning_block_gets_the_trace_once():
+    tok = tiny_tokenizer("qwq")
+    tok.chat_template = QWEN3_LIKE
+    chat = chat_format(tok, "student.model")
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>\nreason\n</think>\n\nHello"}]
+    keep = chat.segments(msgs, "keep")
+    assert "".join(t for t, _ in keep) == tok.apply_chat_template(msgs, tokenize=False)
+    assert [t for t, on in keep if on] == ["<think>\nreason\n</think>\n\nHello<|im_end|>"]
+    strip = chat.segments(msgs, "strip")
+    assert [t for t, on in strip if on] == ["Hello<|im_end|>"]
+    assert "<think>\n\n</think>\n\n" in strip[0][0]  # the template's empty block: prompt side, not trained
+
+
+def read_records_from(rows, tmp=None):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "x.jsonl"
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return read_records(f)
+
+
+def test_a_sentencepiece_style_tokenizer_is_labelled_on_the_whole_text():
+    """Tokenised piece by piece, a Metaspace tokenizer would put a word marker at each piece's start: ids the model
+    never reads. The whole text is tokenised instead and its ids labelled by the characters they cover."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set("▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!?+=.\n<>|_"))
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(chars)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>")
+    fast.add_tokens([AddedToken(t, special=True) for t in ("</s>", "<|user|>", "<|assistant|>", "<|end|>")])
+    fast.chat_template = "{% for m in messages %}{{ '<|' + m.role + '|>\n' + m.content + '<|end|>' }}{% endfor %}"
+    chat = chat_format(fast, "student.model")
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    ids, labels = conversation_ids(chat, msgs, fast)
+    whole = fast(fast.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert ids == whole  # the ids the model reads at inference, not the pieces' own
+    trained = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+    assert fast.convert_ids_to_tokens(trained) == ["H", "e", "l", "l", "o", "<|end|>"]
+
+
+def test_a_saved_dataset_reads_its_train_split_and_skips_caches(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+
+    def write(folder, rows):
+        folder.mkdir(parents=True)
+        table = pa.table({"messages": rows})
+        with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+        (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
+        (folder / "cache-123.arrow").write_bytes((folder / "data-00000-of-00001.arrow").read_bytes())
+
+    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    write(tmp_path / "ds" / "train", [conv])
+    write(tmp_path / "ds" / "test", [conv, conv])
+    (tmp_path / "ds" / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    assert len(read_records(tmp_path / "ds")) == 1  # the train split only, once (its map() cache skipped)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "dataset_dict.json").write_text(json.dumps({"splits": ["validation"]}))
+    with pytest.raises(DataError, match="the splits validation"):
+        read_records(tmp_path / "other")
+
+
+def test_failed_batch_requests_stay_prompts_and_are_left_out_of_training(tmp_path):
+    msgs = [{"role": "user", "content": "Hi"}]
+    lines = [{"custom_id": "a", "body": {"messages": msgs}}, {"custom_id": "b", "body": {"messages": msgs}},
+             {"custom_id": "a", "response": {"status_code": 200, "body": {"choices": [{"message": {
+                 "role": "assistant", "content": "Hello"}}]}}},
+             {"custom_id": "b", "response": None, "error": {"code": "rate_limit", "message": "later"}}]
+    rows = read_records_from(lines)
+    assert [len(r["messages"]) for r in rows] == [2, 1]
+    tok = tiny_tokenizer("qwen2.5")
+    enc = encode(rows, tok, 512, chat=chat_format(tok, "s"))
+    assert len(enc.examples) == 1 and enc.dropped == 1

@@ -503,3 +503,20 @@ def test_fused_keeps_nothing_vocabulary_wide_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         L.fused_distill_loss(h, w, labels, teacher_hidden=th, teacher_head_weight=tw).loss.backward()
     assert saved == []  # the gradients were worked out in forward: autograd keeps no activation of the loss
+
+
+@pytest.mark.parametrize("hidden_dtype", [torch.float32, torch.bfloat16])
+def test_fused_under_bf16_autocast_matches_fp32_and_keeps_the_weights_dtype(hidden_dtype):
+    """As on a GPU: fp32 master weights, bf16 autocast; the hidden states may arrive in either dtype."""
+    h, w, bias, th, tw, labels = case(dtype=torch.float32)
+    kw = dict(teacher_hidden=th, teacher_head_weight=tw, loss="jsd", beta=0.5, temperature=1.0)
+    ref = run_fused(h, w, bias, labels, **kw)
+    hb = h.to(hidden_dtype).detach().requires_grad_()
+    wb, bb = w.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()
+    n = int((labels != L.IGNORE_INDEX).sum())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = L.fused_distill_loss(hb, wb, labels, student_head_bias=bb, kd_weight=0.6, scale=1.0 / n, **kw)
+    out.loss.backward()
+    assert wb.grad.dtype == torch.float32 and hb.grad.dtype == hidden_dtype
+    for got, want in zip((hb.grad, wb.grad, bb.grad), ref[2]):
+        assert torch.allclose(got.float(), want, rtol=0.1, atol=2e-3), (got.float() - want).abs().max()

@@ -124,18 +124,34 @@ def _plain_pieces(row: dict, tokenizer, field: str) -> tuple[list[int], list[int
                     "`messages`")
 
 
-def conversation_ids(chat: ChatFormat, messages: list[dict], tokenizer,
-                     reasoning: Reasoning = "keep") -> tuple[list[int], list[int]]:
+def conversation_ids(chat: ChatFormat, messages: list[dict], tokenizer, reasoning: Reasoning = "keep",
+                     tools: list | None = None) -> tuple[list[int], list[int]]:
     """(input ids, labels) of a conversation: each rendered piece tokenised on its own, so an answer starts on a
     token boundary as it does after the generation prompt at inference; labels only on the assistant turns."""
-    pieces = chat.segments(messages, reasoning)
+    pieces = chat.segments(messages, reasoning, tools)
     encoded = tokenizer([t for t, _ in pieces], add_special_tokens=False)["input_ids"]
     ids: list[int] = []
     labels: list[int] = []
     for (_, trained), piece in zip(pieces, encoded):
         ids += piece
         labels += piece if trained else [IGNORE_INDEX] * len(piece)
-    return ids, labels
+    text = "".join(t for t, _ in pieces)
+    try:
+        whole = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError):  # a slow tokenizer has no offsets: the pieces' ids stand
+        return ids, labels
+    if whole["input_ids"] == ids:
+        return ids, labels
+    # The pieces tokenise differently on their own (SentencePiece tokenizers prepend a word marker to each piece):
+    # the model is trained on the ids of the whole text, as it reads it, labelled by the characters each id covers.
+    spans, at = [], 0
+    for t, trained in pieces:
+        if trained:
+            spans.append((at, at + len(t)))
+        at += len(t)
+    labels = [i if any(a < e and b > s for s, e in spans) else IGNORE_INDEX
+              for i, (a, b) in zip(whole["input_ids"], whole["offset_mapping"])]
+    return list(whole["input_ids"]), labels
 
 
 def encode(records: list[dict], tokenizer, seq_len: int, field: str = "data.train", *,
@@ -146,12 +162,15 @@ def encode(records: list[dict], tokenizer, seq_len: int, field: str = "data.trai
     examples, truncated, dropped = [], 0, 0
     for n, row in enumerate(records, 1):
         if "messages" in row:
+            if not any(m["role"] == "assistant" for m in row["messages"]):
+                dropped += 1  # a prompt without an answer (a failed batch request): nothing to train on
+                continue
             if chat is None:
                 raise DataError(f"{field}: record {n} is a conversation (`messages`) but neither model's tokenizer "
                                 "has a chat template; add `chat_template` to tokenizer_config.json, or give "
                                 "`prompt` + `response` records")
             try:
-                ids, labels = conversation_ids(chat, row["messages"], tokenizer, reasoning)
+                ids, labels = conversation_ids(chat, row["messages"], tokenizer, reasoning, row.get("tools"))
             except DataError as exc:
                 raise DataError(f"{field}: record {n}: {exc}") from None
         else:
@@ -182,7 +201,7 @@ def prompt_ids(row: dict, tokenizer, chat: ChatFormat | None) -> list[int]:
     if "messages" in row:
         if chat is None:
             raise DataError("a conversation (`messages`) needs a chat template in the model's tokenizer")
-        return tokenizer(chat.prompt(row["messages"]), add_special_tokens=False)["input_ids"]
+        return tokenizer(chat.prompt(row["messages"], row.get("tools")), add_special_tokens=False)["input_ids"]
     return tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
 
 

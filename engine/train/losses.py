@@ -495,11 +495,15 @@ def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labe
             ce_sum = torch.zeros((), dtype=acc, device=h.device) if kw["need_ce"] or kd_weight < 1 or not has_kd \
                 else None
             top1 = torch.zeros((), dtype=torch.long, device=h.device) if kw["need_top1"] else None
-            gh = gw = gb = None
+            gh = gw = gb = gh_rows = None
             if need_grad:
                 gh_rows = torch.empty_like(h) if student_hidden.requires_grad else None
                 gw = torch.zeros_like(w) if w.requires_grad else None
                 gb = torch.zeros_like(b) if b is not None and b.requires_grad else None
+            # the gradient matmuls in the compute dtype: autocast's (bf16 on a GPU; these in-place and out= calls
+            # escape autocast) or the head's; the weight's gradient accumulates in its own dtype
+            dt = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else w.dtype
+            w_dt = w[:vocab].to(dt) if gh_rows is not None else None
             for i in range(0, n, chunk):
                 c = slice(i, i + chunk)
                 kd_c, ce_c, top1_c, g = _fused_chunk(
@@ -511,13 +515,19 @@ def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labe
                 if top1 is not None:
                     top1 += top1_c
                 if g is not None:
-                    g = g.to(h.dtype)
-                    if gh_rows is not None:
-                        torch.matmul(g, w[:vocab], out=gh_rows[c])
-                    if gw is not None:
-                        gw[:vocab].addmm_(g.t(), h[c])
                     if gb is not None:
-                        gb[:vocab] += g.sum(0)
+                        gb[:vocab] += g.sum(0).to(gb.dtype)
+                    g = g.to(dt)
+                    if gh_rows is not None:
+                        if gh_rows.dtype == dt:
+                            torch.matmul(g, w_dt, out=gh_rows[c])
+                        else:
+                            gh_rows[c] = g @ w_dt
+                    if gw is not None:
+                        if gw.dtype == dt:
+                            gw[:vocab].addmm_(g.t(), h[c].to(dt))
+                        else:
+                            gw[:vocab] += g.t() @ h[c].to(dt)
                     del g
             if need_grad and gh_rows is not None:
                 gh = torch.zeros_like(h_all).index_copy_(0, rows, gh_rows).reshape(student_hidden.shape)

@@ -177,8 +177,10 @@ class Session:
                 torch.cuda.empty_cache()
         self.examples = train_enc.examples
         if train_enc.truncated:
-            self.info(f"{train_enc.truncated} training examples were cut at data.seq_len = {plan.data.seq_len}"
-                      + (f"; {train_enc.dropped} had nothing left to train on and were dropped" if train_enc.dropped else ""))
+            self.info(f"{train_enc.truncated} training examples were cut at data.seq_len = {plan.data.seq_len}")
+        if train_enc.dropped:
+            self.info(f"{train_enc.dropped} training examples had nothing to train on (no answer, or none left "
+                      "within data.seq_len) and were left out")
         if len(self.examples) < self.global_seqs:
             self.info(f"the data has {len(self.examples)} examples, fewer than one global batch ({self.global_seqs}); "
                       "batches repeat examples")

@@ -191,6 +191,25 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
     chat = load_chat(tokenizer_file) if count is not None else None
     done = examples = tokens = text_bytes = conversations = 0
     assistant = 0
+
+    def add(row: dict, n: int) -> None:
+        """Count one conversation: rendered and cut as training cuts it (engine/chat.py)."""
+        nonlocal conversations, tokens, assistant, text_bytes
+        conversations += 1
+        if chat is None:
+            text_bytes += sum(len(m["content"].encode("utf-8")) for m in row["messages"])
+            return
+        try:
+            pieces = chat.segments(row["messages"], tools=row.get("tools"))
+        except DataError as exc:
+            if "nothing to train on" not in str(exc):
+                raise DataError(f"{field}: record {n}: {exc}") from None
+            pieces = [(chat.prompt(row["messages"], row.get("tools")), False)]  # a prompt alone
+        lengths = count([t for t, _ in pieces], add_special_tokens=False)
+        tokens += sum(lengths)
+        assistant += sum(k for k, (_, trained) in zip(lengths, pieces) if trained)
+        text_bytes += sum(len(t.encode("utf-8")) for t, _ in pieces)
+
     batch: list[str] = []
     pending: list[dict] = []  # conversations, and OpenAI batch answers until their requests are read
     since = 0
@@ -202,7 +221,12 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
                 done += nbytes
                 since += nbytes
                 if isinstance(item, dict):
-                    pending.append(item)
+                    if "_custom_id" in item or "_answer_of" in item:
+                        pending.append(item)  # an OpenAI batch line: counted once its pair is read
+                    else:
+                        add(item, examples + conversations + 1)
+                        if (conversations % BATCH) == 0:
+                            yield done, total, f"{conversations:,} conversations read"
                     continue
                 if not item:
                     continue
@@ -222,24 +246,9 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
             raise DataError(f"{field}: {file}: cannot read ({exc.strerror or exc})") from None
     if batch:
         tokens += count(batch)
-    for n, row in enumerate(pair_batch(pending, field), 1):
-        examples += 1
-        conversations += 1
-        if chat is not None:
-            try:
-                pieces = chat.segments(row["messages"])
-            except DataError as exc:
-                if "nothing to train on" not in str(exc):
-                    raise DataError(f"{field}: conversation {n}: {exc}") from None
-                pieces = [(chat.prompt(row["messages"]), False)]  # a prompt alone
-            lengths = count([t for t, _ in pieces], add_special_tokens=False)
-            tokens += sum(lengths)
-            assistant += sum(k for k, (_, trained) in zip(lengths, pieces) if trained)
-            text_bytes += sum(len(t.encode("utf-8")) for t, _ in pieces)
-        else:
-            text_bytes += sum(len(m["content"].encode("utf-8")) for m in row["messages"])
-        if n % BATCH == 0:
-            yield done, total, f"{conversations:,} conversations rendered"
+    for row in pair_batch(pending, field):
+        add(row, examples + conversations + 1)
+    examples += conversations
     if examples == 0:
         raise DataError(f"{field}: {root}: no examples (the data is empty)")
     counted = count is not None and (chat is not None or conversations == 0)
