@@ -343,7 +343,7 @@ def predict(case: Case, *, precision: str, accelerator: str = "cpu") -> dict:
     job = Job(student=shape_of(s_spec), teacher=shape_of(t_spec), method="logit-kd", seq_len=case.seq_len,
               tokens_per_epoch=float(case.tokens), epochs=1.0, global_batch_tokens=case.tokens,
               micro_batch_seqs=case.micro_batch, chunked_logits=case.chunk is not None, precision=precision,
-              kd_loss=case.loss)
+              kd_loss=case.loss, cpu=accelerator == "cpu")
     coeffs = copy.deepcopy(coefficients())
     if case.chunk is not None:
         coeffs["memory"]["logits_chunk_tokens"] = case.chunk

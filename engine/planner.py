@@ -110,6 +110,7 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         # the engine trains in fp32 on a CPU; on GPUs, full training keeps fp32 master weights under bf16 autocast
         precision="fp32" if plan.hardware.target == "local" and plan.hardware.accelerator == "cpu" else "bf16-mixed",
         optimizer=plan.training.optimizer,
+        cpu=plan.hardware.target == "local" and plan.hardware.accelerator == "cpu",
     )
 
 

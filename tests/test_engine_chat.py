@@ -153,3 +153,10 @@ def test_the_engine_keeps_freed_memory_for_reuse_on_linux():
     from distill_studio.engine.train.run import tune_cpu_allocator
 
     assert tune_cpu_allocator() is sys.platform.startswith("linux")
+
+
+def test_the_allocator_setting_can_be_left_off(monkeypatch):
+    from distill_studio.engine.train.run import tune_cpu_allocator
+
+    monkeypatch.setenv("DISTILL_CPU_ALLOCATOR", "default")
+    assert tune_cpu_allocator() is False

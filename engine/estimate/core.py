@@ -42,6 +42,14 @@ PRECISIONS = {"bf16-mixed": (4.0, 4.0, 8.0, 2.0), "bf16": (2.0, 2.0, 4.0, 2.0), 
 # Bytes of AdamW state per trained parameter where the optimiser sets it, whatever the precision: bitsandbytes'
 # 8-bit AdamW keeps both moments as uint8 with one fp32 scale per block of 256 values (blockwise quantisation).
 OPTIMIZER_STATE = {"adamw-8bit": 2.0 + 2 * 4.0 / 256}
+# On a CPU the engine's fused loss keeps each [rows, V] fp32 temporary under this many bytes (train/losses.py, which
+# reads it from here, and docs/engine.md say why): fewer rows per chunk than logits_chunk_tokens at a large vocabulary.
+CPU_LOSS_CHUNK_BYTES = 24 << 20
+
+
+def loss_chunk_rows(chunk_tokens: int, vocab: int, value_bytes: int = 4, cpu: bool = False) -> int:
+    """Rows of the loss's chunks, as the engine takes them."""
+    return max(1, min(chunk_tokens, CPU_LOSS_CHUNK_BYTES // (vocab * value_bytes))) if cpu else chunk_tokens
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,6 +86,7 @@ class Job:
     teacher_placement: str = "auto"  # "auto" | "sharded" | "replicated" (placement.teacher_replicated)
     sharding_auto: bool = True    # the plan leaves the sharding to the planner (placement.teacher_replicated)
     optimizer: str = "adamw"      # "adamw" | "adamw-8bit" (bitsandbytes: both moments in 8 bits, OPTIMIZER_STATE)
+    cpu: bool = False             # the engine on a CPU: the loss's chunks are also bounded by CPU_LOSS_CHUNK_BYTES
 
     @property
     def train_tokens(self) -> float:
@@ -222,7 +231,8 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         mb_tokens * s.num_layers * act_layer,
     )
     usable = _f(g.hbm_bytes) * mem["usable_fraction"]
-    logit_tokens = np.minimum(mb_tokens, mem["logits_chunk_tokens"]) if job.chunked_logits else mb_tokens
+    chunk_rows = loss_chunk_rows(int(mem["logits_chunk_tokens"]), s.vocab_size, cpu=job.cpu)
+    logit_tokens = np.minimum(mb_tokens, chunk_rows) if job.chunked_logits else mb_tokens
     logits = logit_tokens * s.vocab_size * mem["student_logit_bytes"]
     # a bf16 teacher is held in the compute dtype (fp32 when training in fp32); a quantised one as quantised
     t_bytes = np.where(g.teacher_bytes_per_param >= TEACHER_BYTES["bf16"], cb, _f(g.teacher_bytes_per_param))

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..estimate.core import loss_chunk_rows
+
 IGNORE_INDEX = -100
 LossKind = Literal["forward-kl", "reverse-kl", "jsd"]
 _KINDS = ("forward-kl", "reverse-kl", "jsd")
@@ -321,8 +323,8 @@ def combine(sums: LossSums, kd_weight: float, n_tokens_global: int) -> tuple[Ten
 # temporaries are reused from the heap instead of being mapped, page-faulted in and unmapped chunk after chunk. At a
 # 262,144-token vocabulary that is 24 rows a chunk; measured side by side at that vocabulary, 24 MiB chunks ran at
 # 1.4x the tokens/s of 128 MiB ones, at a lower peak (BENCHMARKS.md). A GPU's caching allocator reuses its blocks,
-# and there larger chunks read the head fewer times: ``chunk_size`` alone bounds them.
-CPU_CHUNK_BYTES = 24 << 20
+# and there larger chunks read the head fewer times: ``chunk_size`` alone bounds them. The estimator counts the
+# same rows (one constant, in ``estimate.core``).
 
 
 @dataclass
@@ -473,9 +475,7 @@ def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labe
     need_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (student_hidden, w, b))
     has_kd = compute_kd and (th_all is not None or topk is not None)
     width = 8 if h_all.dtype == torch.float64 else 4
-    chunk = chunk_size
-    if h_all.device.type == "cpu":
-        chunk = max(1, min(chunk_size, CPU_CHUNK_BYTES // (vocab * width)))
+    chunk = loss_chunk_rows(chunk_size, vocab, width, cpu=h_all.device.type == "cpu")
     kw = dict(vocab=vocab, loss=loss, beta=beta, temperature=temperature, softcap=logit_softcap,
               kd_weight=kd_weight, scale=scale, has_kd=has_kd, need_ce=need_ce, need_top1=need_top1 and has_kd,
               need_grad=need_grad)

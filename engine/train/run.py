@@ -272,12 +272,13 @@ def tune_cpu_allocator() -> bool:
     (glibc's largest mmap threshold) come from the heap, and the heap is not trimmed until 1 GiB lies free at its top.
     Left to glibc's defaults, a training step on the CPU maps, page-faults in and unmaps its large temporaries
     again and again (page faults were about 45% of a step's CPU time at a 262,144-token vocabulary). The loss keeps
-    its own temporaries under that size (``losses.CPU_CHUNK_BYTES``). Applies to this process only; False where
-    the C library is not glibc (macOS, Windows, musl), which keep their own allocators."""
+    its own temporaries under that size (``estimate.core.CPU_LOSS_CHUNK_BYTES``). Applies to this process only;
+    False where the C library is not glibc (macOS, Windows, musl), which keep their own allocators, or where
+    ``DISTILL_CPU_ALLOCATOR=default`` asks to leave glibc as it is (benchmarks/bench_cpu_allocator.py compares)."""
     import ctypes
     import ctypes.util
 
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("DISTILL_CPU_ALLOCATOR") == "default":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -144,6 +144,10 @@ def load_chat(tokenizer_file: str | None) -> ChatFormat | None:
         template = config["chat_template"]
     if not template:
         return None
+    try:  # the renderer training uses; a GUI-only install may not have it
+        import transformers.utils.chat_template_utils  # noqa: F401
+    except ImportError:
+        return None
 
     def text(v):
         return v.get("content") if isinstance(v, dict) else v if isinstance(v, str) else None
