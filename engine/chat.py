@@ -69,6 +69,10 @@ def messages_of(value: Any, where: str) -> list[dict[str, str]]:
         reasoning = m.get("reasoning_content", m.get("reasoning"))
         if role == "assistant" and isinstance(reasoning, str) and reasoning.strip():
             msg["reasoning_content"] = reasoning
+        if role == "assistant" and "weight" in m:  # OpenAI's fine-tuning files: weight 0 keeps a turn untrained
+            if m["weight"] not in (0, 1):
+                raise DataError(f"{at}.weight: {m['weight']!r}; allowed: 0 (not trained) or 1")
+            msg["weight"] = int(m["weight"])
         if calls:
             if not isinstance(calls, list):
                 raise DataError(f"{at}.tool_calls: expected a list of calls")
@@ -97,7 +101,8 @@ def _choice_message(response: Any, where: str) -> dict | None:
 def chat_record(row: dict, where: str) -> dict | None:
     """A conversation record from any chat shape, or None when ``row`` is not one.
 
-    Shapes: ``{"messages": [...]}`` (fine-tuning files, Azure OpenAI stored-completion exports); a chat completion
+    Shapes: ``{"messages": [...]}`` (fine-tuning files, Azure OpenAI stored-completion exports; an assistant turn's
+    ``weight: 0`` leaves it untrained), ShareGPT's ``{"conversations": [{"from", "value"}]}``; a chat completion
     with its request (``{"messages" | "input_messages": [...], "choices": [...]}`` or ``{"request": {...},
     "response": {...}}``); OpenAI batch lines, a request ``{"custom_id", "body": {"messages"}}`` and an answer
     ``{"custom_id", "response": {"body": {"choices"}}}``, which :func:`pair_batch` joins by ``custom_id``.
@@ -112,7 +117,7 @@ def chat_record(row: dict, where: str) -> dict | None:
         source = request.get("body", request)
     elif body is not None and "messages" in body:
         source = body
-    key = "messages" if "messages" in source else "input_messages" if "input_messages" in source else None
+    key = next((k for k in ("messages", "input_messages", "conversations") if isinstance(source.get(k), list)), None)
     if key is None and "custom_id" in row and "response" in row and _failed(row):
         # a batch request that failed (an error object, a non-200 status): its request stays a prompt
         return {"_answer_of": str(row["custom_id"]), "_answer": None, "_where": where}
@@ -224,6 +229,7 @@ class ChatFormat:
         for i, m in enumerate(messages):
             m = dict(m)
             m.pop("reasoning_content", None)
+            m.pop("weight", None)
             if i in parts:
                 trace, _ = parts[i]
                 # a kept trace goes in as <think> PROBE </think>: the template writes it in its own form (Qwen3
@@ -260,6 +266,7 @@ class ChatFormat:
                     t_at = p_at if t_at < 0 else t_at
                     head = full[t_at:p_at] + trace + full[p_at + len(probe):at] + answer
                     at = t_at
+            trained = messages[i].get("weight", 1) != 0
             # the turn's own ending: what the template writes after this turn when it is the last one
             alone = self.render(marked[: i + 1], **kw)
             closing = alone[alone.index(mark) + len(mark):] if mark in alone else alone[end:]
@@ -267,9 +274,9 @@ class ChatFormat:
             last = max((closing.rfind(t) + len(t) for t in self.special_texts if t and t in closing), default=0)
             pieces.append((full[pos:at], False))
             if last:
-                pieces.append((head + closing[:last], True))
+                pieces.append((head + closing[:last], trained))
             else:  # no special token ends the turn: the EOS token does, as in training without a template
-                pieces.append((head + (self.eos_token or ""), True))
+                pieces.append((head + (self.eos_token or ""), trained))
                 pieces.append((closing, False))
                 last = len(closing)
             pos = end + last

@@ -408,3 +408,18 @@ def test_failed_batch_requests_stay_prompts_and_are_left_out_of_training(tmp_pat
     tok = tiny_tokenizer("qwen2.5")
     enc = encode(rows, tok, 512, chat=chat_format(tok, "s"))
     assert len(enc.examples) == 1 and enc.dropped == 1
+
+
+def test_sharegpt_records_and_untrained_turns():
+    rows = read_records_from([
+        {"conversations": [{"from": "system", "value": "Be terse."}, {"from": "human", "value": "Hi"},
+                           {"from": "gpt", "value": "Hello!"}, {"from": "human", "value": "2+2?"},
+                           {"from": "gpt", "value": "4"}]},
+        {"messages": [*TWO_TURNS[:2], {**TWO_TURNS[2], "weight": 0}, *TWO_TURNS[3:]]},
+    ])
+    assert rows[0]["messages"] == TWO_TURNS
+    chat = chat_format(tiny_tokenizer("qwen2.5"), "s")
+    assert [t for t, on in chat.segments(rows[1]["messages"]) if on] == ["4<|im_end|>"]  # weight 0: not trained
+    assert "".join(t for t, _ in chat.segments(rows[1]["messages"])) == "".join(t for t, _ in EXPECTED["qwen2.5"])
+    with pytest.raises(DataError, match=r"messages\[2\].weight: 0.5; allowed: 0"):
+        read_records_from([{"messages": [*TWO_TURNS[:2], {**TWO_TURNS[2], "weight": 0.5}]}])
