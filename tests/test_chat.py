@@ -423,3 +423,33 @@ def test_sharegpt_records_and_untrained_turns():
     assert "".join(t for t, _ in chat.segments(rows[1]["messages"])) == "".join(t for t, _ in EXPECTED["qwen2.5"])
     with pytest.raises(DataError, match=r"messages\[2\].weight: 0.5; allowed: 0"):
         read_records_from([{"messages": [*TWO_TURNS[:2], {**TWO_TURNS[2], "weight": 0.5}]}])
+
+
+def test_the_scan_uses_the_students_template_and_the_reasoning_choice(tmp_path):
+    import distill_studio.engine.plan  # noqa: F401  (pydantic before Qt's shiboken, as the app imports them)
+    from distill_studio.gui.wizard.scan import scan_data
+
+    teacher, student = tiny_tokenizer("qwen2.5"), tiny_tokenizer("qwq")
+    teacher.save_pretrained(tmp_path / "teacher")
+    student.save_pretrained(tmp_path / "student")
+    data = tmp_path / "chats.jsonl"
+    data.write_text(json.dumps({"messages": THINKING}) + "\n")
+
+    def scan(**kw):
+        gen = scan_data(str(data), str(tmp_path / "teacher" / "tokenizer.json"), **kw)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    keep = scan(student_tokenizer_file=str(tmp_path / "student" / "tokenizer.json"))
+    strip = scan(student_tokenizer_file=str(tmp_path / "student" / "tokenizer.json"), reasoning="strip")
+    assert "student's chat template" in keep.note
+    chat = chat_format(student, "student.model")
+    for result, mode in ((keep, "keep"), (strip, "strip")):
+        trained = sum(len(teacher(t, add_special_tokens=False)["input_ids"]) for t, on in chat.segments(THINKING, mode)
+                      if on)
+        assert result.assistant_tokens == trained
+    assert strip.assistant_tokens < keep.assistant_tokens
+    assert "teacher's chat template" in scan().note  # no student folder: the teacher's

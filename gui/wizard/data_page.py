@@ -52,7 +52,7 @@ class DataPage(QWizardPage):
         self.worker: workers.Worker | None = None
         self.scan_result: ScanResult | None = None
         self.scan_error = ""
-        self._scan_key: tuple[str, str] | None = None   # (path, tokenizer file) the result or running scan is for
+        self._scan_key: tuple | None = None  # (path, tokenizers, reasoning) the result or running scan is for
         self._original: tuple[str, int | None] | None = None  # (train, tokens) of an edited plan
 
         # ---- source
@@ -170,7 +170,7 @@ class DataPage(QWizardPage):
         self.source.buttonToggled.connect(lambda *_: self._source_changed())
         for w in (self.tokens, self.seq_len, self.epochs, self.batch):
             w.valueChanged.connect(lambda *_: self._changed())
-        self.reasoning.currentIndexChanged.connect(lambda *_: self._changed())
+        self.reasoning.currentIndexChanged.connect(lambda *_: (self._changed(), self._rescan()))
         order = (self.use_file, self.path, self.browse_file, self.browse_folder, self.use_tokens, self.tokens,
                  self.seq_len, self.epochs, self.batch, self.reasoning)
         for a, b in zip(order, order[1:]):
@@ -193,6 +193,11 @@ class DataPage(QWizardPage):
         self.path.setText(path)
         self.start_scan()
 
+    def _rescan(self) -> None:
+        """Assistant tokens depend on the reasoning choice: count them again for the data already chosen."""
+        if self.use_file.isChecked() and self.path.text().strip():
+            self.start_scan()
+
     def _scan_now_if_changed(self) -> None:
         if self._timer.isActive():
             self.start_scan()
@@ -207,14 +212,15 @@ class DataPage(QWizardPage):
 
     def set_models(self, teacher: ModelSpec | None, student: ModelSpec | None) -> None:
         """The pair decides the context limit, and the teacher's tokenizer decides how tokens are counted."""
-        old = self.tokenizer_file()
+        old = (self.tokenizer_file(), self.tokenizer_file(self.student))
         self.teacher, self.student = teacher, student
-        if self.tokenizer_file() != old and self.path.text().strip():
+        if (self.tokenizer_file(), self.tokenizer_file(self.student)) != old and self.path.text().strip():
             self.start_scan()
         self._changed()
 
-    def tokenizer_file(self) -> str:
-        t = self.teacher
+    def tokenizer_file(self, spec: ModelSpec | None | bool = False) -> str:
+        """The local tokenizer.json of the teacher (or of ``spec``), or ""."""
+        t = self.teacher if spec is False else spec
         if t is None or not t.id.startswith("local:") or not t.source:
             return ""
         return str(Path(t.source).parent / "tokenizer.json")
@@ -223,7 +229,7 @@ class DataPage(QWizardPage):
     def start_scan(self) -> None:
         self._timer.stop()
         path = self.path.text().strip()
-        key = (path, self.tokenizer_file())
+        key = (path, self.tokenizer_file(), self.tokenizer_file(self.student), self.reasoning.currentData())
         if self.worker is not None and key == self._scan_key:
             return  # this very scan is already running
         self.cancel_scan()
@@ -240,7 +246,8 @@ class DataPage(QWizardPage):
             return
         self.progress.setRange(0, 0)  # busy until the first report says how much there is
         self.progress.setFormat("scanning…")
-        self.worker = workers.start(scan_data, path, key[1] or None, on_result=self._scan_result,
+        self.worker = workers.start(scan_data, path, key[1] or None, reasoning=key[3],
+                                    student_tokenizer_file=key[2] or None, on_result=self._scan_result,
                                     on_error=self._scan_error, on_progress=self._scan_progress,
                                     on_finished=self._scan_finished)
         self._changed()

@@ -127,7 +127,7 @@ def _arrow(file: Path, field: str) -> Iterator[tuple[str | dict, int]]:
 _READERS = {".jsonl": _jsonl, ".txt": _txt, ".parquet": _parquet, ".arrow": _arrow}
 
 
-def load_chat(tokenizer_file: str | None) -> ChatFormat | None:
+def load_chat(tokenizer_file: str | None, owner: str = "teacher.model") -> ChatFormat | None:
     """The chat template beside a tokenizer.json (``chat_template.jinja`` or ``tokenizer_config.json``), with the
     special tokens it refers to, as transformers would load them; None without one."""
     if not tokenizer_file:
@@ -161,7 +161,7 @@ def load_chat(tokenizer_file: str | None) -> ChatFormat | None:
     except (OSError, ValueError):
         pass
     return ChatFormat(template=template, special=special, special_texts=tuple(sorted(texts, key=len, reverse=True)),
-                      eos_token=special.get("eos_token"), owner="teacher.model")
+                      eos_token=special.get("eos_token"), owner=owner)
 
 
 def load_counter(tokenizer_file: str | None) -> tuple[Callable[[list[str]], int] | None, str]:
@@ -184,15 +184,19 @@ def load_counter(tokenizer_file: str | None) -> tuple[Callable[[list[str]], int]
     return count, "counted with the teacher's tokenizer.json"
 
 
-def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.train"
-              ) -> Generator[tuple[int, int, str], None, ScanResult]:
+def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.train", *, reasoning: str = "keep",
+              student_tokenizer_file: str | None = None) -> Generator[tuple[int, int, str], None, ScanResult]:
     """Count examples and tokens under ``path``; yields progress in bytes; raises ``DataError`` naming the file
-    and line of the first problem."""
+    and line of the first problem. Conversations are rendered as training renders them: with the student's chat
+    template when its folder has one, else the teacher's, keeping or stripping reasoning as ``reasoning`` says."""
     root = Path(path).expanduser()
     files = data_files(root, field)
     total = sum(f.stat().st_size for f in files) or 1
     count, note = load_counter(tokenizer_file)
-    chat = load_chat(tokenizer_file) if count is not None else None
+    chat = None
+    if count is not None:
+        chat = load_chat(student_tokenizer_file, "student.model") if student_tokenizer_file else None
+        chat = chat or load_chat(tokenizer_file)
     done = examples = tokens = text_bytes = conversations = 0
     assistant = 0
 
@@ -204,7 +208,7 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
             text_bytes += sum(len(m["content"].encode("utf-8")) for m in row["messages"])
             return
         try:
-            pieces = chat.segments(row["messages"], tools=row.get("tools"))
+            pieces = chat.segments(row["messages"], reasoning, row.get("tools"))
         except DataError as exc:
             if "nothing to train on" not in str(exc):
                 raise DataError(f"{field}: record {n}: {exc}") from None
@@ -261,7 +265,7 @@ def scan_data(path: str, tokenizer_file: str | None = None, field: str = "data.t
         if conversations and count is not None:
             note = "estimated at 4 bytes a token: the teacher's tokenizer has no chat template for the conversations"
     elif conversations:
-        note = "rendered with the teacher's chat template, " + note
+        note = f"rendered with the {chat.owner.split('.')[0]}'s chat template, " + note
     yield total, total, f"{examples:,} examples read"
     return ScanResult(path=str(root), files=len(files), examples=examples, tokens=tokens, text_bytes=text_bytes,
                       counted=counted, note=note, conversations=conversations,
