@@ -307,18 +307,16 @@ class ChatFormat:
         return with_gen[len(head):] if with_gen.startswith(head) and len(with_gen) > len(head) else ""
 
     def stop_texts(self) -> list[str]:
-        """Special tokens that end an assistant turn in this template (for generation's stop ids)."""
-        marked = [{"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK.format("s")}]
-        try:
-            text = self.render(marked)
-        except DataError:
-            return []
-        closing = text[text.index(_MARK.format("s")) + len(_MARK.format("s")):]
-        return [t for t in self.special_texts if t and t in closing]
-
-
-def _has_trace(message: dict) -> bool:
-    return "</think>" in message["content"] or bool(message.get("reasoning_content"))
+        """Special tokens that end an assistant turn in this template (for generation's stop ids); worked out once."""
+        if not hasattr(self, "_stops"):
+            marked = [{"role": "user", "content": "u"}, {"role": "assistant", "content": _MARK.format("s")}]
+            try:
+                text = self.render(marked)
+                closing = text[text.index(_MARK.format("s")) + len(_MARK.format("s")):]
+                self._stops = [t for t in self.special_texts if t and t in closing]
+            except DataError:
+                self._stops = []
+        return self._stops
 
 
 def prompt_messages(messages: list[dict]) -> list[dict]:

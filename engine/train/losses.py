@@ -209,6 +209,18 @@ def _prepare(student_hidden, student_head_weight, labels, teacher_hidden, teache
     return h_all, y_all, th_all, topk, vocab
 
 
+def _trained_rows(rows, h_all, y_all, th_all, topk, vocab):
+    """The rows ``rows`` (the trained tokens) of every per-token input, ids checked: -> (h, y, th, t_lp, t_ids)."""
+    h, y = h_all.index_select(0, rows), y_all.index_select(0, rows)
+    _check_ids(y, vocab, "labels")
+    th = None if th_all is None else th_all.index_select(0, rows)
+    t_lp = t_ids = None
+    if topk is not None:
+        t_lp, t_ids = topk[0].index_select(0, rows), topk[1].index_select(0, rows)
+        _check_ids(t_ids, vocab, "teacher top-k ids")
+    return h, y, th, t_lp, t_ids
+
+
 def distill_loss_sums(student_hidden: Tensor, student_head_weight: Tensor, labels: Tensor, *,
                       teacher_hidden: Tensor | None = None, teacher_head_weight: Tensor | None = None,
                       teacher_topk: tuple[Tensor, Tensor] | None = None, vocab_size: int | None = None,
@@ -232,13 +244,7 @@ def distill_loss_sums(student_hidden: Tensor, student_head_weight: Tensor, label
     # only the indices, so autograd keeps nothing of size [N, V] here either.
     rows = (y_all != IGNORE_INDEX).nonzero().squeeze(1)
     n = rows.numel()
-    h, y = h_all.index_select(0, rows), y_all.index_select(0, rows)
-    _check_ids(y, vocab, "labels")
-    th = None if th_all is None else th_all.index_select(0, rows)
-    t_lp = t_ids = None
-    if topk is not None:
-        t_lp, t_ids = topk[0].index_select(0, rows), topk[1].index_select(0, rows)
-        _check_ids(t_ids, vocab, "teacher top-k ids")
+    h, y, th, t_lp, t_ids = _trained_rows(rows, h_all, y_all, th_all, topk, vocab)
     has_kd = compute_kd and (th is not None or t_lp is not None)
     fn = functools.partial(_chunk_sums, vocab=vocab, loss=loss, beta=beta, temperature=temperature,
                            softcap=logit_softcap, compute_kd=has_kd)
@@ -483,13 +489,7 @@ def fused_distill_loss(student_hidden: Tensor, student_head_weight: Tensor, labe
 
     def run():
         with torch.no_grad():
-            h, y = h_all.detach().index_select(0, rows), y_all.index_select(0, rows)
-            _check_ids(y, vocab, "labels")
-            th = None if th_all is None else th_all.index_select(0, rows)
-            t_lp = t_ids = None
-            if topk is not None:
-                t_lp, t_ids = topk[0].index_select(0, rows), topk[1].index_select(0, rows)
-                _check_ids(t_ids, vocab, "teacher top-k ids")
+            h, y, th, t_lp, t_ids = _trained_rows(rows, h_all.detach(), y_all, th_all, topk, vocab)
             acc = torch.float64 if h.dtype == torch.float64 else torch.float32
             kd_sum = torch.zeros((), dtype=acc, device=h.device)
             ce_sum = torch.zeros((), dtype=acc, device=h.device) if kw["need_ce"] or kd_weight < 1 or not has_kd \

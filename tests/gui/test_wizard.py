@@ -297,12 +297,17 @@ def test_scan_counts_examples_and_tokens(qtbot, wizard):
     assert page.data_values()["tokens"] == r.tokens
 
 
-def test_scan_uses_a_local_teachers_tokenizer(qtbot, wizard):
+def _with_local_demo_teacher(wizard):
+    """The demo's local teacher chosen (its tokenizer.json and chat template): -> the data page."""
     pytest.importorskip("tokenizers")
     wizard.teacher_page.picker.add_local(str(DEMO / "teacher"))
     wizard.teacher_page.refill()
     wizard.teacher_page.picker.select(str((DEMO / "teacher").resolve()))
-    page = wizard.data_page
+    return wizard.data_page
+
+
+def test_scan_uses_a_local_teachers_tokenizer(qtbot, wizard):
+    page = _with_local_demo_teacher(wizard)
     with qtbot.waitSignal(page.sig_scan_finished, timeout=15000):
         page.set_train_path(str(DEMO / "train.jsonl"))
     r = page.scan_result
@@ -312,11 +317,7 @@ def test_scan_uses_a_local_teachers_tokenizer(qtbot, wizard):
 
 
 def test_scan_counts_conversations_and_their_assistant_tokens(qtbot, wizard, tmp_path):
-    pytest.importorskip("tokenizers")
-    wizard.teacher_page.picker.add_local(str(DEMO / "teacher"))
-    wizard.teacher_page.refill()
-    wizard.teacher_page.picker.select(str((DEMO / "teacher").resolve()))
-    page = wizard.data_page
+    page = _with_local_demo_teacher(wizard)
     with qtbot.waitSignal(page.sig_scan_finished, timeout=30000):
         page.set_train_path(str(DEMO / "chat-train.jsonl"))
     r = page.scan_result
