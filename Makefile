@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-train-gui-dev
+STAMP := $(VENV)/.installed-train-gui-azure-dev
 DEMO_PLAN ?= resources/demo/plan.toml
 DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
@@ -12,7 +12,7 @@ DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,gui,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,gui,azure,dev]'
 	touch $(STAMP)
 
 # The app on the bundled demo plan; Launch (Ctrl+R) trains it on this machine. `make demo-cli` does the same

@@ -428,6 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("action", choices=["show", "refresh"])
     pr.add_argument("--region", default="eastus")
     pr.set_defaults(func=cmd_prices)
+
+    from .azure.cli import add_parser as add_azure
+
+    add_azure(sub)
     return ap
 
 

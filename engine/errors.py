@@ -28,3 +28,8 @@ class DataError(DistillError):
 class RunError(DistillError):
     """A run that cannot start or continue here: models without weights, a method this machine cannot run, a
     run folder that cannot be resumed."""
+
+
+class AzureError(DistillError):
+    """Azure could not be used as asked: sign-in, workspace, quota, capacity, throttling, the network. The message
+    says what failed and what to do; nothing already submitted is lost by it."""

@@ -21,6 +21,11 @@ from .errors import PlanError
 PLAN_SCHEMA_VERSION = 1
 
 
+# The plan's paths a cluster job may find elsewhere (its mounted inputs; ``python -m distill_studio.engine.train
+# --input FIELD=PATH``).
+INPUT_FIELDS = ("data.train", "data.eval", "data.prompts", "teacher.model", "student.model")
+
+
 class _Strict(BaseModel):
     # strict: no silent coercion. Without it pydantic's lax mode takes seq_len = "4096" or 4096.0, epochs = true
     # (as 1.0), and reports seq_len = true as "True is out of range". An int still fills a float field.

@@ -94,7 +94,8 @@ class MainWindow(QMainWindow):
                                      "and student that train on this machine in a minute or two")
         self.act_settings = self._action("&Settings…", self.show_settings, K.Preferences, "Runs folder, theme, Azure")
         self.act_quit = self._action("&Quit", self.close, K.Quit)
-        self.act_launch = self._action("&Launch", self.launch, "Ctrl+R", "Start the open plan on this machine")
+        self.act_launch = self._action("&Launch", self.launch, "Ctrl+R",
+                                       "Start the open plan on this machine, or submit it to Azure ML")
         self.act_stop = self._action("&Stop run", lambda: self.runs.monitor.request_stop(), "Ctrl+.",
                                      "Ask the selected run to checkpoint and stop")
         self.act_add_run = self._action("&Add run folder…", lambda: self.runs.add_folder(), None,
@@ -212,11 +213,8 @@ class MainWindow(QMainWindow):
         if self.plan is None or self.plan_path is None:
             show_error(self, "No plan to launch", "Open or create a plan first (Ctrl+O or Ctrl+N).")
             return
-        if self.plan.hardware.target != "local":
-            show_error(self, "This plan runs on Azure",
-                       f"{self.plan.name} targets Azure Machine Learning; this version launches plans on this "
-                       "machine only.", "Edit the plan (Ctrl+E) and choose \"This machine\" under Hardware to run "
-                       "it here.")
+        if self.plan.hardware.target == "azure":
+            self.launch_azure()
             return
         if importlib.util.find_spec("torch") is None:
             show_error(self, "Training is not installed",
@@ -227,6 +225,63 @@ class MainWindow(QMainWindow):
         if self.runs.launch_plan(self.plan_path, self.plan.name) is not None:
             self.statusBar().showMessage(f"Started {self.plan.name}; it runs as its own process and keeps running "
                                          "if you close the app.", 15_000)
+
+    def launch_azure(self) -> QMessageBox | None:
+        """Show what the Azure run will cost and where it runs, and submit it once the user confirms. The
+        submission and the watching run in their own process (``distill azure submit --watch``), like a local run:
+        the window never waits on Azure."""
+        from ..engine.planner import resolve_run
+        from .monitor.view import fmt_duration
+
+        try:
+            installed = importlib.util.find_spec("azure.ai.ml") is not None
+        except ModuleNotFoundError:    # no azure namespace at all
+            installed = False
+        if not installed:
+            show_error(self, "Azure support is not installed",
+                       "Launching on Azure Machine Learning needs the Azure extra (azure-ai-ml, azure-identity).",
+                       "Install it with: pip install 'distill-studio[azure]'")
+            return None
+        from ..engine.azure.client import workspace_from_settings
+
+        try:
+            ws = workspace_from_settings(self.settings)
+            resolved = resolve_run(self.plan, Path(self.plan_path).parent)
+        except DistillError as exc:
+            show_error(self, "This plan cannot be launched on Azure yet", str(exc),
+                       "Enter the workspace in Settings (Ctrl+,) › Azure; see the README's Azure set-up.")
+            return None
+        est, hw = resolved.estimate, resolved.plan.hardware
+        from ..engine.azure.job import known
+
+        cost = est.get("cost_usd")
+        price = (f"${cost:,.2f}" if known(cost) else
+                 "an unknown amount (no price is known for this size and priority in the region; Refresh prices "
+                 "in the planner)")
+        hours = est["hours"]["total"]
+        box = QMessageBox(QMessageBox.Icon.Question, "Launch on Azure",
+                          f"Submit {self.plan.name} to Azure Machine Learning?", parent=self)
+        box.setObjectName("azure_confirm")
+        box.setInformativeText(
+            f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU{'s' if resolved.gpus_per_node > 1 else ''} "
+            f"each, {hw.priority}) in workspace {ws.workspace} ({ws.region}).\n\n"
+            f"Estimated {fmt_duration(hours * 3600)} and {price}, billed to subscription {ws.subscription_id} while the "
+            "nodes run. Stop cancels the job (the engine saves a checkpoint first); the cluster then scales to 0 "
+            "nodes.")
+        submit = box.addButton("Submit to Azure", QMessageBox.ButtonRole.AcceptRole)
+        submit.setObjectName("azure_submit_button")
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        plan_path, name = self.plan_path, self.plan.name
+
+        def done(button) -> None:
+            if button is submit and self.runs.launch_plan(plan_path, name, target="azure") is not None:
+                self.statusBar().showMessage(f"Submitting {name} to Azure ML; the run appears in Runs and keeps "
+                                             "being watched if you close the app.", 15_000)
+
+        box.buttonClicked.connect(done)
+        box.open()      # not exec(): the window stays live while the question is shown
+        return box
 
     # ---- settings, about, window state -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,8 +35,9 @@ class EventWriter:
     tail to a power cut would matter; per-line fsync would cost more than a small training step.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, mirror: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = Path(path)
+        self.mirror = mirror  # also hands each event on (an Azure ML job's MLflow run)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_torn_tail()
         self._file = open(self.path, "a", encoding="utf-8")
@@ -51,13 +52,19 @@ class EventWriter:
                     f.write(b"\n")
 
     def emit(self, type: str, /, **fields: Any) -> dict[str, Any]:
+        return self.write({"v": EVENTS_SCHEMA_VERSION, "time": round(time.time(), 3), "type": type, **fields})
+
+    def write(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Append an event as it is, its time included (events read back from where a run executes elsewhere)."""
+        type = event.get("type")
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}; allowed: {', '.join(EVENT_TYPES)}")
-        event = {"v": EVENTS_SCHEMA_VERSION, "time": round(time.time(), 3), "type": type, **fields}
         self._file.write(json.dumps(event, separators=(",", ":"), allow_nan=False, default=_jsonable) + "\n")
         self._file.flush()
         if type in ("checkpoint", "run_finished"):
             os.fsync(self._file.fileno())
+        if self.mirror is not None:
+            self.mirror(event)
         return event
 
     def offset(self) -> int:

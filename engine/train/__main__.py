@@ -17,14 +17,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path)
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR")
     parser.add_argument("--expect-world-size", type=int)
+    parser.add_argument("--input", action="append", default=[], metavar="FIELD=PATH",
+                        help="set a plan path to where it is on this machine (a cluster job's mounted input)")
+    parser.add_argument("--resume-if-started", action="store_true",
+                        help="with PLAN and --run-dir: continue the run if the folder already holds it (a cluster "
+                             "job restarted after preemption)")
     args = parser.parse_args(argv)
-    from .run import execute
+    from .run import execute, started_here
 
+    inputs = {}
+    for item in args.input:
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            parser.error(f"--input {item!r}: expected FIELD=PATH")
+        inputs[key] = value
     if args.resume is not None:
-        return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size)
+        return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
     if args.plan is None or args.run_dir is None:
         parser.error("give PLAN and --run-dir, or --resume RUN_DIR")
-    return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size)
+    if args.resume_if_started and started_here(args.run_dir):
+        return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
+    return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs)
 
 
 def leave(code: int) -> None:

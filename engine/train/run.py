@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DistillError, RunError
-from ..plan import Plan, load_plan
+from ..plan import INPUT_FIELDS, Plan, load_plan
 from ..planner import check_world, resolve_run
 from ..runs.events import EventWriter
 
@@ -160,19 +160,36 @@ def release_run_dir() -> None:
         _held_lock = None
 
 
+def with_inputs(plan: Plan, inputs: dict[str, str]) -> Plan:
+    """The plan with the named fields set to paths on this machine (an Azure ML job's mounted inputs)."""
+    for key, value in inputs.items():
+        if key not in INPUT_FIELDS:
+            raise RunError(f"--input: {key} cannot be given as an input; allowed: {', '.join(INPUT_FIELDS)}")
+        section, name = key.split(".")
+        part = getattr(plan, section)
+        plan = plan.model_copy(update={section: part.model_copy(update={name: value})})
+    return plan
+
+
+def started_here(run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds this run (a job restarted after preemption continues it)."""
+    return (run_dir / "plan.toml").is_file() and (run_dir / "events.jsonl").is_file()
+
+
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-            keep_process_group: bool = False) -> int:
+            keep_process_group: bool = False, inputs: dict[str, str] | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
-    ``keep_process_group``: leave the process group up for another run in the same processes (tests)."""
+    ``keep_process_group``: leave the process group up for another run in the same processes (tests).
+    ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`)."""
     try:
         return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
-                        keep_process_group=keep_process_group)
+                        keep_process_group=keep_process_group, inputs=inputs or {})
     finally:
         release_run_dir()
 
 
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-             keep_process_group: bool = False) -> int:
+             keep_process_group: bool = False, inputs: dict[str, str]) -> int:
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -206,6 +223,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
             plan, paths = open_run_dir(run_dir)
         else:
             plan, paths = load_plan(plan_path), RunPaths(run_dir, plan_path.resolve().parent)
+        plan = with_inputs(plan, inputs)  # again on every start: mount paths change from one job to the next
         # the configuration the planner chose, every "auto" fixed; the world must be the plan's
         resolved = resolve_run(plan, paths.plan_base)
         check_world(resolved, accelerator.num_processes, os.environ.get("LOCAL_WORLD_SIZE"))
@@ -221,7 +239,12 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         return EXIT_BAD_INPUT
     _setup_logging(paths.run_dir, main)
     _quiet_libraries()
-    events = EventWriter(paths.events) if main else None
+    if main:
+        from ..runs.mlflow_bridge import mirror_from_environment
+
+        events = EventWriter(paths.events, mirror=mirror_from_environment())
+    else:
+        events = None
     stop = StopFlag()
     stop.install()
     set_seed(plan.training.seed)

@@ -119,12 +119,20 @@ def record_from_folder(run_dir: str | Path) -> RunRecord:
         name = load_plan(d / "plan.toml").name
     except Exception:  # noqa: BLE001 - the folder name is a fine label for a plan that no longer loads
         pass
-    return RunRecord(run_dir=str(d.resolve()), name=name, plan_path=str(d / "plan.toml"), pid=0)
+    return RunRecord(run_dir=str(d.resolve()), name=name, plan_path=str(d / "plan.toml"), pid=0,
+                     target="azure" if (d / "azure.json").is_file() else "local")
 
 
 # ---- processes ------------------------------------------------------------------------------------------------
 
-def run_command(plan_path: str | None, run_dir: str, resume: bool = False, processes: int = 1) -> list[str]:
+def run_command(plan_path: str | None, run_dir: str, resume: bool = False, processes: int = 1,
+                target: str = "local") -> list[str]:
+    if target == "azure":
+        # the process submits the job (or a new attempt) and then watches it, writing the run folder as a local
+        # run does; SIGTERM (Stop) makes it cancel the job
+        cmd = [sys.executable, "-m", "distill_studio.engine.cli", "azure"]
+        return cmd + (["resume", run_dir, "--watch"] if resume else
+                      ["submit", plan_path or "", "--run-dir", run_dir, "--watch"])
     cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run"]
     cmd += ["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir]
     return cmd + (["--processes", str(processes)] if processes > 1 else [])
@@ -144,16 +152,17 @@ def processes_for(plan_path: str) -> int:
     return hw.gpus if hw.target == "local" else 1
 
 
-def launch(plan_path: str | None, run_dir: str, resume: bool = False) -> int:
-    """Start ``distill run`` detached (``QProcess.startDetached``: its own session, it outlives the app), its
-    output appended to the run's console log; returns the process id. Raises RuntimeError if it could not start."""
+def launch(plan_path: str | None, run_dir: str, resume: bool = False, target: str = "local") -> int:
+    """Start ``distill run`` (an Azure plan: ``distill azure submit --watch``) detached (``QProcess.startDetached``:
+    its own session, it outlives the app), its output appended to the run's console log; returns the process id.
+    Raises RuntimeError if it could not start."""
     from PySide6.QtCore import QProcess
 
     Path(run_dir, "logs").mkdir(parents=True, exist_ok=True)
     console = str(Path(run_dir) / CONSOLE_LOG)
     plan_file = str(Path(run_dir) / "plan.toml") if resume else plan_path
-    processes = processes_for(plan_file) if plan_file and Path(plan_file).is_file() else 1
-    cmd = run_command(plan_path, run_dir, resume, processes)
+    processes = processes_for(plan_file) if plan_file and Path(plan_file).is_file() and target == "local" else 1
+    cmd = run_command(plan_path, run_dir, resume, processes, target)
     args = ["-m", "distill_studio.gui.monitor.logged_exec", console, "--", *cmd]
     workdir = str(Path(plan_path).parent if plan_path and not resume else run_dir)
     ok, pid = QProcess.startDetached(sys.executable, args, workdir)

@@ -148,19 +148,19 @@ class RunsPage(QWidget):
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
-    def launch_plan(self, plan_path: str, name: str) -> RunRecord | None:
+    def launch_plan(self, plan_path: str, name: str, target: str = "local") -> RunRecord | None:
         """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it. The engine
         resolves what the plan leaves to the planner (teacher mode, sharding) exactly as the planner view shows it,
         and keeps that plan in the run folder."""
         run_dir = new_run_dir(self.settings.resolved_runs_dir(), name)
         try:
-            pid = launch(plan_path, str(run_dir))
+            pid = launch(plan_path, str(run_dir), target=target)
         except (RuntimeError, OSError, DistillError) as exc:
             show_error(self, "Could not start the run", str(exc),
                        "Check that Distill Studio was installed with its training extra (pip install "
                        "'distill-studio[train]') and that the runs folder in Settings is writable.")
             return None
-        record = RunRecord(run_dir=str(run_dir), name=name, plan_path=plan_path, pid=pid)
+        record = RunRecord(run_dir=str(run_dir), name=name, plan_path=plan_path, pid=pid, target=target)
         try:
             self.store.add(record)
         except OSError as exc:   # the run is started; only the list could not be written
@@ -172,10 +172,11 @@ class RunsPage(QWidget):
         return record
 
     def resume(self, run_dir: str) -> None:
-        if self.store.find(run_dir) is None:
+        record = self.store.find(run_dir)
+        if record is None:
             return
         try:
-            pid = launch(None, run_dir, resume=True)
+            pid = launch(None, run_dir, resume=True, target=record.target)
         except (RuntimeError, OSError) as exc:
             show_error(self, "Could not resume the run", str(exc))
             return

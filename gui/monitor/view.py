@@ -356,8 +356,13 @@ class MonitorView(QWidget):
             return
         if send_stop(self.record.pid):
             self._stop_asked_at = time.time()
-            self.log.appendPlainText("[studio] asked the run to stop; it saves a checkpoint first")
-            schedule_force(self.record.pid, self.record.run_dir, CANCEL_TIMEOUT_MS / 1000)
+            if self.record.target == "azure":
+                # the watcher cancels the job and follows it to its end; nothing here to force
+                self.log.appendPlainText("[studio] asked Azure ML to cancel the job; the engine saves a checkpoint "
+                                         "first")
+            else:
+                self.log.appendPlainText("[studio] asked the run to stop; it saves a checkpoint first")
+                schedule_force(self.record.pid, self.record.run_dir, CANCEL_TIMEOUT_MS / 1000)
         self._update_buttons()
 
     def _force_overdue(self) -> None:

@@ -27,6 +27,9 @@ RESOURCE_GROUP_RE = re.compile(r"^[-\w.()]{1,90}$")
 WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")
 
 THEME_CHOICES = (("system", "Follow the system"), ("light", "Light"), ("dark", "Dark"))
+SIGN_IN_CHOICES = (("browser", "Browser (interactive sign-in)"), ("azure-cli", "Azure CLI account (az login)"),
+                   ("service-principal", "Service principal (client secret in the OS keyring)"))
+CLUSTER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$")
 GUID_HINT = "8-4-4-4-12 hexadecimal digits, like 0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
 
@@ -128,9 +131,19 @@ class SettingsDialog(QDialog):
         form.addRow("Resource group:", self._field("resource_group_edit", self.resource_group_edit))
         form.addRow("Workspace:", self._field("workspace_edit", self.workspace_edit))
         form.addRow("Default region:", self._field("region_edit", self.region_edit))
+        self.compute_edit = self._line("compute_edit", "empty: one per VM size, created on first use")
+        self.compute_edit.setToolTip("An existing AmlCompute cluster to run on. Empty: Distill Studio creates one "
+                                     "per VM size (0 nodes when idle) and reuses it.")
+        form.addRow("Compute cluster:", self._field("compute_edit", self.compute_edit))
+        self.sign_in_combo = QComboBox(objectName="sign_in_combo")
+        for key, label in SIGN_IN_CHOICES:
+            self.sign_in_combo.addItem(label, key)
+        self.sign_in_combo.setToolTip("The browser and the Azure CLI need no stored secret; a service principal's "
+                                      "client secret is kept in the OS keyring only.")
+        form.addRow("Sign in with:", self._field("sign_in_combo", self.sign_in_combo))
         column.addWidget(ws)
 
-        sp = QGroupBox("Service principal (optional)")
+        sp = QGroupBox("Service principal (for the service principal sign-in)")
         form = QFormLayout(sp)
         self.tenant_edit = self._line("tenant_edit", "00000000-0000-0000-0000-000000000000")
         self.client_id_edit = self._line("client_id_edit", "00000000-0000-0000-0000-000000000000")
@@ -163,6 +176,8 @@ class SettingsDialog(QDialog):
         self.resource_group_edit.setText(a.resource_group)
         self.workspace_edit.setText(a.workspace)
         self.region_edit.setText(a.region)
+        self.compute_edit.setText(a.compute)
+        self.sign_in_combo.setCurrentIndex(max(0, self.sign_in_combo.findData(a.sign_in)))
         self.tenant_edit.setText(a.tenant_id)
         self.client_id_edit.setText(a.client_id)
 
@@ -213,6 +228,14 @@ class SettingsDialog(QDialog):
         if not REGION_RE.match(region):
             errors["region_edit"] = ("Default region must be lowercase letters and digits only, with no spaces, "
                                      "like eastus or westeurope.")
+        cluster = self.compute_edit.text().strip()
+        if cluster and not CLUSTER_RE.match(cluster):
+            errors["compute_edit"] = ("Compute cluster name must be 2 to 16 letters, digits or '-', starting with a "
+                                      "letter, or empty.")
+        if self.sign_in_combo.currentData() == "service-principal" and not (
+                self.tenant_edit.text().strip() and self.client_id_edit.text().strip()):
+            errors["sign_in_combo"] = ("Service principal sign-in needs the tenant id and client id below (and its "
+                                       "client secret, stored once); or choose the browser or the Azure CLI.")
         if self.secret_edit.text().strip():
             tenant, client = self.tenant_edit.text().strip(), self.client_id_edit.text().strip()
             if not tenant or not client:
@@ -231,6 +254,8 @@ class SettingsDialog(QDialog):
         else:
             self.secret_edit.setEnabled(False)
             self.secret_edit.setPlaceholderText("no OS keyring available (see below)")
+            self.keyring_status_label.setText(f"{status} Sign in with the browser or the Azure CLI instead (above): "
+                                              "neither needs a stored secret.")
             self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
 
     def accept(self) -> None:
@@ -269,6 +294,8 @@ class SettingsDialog(QDialog):
                 tenant_id=tenant,
                 client_id=client,
                 region=self.region_edit.text().strip(),
+                sign_in=self.sign_in_combo.currentData(),
+                compute=self.compute_edit.text().strip(),
             ),
         })
         try:

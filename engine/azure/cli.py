@@ -1,0 +1,196 @@
+"""``distill azure …``: submit, export, watch, status, logs, cancel, resume and download Azure ML runs, and check
+capacity and quota. Every failure is one message (an :class:`AzureError`), never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import AzureError
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _azure(run_dir: Path | None = None):
+    """The clients for the settings' workspace (or the run's own workspace, signed in as the settings say)."""
+    from .client import Azure, workspace_from_settings
+    from .jobs import read_meta, workspace_of
+
+    ws = workspace_from_settings()
+    if run_dir is not None:
+        ws = workspace_of(read_meta(run_dir), ws)
+    return Azure(ws)
+
+
+def _run_dir(plan_name: str) -> Path:
+    from ..cli import default_run_dir
+
+    return default_run_dir(plan_name)
+
+
+def cmd_submit(args) -> int:
+    from ..plan import load_plan
+    from .jobs import submit
+
+    plan = load_plan(args.plan)
+    run_dir = args.run_dir or _run_dir(plan.name)
+    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
+    az = _azure()
+    submit(args.plan, run_dir, az, data_uri=args.data, say=_say)
+    if args.watch:
+        from .watch import Watcher
+
+        return Watcher(run_dir, az, say=_say).run(args.interval)
+    print(f"watch it with `distill azure watch {run_dir}`", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .job import export
+
+    spec, cluster_file = export(args.plan, args.out, data_uri=args.data)
+    for note in spec.notes:
+        _say(note)
+    print(f"job: {args.out} (code in {Path(args.out).with_name(Path(args.out).stem + '.code')})")
+    print(f"cluster: {cluster_file}")
+    print(f"submit with: az ml compute create -f {cluster_file} && az ml job create -f {args.out}")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .watch import Watcher
+
+    return Watcher(args.run, _azure(args.run), say=_say).run(args.interval)
+
+
+def cmd_status(args) -> int:
+    from .jobs import status
+
+    info = status(_azure(args.run), args.run)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{info['job']}: {info['status']} (attempt {info['attempt']}, {info['nodes']} × {info['sku']} on "
+          f"{info['compute']})")
+    if info["error"]:
+        print(f"error: {info['error']}")
+    if info["studio_url"]:
+        print(info["studio_url"])
+    return 0
+
+
+def cmd_logs(args) -> int:
+    """The job's log as the watcher copies it; --follow keeps copying until the job ends."""
+    from .jobs import TERMINAL
+    from .watch import Watcher
+
+    az = _azure(args.run)
+    console = Path(args.run) / "logs" / "console.log"
+    offset = console.stat().st_size if console.exists() and args.follow else 0
+    if not args.follow and console.exists():
+        sys.stdout.write(console.read_text(encoding="utf-8", errors="replace"))
+    w = Watcher(args.run, az)
+    try:
+        while True:
+            end = w.poll()
+            if console.exists():
+                with open(console, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                offset += len(data)
+                if args.follow:
+                    sys.stdout.write(data.decode("utf-8", errors="replace"))
+                    sys.stdout.flush()
+            if end is not None or not args.follow or w._status in TERMINAL:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        w.close()
+
+
+def cmd_cancel(args) -> int:
+    from .jobs import cancel
+
+    cancel(_azure(args.run), args.run, _say)
+    print("the engine checkpoints and stops; `distill azure status` shows when it has", file=sys.stderr)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .jobs import get_job, read_meta, resubmit, TERMINAL
+
+    az = _azure(args.run)
+    meta = read_meta(args.run)
+    job = get_job(az, meta["job"])
+    from .client import status_text
+
+    if job is not None and status_text(job) not in TERMINAL:
+        _say(f"job {meta['job']} is still {status_text(job)}; watching it")
+    else:
+        resubmit(az, args.run, _say, why="resumed")
+    if args.watch:
+        from .watch import Watcher
+
+        return Watcher(args.run, az, say=_say).run(args.interval)
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .jobs import download
+
+    download(_azure(args.run), args.run, _say)
+    return 0
+
+
+def cmd_capacity(args) -> int:
+    from . import capacity
+
+    return capacity.cmd_capacity(args)
+
+
+def add_parser(sub) -> None:
+    az = sub.add_parser("azure", help="run plans on Azure Machine Learning")
+    asub = az.add_subparsers(dest="azure_command", required=True)
+
+    s = asub.add_parser("submit", help="submit a plan as an Azure ML job")
+    s.add_argument("plan", type=Path)
+    s.add_argument("--run-dir", type=Path, help="local folder of the run (default: a new one in the user data folder)")
+    s.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
+    s.add_argument("--watch", action="store_true", help="then watch it until it ends (what the app does)")
+    s.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_submit)
+
+    e = asub.add_parser("export", help="write the job as YAML for `az ml job create -f`")
+    e.add_argument("plan", type=Path)
+    e.add_argument("--out", type=Path, required=True, help="job file to write (.yaml)")
+    e.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...)")
+    e.set_defaults(func=cmd_export)
+
+    for name, func, what in (("watch", cmd_watch, "follow a run until it ends, writing its events locally"),
+                             ("status", cmd_status, "the job's status"),
+                             ("logs", cmd_logs, "the job's log"),
+                             ("cancel", cmd_cancel, "cancel the job (the engine checkpoints first)"),
+                             ("resume", cmd_resume, "submit a stopped run again; it continues from its checkpoint"),
+                             ("download", cmd_download, "download the student into the run folder")):
+        p = asub.add_parser(name, help=what)
+        p.add_argument("run", type=Path, metavar="RUN_DIR", help="the run's local folder")
+        p.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true")
+        if name == "resume":
+            p.add_argument("--watch", action="store_true")
+        p.set_defaults(func=func)
+
+    c = asub.add_parser("capacity", help="VM sizes offered and quota left in a region (cached)")
+    c.add_argument("--region", help="default: the region in Settings › Azure")
+    c.add_argument("--refresh", action="store_true", help="sign in and check again")
+    c.set_defaults(func=cmd_capacity)
+
+
+__all__ = ["add_parser", "AzureError"]

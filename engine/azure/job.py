@@ -1,0 +1,206 @@
+"""A plan as an Azure ML command job, built with azure-ai-ml's own objects (never hand-written YAML).
+
+- **Code**: the engine package as installed (``distill_studio/engine``, no tests, no GUI, no demo data) and the
+  plan as the planner resolved it (``plan.toml``: VM size, nodes, sharding, teacher mode, micro-batch fixed),
+  staged in a folder that azure-ai-ml uploads (content-hashed, so an unchanged engine is uploaded once).
+- **Environment**: :data:`IMAGE`, a curated Azure Container for PyTorch image (CUDA, NCCL, OpenMPI and the
+  InfiniBand drivers that multi-node FSDP needs on ND-series VMs), with ``environment.yml`` on top: the versions
+  of torch, transformers, peft and accelerate the engine is tested with, and mlflow-skinny + azureml-mlflow so the
+  node reports its metrics to the workspace's MLflow (the desktop app needs neither).
+- **Compute**: an AmlCompute cluster of the plan's VM size, 0 nodes when idle (nothing is paid between runs), at
+  most the plan's node count, dedicated or low priority as the plan says; created on first use, reused after.
+- **Distribution**: PyTorch, one process per GPU of the VM (``process_count_per_instance``) on ``nodes``
+  instances. Azure ML starts every process with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+  ``MASTER_PORT``, the launch contract the engine already follows under torchrun.
+- **Inputs**: each local path of the plan (data files, a local model folder) becomes an input that azure-ai-ml
+  uploads as a data asset; a datastore URI (``azureml://...``) or an https URL is used where it is.
+- **Output**: the run folder, read-write mounted from ``azureml://datastores/workspaceblobstore/paths/
+  distill-studio/runs/<run>/``. It outlives the job: a job restarted after preemption (same path) continues from
+  the last checkpoint there (``--resume-if-started``), and the student is downloaded from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import AzureError
+from ..plan import INPUT_FIELDS, Plan, load_plan, save_plan
+
+# Azure Container for PyTorch (ACPT), the curated PyTorch GPU image; pip then installs the pinned versions of
+# environment.yml into a fresh conda environment on top of it.
+IMAGE = "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest"
+ENVIRONMENT_FILE = Path(__file__).with_name("environment.yml")
+EXPERIMENT = "distill-studio"
+DATASTORE = "workspaceblobstore"
+OUTPUT_ROOT = f"azureml://datastores/{DATASTORE}/paths/distill-studio/runs"
+DATA_ROOT = f"azureml://datastores/{DATASTORE}/paths/distill-studio/data"
+REMOTE = re.compile(r"^(azureml|https?|wasbs?|abfss?)://")
+JOB_ENV = {"DISTILL_MLFLOW": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class JobSpec:
+    """What is submitted for one run: the command job, its cluster, and what a person should know about it."""
+
+    job: object                 # azure.ai.ml.entities.Command
+    cluster: object             # azure.ai.ml.entities.AmlCompute
+    name: str
+    output_uri: str
+    sku: str
+    nodes: int
+    gpus_per_node: int
+    priority: str
+    estimate: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def known(value) -> bool:
+    """A finite number (a cost where the price is known)."""
+    return isinstance(value, (int, float)) and value == value and value not in (float("inf"), float("-inf"))
+
+
+def job_name(plan_name: str, stamp: str) -> str:
+    """A job name Azure ML accepts (letters, digits, '-' and '_', at most 255), unique per run: it is also the key
+    that prevents a second submission of the same run."""
+    safe = re.sub(r"[^a-z0-9]+", "-", plan_name.lower()).strip("-")[:40] or "run"
+    return f"distill-{safe}-{stamp}"
+
+
+def cluster_name(sku: str, priority: str) -> str:
+    """One cluster per VM size and priority (AmlCompute names: 2-16 letters, digits and '-', a letter first)."""
+    short = re.sub(r"[^a-z0-9]", "", sku.lower().removeprefix("standard_"))
+    tag = hashlib.sha1(f"{sku}|{priority}".encode()).hexdigest()[:4]
+    return f"ds-{short[:7]}{'l' if priority == 'low-priority' else 'd'}{tag}"[:16]
+
+
+def stage_code(dest: Path, plan: Plan) -> Path:
+    """The job's code folder: the installed engine package and the resolved plan. Replaced if it exists."""
+    from .. import __file__ as engine_init
+
+    engine_dir = Path(engine_init).parent
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(engine_dir, dest / "distill_studio" / "engine",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests"))
+    save_plan(plan, dest / "plan.toml")
+    return dest
+
+
+def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> dict[str, tuple[str, str]]:
+    """{input name: (plan field, path or URI)} for every plan field the node must read from elsewhere."""
+    out: dict[str, tuple[str, str]] = {}
+    for key in INPUT_FIELDS:
+        section, name = key.split(".")
+        value = getattr(getattr(plan, section), name)
+        if key == "data.train" and data_uri:
+            value = data_uri
+        if not value:
+            continue
+        if REMOTE.match(value):
+            out[key.replace(".", "_")] = (key, value)
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        if path.exists():
+            out[key.replace(".", "_")] = (key, str(path.resolve()))
+        elif section == "data":
+            raise AzureError(f"{key}: {path} does not exist; give an existing file or folder, or a datastore URI "
+                             "(azureml://datastores/NAME/paths/...)")
+        # a model id that is not a local folder is a Hugging Face id: the node downloads it
+    if "data_train" not in out:
+        uri = f"{DATA_ROOT}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', plan.name)}/"
+        out["data_train"] = ("data.train", uri)
+        notes.append(f"the plan names no training data (data.train); the job reads it from {uri}: upload it there "
+                     "(az storage blob upload-batch, or Azure ML studio's Data page), or pass --data URI")
+    return out
+
+
+def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
+          prices=None, base: Path | None = None) -> JobSpec:
+    """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
+    the plan's relative paths are read from (default: the plan's own)."""
+    from azure.ai.ml import Input, Output, PyTorchDistribution, command
+    from azure.ai.ml.entities import AmlCompute, Environment
+
+    from ..planner import resolve_run
+    from .client import quiet_sdk
+
+    quiet_sdk()
+
+    plan_path = Path(plan_path)
+    plan = load_plan(plan_path)
+    if plan.hardware.target != "azure":
+        raise AzureError(f'hardware.target: this plan runs on "{plan.hardware.target}"; an Azure ML job needs '
+                         'target = "azure" (run it here with `distill run`)')
+    base = Path(base) if base is not None else plan_path.resolve().parent
+    resolved = resolve_run(plan, base, prices)
+    rplan = resolved.plan
+    hw = rplan.hardware
+    notes = [f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU(s) each), {hw.priority}: {resolved.why}",
+             *resolved.notes]
+    inputs = _inputs(rplan, base, data_uri, notes)
+    stage_code(code_dir, rplan)
+    world = resolved.nodes * resolved.gpus_per_node
+    args = ["python -m distill_studio.engine.train plan.toml --run-dir ${{outputs.run}} --resume-if-started",
+            f"--expect-world-size {world}"]
+    args += [f"--input {key}=${{{{inputs.{iname}}}}}" for iname, (key, _) in inputs.items()]
+    job_inputs = {iname: Input(type="uri_file" if Path(v).suffix and not v.endswith("/") else "uri_folder", path=v)
+                  for iname, (_, v) in inputs.items()}
+    output_uri = f"{OUTPUT_ROOT}/{name}/"
+    cluster = cluster_name(hw.sku, hw.priority) if not compute else compute
+    env = Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
+    est = resolved.estimate
+    job = command(
+        name=name,
+        display_name=rplan.name,
+        experiment_name=EXPERIMENT,
+        description=rplan.description or f"Distill Studio run of {rplan.name}",
+        code=str(code_dir),
+        command=" ".join(args),
+        environment=env,
+        compute=cluster,
+        instance_count=resolved.nodes,
+        distribution=PyTorchDistribution(process_count_per_instance=resolved.gpus_per_node),
+        environment_variables=dict(JOB_ENV),
+        inputs=job_inputs,
+        outputs={"run": Output(type="uri_folder", path=output_uri, mode="rw_mount")},
+        shm_size="16g",
+        tags={"distill-studio": "1", "plan": rplan.name, "estimate_hours": f"{est['hours']['total']:.3f}",
+              "estimate_usd": f"{est['cost_usd']:.2f}" if known(est.get("cost_usd")) else "unknown"},
+    )
+    amlc = AmlCompute(name=cluster, size=hw.sku, min_instances=0, max_instances=resolved.nodes,
+                      tier="low_priority" if hw.priority == "low-priority" else "dedicated",
+                      idle_time_before_scale_down=600)
+    return JobSpec(job=job, cluster=amlc, name=name, output_uri=output_uri, sku=hw.sku, nodes=resolved.nodes,
+                   gpus_per_node=resolved.gpus_per_node, priority=hw.priority, estimate=est, notes=notes)
+
+
+def export(plan_path: Path, out: Path, *, data_uri: str | None = None, compute: str = "") -> tuple[JobSpec, Path]:
+    """Write the job as YAML for ``az ml job create -f``, its code folder beside it, and the cluster's YAML for
+    ``az ml compute create -f``. Returns the spec and the cluster file."""
+    import time
+
+    out = Path(out)
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise AzureError(f"--out: {out} should end in .yaml (a job file for `az ml job create -f`)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    code = out.with_name(out.stem + ".code")
+    plan = load_plan(plan_path)
+    spec = build(plan_path, job_name(plan.name, time.strftime("%Y%m%d-%H%M%S")), code, data_uri=data_uri,
+                 compute=compute)
+    spec.job._to_job().dump(out)
+    # the code folder relative to the file, so the two move together; and the schema, for editors
+    import yaml
+
+    doc = yaml.safe_load(out.read_text(encoding="utf-8"))
+    doc["code"] = f"./{code.name}"
+    doc = {"$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json", **doc}
+    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120), encoding="utf-8")
+    cluster_file = out.with_name(out.stem + ".compute.yaml")
+    spec.cluster.dump(cluster_file)
+    return spec, cluster_file

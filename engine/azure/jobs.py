@@ -1,0 +1,302 @@
+"""Azure runs: submit a plan as an Azure ML job, and find, cancel, resume and download it later.
+
+An Azure run has a local run folder like a local run (``plan.toml``, ``events.jsonl``, ``logs/console.log``,
+``student/`` once downloaded) plus ``azure.json``: the workspace (ids only, never a secret), the job's name, every
+attempt's name, the cluster and the output path on the datastore. The watcher (``watch.py``) fills
+``events.jsonl`` from the job's MLflow metrics, so the monitor shows an Azure run as it shows a local one.
+
+**Never submitted twice.** The job's name is chosen and written to ``azure.json`` before anything is sent, and
+every submission first looks the name up: a job that exists (a submission whose answer was lost to the network,
+a second click, a second terminal) is adopted, not sent again. The request carries a client request id too
+(``x-ms-client-request-id``, kept in ``azure.json``) so Azure's own logs can tie retries together.
+
+**Preemption.** A low-priority job whose node was taken back is submitted again as ``<name>-r2`` (``-r3``...),
+with the same output path: the engine finds its run folder there and continues from the last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import AzureError
+from .client import Azure, Workspace, explain, status_text
+
+RUN_FILE = "azure.json"
+TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
+ACTIVE = ("NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running", "Finalizing",
+          "CancelRequested")
+MAX_ATTEMPTS = 4               # the first submission and three resubmissions after preemption
+PREEMPTED = re.compile(r"preempt|low.?priority node|evicted|spot", re.I)
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AzureError(f"{run_dir} is not an Azure run folder (it has no {RUN_FILE}); Azure runs are made by "
+                         "`distill azure submit` or the app's Launch on an Azure plan") from None
+    except ValueError as exc:
+        raise AzureError(f"{path} could not be read ({exc})") from None
+    if not isinstance(meta, dict) or not meta.get("job"):
+        raise AzureError(f"{path} names no job")
+    return meta
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    """Atomically: a crash never leaves half a file, and the job's name is never lost."""
+    path = Path(run_dir) / RUN_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def workspace_of(meta: dict[str, Any], current: Workspace) -> Workspace:
+    """The run's workspace with the sign-in of the present settings (the run folder holds no credential)."""
+    w = meta.get("workspace", {})
+    if w and (w.get("subscription_id"), w.get("resource_group"), w.get("workspace")) != (
+            current.subscription_id, current.resource_group, current.workspace):
+        return Workspace(subscription_id=w["subscription_id"], resource_group=w["resource_group"],
+                         workspace=w["workspace"], region=w.get("region", current.region), sign_in=current.sign_in,
+                         tenant_id=current.tenant_id, client_id=current.client_id)
+    return current
+
+
+def get_job(az: Azure, name: str):
+    """The job, or None when Azure has none of that name."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return az.ml.jobs.get(name)
+    except ResourceNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 — a 404 may also come wrapped by azure-ai-ml
+        if getattr(getattr(exc, "inner_exception", None), "status_code", None) == 404 or \
+                getattr(exc, "status_code", None) == 404:
+            if "workspaces/" in str(exc) and "jobs" not in str(exc):
+                raise explain(exc, f"looking up job {name}", az.ws) from None
+            return None
+        raise explain(exc, f"looking up job {name}", az.ws) from None
+
+
+def ensure_cluster(az: Azure, cluster, say: Callable[[str], None]) -> None:
+    """Create the cluster, or reuse it: same VM size, and at least the plan's node count."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        existing = az.ml.compute.get(cluster.name)
+    except ResourceNotFoundError:
+        existing = None
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"looking up compute cluster {cluster.name}", az.ws) from None
+    if existing is not None:
+        size = (getattr(existing, "size", "") or "").lower()
+        if size and size != cluster.size.lower():
+            raise AzureError(f"compute cluster {cluster.name} exists with VM size {existing.size}, not "
+                             f"{cluster.size}; choose another cluster in Settings › Azure › Compute cluster, or "
+                             "leave it empty to use one named after the VM size")
+        if (getattr(existing, "max_instances", 0) or 0) >= cluster.max_instances:
+            say(f"compute cluster {cluster.name}: {existing.size}, up to {existing.max_instances} nodes (reused)")
+            return
+        say(f"compute cluster {cluster.name}: raising its maximum to {cluster.max_instances} nodes")
+    else:
+        say(f"compute cluster {cluster.name}: creating ({cluster.size}, 0 to {cluster.max_instances} nodes, "
+            f"{cluster.tier})")
+    try:
+        az.ml.compute.begin_create_or_update(cluster).result()
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"creating compute cluster {cluster.name}", az.ws) from None
+
+
+def send(az: Azure, spec_job, meta: dict[str, Any], say: Callable[[str], None]):
+    """Submit ``spec_job`` under the name in ``meta`` unless a job of that name exists; returns the job."""
+    name = meta["job"]
+    found = get_job(az, name)
+    if found is not None:
+        say(f"job {name} is already in Azure ML ({status_text(found)}); not submitting it again")
+        return found
+    meta.setdefault("client_request_id", str(uuid.uuid4()))
+    try:
+        job = az.ml_for_request(meta["client_request_id"]).jobs.create_or_update(spec_job)
+    except Exception as exc:  # noqa: BLE001
+        # the answer may have been lost after Azure took the job: look before anyone submits again
+        try:
+            found = get_job(az, name)
+        except AzureError:
+            found = None
+        if found is not None:
+            say(f"job {name} was accepted by Azure ML although the answer was lost ({type(exc).__name__})")
+            return found
+        raise explain(exc, f"submitting job {name}", az.ws) from None
+    say(f"job {name} submitted ({status_text(job)})")
+    return job
+
+
+def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = None,
+           say: Callable[[str], None] = print, prices=None) -> dict[str, Any]:
+    """Submit ``plan_path`` as a new Azure run in ``run_dir``; returns the run's ``azure.json``.
+
+    ``run_dir`` holding an Azure run already (a second click, a retry after an error) is continued: the job of its
+    name is looked up and adopted if Azure has it, submitted if not."""
+    from ..plan import load_plan, save_plan
+    from . import job as J
+
+    run_dir = Path(run_dir)
+    plan_path = Path(plan_path)
+    if (run_dir / RUN_FILE).exists():
+        meta = read_meta(run_dir)
+    else:
+        if (run_dir / "events.jsonl").exists():
+            raise AzureError(f"--run-dir: {run_dir} already holds a run; choose a new folder")
+        plan = load_plan(plan_path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"job": J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S")), "workspace": az.ws.public(),
+                "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or ""}
+        meta["jobs"] = [meta["job"]]
+        write_meta(run_dir, meta)          # the name is kept before anything is sent
+    spec = J.build(plan_path, meta["job"], run_dir / "azure-code", data_uri=data_uri or meta.get("data_uri") or None,
+                   compute=az.ws.compute, prices=prices)
+    for note in spec.notes:
+        say(note)
+    save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
+    if not (run_dir / "plan.given.toml").exists():
+        (run_dir / "plan.given.toml").write_text(plan_path.read_text(encoding="utf-8"), encoding="utf-8")
+    meta.update({"output": spec.output_uri, "compute": spec.cluster.name, "sku": spec.sku, "nodes": spec.nodes,
+                 "gpus_per_node": spec.gpus_per_node, "priority": spec.priority,
+                 "estimate": {"hours": spec.estimate["hours"]["total"], "cost_usd": spec.estimate["cost_usd"]}})
+    write_meta(run_dir, meta)
+    _check_capacity(az, spec, say)
+    ensure_cluster(az, spec.cluster, say)
+    say("uploading the engine and the plan's local files (unchanged files are uploaded once)")
+    job = send(az, spec.job, meta, say)
+    meta.update({"submitted": time.time(), "status": status_text(job), "studio_url": _studio(job)})
+    write_meta(run_dir, meta)
+    if meta["studio_url"]:
+        say(f"Azure ML studio: {meta['studio_url']}")
+    return meta
+
+
+def _check_capacity(az: Azure, spec, say: Callable[[str], None]) -> None:
+    """Refuse before submitting a job that cannot get its machines, where the checked capacity says so."""
+    try:
+        from .capacity import load_capacity
+    except ImportError:  # pragma: no cover
+        return
+    table = load_capacity(az.ws.region)
+    if table is None:
+        say(f"capacity and quota in {az.ws.region} not checked (`distill azure capacity --refresh`)")
+        return
+    problem = table.problem(spec.sku, spec.nodes, spec.priority)
+    if problem:
+        raise AzureError(f"{spec.nodes} × {spec.sku} ({spec.priority}): {problem}")
+
+
+def _studio(job) -> str:
+    services = getattr(job, "services", None) or {}
+    studio = services.get("Studio") if isinstance(services, dict) else None
+    return str(getattr(studio, "endpoint", "") or "")
+
+
+def status(az: Azure, run_dir: Path) -> dict[str, Any]:
+    meta = read_meta(run_dir)
+    job = get_job(az, meta["job"])
+    if job is None:
+        raise AzureError(f"job {meta['job']} of {run_dir} is not in workspace {az.ws.workspace} (deleted, or another "
+                         "workspace: check Settings › Azure)")
+    return {"job": meta["job"], "status": status_text(job), "attempt": len(meta.get("jobs", [])),
+            "compute": meta.get("compute"), "nodes": meta.get("nodes"), "sku": meta.get("sku"),
+            "studio_url": _studio(job) or meta.get("studio_url", ""), "error": job_error(job)}
+
+
+def job_error(job) -> str:
+    """The job's error message, where Azure gives one."""
+    props = getattr(job, "properties", None) or {}
+    for key in ("azureml.error", "error"):
+        if isinstance(props, dict) and props.get(key):
+            return str(props[key])[:500]
+    err = getattr(job, "error", None)
+    return str(getattr(err, "message", "") or "")[:500] if err else ""
+
+
+def cancel(az: Azure, run_dir: Path, say: Callable[[str], None] = print) -> str:
+    """Ask Azure ML to cancel the run's current job (the engine checkpoints and stops); returns the job's name."""
+    meta = read_meta(run_dir)
+    name = meta["job"]
+    try:
+        az.ml.jobs.begin_cancel(name)
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"cancelling job {name}", az.ws) from None
+    meta["cancel_requested"] = time.time()
+    write_meta(run_dir, meta)
+    say(f"job {name}: cancel requested")
+    return name
+
+
+def preempted(job) -> bool:
+    text = " ".join((job_error(job), status_text(job)))
+    return bool(PREEMPTED.search(text))
+
+
+def resubmit(az: Azure, run_dir: Path, say: Callable[[str], None] = print, why: str = "") -> str:
+    """A new attempt of the run (after preemption, or a resume of a stopped run): same code, plan and output path,
+    a new job name. Returns the new name."""
+    meta = read_meta(run_dir)
+    attempts = meta.get("jobs", [meta["job"]])
+    if len(attempts) >= MAX_ATTEMPTS:
+        raise AzureError(f"{run_dir}: the run was submitted {len(attempts)} times already; resume it by hand with "
+                         f"`distill azure resume {run_dir}` once capacity is back")
+    base = attempts[0]
+    name = f"{base}-r{len(attempts) + 1}"
+    meta.update({"job": name, "jobs": [*attempts, name], "client_request_id": str(uuid.uuid4())})
+    meta.pop("cancel_requested", None)
+    write_meta(run_dir, meta)   # the new name first: never two submissions of it
+    from . import job as J
+
+    # the plan as the first attempt ran it (VM size, nodes and sharding fixed: its checkpoints must fit), its
+    # relative paths read from where the plan was
+    spec = J.build(Path(run_dir) / "plan.toml", name, Path(run_dir) / "azure-code",
+                   data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
+                   base=Path(meta.get("plan_path", run_dir / "plan.toml")).parent)
+    spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
+    spec.job.display_name = f"{spec.job.display_name} (attempt {len(attempts) + 1})"
+    ensure_cluster(az, spec.cluster, say)
+    job = send(az, spec.job, meta, say)
+    meta.update({"status": status_text(job), "studio_url": _studio(job) or meta.get("studio_url", "")})
+    write_meta(run_dir, meta)
+    say(f"job {name} submitted to continue the run from its last checkpoint" + (f" ({why})" if why else ""))
+    return name
+
+
+def download(az: Azure, run_dir: Path, say: Callable[[str], None] = print) -> Path:
+    """The student from the run's output folder on the datastore into ``run_dir/student`` (only the student: the
+    checkpoints beside it stay on the datastore)."""
+    import shutil
+    import tempfile
+
+    from azure.ai.ml._artifacts._artifact_utilities import download_artifact_from_aml_uri
+
+    meta = read_meta(run_dir)
+    out = Path(run_dir) / "student"
+    uri = meta["output"].rstrip("/") + "/student/"
+    with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
+        try:
+            download_artifact_from_aml_uri(uri=uri, destination=tmp, datastore_operation=az.ml.datastores)
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, f"downloading the student from {uri}", az.ws) from None
+        files = [p for p in Path(tmp).rglob("*") if p.is_file()]
+        if not files:
+            raise AzureError(f"{uri} holds no student yet (the run has not finished, or it failed before saving "
+                             f"it); see `distill azure logs {run_dir}`")
+        top = Path(tmp)
+        while len(list(top.iterdir())) == 1 and next(top.iterdir()).is_dir() and not (top / "config.json").exists():
+            top = next(top.iterdir())
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(str(top), out)
+    say(f"student saved to {out}")
+    return out

@@ -1,0 +1,317 @@
+"""Watching an Azure run from the desktop: the job's status, its MLflow metrics and its log, written into the local
+run folder as a local run writes them (``events.jsonl``, ``logs/console.log``), so the monitor plots an Azure run
+unchanged, with the same ETA and cost so far.
+
+``distill azure watch RUN`` runs :class:`Watcher` until the job ends; the app starts it as a detached process
+(``distill azure submit --watch``), exactly as it starts a local run, and Stop sends it SIGTERM, which it turns
+into a cancel of the job: the engine on the node checkpoints and stops, and the watcher records the end.
+
+- **Metrics** are read over MLflow's REST API at the workspace's tracking URI (``runs/get`` for the run's tags,
+  ``metrics/get-history`` per metric), with the workspace's credential, through azure-core (retries on 429 and
+  5xx with ``Retry-After``). No MLflow package on the desktop.
+- **Logs**: the job's log files (the run history's ``logFiles``, read-only SAS URLs) are tailed with ranged GETs.
+- **What is written where**: a cursor per job attempt in ``azure.json`` (tags, last metric and eval step, log
+  offset), saved after each poll, so a watcher restarted after the app or the machine went down writes each event
+  once.
+- **The network gone mid-watch** is a line in the console log and a retry with back-off (up to 5 minutes); the
+  job keeps running in Azure meanwhile and nothing is lost: the next successful poll catches up.
+- **Preemption** of a low-priority job: resubmitted (``jobs.resubmit``), and the new attempt's events (its
+  ``run_started`` carries ``resumed_from_step``) continue the same curves.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import quote
+
+from ..errors import AzureError
+from ..runs.events import EventWriter
+from ..runs.mlflow_bridge import from_mlflow
+from . import jobs as J
+from .client import Azure, explain, status_text
+
+POLL_S = 15.0
+MAX_BACKOFF_S = 300.0
+CANCEL_GRACE_S = 15 * 60      # after a cancel, how long to wait for the engine's last checkpoint before giving up
+LOG_NAMES = re.compile(r"^user_logs/std_log(_process_0+)?\.txt$|^user_logs/std_log_node_0+_process_0+\.txt$")
+HISTORY_PAGE = 5000
+
+
+def tracking_base(az: Azure, meta: dict[str, Any]) -> str:
+    """The workspace's MLflow REST base (https), looked up once and kept in ``azure.json``."""
+    if meta.get("mlflow"):
+        return meta["mlflow"]
+    try:
+        ws = az.ml.workspaces.get(az.ws.workspace)
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
+    uri = getattr(ws, "mlflow_tracking_uri", "") or ""
+    if not uri:
+        uri = (f"azureml://{az.ws.region}.api.azureml.ms/mlflow/v1.0{az.ws.arm_id}")
+    meta["mlflow"] = re.sub(r"^azureml://", "https://", uri).rstrip("/")
+    return meta["mlflow"]
+
+
+class Watcher:
+    def __init__(self, run_dir: Path, az: Azure, say: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.run_dir = Path(run_dir)
+        self.az = az
+        self.meta = J.read_meta(self.run_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.console = open(self.run_dir / "logs" / "console.log", "a", encoding="utf-8")
+        self._say = say
+        self.sleep = sleep
+        self.events = EventWriter(self.run_dir / "events.jsonl")
+        self.stop_requested = False
+        self._status = ""
+        self._pipeline = None
+        self._logs_pipeline = None
+        from ..plan import load_plan
+
+        try:
+            self.plan = load_plan(self.run_dir / "plan.toml").model_dump(mode="json", exclude_none=True)
+        except Exception:  # noqa: BLE001 — the plan only decorates run_started
+            self.plan = None
+
+    # ---- output ------------------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.console.write(text.rstrip("\n") + "\n")
+        self.console.flush()
+        if self._say is not None:
+            self._say(text)
+
+    def _cursor(self) -> dict[str, Any]:
+        return self.meta.setdefault("cursor", {}).setdefault(self.meta["job"],
+                                                              {"tags": [], "metric": -1, "eval": -1, "log": 0})
+
+    # ---- one poll ----------------------------------------------------------------------------------------------
+    def poll(self) -> str | None:
+        """Read the job once; returns its end (succeeded | failed | cancelled) or None while it goes on."""
+        name = self.meta["job"]
+        job = J.get_job(self.az, name)
+        if job is None:
+            raise AzureError(f"job {name} is not in workspace {self.az.ws.workspace} any more (deleted?)")
+        status = status_text(job)
+        if status != self._status:
+            self._status = status
+            self.meta["status"] = status
+            self.say(f"job {name}: {status}" + (f" ({self.meta.get('nodes')} × {self.meta.get('sku')})"
+                                                  if status in ("Queued", "Preparing") else ""))
+        if status not in ("NotStarted", "Queued", "Preparing", "Starting", "Provisioning"):
+            self._read_events(name)
+            self._read_logs(name)
+        end = self._end(job, status) if status in J.TERMINAL else None
+        J.write_meta(self.run_dir, self.meta)
+        return end
+
+    def _get_json(self, url: str) -> dict[str, Any]:
+        from azure.core.rest import HttpRequest
+
+        if self._pipeline is None:
+            self._pipeline = self.az.pipeline()
+        try:
+            resp = self._pipeline.send_request(HttpRequest("GET", url))
+            resp.raise_for_status()
+            return resp.json()
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, "reading the run's metrics", self.az.ws) from None
+
+    def _read_events(self, name: str) -> None:
+        base = tracking_base(self.az, self.meta)
+        run = self._get_json(f"{base}/api/2.0/mlflow/runs/get?run_id={quote(name)}").get("run", {})
+        data = run.get("data", {})
+        tags = {t["key"]: t["value"] for t in data.get("tags", []) if "key" in t}
+        latest = {m["key"]: int(m.get("step", 0)) for m in data.get("metrics", []) if "key" in m}
+        cur = self._cursor()
+        histories: dict[str, list] = {}
+        for key, step in latest.items():
+            kind = "metric" if key.startswith("train/") else "eval" if key.startswith("eval/") else None
+            if kind is None or step <= cur[kind]:
+                continue
+            histories[key] = self._history(base, name, key)
+        events = from_mlflow(histories, tags, plan=self.plan)
+        for e in events:
+            kind = e["type"]
+            if kind in ("metric", "eval"):
+                if e["step"] <= cur[kind]:
+                    continue
+                cur[kind] = e["step"]
+            else:
+                key = e.get("_tag") or _event_key(e)
+                if key in cur["tags"]:
+                    continue
+                cur["tags"].append(key)
+                e = self._localise(e)
+            self.events.write(e)
+
+    def _history(self, base: str, name: str, key: str) -> list[dict[str, Any]]:
+        points: list[dict[str, Any]] = []
+        token = ""
+        for _ in range(1000):
+            url = (f"{base}/api/2.0/mlflow/metrics/get-history?run_id={quote(name)}&metric_key={quote(key)}"
+                   f"&max_results={HISTORY_PAGE}" + (f"&page_token={quote(token)}" if token else ""))
+            doc = self._get_json(url)
+            points += doc.get("metrics", [])
+            token = doc.get("next_page_token", "")
+            if not token:
+                break
+        return points
+
+    def _localise(self, e: dict[str, Any]) -> dict[str, Any]:
+        """The engine's end message speaks of paths on the node; say what to do from here."""
+        if e["type"] != "run_finished":
+            return e
+        run = self.run_dir
+        if e.get("status") == "cancelled":
+            e = {**e, "message": f"cancelled at step {e.get('step', 0)}; the last checkpoint is kept on the datastore "
+                                 f"(resume with `distill azure resume {run}`)"}
+        elif e.get("status") == "succeeded":
+            e = {**e, "message": f"student saved to {self.meta.get('output', '')}student "
+                                 f"(download with `distill azure download {run}`)"}
+        return e
+
+    def _read_logs(self, name: str) -> None:
+        try:
+            details = self.az.ml.jobs._runs_operations.get_run_details(name)
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, "reading the job's log", self.az.ws) from None
+        files = getattr(details, "log_files", None) or {}
+        names = sorted(k for k in files if LOG_NAMES.match(k))
+        if not names:
+            return
+        url = files[names[0]]
+        cur = self._cursor()
+        from azure.core import PipelineClient
+        from azure.core.pipeline.policies import RetryPolicy
+        from azure.core.rest import HttpRequest
+
+        from .client import RETRY
+
+        if self._logs_pipeline is None:    # a SAS URL: no bearer token on it
+            kw = {"transport": self.az.transport} if self.az.transport is not None else {}
+            self._logs_pipeline = PipelineClient(base_url=url, policies=[RetryPolicy(**RETRY)], **kw)
+        try:
+            resp = self._logs_pipeline.send_request(HttpRequest("GET", url, headers={"Range": f"bytes={cur['log']}-"}))
+            if resp.status_code == 416:
+                return
+            resp.raise_for_status()
+            data = resp.read()
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, "reading the job's log", self.az.ws) from None
+        if resp.status_code == 200:        # the whole file: skip what was copied already
+            data = data[cur["log"]:]
+        end = data.rfind(b"\n")
+        if end < 0:
+            return
+        text = data[: end + 1].decode("utf-8", errors="replace")
+        self.console.write(text)
+        self.console.flush()
+        cur["log"] += end + 1
+
+    # ---- the end -----------------------------------------------------------------------------------------------
+    def _engine_end(self) -> dict[str, Any] | None:
+        from ..runs.events import read_events
+
+        found = [e for e in read_events(self.events.path) if e.get("type") in ("run_started", "run_finished")]
+        return found[-1] if found and found[-1]["type"] == "run_finished" else None
+
+    def _end(self, job, status: str) -> str | None:
+        recorded = self._engine_end()
+        if status == "Completed":
+            if recorded is None:
+                self.events.emit("run_finished", status="succeeded", step=self._last_step(),
+                                 message=f"job {self.meta['job']} completed; student in {self.meta.get('output', '')}")
+            self._download()
+            return "succeeded"
+        if status == "Canceled":
+            if recorded is None:
+                self.events.emit("run_finished", status="cancelled", step=self._last_step(),
+                                 message=f"job {self.meta['job']} was cancelled; resume with "
+                                         f"`distill azure resume {self.run_dir}`")
+            return "cancelled"
+        # Failed or NotResponding
+        if (J.preempted(job) and self.meta.get("priority") == "low-priority" and not self.stop_requested
+                and len(self.meta.get("jobs", [])) < J.MAX_ATTEMPTS):
+            self.say(f"job {self.meta['job']}: its low-priority node was preempted")
+            self.events.emit("log", level="warning", message="the low-priority node was preempted; the run is "
+                                                            "submitted again and continues from its last checkpoint")
+            J.write_meta(self.run_dir, self.meta)
+            J.resubmit(self.az, self.run_dir, self.say, why="preempted")
+            self.meta = J.read_meta(self.run_dir)
+            self._status = ""
+            return None
+        if recorded is None or recorded.get("status") != "failed":
+            why = J.job_error(job) or f"the job ended {status}"
+            self.events.emit("run_finished", status="failed", step=self._last_step(),
+                             message=f"job {self.meta['job']} failed: {why}; the last checkpoint is kept on the "
+                                     f"datastore (resume with `distill azure resume {self.run_dir}`)")
+        return "failed"
+
+    def _last_step(self) -> int:
+        return max(self._cursor()["metric"], 0)
+
+    def _download(self) -> None:
+        if (self.run_dir / "student").exists():
+            return
+        try:
+            J.download(self.az, self.run_dir, self.say)
+        except AzureError as exc:
+            self.say(f"the student could not be downloaded yet ({exc}); `distill azure download {self.run_dir}`")
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def request_stop(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def run(self, interval: float = POLL_S) -> int:
+        """Poll until the job ends; returns 0 (succeeded), 1 (failed) or 130 (cancelled)."""
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()    # signals reach the main thread only
+        previous = signal.signal(signal.SIGTERM, self.request_stop) if main else None
+        cancel_sent = 0.0
+        backoff = interval
+        try:
+            while True:
+                if self.stop_requested and not cancel_sent:
+                    try:
+                        J.write_meta(self.run_dir, self.meta)
+                        J.cancel(self.az, self.run_dir, self.say)
+                        cancel_sent = self.meta["cancel_requested"] = time.time()
+                    except AzureError as exc:
+                        self.say(f"could not cancel yet: {exc}; trying again")
+                try:
+                    end = self.poll()
+                    backoff = interval
+                except AzureError as exc:
+                    self.say(f"{exc}; trying again in {backoff:.0f} s (the job goes on in Azure)")
+                    J.write_meta(self.run_dir, self.meta)
+                    self._wait(backoff)
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    continue
+                if end is not None:
+                    return {"succeeded": 0, "cancelled": 130}.get(end, 1)
+                if cancel_sent and time.time() - cancel_sent > CANCEL_GRACE_S:
+                    self.say("the job did not end within 15 minutes of the cancel; it is left to Azure ML")
+                    return 130
+                self._wait(interval)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+            self.close()
+
+    def _wait(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (self.stop_requested and "cancel_requested" not in self.meta):
+            self.sleep(min(0.5, max(0.0, end - time.monotonic())))
+
+    def close(self) -> None:
+        self.events.close()
+        self.console.close()
+
+
+def _event_key(e: dict[str, Any]) -> str:
+    return f"{e.get('type')}:{e.get('time')}:{e.get('step', '')}"

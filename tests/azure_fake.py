@@ -1,0 +1,479 @@
+"""A fake Azure at the HTTP transport: the real SDK clients (azure-ai-ml, azure-mgmt-compute, azure-identity,
+azure-storage-blob) and our own azure-core pipelines send their requests here, and get answers in the shapes the
+real services give (ARM resources, the workspace's run history and MLflow APIs, Entra ID's token endpoint, blob
+storage).
+
+The state lives in a folder (``state.json``, ``requests.jsonl``, blobs), locked per request, so a second process
+(the app's watcher, started detached) sees the same Azure as the test that drives it:
+``DISTILL_AZURE_TRANSPORT=azure_fake:transport`` and ``AZURE_FAKE_DIR=<folder>``, with tests/ on PYTHONPATH.
+
+A test plays Azure's part with :class:`FakeAzure`: moves a job through its states, logs a run's events as the
+node's MLflow would, fails requests (429 with Retry-After, 5xx, 401, 404, the network gone) for a number of times.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import keyring.backend
+import requests
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
+
+FAKE_DIR_ENV = "AZURE_FAKE_DIR"
+SUB = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+TENANT = "11111111-2222-3333-4444-555555555555"
+CLIENT = "66666666-7777-8888-9999-000000000000"
+RG, WS, REGION = "distill-rg", "distill-ws", "eastus"
+ACCOUNT = "distillstore"
+ARM = "https://management.azure.com"
+API = f"https://{REGION}.api.azureml.ms"
+WS_ID = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}")
+
+
+def _blank_state() -> dict[str, Any]:
+    return {"workspace": True, "jobs": {}, "computes": {}, "assets": {}, "metrics": {}, "tags": {}, "logs": {},
+            "faults": [], "tokens": 0, "cancel_polls": {}}
+
+
+class FakeAzure:
+    """The fake's state and the test's controls."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "state.json").exists():
+            self._save(_blank_state())
+
+    # ---- state ----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        with open(self.dir / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = json.loads((self.dir / "state.json").read_text())
+            try:
+                yield state
+            finally:            # a request that then fails (its answer lost) has still changed Azure
+                self._save(state)
+
+    def _save(self, state) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.dir / "state.json")
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.dir / "state.json").read_text())
+
+    def requests(self) -> list[dict[str, Any]]:
+        path = self.dir / "requests.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    # ---- the test's controls ----------------------------------------------------------------------------------
+    def fail(self, method: str, url_pattern: str, status: int = 0, times: int = 1, headers: dict | None = None,
+             code: str = "Failure", message: str = "injected", network: bool = False, after: bool = False) -> None:
+        """The next ``times`` requests matching fail: with ``status`` and an ARM error body, or (``network``) as if
+        the connection was lost; ``after``: the request is carried out first and only its answer is lost."""
+        with self.locked() as s:
+            s["faults"].append({"method": method, "url": url_pattern, "status": status, "times": times,
+                                "headers": headers or {}, "code": code, "message": message, "network": network,
+                                "after": after})
+
+    def set_job(self, name: str, status: str, error: str = "") -> None:
+        with self.locked() as s:
+            job = s["jobs"][name]
+            job["properties"]["status"] = status
+            if error:
+                job["properties"]["properties"] = {**job["properties"].get("properties", {}), "azureml.error": error}
+
+    def job(self, name: str) -> dict[str, Any]:
+        return self.state()["jobs"][name]
+
+    def log_events(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        """What the node's MLflow run holds after the engine logged ``events`` (the mapping the engine uses)."""
+        from distill_studio.engine.runs.mlflow_bridge import TAG_PREFIX, to_mlflow
+
+        with self.locked() as s:
+            metrics = s["metrics"].setdefault(run_id, {})
+            tags = s["tags"].setdefault(run_id, {})
+            for e in events:
+                values, step, ms, tag = to_mlflow(e)
+                for k, v in values.items():
+                    metrics.setdefault(k, []).append({"key": k, "value": v, "timestamp": ms, "step": step})
+                if tag is not None:
+                    tags[f"{TAG_PREFIX}{len(tags):06d}"] = tag
+
+    def write_log(self, run_id: str, text: str) -> None:
+        with self.locked() as s:
+            s["logs"][run_id] = s["logs"].get(run_id, "") + text
+
+    def put_blob(self, path: str, data: bytes) -> None:
+        p = self.dir / "blobs" / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    # ---- answering ----------------------------------------------------------------------------------------------
+    def answer(self, method: str, url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+        with self.locked() as s:
+            self._record(method, url, headers, body)
+            for f in s["faults"]:
+                if f["times"] > 0 and f["method"] in (method, "*") and re.search(f["url"], url):
+                    f["times"] -= 1
+                    if f.get("after"):
+                        _route(self, s, method, url, headers, body)
+                        raise ServiceResponseError("Connection reset while reading the answer (fake)")
+                    if f["network"]:
+                        raise ServiceRequestError("Connection aborted: the network is unreachable (fake)")
+                    return f["status"], {"content-type": "application/json", **f["headers"]}, json.dumps(
+                        {"error": {"code": f["code"], "message": f["message"]}}).encode()
+            return _route(self, s, method, url, headers, body)
+
+    def _record(self, method, url, headers, body) -> None:
+        text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body or "")
+        with open(self.dir / "requests.jsonl", "a") as f:
+            f.write(json.dumps({"method": method, "url": url, "body": text[:20000],
+                                "auth": headers.get("Authorization", "")[:40],
+                                "client_request_id": headers.get("x-ms-client-request-id", "")}) + "\n")
+
+
+def _json(status: int, doc: Any, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    return status, {"content-type": "application/json", **(headers or {})}, json.dumps(doc).encode()
+
+
+def _not_found(what: str) -> tuple[int, dict, bytes]:
+    return _json(404, {"error": {"code": "ResourceNotFound", "message": f"{what} was not found"}})
+
+
+def _system() -> dict[str, str]:
+    return {"createdAt": "2026-12-01T10:00:00Z", "createdBy": "fake", "lastModifiedAt": "2026-12-01T10:00:00Z"}
+
+
+def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body: bytes):
+    parts = urlsplit(url)
+    host, path, query = parts.netloc, unquote(parts.path), parse_qs(parts.query)
+    # ---- Entra ID ----
+    if host == "login.microsoftonline.com":
+        if path.endswith("/token"):
+            s["tokens"] += 1
+            return _json(200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
+                               "access_token": f"fake-access-token-{s['tokens']}"})
+        tenant = path.strip("/").split("/")[0]
+        if "openid-configuration" in path:
+            base = f"https://login.microsoftonline.com/{tenant}"
+            return _json(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
+                               "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                               "issuer": f"https://login.microsoftonline.com/{TENANT}/v2.0",
+                               "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode"})
+        if "discovery/instance" in path:
+            return _json(200, {"tenant_discovery_endpoint":
+                               "https://login.microsoftonline.com/common/v2.0/.well-known/openid-configuration",
+                               "metadata": [{"preferred_network": "login.microsoftonline.com",
+                                             "preferred_cache": "login.windows.net",
+                                             "aliases": ["login.microsoftonline.com", "login.windows.net"]}]})
+        return _not_found(path)
+    # ---- blob storage ----
+    if host.endswith(".blob.core.windows.net"):
+        return _blob(fake, s, method, path, query, headers, body)
+    # ---- the workspace's data plane (discovery, run history, MLflow) ----
+    if host == f"{REGION}.api.azureml.ms":
+        if path.endswith("/discovery"):
+            return _json(200, {"api": API, "catalog": API, "experimentation": API, "gallery": API,
+                               "history": API, "hyperdrive": API, "labeling": API, "modelmanagement": API,
+                               "pipelines": API, "studio": "https://ml.azure.com"})
+        m = re.search(r"/runs/([^/]+)/details$", path)
+        if m and "/history/" in path:
+            run = m.group(1)
+            if run not in s["jobs"]:
+                return _not_found(f"run {run}")
+            logs = {"user_logs/std_log.txt": f"https://{ACCOUNT}.blob.core.windows.net/azureml/ExperimentRun/"
+                                             f"dcid.{run}/user_logs/std_log.txt?sv=2026&sig=fakesas"}
+            return _json(200, {"runId": run, "status": s["jobs"][run]["properties"]["status"], "logFiles": logs})
+        if "/mlflow/" in path:
+            run = (query.get("run_id") or [""])[0]
+            if run not in s["jobs"]:
+                return _json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run} not found"})
+            metrics = s["metrics"].get(run, {})
+            if path.endswith("/runs/get"):
+                latest = [max(points, key=lambda p: p["step"]) for points in metrics.values()]
+                tags = [{"key": k, "value": v} for k, v in s["tags"].get(run, {}).items()]
+                return _json(200, {"run": {"info": {"run_id": run, "status": "RUNNING"},
+                                           "data": {"metrics": latest, "tags": tags}}})
+            if path.endswith("/metrics/get-history"):
+                key = query["metric_key"][0]
+                points = metrics.get(key, [])
+                size = int((query.get("max_results") or ["1000"])[0])
+                start = int((query.get("page_token") or ["0"])[0])
+                doc = {"metrics": points[start:start + size]}
+                if start + size < len(points):
+                    doc["next_page_token"] = str(start + size)
+                return _json(200, doc)
+        return _not_found(path)
+    # ---- ARM ----
+    if host != "management.azure.com":
+        return _not_found(url)
+    if not path.lower().startswith(WS_ID.lower()):
+        return _not_found(path)
+    if not s["workspace"]:
+        return _json(404, {"error": {"code": "ResourceNotFound", "message": f"The Resource "
+                                     f"'Microsoft.MachineLearningServices/workspaces/{WS}' under resource group "
+                                     f"'{RG}' was not found."}})
+    rest = path[len(WS_ID):]
+    if rest in ("", "/"):
+        return _json(200, {"id": WS_ID, "name": WS, "location": REGION, "type":
+                           "Microsoft.MachineLearningServices/workspaces", "properties": {
+                               "mlFlowTrackingUri": f"azureml://{REGION}.api.azureml.ms/mlflow/v1.0{WS_ID}",
+                               "discoveryUrl": f"{API}/discovery", "workspaceId": "fake-workspace-id",
+                               "storageAccount": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+                                                 f"Microsoft.Storage/storageAccounts/{ACCOUNT}"}})
+    m = re.fullmatch(r"/computes/([^/]+)", rest)
+    if m:
+        name = m.group(1)
+        if method == "GET":
+            return _json(200, s["computes"][name]) if name in s["computes"] else _not_found(f"compute {name}")
+        if method == "PUT":
+            doc = json.loads(body)
+            doc.update({"id": WS_ID + rest, "name": name, "location": REGION})
+            doc["properties"]["provisioningState"] = "Succeeded"
+            s["computes"][name] = doc
+            return _json(200, doc)
+    m = re.fullmatch(r"/jobs/([^/]+)(/cancel)?", rest)
+    if m:
+        name = m.group(1)
+        if m.group(2):
+            if name not in s["jobs"]:
+                return _not_found(f"job {name}")
+            s["jobs"][name]["properties"]["status"] = "CancelRequested"
+            return 202, {"Location": f"{ARM}{WS_ID}/operationResults/cancel-{name}?api-version=2024-04-01",
+                         "Retry-After": "0", "content-type": "application/json"}, b""
+        if method == "GET":
+            return _json(200, s["jobs"][name]) if name in s["jobs"] else _not_found(f"job {name}")
+        if method == "PUT":
+            if name in s["jobs"]:
+                return _json(409, {"error": {"code": "Conflict", "message": f"job {name} already exists"}})
+            doc = json.loads(body)
+            doc.update({"id": WS_ID + rest, "name": name, "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+                        "systemData": _system()})
+            doc["properties"]["status"] = "Queued"
+            doc["properties"]["services"] = {"Studio": {"jobServiceType": "Studio", "endpoint":
+                                                        f"https://ml.azure.com/runs/{name}?wsid={WS_ID}"}}
+            s["jobs"][name] = doc
+            return _json(201, doc)
+    if re.fullmatch(r"/operationResults/cancel-[^/]+", rest):
+        return 200, {"content-type": "application/json"}, b""
+    m = re.fullmatch(r"/(environments|codes|data)/([^/]+)/versions/([^/:]+)([/:]startPendingUpload)?", rest)
+    if m:
+        kind, name, version, pending = m.groups()
+        key = f"{kind}/{name}/{version}"
+        if pending:
+            return _json(200, {"blobReferenceForConsumption": {
+                "blobUri": f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{name}",
+                "credential": {"credentialType": "SAS", "sasUri":
+                               f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{name}?sv=2026&sig=fake"}},
+                "pendingUploadId": name, "pendingUploadType": "TemporaryBlobReference"})
+        if method == "GET":
+            return _json(200, s["assets"][key]) if key in s["assets"] else _not_found(key)
+        if method == "PUT":
+            doc = json.loads(body)
+            doc.update({"id": WS_ID + rest, "name": version, "systemData": _system()})
+            s["assets"][key] = doc
+            return _json(200, doc)
+    m = re.fullmatch(r"/(environments|codes|data)/([^/]+)/versions", rest)
+    if m and method == "GET":
+        prefix = f"{m.group(1)}/{m.group(2)}/"
+        return _json(200, {"value": [v for k, v in s["assets"].items() if k.startswith(prefix)]})
+    m = re.fullmatch(r"/(codes|data|environments)/([^/]+)", rest)
+    if m and method in ("GET", "PUT"):
+        doc = {"id": WS_ID + rest, "name": m.group(2), "properties": {"latestVersion": None}}
+        return _json(200, doc)
+    m = re.fullmatch(r"/datastores/([^/]+)(/listSecrets)?", rest)
+    if m or rest == "/datastores":
+        if rest.endswith("/listSecrets"):
+            return _json(200, {"secretsType": "AccountKey", "key": base64.b64encode(b"fake-account-key").decode()})
+        store = {"id": f"{WS_ID}/datastores/workspaceblobstore", "name": "workspaceblobstore", "properties": {
+            "datastoreType": "AzureBlob", "accountName": ACCOUNT, "containerName": "azureml-blobstore",
+            "endpoint": "core.windows.net", "protocol": "https", "isDefault": True,
+            "credentials": {"credentialsType": "AccountKey"}}}
+        if rest == "/datastores":
+            return _json(200, {"value": [store]})
+        return _json(200, store)
+    return _not_found(f"{method} {rest}")
+
+
+def _blob(fake: FakeAzure, s, method, path, query, headers, body):
+    """Blob storage as the SDK uses it: upload (PUT), exists (HEAD), list (container ?comp=list) and download."""
+    container, _, name = path.strip("/").partition("/")
+    root = fake.dir / "blobs" / container
+    if method == "GET" and name.startswith("ExperimentRun/dcid."):
+        run = name.split("/")[1].removeprefix("dcid.")
+        return _ranged(s["logs"].get(run, "").encode(), headers, {"content-type": "text/plain"})
+    if query.get("comp") == ["list"]:
+        prefix = (query.get("prefix") or [""])[0]
+        items = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        blobs = "".join(f"<Blob><Name>{n}</Name><Properties><Content-Length>{(root / n).stat().st_size}"
+                        "</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>"
+                        for n in items if n.startswith(prefix))
+        xml = (f'<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://{ACCOUNT}.blob.'
+               f'core.windows.net/" ContainerName="{container}"><Prefix>{prefix}</Prefix><Blobs>{blobs}</Blobs>'
+               "<NextMarker /></EnumerationResults>")
+        return 200, {"content-type": "application/xml"}, xml.encode()
+    target = root / name
+    if method == "PUT":
+        if query.get("comp") == ["metadata"]:
+            return 200, {}, b""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body or b"")
+        return 201, {"ETag": '"0x1"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"}, b""
+    if method in ("GET", "HEAD"):
+        if not target.is_file():
+            return 404, {"x-ms-error-code": "BlobNotFound"}, b""
+        data = target.read_bytes()
+        hdr = {"x-ms-blob-type": "BlockBlob", "ETag": '"0x1"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT",
+               "content-type": "application/octet-stream"}
+        if method == "HEAD":
+            return 200, {**hdr, "Content-Length": str(len(data))}, b""
+        return _ranged(data, headers, hdr)
+    return 404, {}, b""
+
+
+def _ranged(data: bytes, headers: dict, extra: dict):
+    """A GET with ``Range``/``x-ms-range`` (206 with Content-Range, 416 past the end) or without (200)."""
+    rng = headers.get("x-ms-range") or headers.get("Range") or headers.get("range") or ""
+    m = re.match(r"bytes=(\d+)-(\d*)", rng)
+    if not m:
+        return 200, extra, data
+    start = int(m.group(1))
+    if start >= len(data):
+        return 416, {"Content-Range": f"bytes */{len(data)}"}, b""
+    end = min(len(data) - 1, int(m.group(2)) if m.group(2) else len(data) - 1)
+    return 206, {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start:end + 1]
+
+
+class FakeTransport(HttpTransport):
+    """An azure-core transport that answers from a :class:`FakeAzure`."""
+
+    def __init__(self, fake: FakeAzure) -> None:
+        self.fake = fake
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def send(self, request, **kwargs):
+        body = request.data if hasattr(request, "data") and isinstance(getattr(request, "data"), (bytes, str)) \
+            else request.body
+        if body is None and getattr(request, "files", None):
+            body = b""
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        status, headers, content = self.fake.answer(request.method, request.url, dict(request.headers), body or b"")
+        r = requests.Response()
+        r.status_code = status
+        r.headers.update(headers)
+        r.headers.setdefault("Content-Length", str(len(content)))
+        r.raw = io.BytesIO(content)
+        r.url = request.url
+        r.reason = "OK" if status < 400 else "Error"
+        from azure.core.rest import HttpRequest as RestRequest
+
+        if isinstance(request, RestRequest):
+            from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+            resp = RestRequestsTransportResponse(request=request, internal_response=r)
+            if not kwargs.get("stream"):    # a streamed download reads the body itself
+                resp.read()
+            return resp
+        return RequestsTransportResponse(request, r)
+
+
+_installed: dict[str, Any] = {}
+
+
+def transport(fake: FakeAzure | None = None) -> FakeTransport:
+    """The transport for ``DISTILL_AZURE_TRANSPORT=azure_fake:transport``; blob storage clients made inside
+    azure-ai-ml are pointed at it too (azure-ai-ml builds them without passing a transport on)."""
+    fake = fake or FakeAzure(os.environ[FAKE_DIR_ENV])
+    t = FakeTransport(fake)
+    from azure.ai.ml._artifacts import _blob_storage_helper as helper
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+    class _Service(BlobServiceClient):
+        def __init__(self, *a, **kw):
+            kw.setdefault("transport", _installed["t"])
+            super().__init__(*a, **kw)
+
+    class _Container(ContainerClient):
+        @classmethod
+        def from_container_url(cls, url, credential=None, **kw):
+            kw.setdefault("transport", _installed["t"])
+            return ContainerClient.from_container_url(url, credential=credential, **kw)
+
+    _installed["t"] = t
+    helper.BlobServiceClient = _Service
+    helper.ContainerClient = _Container
+    return t
+
+
+class FileKeyring(keyring.backend.KeyringBackend):
+    """A keyring backend for tests that keeps its passwords in the fake's folder (outside every folder the app
+    writes), so a subprocess sees what the test stored. Selected by PYTHON_KEYRING_BACKEND only."""
+
+    @keyring.backend.properties.classproperty
+    def priority(cls):
+        return 0.1
+
+    def _path(self) -> Path:
+        return Path(os.environ[FAKE_DIR_ENV]) / "keyring.json"
+
+    def _load(self) -> dict:
+        p = self._path()
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def get_password(self, service, username):
+        return self._load().get(f"{service}|{username}")
+
+    def set_password(self, service, username, password):
+        d = self._load()
+        d[f"{service}|{username}"] = password
+        self._path().parent.mkdir(parents=True, exist_ok=True)
+        self._path().write_text(json.dumps(d))
+
+    def delete_password(self, service, username):
+        d = self._load()
+        if d.pop(f"{service}|{username}", None) is None:
+            raise keyring.errors.PasswordDeleteError("not found")
+        self._path().write_text(json.dumps(d))
+
+
+def settings_doc(sign_in: str = "service-principal") -> dict[str, Any]:
+    """The app's settings for the fake workspace."""
+    return {"version": 1, "azure": {"subscription_id": SUB, "resource_group": RG, "workspace": WS, "region": REGION,
+                                    "tenant_id": TENANT, "client_id": CLIENT, "sign_in": sign_in}}
+
+
+def wait_for(predicate, timeout: float = 30.0, step: float = 0.1):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting")

@@ -1,0 +1,444 @@
+"""Azure ML: the job built from a plan, submission without double submits, watching (MLflow metrics into the run's
+events), cancel, resume after preemption, and every failure, against the real SDK clients (azure-ai-ml,
+azure-identity, azure-storage-blob) talking to a fake Azure at the HTTP transport (``tests/azure_fake.py``)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("azure.ai.ml")
+import keyring  # noqa: E402
+
+from distill_studio.engine.errors import AzureError  # noqa: E402
+from distill_studio.engine.runs.events import fold_events, read_events  # noqa: E402
+from distill_studio.engine.settings import Settings  # noqa: E402
+
+import azure_fake as F  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "resources" / "demo"
+PLANS = sorted((ROOT / "resources" / "plans").glob("*.toml"))
+SECRET = "kN8~Q-secret-value-that-must-not-leak.42"
+
+
+def azure_plan(tmp_path: Path, priority: str = "dedicated", name: str = "demo-on-azure") -> Path:
+    """The bundled demo (tiny local models and data) as an Azure plan on one A100 node."""
+    text = (DEMO / "plan.toml").read_text()
+    text = text.replace('name = "demo-column-addition"', f'name = "{name}"')
+    for rel in ("teacher", "student", "train.jsonl", "eval.jsonl", "prompts.jsonl"):
+        text = text.replace(f'"{rel}"', f'"{(DEMO / rel).as_posix()}"')
+    text = text.replace('target = "local"\naccelerator = "cpu"',
+                        f'target = "azure"\nsku = "Standard_NC24ads_A100_v4"\nnodes = 1\nregion = "eastus"\n'
+                        f'priority = "{priority}"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DISTILL_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv(F.FAKE_DIR_ENV, str(tmp_path / "azure"))
+    from distill_studio.engine.azure import client
+
+    # Azure's back-off would sleep for seconds between retries of a 5xx; the policy is the same, only faster
+    monkeypatch.setitem(client.RETRY, "retry_backoff_factor", 0.01)
+    before = keyring.get_keyring()
+    keyring.set_keyring(F.FileKeyring())
+    keyring.set_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}", SECRET)
+    yield F.FakeAzure(tmp_path / "azure")
+    keyring.set_keyring(before)
+
+
+def connect(fake, **changes):
+    from distill_studio.engine.azure.client import Azure, workspace_from_settings
+
+    doc = F.settings_doc()
+    doc["azure"].update(changes)
+    ws = workspace_from_settings(Settings.model_validate(doc))
+    return Azure(ws, t=F.transport(fake))
+
+
+def job_puts(fake) -> list[dict]:
+    return [r for r in fake.requests() if r["method"] == "PUT" and "/jobs/" in r["url"]]
+
+
+def demo_events(steps: int = 6, resumed_from: int | None = None, end: str | None = "succeeded") -> list[dict]:
+    """Events as the engine writes them for a short run (or its resumed part)."""
+    t0 = 1_796_000_000.0
+    first = (resumed_from or 0) + 1
+    out = [{"v": 1, "time": t0, "type": "run_started", "total_steps": steps, "total_tokens": 2048 * steps,
+            "device": "cuda:0", "processes": 1, "estimate": {"hours": {"total": 0.01}, "cost_usd": 0.04},
+            **({"resumed_from_step": resumed_from} if resumed_from is not None else {})}]
+    for s in range(first, steps + 1):
+        out.append({"v": 1, "time": t0 + s, "type": "metric", "step": s, "tokens_seen": 2048 * s,
+                    "loss": 2.0 / s, "kd_loss": 1.5 / s, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_second": 4096.0,
+                    "step_seconds": 0.5})
+        if s % 3 == 0:
+            out.append({"v": 1, "time": t0 + s + 0.25, "type": "eval", "step": s, "kl": 0.1 / s,
+                        "task_score": 0.5 + s / 100})
+            out.append({"v": 1, "time": t0 + s + 0.5, "type": "checkpoint", "step": s,
+                        "path": f"checkpoints/step-{s:08d}"})
+    if end:
+        out.append({"v": 1, "time": t0 + steps + 1, "type": "run_finished", "status": end, "step": steps,
+                    "message": "student saved to /mnt/azureml/cr/j/x/cap/data-capability/wd/run/student"})
+    return out
+
+
+# ---- the job ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.stem for p in PLANS])
+def test_export_writes_a_job_that_load_job_reads_back_equal(plan, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    from azure.ai.ml import load_job
+
+    from distill_studio.engine.azure.job import export
+    from distill_studio.engine.planner import resolve_run
+    from distill_studio.engine.plan import load_plan
+
+    out = tmp_path / "job.yaml"
+    spec, cluster_file = export(plan, out)
+    loaded = load_job(out)
+    a = json.loads(json.dumps(loaded._to_dict(), default=str))
+    b = json.loads(json.dumps(spec.job._to_dict(), default=str))
+    # the node's resources are equal; only the built command's inner component repeats them
+    a["component"].pop("resources", None), b["component"].pop("resources", None)
+    assert a == b
+    assert Path(a["component"]["code"]) == out.with_name("job.code")
+    resolved = resolve_run(load_plan(plan), plan.parent)
+    assert loaded.resources.instance_count == resolved.nodes
+    assert loaded.distribution.process_count_per_instance == resolved.gpus_per_node
+    assert loaded.compute == spec.cluster.name
+    assert loaded.outputs["run"].mode == "rw_mount"
+    assert loaded.environment.image.startswith("mcr.microsoft.com/azureml/curated/acpt-pytorch")
+    assert "torch==" in json.dumps(loaded.environment.conda_file)
+    # the code is the engine as installed and the plan as resolved, not the checkout
+    code = out.with_name("job.code")
+    assert (code / "distill_studio" / "engine" / "train" / "__main__.py").is_file()
+    assert not (code / "tests").exists() and not (code / "distill_studio" / "gui").exists()
+    assert load_plan(code / "plan.toml").hardware.sku == resolved.plan.hardware.sku
+    from azure.ai.ml import load_compute
+
+    cluster = load_compute(cluster_file)
+    assert (cluster.size, cluster.min_instances, cluster.max_instances) == (resolved.plan.hardware.sku, 0,
+                                                                          resolved.nodes)
+
+
+def test_export_refuses_a_local_plan(tmp_path):
+    from distill_studio.engine.azure.job import export
+
+    with pytest.raises(AzureError, match='hardware.target.*target = "azure"'):
+        export(DEMO / "plan.toml", tmp_path / "job.yaml")
+
+
+def test_cli_export_and_missing_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISTILL_STUDIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DISTILL_STUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    from distill_studio.engine.cli import main
+
+    assert main(["azure", "export", str(PLANS[0]), "--out", str(tmp_path / "j.yaml"),
+                 "--data", "azureml://datastores/workspaceblobstore/paths/mydata/"]) == 0
+    text = (tmp_path / "j.yaml").read_text()
+    assert "azureml://datastores/workspaceblobstore/paths/mydata/" in text
+    assert "az ml job create -f" in capsys.readouterr().out
+    # no workspace in the settings: one message saying where to enter it
+    assert main(["azure", "submit", str(PLANS[0])]) == 2
+    err = capsys.readouterr().err
+    assert "Azure is not set up" in err and "Settings › Azure" in err and "Traceback" not in err
+
+
+# ---- submission ---------------------------------------------------------------------------------------------------
+
+def test_submit_creates_the_cluster_and_the_job_once(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import read_meta, submit
+
+    plan = azure_plan(tmp_path)
+    run = tmp_path / "run"
+    said = []
+    meta = submit(plan, run, connect(fake), say=said.append)
+    state = fake.state()
+    job = state["jobs"][meta["job"]]["properties"]
+    assert job["computeId"].endswith(f"/computes/{meta['compute']}")
+    assert job["distribution"] == {"distributionType": "PyTorch", "processCountPerInstance": 1}
+    assert job["resources"]["instanceCount"] == 1
+    assert "--resume-if-started" in job["command"] and "--input data.train=${{inputs.data_train}}" in job["command"]
+    assert job["outputs"]["run"]["uri"] == meta["output"] and job["outputs"]["run"]["mode"] == "ReadWriteMount"
+    assert job["environmentVariables"]["DISTILL_MLFLOW"] == "1"
+    cluster = state["computes"][meta["compute"]]["properties"]
+    assert cluster["properties"]["vmSize"] == "Standard_NC24ads_A100_v4"
+    assert cluster["properties"]["scaleSettings"]["minNodeCount"] == 0
+    assert cluster["properties"]["scaleSettings"]["maxNodeCount"] == 1
+    assert cluster["properties"]["vmPriority"] == "Dedicated"
+    # the local files went up as the job's inputs (uploaded through blob storage), the engine as its code
+    blobs = [p.relative_to(fake.dir / "blobs").as_posix() for p in (fake.dir / "blobs").rglob("*") if p.is_file()]
+    assert any(b.endswith("distill_studio/engine/train/run.py") for b in blobs)
+    assert any(b.endswith("train.jsonl") for b in blobs)
+    assert any(b.endswith("teacher/config.json") for b in blobs)
+    assert (run / "plan.toml").is_file() and read_meta(run)["status"] == "Queued"
+    assert job_puts(fake)[0]["client_request_id"] == read_meta(run)["client_request_id"]
+    # a second submission of the same run folder (a second click) adopts the job: no second PUT
+    submit(plan, run, connect(fake), say=said.append)
+    assert len(job_puts(fake)) == 1
+    assert any("not submitting it again" in s for s in said)
+
+
+def test_an_answer_lost_after_azure_took_the_job_is_not_submitted_twice(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import submit
+
+    # the PUT reaches Azure, then the connection drops: the SDK retries the PUT (409, the job exists), and the
+    # lookup before any resubmission finds the job
+    fake.fail("PUT", r"/jobs/", network=True, after=True)
+    meta = submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None)
+    assert list(fake.state()["jobs"]) == [meta["job"]]
+    assert meta["status"] == "Queued"
+
+
+def test_throttling_is_retried_honouring_retry_after(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import status, submit
+
+    meta = submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None)
+    fake.fail("GET", rf"/jobs/{meta['job']}$|/jobs/{meta['job']}\?", status=429, times=2,
+              headers={"Retry-After": "1"}, code="TooManyRequests")
+    t0 = time.monotonic()
+    info = status(connect(fake), tmp_path / "run")
+    assert info["status"] == "Queued"
+    assert time.monotonic() - t0 >= 2.0            # two waits of Retry-After: 1 s
+    gets = [r for r in fake.requests() if r["method"] == "GET" and f"/jobs/{meta['job']}" in r["url"]]
+    assert len(gets) >= 3
+
+
+@pytest.mark.parametrize("case", ["throttled", "server", "signin", "workspace", "forbidden", "network", "quota"])
+def test_failures_are_one_clear_message(fake, tmp_path, case):
+    from distill_studio.engine.azure.jobs import submit
+
+    expect = {
+        "throttled": ("PUT", r"/computes/", dict(status=429, times=20, headers={"Retry-After": "0"}),
+                      "kept throttling"),
+        "server": ("PUT", r"/computes/", dict(status=503, times=20, code="ServiceUnavailable"),
+                   "answered 503"),
+        "signin": ("POST", r"oauth2/v2.0/token", dict(status=401, code="invalid_client",
+                                                      message="AADSTS7000222: the client secret has expired"),
+                   "refused the sign-in"),
+        "workspace": (None, None, None, "Check the subscription, resource group and workspace"),
+        "forbidden": ("GET", r"/computes/", dict(status=403, code="AuthorizationFailed", message="no access"),
+                      "denied access"),
+        "network": ("GET", r"/computes/", dict(network=True, times=20), "Could not reach Azure"),
+        "quota": ("PUT", r"/jobs/", dict(status=400, code="QuotaExceeded", message="Not enough quota: "
+                                         "standardNCADSA100v4Family needs 24 more cores"), "Not enough quota"),
+    }[case]
+    method, url, kw, message = expect
+    if case == "workspace":
+        with fake.locked() as s:
+            s["workspace"] = False
+    else:
+        fake.fail(method, url, **kw)
+    with pytest.raises(AzureError) as info:
+        submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None)
+    text = str(info.value)
+    assert message in text, text
+    assert "Traceback" not in text and SECRET not in text
+    # the run folder keeps the job's name, so trying again submits that name, once
+    meta = json.loads((tmp_path / "run" / "azure.json").read_text())
+    assert meta["job"].startswith("distill-demo-on-azure-")
+
+
+def test_missing_secret_says_where_to_enter_it(fake, tmp_path):
+    keyring.delete_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}")
+    with pytest.raises(AzureError, match="No client secret is stored.*OS keyring"):
+        connect(fake)
+
+
+# ---- watching -----------------------------------------------------------------------------------------------------
+
+def watcher(fake, run):
+    from distill_studio.engine.azure.watch import Watcher
+
+    return Watcher(run, connect(fake), sleep=lambda s: None)
+
+
+def comparable(events: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in ("plan", "message", "v")} for e in events]
+
+
+def test_watch_turns_mlflow_metrics_into_the_runs_events(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    w = watcher(fake, run)
+    assert w.poll() is None                       # queued: nothing to read yet
+    fake.set_job(meta["job"], "Running")
+    sent = demo_events(end=None)
+    fake.log_events(meta["job"], sent[:8])
+    fake.write_log(meta["job"], "step 1/6 loss 2.0\nstep 2/6 loss 1.0\n")
+    assert w.poll() is None
+    fake.log_events(meta["job"], sent[8:])
+    fake.write_log(meta["job"], "step 3/6 loss 0.6\npartial line without its newline")
+    assert w.poll() is None
+    got = read_events(run / "events.jsonl")
+    assert comparable(got) == comparable(sent)
+    assert got[0]["plan"]["name"] == "demo-on-azure"            # the plan put back into run_started
+    console = (run / "logs" / "console.log").read_text()
+    assert "step 3/6 loss 0.6" in console and "partial line" not in console
+    assert console.count("step 1/6") == 1
+    # the node saves the student and the job completes: the end is recorded and the student downloaded
+    student = meta["output"].split("/paths/", 1)[1] + "student"
+    fake.put_blob(f"azureml-blobstore/{student}/config.json", b'{"model_type": "llama"}')
+    fake.put_blob(f"azureml-blobstore/{student}/model.safetensors", b"weights")
+    fake.log_events(meta["job"], [{"v": 1, "time": 1_796_000_010.0, "type": "run_finished",
+                                   "status": "succeeded", "step": 6, "message": "student saved to /mnt/x"}])
+    fake.set_job(meta["job"], "Completed")
+    assert w.poll() == "succeeded"
+    w.close()
+    got = read_events(run / "events.jsonl")
+    assert [e["type"] for e in got].count("run_finished") == 1
+    assert got[-1]["status"] == "succeeded" and "distill azure download" in got[-1]["message"]
+    assert (run / "student" / "model.safetensors").read_bytes() == b"weights"
+    # a watcher started again (the app restarted) writes nothing twice
+    w2 = watcher(fake, run)
+    assert w2.poll() == "succeeded"
+    w2.close()
+    assert len(read_events(run / "events.jsonl")) == len(got)
+
+
+def test_the_monitor_digests_an_azure_run_like_a_local_one(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import submit
+    from distill_studio.gui.monitor.digest import RunState
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Running")
+    sent = demo_events(end=None)
+    fake.log_events(meta["job"], sent)
+    w = watcher(fake, run)
+    w.poll()
+    w.close()
+    local, remote = RunState(), RunState()
+    a, b = local.feed(sent), remote.feed(read_events(run / "events.jsonl"))
+    assert a.points.keys() == b.points.keys()
+    for k in a.points:
+        assert a.points[k][0].tolist() == b.points[k][0].tolist() and a.points[k][1].tolist() == b.points[k][1].tolist()
+    assert (remote.step, remote.total_steps, remote.last_checkpoint) == (6, 6, 6)
+    assert remote.eta_seconds() == local.eta_seconds()
+
+
+def test_network_gone_mid_watch_is_retried_and_nothing_is_lost(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Running")
+    fake.log_events(meta["job"], demo_events())
+    fake.set_job(meta["job"], "Completed")
+    fake.fail("GET", r"/jobs/", network=True, times=14)     # two polls' worth of the SDK's own retries
+    w = watcher(fake, run)
+    assert w.run(interval=0.01) == 0
+    console = (run / "logs" / "console.log").read_text()
+    assert "Could not reach Azure" in console and "trying again" in console
+    got = read_events(run / "events.jsonl")
+    assert comparable(got)[:-1] == comparable(demo_events())[:-1]
+    assert got[-1]["type"] == "run_finished" and got[-1]["status"] == "succeeded"
+
+
+def test_stop_cancels_the_job_and_records_the_end(fake, tmp_path):
+    import threading
+
+    from distill_studio.engine.azure.jobs import read_meta, submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Running")
+    fake.log_events(meta["job"], demo_events(steps=6, end=None)[:5])
+    w = watcher(fake, run)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("code", w.run(interval=0.05)))
+    thread.start()
+    F.wait_for(lambda: (run / "events.jsonl").exists() and len(read_events(run / "events.jsonl")) >= 5)
+    w.request_stop()                                   # what SIGTERM (the app's Stop) does
+    F.wait_for(lambda: fake.job(meta["job"])["properties"]["status"] == "CancelRequested")
+    # the engine checkpoints, says so, and Azure ML marks the job cancelled
+    fake.log_events(meta["job"], [{"v": 1, "time": 1_796_000_100.0, "type": "run_finished", "status": "cancelled",
+                                   "step": 2, "message": "stopped by SIGTERM at step 2"}])
+    fake.set_job(meta["job"], "Canceled")
+    thread.join(30)
+    assert result["code"] == 130
+    assert any(r["method"] == "POST" and r["url"].split("?")[0].endswith(f"/jobs/{meta['job']}/cancel")
+               for r in fake.requests())
+    end = read_events(run / "events.jsonl")[-1]
+    assert end["status"] == "cancelled" and "distill azure resume" in end["message"]
+    assert read_meta(run)["cancel_requested"] > 0
+
+
+def test_a_preempted_low_priority_job_resumes_from_its_checkpoint(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import read_meta, submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path, priority="low-priority"), run, connect(fake), say=lambda s: None)
+    assert fake.state()["computes"][meta["compute"]]["properties"]["properties"]["vmPriority"] == "LowPriority"
+    first = meta["job"]
+    fake.set_job(first, "Running")
+    fake.log_events(first, demo_events(steps=6, end=None)[:9])   # up to step 4, checkpoint at 3
+    w = watcher(fake, run)
+    w.poll()
+    fake.set_job(first, "Failed", error="The low priority node was preempted by Azure")
+    assert w.poll() is None                      # resubmitted, not ended
+    meta2 = read_meta(run)
+    second = meta2["job"]
+    assert second == f"{first}-r2" and meta2["jobs"] == [first, second]
+    job2 = fake.job(second)["properties"]
+    assert job2["outputs"]["run"]["uri"] == meta["output"]     # the same run folder: its checkpoints
+    assert job2["command"] == fake.job(first)["properties"]["command"]
+    fake.set_job(second, "Running")
+    fake.log_events(second, demo_events(steps=6, resumed_from=3))
+    fake.set_job(second, "Completed")
+    assert w.poll() == "succeeded"
+    w.close()
+    folded = fold_events(read_events(run / "events.jsonl"))
+    steps = [e["step"] for e in folded if e["type"] == "metric"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert any(e["type"] == "log" and "preempted" in e["message"] for e in folded)
+
+
+# ---- the node's side: the engine's events into MLflow and back ----------------------------------------------------
+
+def test_engine_events_go_through_mlflow_and_come_back_the_same(tmp_path, monkeypatch):
+    """The demo trained for a few steps with the MLflow mirror on (as in an Azure ML job, here into a local MLflow
+    store): what the desktop reads back from MLflow is the run's own events.jsonl."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("torch")
+    import mlflow
+
+    from distill_studio.engine.runs.mlflow_bridge import from_mlflow
+    from distill_studio.engine.train.run import execute
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("DISTILL_MLFLOW", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = tmp_path / "plan.toml"
+    text = (DEMO / "plan.toml").read_text().replace("max_steps = 100", "max_steps = 6").replace(
+        "eval_every = 50", "eval_every = 3").replace("checkpoint_every = 50", "checkpoint_every = 3").replace(
+        "eval_samples = 200", "eval_samples = 8")
+    for rel in ("teacher", "student", "train.jsonl", "eval.jsonl", "prompts.jsonl"):
+        text = text.replace(f'"{rel}"', f'"{(DEMO / rel).as_posix()}"')
+    plan.write_text(text)
+    assert execute(plan, tmp_path / "run", resume=False) == 0
+    run_id = mlflow.last_active_run().info.run_id
+    mlflow.end_run()
+    client = mlflow.MlflowClient()
+    data = client.get_run(run_id).data
+    histories = {k: [{"value": m.value, "timestamp": m.timestamp, "step": m.step}
+                     for m in client.get_metric_history(run_id, k)] for k in data.metrics}
+    back = from_mlflow(histories, data.tags)
+    local = read_events(tmp_path / "run" / "events.jsonl")
+    kept = [e for e in local if e["type"] != "log" or e.get("level") in ("warning", "error")]
+
+    def norm(events):
+        return [{k: (round(v, 9) if isinstance(v, float) else v) for k, v in e.items() if k not in ("plan",)}
+                for e in events]
+    assert norm(back) == norm(kept)
+    assert [e["type"] for e in back][:2] == ["run_started", "eval"] and back[-1]["type"] == "run_finished"
