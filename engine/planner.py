@@ -1,6 +1,10 @@
 """From a plan to an answer: the sweep over hardware, the Pareto front, what meets the budget, the recommendation.
 
 This is what `distill plan` prints and what the planner view draws.
+
+For Azure plans the region's capacity and quota, as last checked (``distill azure capacity --refresh``, cached; never
+fetched here), mark the options the subscription cannot get: a size not offered there, or more nodes than its free
+quota allows at that priority. Those are never chosen, and their reason says why and what to request.
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .azure.capacity import REFRESH_COMMAND, STALE_DAYS, CapacityTable, load_capacity
 from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
 from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
@@ -32,9 +37,19 @@ class Analysis:
     decision: Decision
     prices: PriceTable | None
     notes: list[str] = field(default_factory=list)
+    capacity: CapacityTable | None = None  # the region's capacity and quota as last checked (Azure plans)
+
+    def capacity_problem(self, i: int) -> str:
+        """Why the region cannot give option ``i`` ("" when it can, or when capacity was never checked)."""
+        available = self.sweep.out.get("available")
+        if self.capacity is None or available is None or available[i]:
+            return ""
+        return self.capacity.problem(self.sweep.label("machine", i), int(self.sweep.grid.nodes[i]),
+                                     self.sweep.label("priority", i))
 
     def reason(self, i: int) -> str:
-        return reason(self.sweep, i, self.plan.budget.hours, self.plan.budget.usd, self.planned)
+        return reason(self.sweep, i, self.plan.budget.hours, self.plan.budget.usd, self.planned,
+                      self.capacity_problem(i))
 
 
 def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
@@ -114,6 +129,46 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
     )
 
 
+def capacity_mask(sw: Sweep, capacity: CapacityTable) -> np.ndarray:
+    """True for the options the region can give: each (size, nodes, priority) is checked once, then looked up for
+    every option of the sweep at once."""
+    g = sw.grid
+    machine = g.extra["machine"].astype(np.intp)
+    nodes = g.nodes.astype(np.intp)
+    prio = g.extra["priority"].astype(np.intp)
+    names, prios = sw.labels["machine"], sw.labels["priority"]
+    top = int(nodes.max()) if nodes.size else 0
+    ok = np.ones((len(names), top + 1, len(prios)), dtype=bool)
+    for m, name in enumerate(names):
+        for p, priority in enumerate(prios):
+            for n in range(1, top + 1):
+                ok[m, n, p] = not capacity.problem(name, n, priority)
+    return ok[machine, nodes, prio]
+
+
+def capacity_note(sw: Sweep, capacity: CapacityTable, available: np.ndarray) -> str:
+    """"capacity and quota checked <date>: N sizes unavailable (…)", and how many more quota limits."""
+    machine = sw.grid.extra["machine"]
+    names = sw.labels["machine"]
+    usable = np.bincount(machine[available], minlength=len(names)) > 0
+    blocked = np.bincount(machine[~available], minlength=len(names)) > 0
+    none = [names[m] for m in range(len(names)) if not usable[m] and blocked[m]]
+    limited = int((usable & blocked).sum())
+    text = (f"capacity and quota checked {capacity.checked_on}: {len(none)} size{'' if len(none) == 1 else 's'} "
+            "unavailable")
+    if none:
+        shown = ", ".join(n.removeprefix("Standard_") for n in none[:4]) + (f" and {len(none) - 4} more"
+                                                                           if len(none) > 4 else "")
+        text += f" ({shown})"
+    if limited:
+        text += (f"; quota limits {limited} more to fewer nodes or one priority (the reasons name the quota and what "
+                 "to request)")
+    age = capacity.age_days()
+    if age is not None and age > STALE_DAYS:
+        text += f"; the check is {age} days old: run `{REFRESH_COMMAND}` for today's quota"
+    return text
+
+
 def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
     g = sw.grid
     m = g.adapter == ADAPTERS.index(plan.adapter.kind)
@@ -145,8 +200,12 @@ def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
     return m
 
 
-def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None) -> Analysis:
-    """Everything `distill plan` reports, for one plan."""
+def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
+            capacity: CapacityTable | None = None) -> Analysis:
+    """Everything `distill plan` reports, for one plan.
+
+    ``capacity`` (Azure plans) is the region's capacity and quota; by default the cached check of the plan's region
+    (read from disk only; none cached: a note says how to check)."""
     pair = check_plan(plan, base)
     tokens, token_note = tokens_per_epoch(plan, base)
     notes = list(pair.notes)
@@ -163,8 +222,18 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         if prices.note:
             notes.append(prices.note)
         machines = azure_machines(prices)
+        if capacity is not None and capacity.region != hw.region:
+            notes.append(f"the capacity check given is for {capacity.region}, not the plan's region {hw.region}; "
+                         "ignored")
+            capacity = None
+        if capacity is None:
+            capacity = load_capacity(hw.region, notes)
+        if capacity is None:
+            notes.append(f"Azure capacity and quota in {hw.region} not checked: run `distill azure capacity "
+                         f"--refresh` (needs sign-in)")
     else:
         prices = None
+        capacity = None
         machines = [local_machine(plan)]
         if hw.usd_per_hour is None:
             notes.append("local machine: no hourly cost given (hardware.usd_per_hour), so cost is counted as 0")
@@ -172,15 +241,29 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     modes = ("none",) if plan.method.kind == "ce" else (
         ("generate",) if plan.method.kind == "seq-kd" else ("online", "offline-topk"))
     sw = run_sweep(job, machines, modes)
+    if capacity is not None:
+        sw.out["available"] = capacity_mask(sw, capacity)
+        notes.append(capacity_note(sw, capacity, sw.out["available"]))
     planned = planned_mask(sw, plan)
     decision = decide(sw, planned, plan.budget.hours, plan.budget.usd)
+    if capacity is not None and decision.fastest is None and (planned & sw.out["fits"]).any():
+        # every option as planned that fits is one the region cannot give: say which problems, most common first
+        blocked = np.flatnonzero(planned & sw.out["fits"] & ~sw.out["available"])
+        seen: dict[str, int] = {}
+        for i in blocked[:2000]:
+            key = (sw.label("machine", i), int(sw.grid.nodes[i]), sw.label("priority", i))
+            text = f"{key[1]} × {key[0]} {key[2]}: " + capacity.problem(*key)
+            seen[text] = seen.get(text, 0) + 1
+        examples = sorted(seen, key=lambda t: -seen[t])[:2]
+        decision.impossible += " (" + "; ".join(examples) + ")"
     shown = list(decision.pareto) + ([decision.recommended] if decision.recommended is not None else [])
     uncal = sorted({sw.label("accelerator", i) for i in shown
                     if not accelerator_efficiency(sw.label("accelerator", i))[1]})
     if uncal:
         notes.append("throughput on " + ", ".join(uncal) + " is extrapolated from the A100/H100 fit (no published "
                      "FSDP measurement of it in the calibration table); treat those times as rougher")
-    return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes)
+    return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes,
+                    capacity=capacity)
 
 
 @dataclass
@@ -219,6 +302,11 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         if planned.size == 0:
             raise RunError("hardware: no configuration matches the plan (check hardware.sku, hardware.nodes and "
                            "hardware.sharding)")
+        if "available" in o and (a.planned & o["fits"]).any():
+            raise RunError(f"hardware: {a.decision.impossible}. Request the quota named, choose another "
+                           f"hardware.sku, hardware.region or hardware.priority, or re-check with `distill azure "
+                           f"capacity --refresh` if quota was freed or granted since "
+                           f"{a.capacity.checked_on if a.capacity else 'the last check'}")
         j = int(planned[np.argmin(o["mem_total"][planned])])
         r = sw.row(j)
         need = r["memory_gib_per_gpu"]["total"]

@@ -77,6 +77,9 @@ def summary_dict(a: Analysis, top: int) -> dict:
         "budget": {"hours": p.budget.hours, "usd": p.budget.usd},
         "prices": None if a.prices is None else {
             "region": a.prices.region, "date": a.prices.fetched_on, "origin": a.prices.origin},
+        # the capacity check the options were filtered by (an unavailable option's "reason" says why); None: unchecked
+        "capacity": None if a.capacity is None else {
+            "region": a.capacity.region, "date": a.capacity.checked_on, "subscription_id": a.capacity.subscription_id},
         "configurations_swept": len(sw),
         "options_as_planned": int(a.planned.sum()),
         "options_meeting_budget": int(ok.sum()),

@@ -209,13 +209,14 @@ class MainWindow(QMainWindow):
 
     # ---- runs --------------------------------------------------------------------------------------------------
 
-    def launch(self) -> None:
+    def launch(self) -> QMessageBox | None:
+        """Start the open plan: on this machine, or (an Azure plan) after the cost is confirmed in the returned
+        question box."""
         if self.plan is None or self.plan_path is None:
             show_error(self, "No plan to launch", "Open or create a plan first (Ctrl+O or Ctrl+N).")
             return
         if self.plan.hardware.target == "azure":
-            self.launch_azure()
-            return
+            return self.launch_azure()
         if importlib.util.find_spec("torch") is None:
             show_error(self, "Training is not installed",
                        "Running a plan needs torch, transformers, peft and accelerate.",

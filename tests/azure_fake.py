@@ -245,6 +245,8 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
             doc["properties"]["provisioningState"] = "Succeeded"
             s["computes"][name] = doc
             return _json(200, doc)
+    if rest == "/jobs" and method == "GET":
+        return _json(200, {"value": list(s["jobs"].values())})
     m = re.fullmatch(r"/jobs/([^/]+)(/cancel)?", rest)
     if m:
         name = m.group(1)

@@ -67,9 +67,10 @@ def job_puts(fake) -> list[dict]:
     return [r for r in fake.requests() if r["method"] == "PUT" and "/jobs/" in r["url"]]
 
 
-def demo_events(steps: int = 6, resumed_from: int | None = None, end: str | None = "succeeded") -> list[dict]:
-    """Events as the engine writes them for a short run (or its resumed part)."""
-    t0 = 1_796_000_000.0
+def demo_events(steps: int = 6, resumed_from: int | None = None, end: str | None = "succeeded",
+                t0: float = 1_796_000_000.0) -> list[dict]:
+    """Events as the engine writes them for a short run (or its resumed part), one step a second from ``t0``."""
+    t0 = float(int(t0))
     first = (resumed_from or 0) + 1
     out = [{"v": 1, "time": t0, "type": "run_started", "total_steps": steps, "total_tokens": 2048 * steps,
             "device": "cuda:0", "processes": 1, "estimate": {"hours": {"total": 0.01}, "cost_usd": 0.04},
@@ -298,8 +299,12 @@ def test_watch_turns_mlflow_metrics_into_the_runs_events(fake, tmp_path):
     assert [e["type"] for e in got].count("run_finished") == 1
     assert got[-1]["status"] == "succeeded" and "distill azure download" in got[-1]["message"]
     assert (run / "student" / "model.safetensors").read_bytes() == b"weights"
-    # a watcher started again (the app restarted) writes nothing twice
+    # one watcher per run at a time; one started again (the app restarted) writes nothing twice
+    from distill_studio.engine.azure.watch import AlreadyWatched
+
     w2 = watcher(fake, run)
+    with pytest.raises(AlreadyWatched, match="already being watched"):
+        watcher(fake, run)
     assert w2.poll() == "succeeded"
     w2.close()
     assert len(read_events(run / "events.jsonl")) == len(got)
@@ -442,3 +447,36 @@ def test_engine_events_go_through_mlflow_and_come_back_the_same(tmp_path, monkey
                 for e in events]
     assert norm(back) == norm(kept)
     assert [e["type"] for e in back][:2] == ["run_started", "eval"] and back[-1]["type"] == "run_finished"
+
+
+def test_cli_commands_on_a_run_folder(fake, tmp_path, monkeypatch, capsys):
+    """`distill azure submit|list|status|logs|cancel|resume|download`, each through the app's settings and the real
+    SDK clients; failures are one line, never a traceback."""
+    from distill_studio.engine.cli import main
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps(F.settings_doc()))
+    monkeypatch.setenv("DISTILL_AZURE_TRANSPORT", "azure_fake:transport")
+    run = tmp_path / "run"
+    assert main(["azure", "submit", str(azure_plan(tmp_path)), "--run-dir", str(run)]) == 0
+    name = json.loads((run / "azure.json").read_text())["job"]
+    assert main(["azure", "list"]) == 0
+    assert name in capsys.readouterr().out
+    fake.set_job(name, "Running")
+    fake.log_events(name, demo_events(end=None))
+    fake.write_log(name, "step 6/6 loss 0.33\n")
+    assert main(["azure", "status", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "Running"
+    assert main(["azure", "logs", str(run)]) == 0
+    assert "step 6/6 loss 0.33" in capsys.readouterr().out
+    assert main(["azure", "cancel", str(run)]) == 0
+    assert fake.job(name)["properties"]["status"] == "CancelRequested"
+    fake.set_job(name, "Canceled")
+    assert main(["azure", "resume", str(run)]) == 0            # a new attempt, same run folder
+    assert json.loads((run / "azure.json").read_text())["job"] == f"{name}-r2"
+    assert main(["azure", "download", str(run)]) == 2          # nothing saved yet: one message
+    err = capsys.readouterr().err
+    assert "holds no student yet" in err and "Traceback" not in err
+    assert main(["azure", "status", str(tmp_path)]) == 2       # not an Azure run folder
+    assert "not an Azure run folder" in capsys.readouterr().err

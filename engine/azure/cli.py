@@ -15,6 +15,12 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _echo():
+    """What the watcher echoes to: the terminal; nothing when the output already goes to the run's console log
+    (the app starts the watcher with its output there, and the watcher writes that log itself)."""
+    return _say if sys.stderr.isatty() else None
+
+
 def _azure(run_dir: Path | None = None):
     """The clients for the settings' workspace (or the run's own workspace, signed in as the settings say)."""
     from .client import Azure, workspace_from_settings
@@ -44,7 +50,7 @@ def cmd_submit(args) -> int:
     if args.watch:
         from .watch import Watcher
 
-        return Watcher(run_dir, az, say=_say).run(args.interval)
+        return Watcher(run_dir, az, say=_echo()).run(args.interval)
     print(f"watch it with `distill azure watch {run_dir}`", file=sys.stderr)
     return 0
 
@@ -64,7 +70,7 @@ def cmd_export(args) -> int:
 def cmd_watch(args) -> int:
     from .watch import Watcher
 
-    return Watcher(args.run, _azure(args.run), say=_say).run(args.interval)
+    return Watcher(args.run, _azure(args.run), say=_echo()).run(args.interval)
 
 
 def cmd_status(args) -> int:
@@ -84,32 +90,41 @@ def cmd_status(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    """The job's log as the watcher copies it; --follow keeps copying until the job ends."""
-    from .jobs import TERMINAL
+    """The job's log, as far as it is written (the watcher's copy is brought up to date first); --follow keeps
+    printing it until the job ends."""
     from .watch import Watcher
 
-    az = _azure(args.run)
+    from .watch import AlreadyWatched
+
     console = Path(args.run) / "logs" / "console.log"
-    offset = console.stat().st_size if console.exists() and args.follow else 0
-    if not args.follow and console.exists():
-        sys.stdout.write(console.read_text(encoding="utf-8", errors="replace"))
-    w = Watcher(args.run, az)
+    try:
+        w = Watcher(args.run, _azure(args.run))
+    except AlreadyWatched:
+        w = None            # the app's watcher keeps the console log current: read it
+    offset = 0
     try:
         while True:
-            end = w.poll()
+            end = w.poll() if w is not None else _ended(Path(args.run))
             if console.exists():
                 with open(console, "rb") as f:
                     f.seek(offset)
                     data = f.read()
                 offset += len(data)
-                if args.follow:
-                    sys.stdout.write(data.decode("utf-8", errors="replace"))
-                    sys.stdout.flush()
-            if end is not None or not args.follow or w._status in TERMINAL:
+                sys.stdout.write(data.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            if end is not None or not args.follow:
                 return 0
             time.sleep(args.interval)
     finally:
-        w.close()
+        if w is not None:
+            w.close()
+
+
+def _ended(run_dir: Path) -> str | None:
+    from ..runs.events import read_events
+
+    found = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") in ("run_started", "run_finished")]
+    return found[-1].get("status") if found and found[-1]["type"] == "run_finished" else None
 
 
 def cmd_cancel(args) -> int:
@@ -135,7 +150,7 @@ def cmd_resume(args) -> int:
     if args.watch:
         from .watch import Watcher
 
-        return Watcher(args.run, az, say=_say).run(args.interval)
+        return Watcher(args.run, az, say=_echo()).run(args.interval)
     return 0
 
 
@@ -143,6 +158,23 @@ def cmd_download(args) -> int:
     from .jobs import download
 
     download(_azure(args.run), args.run, _say)
+    return 0
+
+
+def cmd_list(args) -> int:
+    """The workspace's Distill Studio jobs, newest first."""
+    from .client import explain, status_text
+
+    az = _azure()
+    try:
+        jobs = [j for j in az.ml.jobs.list() if (getattr(j, "tags", None) or {}).get("distill-studio")]
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, "listing jobs", az.ws) from None
+    if not jobs:
+        print(f"no Distill Studio jobs in workspace {az.ws.workspace}")
+    for j in jobs:
+        tags = j.tags or {}
+        print(f"{j.name:<60} {status_text(j):<16} {tags.get('plan', '')}")
     return 0
 
 
@@ -186,6 +218,9 @@ def add_parser(sub) -> None:
         if name == "resume":
             p.add_argument("--watch", action="store_true")
         p.set_defaults(func=func)
+
+    li = asub.add_parser("list", help="the workspace's Distill Studio jobs")
+    li.set_defaults(func=cmd_list)
 
     c = asub.add_parser("capacity", help="VM sizes offered and quota left in a region (cached)")
     c.add_argument("--region", help="default: the region in Settings › Azure")

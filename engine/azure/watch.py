@@ -20,6 +20,7 @@ into a cancel of the job: the engine on the node checkpoints and stops, and the 
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -55,12 +56,40 @@ def tracking_base(az: Azure, meta: dict[str, Any]) -> str:
     return meta["mlflow"]
 
 
+class AlreadyWatched(AzureError):
+    """Another process watches this run (the app's watcher, or a `distill azure watch` in another terminal)."""
+
+
+def _take(run_dir: Path):
+    """One watcher per run folder: two would write each event twice. An advisory lock the OS releases however the
+    process ends (no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(run_dir / ".watch.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip()
+        f.close()
+        raise AlreadyWatched(f"{run_dir} is already being watched{f' (process {pid})' if pid else ''}; its "
+                             "console log and events are up to date") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 class Watcher:
     def __init__(self, run_dir: Path, az: Azure, say: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.run_dir = Path(run_dir)
         self.az = az
         self.meta = J.read_meta(self.run_dir)
+        self._lock = _take(self.run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.console = open(self.run_dir / "logs" / "console.log", "a", encoding="utf-8")
         self._say = say
@@ -311,6 +340,9 @@ class Watcher:
     def close(self) -> None:
         self.events.close()
         self.console.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 def _event_key(e: dict[str, Any]) -> str:

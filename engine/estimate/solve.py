@@ -1,5 +1,10 @@
 """The budget solver: which options meet the deadline and the cost cap, the recommendation, and for each option it
-rejects, the reason."""
+rejects, the reason.
+
+An option the region cannot give (the size is not offered to the subscription, or its quota is short for that many
+nodes at that priority) is marked False in ``sw.out["available"]`` by the planner; it is never a candidate, so it is
+never recommended, fastest, cheapest or on the Pareto front, and its reason is the capacity problem. Keeping the mask
+on the sweep means re-solving the budget over the same sweep (the planner view's controls) keeps it too."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +18,7 @@ GIB = 1024**3
 
 @dataclass
 class Decision:
-    candidates: np.ndarray        # bool: as planned and runnable (fits)
+    candidates: np.ndarray        # bool: as planned, runnable (fits) and available in the region
     meets: np.ndarray             # bool: candidates within the deadline and the cost cap
     pareto: np.ndarray            # indices, fastest first
     recommended: int | None
@@ -24,11 +29,16 @@ class Decision:
     notes: list[str] = field(default_factory=list)
 
 
-def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray) -> str:
-    """Why option ``i`` is not a choice ("" if it is one)."""
+def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray,
+           problem: str = "") -> str:
+    """Why option ``i`` is not a choice ("" if it is one). ``problem`` is the capacity sentence of an option the
+    region cannot give (``sw.out["available"]`` False)."""
     o = sw.out
     if not planned[i]:
         return "not as planned"
+    available = o.get("available")
+    if available is not None and not available[i]:
+        return problem or "not available in this region for this subscription (capacity or quota)"
     if not o["fits_train"][i]:
         return (f"does not fit: needs {o['mem_total'][i] / GIB:.1f} GiB per GPU, "
                 f"{o['mem_usable'][i] / GIB:.1f} GiB usable")
@@ -47,7 +57,9 @@ def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, pl
 def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: float | None) -> Decision:
     o = sw.out
     hours, cost = o["total_hours"], o["cost_usd"]
-    cand = planned & o["fits"] & np.isfinite(hours)
+    runnable = planned & o["fits"] & np.isfinite(hours)
+    available = o.get("available")
+    cand = runnable & available if available is not None else runnable
     priced = cand & np.isfinite(cost)
     in_time = cand & (hours <= hours_cap) if hours_cap is not None else cand.copy()
     in_cost = (np.isfinite(cost) & (cost <= usd_cap)) if usd_cap is not None else np.ones(len(sw), dtype=bool)
@@ -66,7 +78,11 @@ def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: flo
                  fastest=fastest, cheapest=cheapest)
 
     if not cand.any():
-        d.impossible = "no option as planned fits in memory" if planned.any() else "no option matches the plan"
+        if runnable.any():
+            d.impossible = ("no option as planned that fits in memory is available in the region: the sizes are not "
+                            "offered to this subscription or their quota is short")
+        else:
+            d.impossible = "no option as planned fits in memory" if planned.any() else "no option matches the plan"
         return d
     meets_priced = meets & np.isfinite(cost)
     if hours_cap is not None:

@@ -1,0 +1,133 @@
+"""The app with Azure ML, end to end against the fake Azure (tests/azure_fake.py): the service principal's secret
+entered in Settings, an Azure plan launched after the cost is confirmed, the job submitted and watched by a
+detached process (``distill azure submit --watch``), its curves in the monitor, Stop cancelling the job; then every
+file the app wrote and every HTTP body it sent is searched for the secret."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QMessageBox, QPushButton
+
+pytest.importorskip("azure.ai.ml")
+import keyring  # noqa: E402
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+import azure_fake as F  # noqa: E402
+from test_azure import SECRET, azure_plan, demo_events  # noqa: E402
+
+from distill_studio.gui.app import create_window  # noqa: E402
+from distill_studio.gui.settings.dialog import SettingsDialog  # noqa: E402
+
+
+@pytest.fixture
+def fake_azure(tmp_path, monkeypatch):
+    folder = tmp_path / "azure"
+    monkeypatch.setenv(F.FAKE_DIR_ENV, str(folder))
+    # what the detached watcher process inherits: the fake Azure, and the test keyring where Settings stores
+    monkeypatch.setenv("DISTILL_AZURE_TRANSPORT", "azure_fake:transport")
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "azure_fake.FileKeyring")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    before = keyring.get_keyring()
+    keyring.set_keyring(F.FileKeyring())
+    yield F.FakeAzure(folder)
+    keyring.set_keyring(before)
+
+
+def _points(win, series="loss") -> int:
+    return win.runs.monitor.charts["loss"].point_count(series) if series in ("loss",) else 0
+
+
+def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_azure):
+    _app, win = create_window([str(azure_plan(tmp_path))])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+
+    # not set up yet: Launch says what is missing and where to enter it
+    win.launch()
+    box = win.findChild(QMessageBox, "error_box")
+    assert box is not None and "Settings" in box.informativeText() + box.text() + box.detailedText()
+    box.close()
+
+    # the settings flow: workspace, service principal, the secret into the keyring
+    dialog = SettingsDialog(win.settings, win)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=10_000)
+    dialog.subscription_edit.setText(F.SUB)
+    dialog.resource_group_edit.setText(F.RG)
+    dialog.workspace_edit.setText(F.WS)
+    dialog.region_edit.setText(F.REGION)
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))
+    dialog.tenant_edit.setText(F.TENANT)
+    dialog.client_id_edit.setText(F.CLIENT)
+    dialog.secret_edit.setText(SECRET)
+    dialog.tabs.setCurrentIndex(1)
+    screenshot(dialog, "settings_azure_service_principal")
+    dialog.accept()
+    assert dialog.result() == dialog.DialogCode.Accepted
+    assert keyring.get_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}") == SECRET
+
+    # Launch: the cost first, nothing submitted until it is confirmed
+    confirm = win.launch()
+    assert confirm is not None and confirm.objectName() == "azure_confirm"
+    text = confirm.informativeText()
+    assert "Standard_NC24ads_A100_v4" in text and "$" in text and F.WS in text
+    screenshot(confirm, "azure_launch_confirm")
+    assert fake_azure.requests() == []
+    confirm.findChild(QPushButton, "azure_submit_button").click()
+    record = win.runs.store.records[0]
+    assert record.target == "azure" and record.pid > 0
+    run = Path(record.run_dir)
+    meta = F.wait_for(lambda: json.loads((run / "azure.json").read_text()) if (run / "azure.json").exists()
+                      and "submitted" in (run / "azure.json").read_text() else None, timeout=120)
+    name = meta["job"]
+    monitor = win.runs.monitor
+    qtbot.waitUntil(lambda: "Queued" in monitor.log.toPlainText(), timeout=60_000)
+    qtbot.wait(500)
+    assert monitor.log.toPlainText().count(f"job {name}: Queued") == 1
+    screenshot(win, "azure_run_queued")
+
+    # the node trains: its MLflow metrics become the monitor's curves
+    fake_azure.set_job(name, "Running")
+    import time
+
+    events = demo_events(steps=30, end=None, t0=time.time() - 40)
+    fake_azure.log_events(name, events[:40])
+    fake_azure.write_log(name, "step 10/30 loss 0.2000 kd 0.1500 lr 1.00e-03 4,096 tok/s\n")
+    qtbot.waitUntil(lambda: _points(win) >= 10, timeout=60_000)
+    assert monitor.snapshot.status == "running" and monitor.snapshot.alive
+    assert monitor.progress.value() > 0
+    qtbot.waitUntil(lambda: "step 10/30" in monitor.log.toPlainText(), timeout=30_000)
+    qtbot.wait(1500)     # the charts redraw on their own timer
+    screenshot(win, "azure_run_running")
+
+    # Stop: the watcher cancels the job; the engine checkpoints, and the end is recorded
+    assert monitor.stop_button.isEnabled()
+    monitor.stop_button.click()
+    F.wait_for(lambda: fake_azure.job(name)["properties"]["status"] == "CancelRequested", timeout=60)
+    fake_azure.log_events(name, [{"v": 1, "time": events[39]["time"] + 1, "type": "run_finished",
+                                  "status": "cancelled", "step": 13, "message": "stopped by SIGTERM at step 13"}])
+    fake_azure.set_job(name, "Canceled")
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "cancelled"
+                    and not monitor.snapshot.alive, timeout=60_000)
+    assert "distill azure resume" in monitor.snapshot.message
+    assert monitor.resume_button.isEnabled()
+    qtbot.wait(1000)
+    screenshot(win, "azure_run_cancelled")
+    win.close()
+
+    # the secret is in the keyring and in the token request only
+    leaks = []
+    for root in (Path(os.environ["DISTILL_STUDIO_DATA_DIR"]), Path(os.environ["DISTILL_STUDIO_CONFIG_DIR"]), run):
+        for path in root.rglob("*"):
+            if path.is_file() and SECRET.encode() in path.read_bytes():
+                leaks.append(str(path))
+    assert leaks == []
+    sent = [r for r in fake_azure.requests() if SECRET in r["body"] or SECRET in r["url"]]
+    assert sent and all(r["url"].endswith("/oauth2/v2.0/token") for r in sent)
+    assert all(SECRET not in r["auth"] for r in fake_azure.requests())
+    assert SECRET not in (run / "logs" / "console.log").read_text()
