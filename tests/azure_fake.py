@@ -88,6 +88,12 @@ class FakeAzure:
                                 "headers": headers or {}, "code": code, "message": message, "network": network,
                                 "after": after})
 
+    def serve(self, method: str, url_pattern: str, doc: Any, status: int = 200) -> None:
+        """Answer requests matching ``url_pattern`` with ``doc`` (listings the fake has no model of, e.g. resource
+        SKUs and usages); later calls take precedence."""
+        with self.locked() as s:
+            s.setdefault("canned", []).insert(0, {"method": method, "url": url_pattern, "doc": doc, "status": status})
+
     def set_job(self, name: str, status: str, error: str = "") -> None:
         with self.locked() as s:
             job = s["jobs"][name]
@@ -158,6 +164,9 @@ def _system() -> dict[str, str]:
 
 
 def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body: bytes):
+    for c in s.get("canned", []):
+        if c["method"] == method and re.search(c["url"], url):
+            return _json(c["status"], c["doc"])
     parts = urlsplit(url)
     host, path, query = parts.netloc, unquote(parts.path), parse_qs(parts.query)
     # ---- Entra ID ----

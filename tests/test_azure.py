@@ -480,3 +480,28 @@ def test_cli_commands_on_a_run_folder(fake, tmp_path, monkeypatch, capsys):
     assert "holds no student yet" in err and "Traceback" not in err
     assert main(["azure", "status", str(tmp_path)]) == 2       # not an Azure run folder
     assert "not an Azure run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["not-offered", "no-quota"])
+def test_submit_is_refused_up_front_where_the_region_cannot_give_the_machines(fake, tmp_path, case):
+    from distill_studio.engine.azure.capacity import CapacityTable, Quota, SkuOffer, _write_cache
+
+    sku = "Standard_NC24ads_A100_v4"
+    offer = SkuOffer(sku=sku, offered=case != "not-offered", reason="NotAvailableForSubscription" if
+                     case == "not-offered" else "", scope="location", family="standardNCADSA100v4Family", vcpus=24)
+    quota = Quota(name="standardNCADSA100v4Family", label="Standard NCADSA100v4 Family vCPUs", used=0,
+                  limit=0 if case == "no-quota" else 96)
+    _write_cache(CapacityTable(region="eastus", subscription_id=F.SUB, checked_on="2026-12-01",
+                               skus={sku.lower(): offer}, quotas=[quota, Quota("cores", "Total Regional vCPUs", 0, 400)]))
+    from distill_studio.engine.errors import DistillError
+
+    with pytest.raises(DistillError) as info:     # the planner's own refusal (RunError), before any job is built
+        from distill_studio.engine.azure.jobs import submit
+
+        submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None)
+    text = str(info.value)
+    if case == "not-offered":
+        assert "not offered in eastus" in text
+    else:
+        assert "request 24 more vCPUs for standardNCADSA100v4Family" in text, text
+    assert not [r for r in fake.requests() if r["method"] in ("PUT", "POST") and "management.azure.com" in r["url"]]

@@ -105,6 +105,12 @@ class PlannerView(QWidget):
         controls.addStretch(1)
         controls.addWidget(self.prices_label)
         controls.addWidget(self.refresh_button)
+        self.capacity_button = QPushButton("Check capacity")
+        self.capacity_button.setObjectName("check_capacity")
+        self.capacity_button.setToolTip("Sign in to Azure and check which sizes the region offers your subscription "
+                                        "and how much quota is free (Settings › Azure)")
+        self.capacity_button.clicked.connect(self.check_capacity)
+        controls.addWidget(self.capacity_button)
 
         self.chart = CostTimeChart(tip=self.describe)
         self.chart.sig_option_clicked.connect(self.select_option)
@@ -194,6 +200,10 @@ class PlannerView(QWidget):
                                       f"({a.prices.origin})")
             self.prices_label.setToolTip(a.prices.note)
             self.refresh_button.setEnabled(True)
+        azure = a.plan.hardware.target == "azure"
+        self.capacity_button.setEnabled(azure)
+        self.capacity_button.setText(f"Capacity: {a.capacity.checked_on}" if azure and a.capacity else
+                                     "Check capacity")
         self.layout().activate()
         self.selected = None
         self._controls_changed()
@@ -339,9 +349,32 @@ class PlannerView(QWidget):
         workers.start(refresh_prices, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
                       on_error=self._refresh_failed, on_finished=lambda: self.refresh_button.setEnabled(True))
 
+    def check_capacity(self) -> None:
+        """Sign in and read the region's sizes and quota (a worker: sign-in may wait on a browser), then plan again
+        with them."""
+        if self.plan is None or self.plan.hardware.target != "azure":
+            return
+        region = self.plan.hardware.region
+        self.capacity_button.setEnabled(False)
+        self.capacity_button.setText(f"Checking {region}…")
+        workers.start(_refresh_capacity, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
+                      on_error=self._capacity_failed, on_finished=lambda: self.capacity_button.setEnabled(True))
+
+    def _capacity_failed(self, message: str) -> None:
+        self.capacity_button.setText("Check capacity")
+        self.sig_error.emit(f"Capacity and quota could not be checked: {message}")
+
     def _refresh_failed(self, message: str) -> None:
         a = self.base_analysis
         when = f"{a.prices.origin}, {a.prices.fetched_on}" if a and a.prices else "unknown"
         self.prices_label.setText(f"Prices: {when} (refresh failed)")
         self.prices_label.setToolTip(message)
         self.sig_error.emit(f"Prices could not be refreshed: {message}")
+
+
+def _refresh_capacity(region: str):
+    """On a worker: the workspace of the settings, signed in as they say, and the region's capacity and quota."""
+    from ...engine.azure.capacity import refresh_capacity
+    from ...engine.azure.client import Azure, workspace_from_settings
+
+    return refresh_capacity(Azure(workspace_from_settings()), region)

@@ -131,3 +131,39 @@ def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_
     assert sent and all(r["url"].endswith("/oauth2/v2.0/token") for r in sent)
     assert all(SECRET not in r["auth"] for r in fake_azure.requests())
     assert SECRET not in (run / "logs" / "console.log").read_text()
+
+
+def test_check_capacity_from_the_planner(qtbot, screenshot, tmp_path, fake_azure, monkeypatch):
+    """Check capacity signs in (on a worker), reads the region's sizes and quota, and plans again: sizes the
+    subscription cannot get are never recommended, and the table says why."""
+    from test_azure_capacity import aml_usages, sku_pages, vm_usages
+
+    config = tmp_path / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "settings.json").write_text(json.dumps(F.settings_doc()))
+    keyring.set_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}", SECRET)
+    page1, page2 = sku_pages()
+    fake_azure.serve("GET", r"/providers/Microsoft\.Compute/skus\?.*skiptoken=page2", page2)
+    fake_azure.serve("GET", r"/providers/Microsoft\.Compute/skus\?(?!.*skiptoken)", page1)
+    fake_azure.serve("GET", r"/providers/Microsoft\.Compute/locations/eastus/usages\?", vm_usages())
+    fake_azure.serve("GET", r"/providers/Microsoft\.MachineLearningServices/locations/eastus/usages\?", aml_usages())
+    plan = Path(__file__).resolve().parents[2] / "resources" / "plans" / "gemma3-27b-to-4b-3h.toml"
+    _app, win = create_window([str(plan)])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    view = win.planner
+    assert view.analysis.capacity is None
+    assert any("not checked" in n for n in view.analysis.notes)
+    before = view.analysis.decision.recommended
+    view.capacity_button.click()
+    qtbot.waitUntil(lambda: view.capacity_button.text().startswith("Capacity:"), timeout=30_000)
+    qtbot.waitUntil(lambda: view.analysis is not None and view.analysis.capacity is not None, timeout=30_000)
+    a = view.analysis
+    blocked = [i for i in range(len(a.sweep)) if a.planned[i] and "not offered in eastus" in a.reason(i)]
+    assert blocked, "no option was marked as not offered"
+    assert a.decision.recommended not in blocked
+    assert any("capacity and quota checked" in n for n in a.notes)
+    assert before is not None
+    qtbot.wait(500)
+    screenshot(win, "planner_capacity_checked")
+    win.close()
