@@ -224,7 +224,7 @@ def test_failures_are_one_clear_message(fake, tmp_path, case):
         "signin": ("POST", r"oauth2/v2.0/token", dict(status=401, code="invalid_client",
                                                       message="AADSTS7000222: the client secret has expired"),
                    "refused the sign-in"),
-        "workspace": (None, None, None, "Check the subscription, resource group and workspace"),
+        "workspace": (None, None, None, "workspace distill-ws was not found in resource group distill-rg"),
         "forbidden": ("GET", r"/computes/", dict(status=403, code="AuthorizationFailed", message="no access"),
                       "denied access"),
         "network": ("GET", r"/computes/", dict(network=True, times=20), "Could not reach Azure"),

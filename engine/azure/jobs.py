@@ -161,6 +161,7 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
         write_meta(run_dir, meta)          # the name is kept before anything is sent
     spec = J.build(plan_path, meta["job"], run_dir / "azure-code", data_uri=data_uri or meta.get("data_uri") or None,
                    compute=az.ws.compute, prices=prices)
+    check_workspace(az, meta)
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
@@ -179,6 +180,24 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     if meta["studio_url"]:
         say(f"Azure ML studio: {meta['studio_url']}")
     return meta
+
+
+def check_workspace(az: Azure, meta: dict[str, Any]) -> None:
+    """The workspace exists and this sign-in reaches it (one GET, before anything is created); keeps its MLflow
+    tracking URI for the watcher."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        ws = az.ml.workspaces.get(az.ws.workspace)
+    except ResourceNotFoundError:
+        raise AzureError(f"workspace {az.ws.workspace} was not found in resource group {az.ws.resource_group} of "
+                         f"subscription {az.ws.subscription_id}; check Settings › Azure (or create it: "
+                         f"az ml workspace create -n {az.ws.workspace} -g {az.ws.resource_group})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
+    uri = getattr(ws, "mlflow_tracking_uri", "") or ""
+    if uri:
+        meta["mlflow"] = re.sub(r"^azureml://", "https://", uri).rstrip("/")
 
 
 def _check_capacity(az: Azure, spec, say: Callable[[str], None]) -> None:
