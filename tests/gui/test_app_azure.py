@@ -120,9 +120,15 @@ def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_
     screenshot(win, "azure_run_cancelled")
     win.close()
 
-    # the secret is in the keyring and in the token request only
+    # the secret is in the keyring and in the token request only: not in the settings, the runs list, the run
+    # folder, its logs, nor an exported job file
+    from distill_studio.engine.cli import main
+
+    exported = tmp_path / "export"
+    assert main(["azure", "export", str(azure_plan(tmp_path)), "--out", str(exported / "job.yaml")]) == 0
     leaks = []
-    for root in (Path(os.environ["DISTILL_STUDIO_DATA_DIR"]), Path(os.environ["DISTILL_STUDIO_CONFIG_DIR"]), run):
+    for root in (Path(os.environ["DISTILL_STUDIO_DATA_DIR"]), Path(os.environ["DISTILL_STUDIO_CONFIG_DIR"]), run,
+                 exported):
         for path in root.rglob("*"):
             if path.is_file() and SECRET.encode() in path.read_bytes():
                 leaks.append(str(path))

@@ -239,9 +239,17 @@ def test_dialog_without_keyring_disables_secret(qtbot, no_keyring):
     qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=5000)
     assert not dialog.secret_edit.isEnabled()
     assert "No OS keyring" in dialog.keyring_status_label.text()
+    # the sign-ins that need no stored secret are offered instead, and a service principal without its ids is
+    # refused with the reason
+    assert "browser or the Azure CLI" in dialog.keyring_status_label.text()
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))
+    assert "sign_in_combo" in dialog.validate()
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("azure-cli"))
+    assert dialog.validate() == {}
     with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
         ok_button(dialog).click()  # everything else still saves
     assert settings_path().exists()
+    assert json.loads(settings_path().read_text())["azure"]["sign_in"] == "azure-cli"
 
 
 def test_cancel_changes_nothing(qtbot, memory_keyring):
