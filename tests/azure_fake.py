@@ -212,7 +212,14 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
                 return _json(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"run {run} not found"})
             metrics = s["metrics"].get(run, {})
             if path.endswith("/runs/get"):
-                latest = [max(points, key=lambda p: p["step"]) for points in metrics.values()]
+                # snapshot_lag: the listing trails what get-history already returns (a step logged in between)
+                lag = s.get("snapshot_lag", 0)
+                latest = []
+                for points in metrics.values():
+                    steps = sorted({p["step"] for p in points})
+                    seen = [p for p in points if not lag or p["step"] <= steps[max(0, len(steps) - 1 - lag)]]
+                    if seen:
+                        latest.append(max(seen, key=lambda p: p["step"]))
                 tags = [{"key": k, "value": v} for k, v in s["tags"].get(run, {}).items()]
                 return _json(200, {"run": {"info": {"run_id": run, "status": "RUNNING"},
                                            "data": {"metrics": latest, "tags": tags}}})

@@ -166,7 +166,8 @@ def test_submit_creates_the_cluster_and_the_job_once(fake, tmp_path):
     assert job["computeId"].endswith(f"/computes/{meta['compute']}")
     assert job["distribution"] == {"distributionType": "PyTorch", "processCountPerInstance": 1}
     assert job["resources"]["instanceCount"] == 1
-    assert "--resume-if-started" in job["command"] and "--input data.train=${{inputs.data_train}}" in job["command"]
+    assert f"--resume-if-started {meta['job']}" in job["command"]
+    assert "--input data.train=${{inputs.data_train}}" in job["command"]
     assert job["outputs"]["run"]["uri"] == meta["output"] and job["outputs"]["run"]["mode"] == "ReadWriteMount"
     assert job["environmentVariables"]["DISTILL_MLFLOW"] == "1"
     cluster = state["computes"][meta["compute"]]["properties"]
@@ -505,3 +506,147 @@ def test_submit_is_refused_up_front_where_the_region_cannot_give_the_machines(fa
     else:
         assert "request 24 more vCPUs for standardNCADSA100v4Family" in text, text
     assert not [r for r in fake.requests() if r["method"] in ("PUT", "POST") and "management.azure.com" in r["url"]]
+
+
+
+def test_only_steps_complete_in_the_snapshot_are_written(fake, tmp_path):
+    """A step logged between the run's snapshot and the per-metric reads waits for the next poll, so no step is
+    written with some of its metrics missing; two warnings in the same millisecond are both kept."""
+    from distill_studio.engine.azure.jobs import submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Running")
+    events = [e for e in demo_events(steps=3, end=None) if e["type"] in ("run_started", "metric")]
+    warn = [{"v": 1, "time": 1_796_000_001.5, "type": "log", "level": "warning", "message": m} for m in ("a", "b")]
+    fake.log_events(meta["job"], events + warn)
+    with fake.locked() as s:
+        s["snapshot_lag"] = 1
+    w = watcher(fake, run)
+    w.poll()
+    assert [e["step"] for e in read_events(run / "events.jsonl") if e["type"] == "metric"] == [1, 2]
+    with fake.locked() as s:
+        s["snapshot_lag"] = 0
+    w.poll()
+    w.close()
+    got = read_events(run / "events.jsonl")
+    assert [e["step"] for e in got if e["type"] == "metric"] == [1, 2, 3]
+    step3 = next(e for e in got if e["type"] == "metric" and e["step"] == 3)
+    assert set(step3) >= {"loss", "kd_loss", "lr", "grad_norm", "tokens_per_second", "tokens_seen"}
+    assert [e["message"] for e in got if e["type"] == "log"] == ["a", "b"]
+
+
+def test_not_responding_is_not_an_end_and_a_deleted_job_is(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import submit
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "NotResponding")
+    w = watcher(fake, run)
+    assert w.poll() is None                       # it may come back, and may still be training
+    with fake.locked() as s:
+        del s["jobs"][meta["job"]]
+    assert w.run(interval=0.01) == 1              # gone: recorded as failed, not polled for ever
+    end = read_events(run / "events.jsonl")[-1]
+    assert end["type"] == "run_finished" and end["status"] == "failed" and "not in workspace" in end["message"]
+
+
+def test_resume_submits_again_only_what_ended_without_completing(fake, tmp_path, monkeypatch):
+    from distill_studio.engine.azure.jobs import MAX_ATTEMPTS, read_meta, resubmit, submit
+    from distill_studio.engine.cli import main
+
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "settings.json").write_text(json.dumps(F.settings_doc()))
+    monkeypatch.setenv("DISTILL_AZURE_TRANSPORT", "azure_fake:transport")
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Completed")
+    assert main(["azure", "resume", str(run)]) == 0          # completed: nothing to resume, no new job
+    assert list(fake.state()["jobs"]) == [meta["job"]]
+    # a resume by hand is not limited by the preemption retries; an automatic one is
+    for _ in range(MAX_ATTEMPTS):
+        fake.set_job(read_meta(run)["job"], "Failed", error="preempted")
+        resubmit(connect(fake), run, say=lambda s: None, automatic=False)
+    assert len(read_meta(run)["jobs"]) == MAX_ATTEMPTS + 1
+    with pytest.raises(AzureError, match="preempted .* times"):
+        resubmit(connect(fake), run, say=lambda s: None, automatic=True)
+    # an attempt whose submission failed is sent again under its own name, not a new one
+    fake.fail("PUT", r"/jobs/", status=500, times=20)
+    fake.set_job(read_meta(run)["job"], "Canceled")
+    with pytest.raises(AzureError):
+        resubmit(connect(fake), run, say=lambda s: None)
+    lost = read_meta(run)["job"]
+    assert lost not in fake.state()["jobs"]
+    with fake.locked() as s:
+        s["faults"] = []
+    assert resubmit(connect(fake), run, say=lambda s: None) == lost
+    assert lost in fake.state()["jobs"]
+    # every attempt writes to the first attempt's run folder
+    outputs = {j["properties"]["outputs"]["run"]["uri"] for j in fake.state()["jobs"].values()}
+    assert outputs == {meta["output"]}
+
+
+def test_stop_during_submission_sends_nothing(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import Stopped, submit
+
+    asked = iter([False, True])
+    with pytest.raises(Stopped, match="nothing runs on Azure"):
+        submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None,
+               should_stop=lambda: next(asked))
+    assert not job_puts(fake)
+
+
+def test_a_run_folder_from_elsewhere_cannot_send_the_token_to_another_host(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import read_meta, submit, write_meta
+
+    run = tmp_path / "run"
+    meta = submit(azure_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    fake.set_job(meta["job"], "Running")
+    fake.log_events(meta["job"], demo_events(end=None))
+    doc = read_meta(run)
+    doc["mlflow"] = "https://collector.example.com/mlflow"
+    write_meta(run, doc)
+    w = watcher(fake, run)
+    w.poll()
+    w.close()
+    assert not [r for r in fake.requests() if "example.com" in r["url"]]
+    assert read_meta(run)["mlflow"].startswith(f"https://{F.REGION}.api.azureml.ms/")
+    assert len([e for e in read_events(run / "events.jsonl") if e["type"] == "metric"]) == 6
+
+
+def test_browser_sign_in_needs_no_stored_secret(tmp_path):
+    from azure.identity import InteractiveBrowserCredential
+
+    from distill_studio.engine.azure.client import credential, workspace_from_settings
+
+    doc = F.settings_doc("browser")
+    doc["azure"].update(tenant_id="", client_id="")
+    ws = workspace_from_settings(Settings.model_validate(doc))
+    assert isinstance(credential(ws), InteractiveBrowserCredential)    # no keyring needed, nothing prompted yet
+
+
+def test_the_engine_continues_only_its_own_run_folder(tmp_path, monkeypatch):
+    """What a job submitted again after preemption runs: `--resume-if-started KEY` continues the run of that key
+    in the mounted run folder, with the inputs at their (new) mount paths; a folder of another run is refused."""
+    pytest.importorskip("torch")
+    from distill_studio.engine.train.__main__ import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = (DEMO / "plan.toml").read_text().replace("max_steps = 100", "max_steps = 4").replace(
+        "eval_every = 50", "eval_every = 0").replace("checkpoint_every = 50", "checkpoint_every = 2").replace(
+        "eval_samples = 200", "eval_samples = 4")
+    for rel in ("teacher", "student", "eval.jsonl", "prompts.jsonl"):
+        text = text.replace(f'"{rel}"', f'"{(DEMO / rel).as_posix()}"')
+    text = text.replace('"train.jsonl"', '"/mnt/nowhere/train.jsonl"')      # only the node's input path exists
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text)
+    run = tmp_path / "run"
+    args = [str(plan), "--run-dir", str(run), "--input", f"data.train={DEMO / 'train.jsonl'}"]
+    assert main([*args, "--resume-if-started", "job-1"]) == 0
+    assert json.loads((run / "run.json").read_text())["run_key"] == "job-1"
+    assert main([*args, "--resume-if-started", "job-1"]) == 0            # the second attempt continues it
+    starts = [e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"]
+    assert len(starts) == 2 and starts[1]["resumed_from_step"] == 4
+    assert main([*args, "--resume-if-started", "job-2"]) == 2            # another run's folder: refused
+    assert len([e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"]) == 2

@@ -38,19 +38,58 @@ def _run_dir(plan_name: str) -> Path:
     return default_run_dir(plan_name)
 
 
+class _StopSignal:
+    """SIGTERM (the app's Stop) while a submission is under way: remembered, so nothing is sent after it, and a job
+    already sent is cancelled by the watcher."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.asked = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, *_):
+        self.asked = True
+
+    def __call__(self) -> bool:
+        return self.asked
+
+
+def _watch_after(run_dir: Path, az, stop: _StopSignal, interval: float) -> int:
+    from .watch import Watcher
+
+    w = Watcher(run_dir, az, say=_echo())
+    w.stop_requested = stop.asked       # a Stop during the submission: cancel at once
+    return w.run(interval)
+
+
+def _stopped(run_dir: Path, exc) -> int:
+    """Stop came before the job was sent: the run ends here, cancelled, with nothing running on Azure."""
+    from ..runs.events import EventWriter
+
+    _say(str(exc))
+    with EventWriter(Path(run_dir) / "events.jsonl") as events:
+        events.emit("run_finished", status="cancelled", step=0, message=str(exc))
+    return 130
+
+
 def cmd_submit(args) -> int:
     from ..plan import load_plan
-    from .jobs import submit
+    from .jobs import Stopped, submit
 
+    stop = _StopSignal()
     plan = load_plan(args.plan)
     run_dir = args.run_dir or _run_dir(plan.name)
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     az = _azure()
-    submit(args.plan, run_dir, az, data_uri=args.data, say=_say)
+    try:
+        submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop)
+    except Stopped as exc:
+        return _stopped(run_dir, exc)
     if args.watch:
-        from .watch import Watcher
-
-        return Watcher(run_dir, az, say=_echo()).run(args.interval)
+        return _watch_after(run_dir, az, stop, args.interval)
     print(f"watch it with `distill azure watch {run_dir}`", file=sys.stderr)
     return 0
 
@@ -68,9 +107,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from .watch import Watcher
-
-    return Watcher(args.run, _azure(args.run), say=_echo()).run(args.interval)
+    return _watch_after(args.run, _azure(args.run), _StopSignal(), args.interval)
 
 
 def cmd_status(args) -> int:
@@ -136,21 +173,25 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .jobs import get_job, read_meta, resubmit, TERMINAL
+    """Continue a stopped run: watch its job if it is still going (or has completed: its end and student are
+    recorded), submit it again if it failed or was cancelled; the engine continues from its last checkpoint."""
+    from .client import status_text
+    from .jobs import Stopped, get_job, read_meta, resubmit
 
+    stop = _StopSignal()
     az = _azure(args.run)
     meta = read_meta(args.run)
     job = get_job(az, meta["job"])
-    from .client import status_text
-
-    if job is not None and status_text(job) not in TERMINAL:
-        _say(f"job {meta['job']} is still {status_text(job)}; watching it")
+    status = status_text(job) if job is not None else ""
+    if status and status not in ("Failed", "Canceled"):
+        _say(f"job {meta['job']} is {status}; watching it" + (" (nothing to resume)" if status == "Completed" else ""))
     else:
-        resubmit(az, args.run, _say, why="resumed")
+        try:
+            resubmit(az, args.run, _say, why="resumed", should_stop=stop)
+        except Stopped as exc:
+            return _stopped(args.run, exc)
     if args.watch:
-        from .watch import Watcher
-
-        return Watcher(args.run, az, say=_echo()).run(args.interval)
+        return _watch_after(args.run, az, stop, args.interval)
     return 0
 
 

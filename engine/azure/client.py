@@ -124,12 +124,29 @@ def credential(ws: Workspace, t=None):
         return ClientSecretCredential(ws.tenant_id, ws.client_id, secret, **kw)
     if ws.sign_in == "azure-cli":
         return AzureCliCredential(tenant_id=ws.tenant_id or None)
-    from azure.identity import TokenCachePersistenceOptions
+    # The token cache is kept encrypted by the OS (libsecret, Keychain, DPAPI), never in a plain file. Where the
+    # OS has no such store, the token lives in memory only: each process signs in once.
+    persist = {}
+    if _encrypted_cache_available():
+        from azure.identity import TokenCachePersistenceOptions
 
-    # the token cache is kept by the OS (keyring/keychain/DPAPI), never in a plain file
-    return InteractiveBrowserCredential(tenant_id=ws.tenant_id or None,
-                                        cache_persistence_options=TokenCachePersistenceOptions(name="distill-studio"),
-                                        **kw)
+        persist = {"cache_persistence_options": TokenCachePersistenceOptions(name="distill-studio")}
+    return InteractiveBrowserCredential(tenant_id=ws.tenant_id or None, **persist, **kw)
+
+
+def _encrypted_cache_available() -> bool:
+    """Whether msal-extensions can keep an encrypted token cache here (on Linux it needs libsecret)."""
+    import sys
+
+    if sys.platform in ("win32", "darwin"):
+        return True
+    try:
+        from msal_extensions.libsecret import trial_run
+
+        trial_run()
+        return True
+    except Exception:  # noqa: BLE001 — no libsecret, no D-Bus session, a locked keyring
+        return False
 
 
 class Azure:

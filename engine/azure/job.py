@@ -66,8 +66,10 @@ def known(value) -> bool:
 def job_name(plan_name: str, stamp: str) -> str:
     """A job name Azure ML accepts (letters, digits, '-' and '_', at most 255), unique per run: it is also the key
     that prevents a second submission of the same run."""
+    import uuid
+
     safe = re.sub(r"[^a-z0-9]+", "-", plan_name.lower()).strip("-")[:40] or "run"
-    return f"distill-{safe}-{stamp}"
+    return f"distill-{safe}-{stamp}-{uuid.uuid4().hex[:4]}"  # two submissions in one second stay two jobs
 
 
 def cluster_name(sku: str, priority: str) -> str:
@@ -121,9 +123,10 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 
 
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
-          prices=None, base: Path | None = None) -> JobSpec:
+          prices=None, base: Path | None = None, run_key: str | None = None) -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
-    the plan's relative paths are read from (default: the plan's own)."""
+    the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
+    (default ``name``): the engine continues a run folder only if it holds that run."""
     from azure.ai.ml import Input, Output, PyTorchDistribution, command
     from azure.ai.ml.entities import AmlCompute, Environment
 
@@ -146,12 +149,13 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     inputs = _inputs(rplan, base, data_uri, notes)
     stage_code(code_dir, rplan)
     world = resolved.nodes * resolved.gpus_per_node
-    args = ["python -m distill_studio.engine.train plan.toml --run-dir ${{outputs.run}} --resume-if-started",
-            f"--expect-world-size {world}"]
+    run_key = run_key or name
+    args = ["python -m distill_studio.engine.train plan.toml --run-dir ${{outputs.run}}",
+            f"--resume-if-started {run_key} --expect-world-size {world}"]
     args += [f"--input {key}=${{{{inputs.{iname}}}}}" for iname, (key, _) in inputs.items()]
     job_inputs = {iname: Input(type="uri_file" if Path(v).suffix and not v.endswith("/") else "uri_folder", path=v)
                   for iname, (_, v) in inputs.items()}
-    output_uri = f"{OUTPUT_ROOT}/{name}/"
+    output_uri = f"{OUTPUT_ROOT}/{run_key}/"
     cluster = cluster_name(hw.sku, hw.priority) if not compute else compute
     env = Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
     est = resolved.estimate

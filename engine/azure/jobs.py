@@ -27,9 +27,8 @@ from ..errors import AzureError
 from .client import Azure, Workspace, explain, status_text
 
 RUN_FILE = "azure.json"
-TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
-ACTIVE = ("NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running", "Finalizing",
-          "CancelRequested")
+# NotResponding is not an end: Azure ML says a job can come back from it (and it may still be training)
+TERMINAL = ("Completed", "Failed", "Canceled")
 MAX_ATTEMPTS = 4               # the first submission and three resubmissions after preemption
 PREEMPTED = re.compile(r"preempt|low.?priority node|evicted|spot", re.I)
 
@@ -137,12 +136,18 @@ def send(az: Azure, spec_job, meta: dict[str, Any], say: Callable[[str], None]):
     return job
 
 
+class Stopped(AzureError):
+    """Stop was asked before the job was sent: nothing runs on Azure."""
+
+
 def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = None,
-           say: Callable[[str], None] = print, prices=None) -> dict[str, Any]:
+           say: Callable[[str], None] = print, prices=None,
+           should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Submit ``plan_path`` as a new Azure run in ``run_dir``; returns the run's ``azure.json``.
 
-    ``run_dir`` holding an Azure run already (a second click, a retry after an error) is continued: the job of its
-    name is looked up and adopted if Azure has it, submitted if not."""
+    ``run_dir`` holding an Azure run already (a second click, a retry after an error) is continued as it was
+    recorded: its job is adopted if Azure has it, sent as recorded if not; the plan given now is not read again.
+    ``should_stop`` is asked before anything is created; once true, :class:`Stopped` is raised."""
     from ..plan import load_plan, save_plan
     from . import job as J
 
@@ -150,29 +155,62 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     plan_path = Path(plan_path)
     if (run_dir / RUN_FILE).exists():
         meta = read_meta(run_dir)
-    else:
-        if (run_dir / "events.jsonl").exists():
-            raise AzureError(f"--run-dir: {run_dir} already holds a run; choose a new folder")
-        plan = load_plan(plan_path)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"job": J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S")), "workspace": az.ws.public(),
-                "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or ""}
-        meta["jobs"] = [meta["job"]]
-        write_meta(run_dir, meta)          # the name is kept before anything is sent
-    spec = J.build(plan_path, meta["job"], run_dir / "azure-code", data_uri=data_uri or meta.get("data_uri") or None,
-                   compute=az.ws.compute, prices=prices)
+        found = get_job(az, meta["job"])
+        if found is not None:
+            say(f"job {meta['job']} is already in Azure ML ({status_text(found)}); not submitting it again")
+            return meta
+        return _send_recorded(az, run_dir, meta, say, should_stop)
+    if (run_dir / "events.jsonl").exists():
+        raise AzureError(f"--run-dir: {run_dir} already holds a run; choose a new folder")
+    plan = load_plan(plan_path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
+    meta = {"job": name, "jobs": [name], "run_key": name, "workspace": az.ws.public(),
+            "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or ""}
+    write_meta(run_dir, meta)          # the name is kept before anything is sent
+    spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
+                   prices=prices, run_key=name)
     check_workspace(az, meta)
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
-    if not (run_dir / "plan.given.toml").exists():
-        (run_dir / "plan.given.toml").write_text(plan_path.read_text(encoding="utf-8"), encoding="utf-8")
+    (run_dir / "plan.given.toml").write_text(plan_path.read_text(encoding="utf-8"), encoding="utf-8")
     meta.update({"output": spec.output_uri, "compute": spec.cluster.name, "sku": spec.sku, "nodes": spec.nodes,
                  "gpus_per_node": spec.gpus_per_node, "priority": spec.priority,
                  "estimate": {"hours": spec.estimate["hours"]["total"], "cost_usd": spec.estimate["cost_usd"]}})
     write_meta(run_dir, meta)
+    return _send_spec(az, run_dir, meta, spec, say, should_stop)
+
+
+def _send_recorded(az: Azure, run_dir: Path, meta: dict[str, Any], say: Callable[[str], None],
+                   should_stop: Callable[[], bool] = lambda: False, attempt: int = 0) -> dict[str, Any]:
+    """Send the job recorded in ``meta`` as the run was planned: the resolved plan in the run folder (VM size, nodes
+    and sharding fixed, so its checkpoints fit), its relative paths read from where the plan was, the run's own
+    output folder."""
+    from . import job as J
+
+    spec = J.build(Path(run_dir) / "plan.toml", meta["job"], Path(run_dir) / "azure-code",
+                   data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
+                   base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent,
+                   run_key=meta.get("run_key", meta["jobs"][0] if meta.get("jobs") else meta["job"]))
+    if meta.get("output"):
+        spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
+    else:
+        meta["output"] = spec.output_uri
+    if attempt > 1:
+        spec.job.display_name = f"{spec.job.display_name} (attempt {attempt})"
+    return _send_spec(az, run_dir, meta, spec, say, should_stop)
+
+
+def _send_spec(az: Azure, run_dir: Path, meta: dict[str, Any], spec, say: Callable[[str], None],
+               should_stop: Callable[[], bool]) -> dict[str, Any]:
     _check_capacity(az, spec, say)
+    if should_stop():
+        raise Stopped("stopped before the job was submitted; nothing runs on Azure")
     ensure_cluster(az, spec.cluster, say)
+    if should_stop():
+        raise Stopped("stopped before the job was submitted; nothing runs on Azure (the compute cluster is kept; "
+                      "it has 0 nodes when idle)")
     say("uploading the engine and the plan's local files (unchanged files are uploaded once)")
     job = send(az, spec.job, meta, say)
     meta.update({"submitted": time.time(), "status": status_text(job), "studio_url": _studio(job)})
@@ -261,32 +299,25 @@ def preempted(job) -> bool:
     return bool(PREEMPTED.search(text))
 
 
-def resubmit(az: Azure, run_dir: Path, say: Callable[[str], None] = print, why: str = "") -> str:
+def resubmit(az: Azure, run_dir: Path, say: Callable[[str], None] = print, why: str = "",
+             automatic: bool = False, should_stop: Callable[[], bool] = lambda: False) -> str:
     """A new attempt of the run (after preemption, or a resume of a stopped run): same code, plan and output path,
-    a new job name. Returns the new name."""
+    a new job name. Returns the name sent. ``automatic`` (after preemption) is limited to :data:`MAX_ATTEMPTS`; a
+    resume asked for by hand is not."""
     meta = read_meta(run_dir)
     attempts = meta.get("jobs", [meta["job"]])
-    if len(attempts) >= MAX_ATTEMPTS:
-        raise AzureError(f"{run_dir}: the run was submitted {len(attempts)} times already; resume it by hand with "
-                         f"`distill azure resume {run_dir}` once capacity is back")
-    base = attempts[0]
-    name = f"{base}-r{len(attempts) + 1}"
+    if get_job(az, meta["job"]) is None:
+        # the recorded attempt never reached Azure (a failed submission): send it under its own name
+        _send_recorded(az, run_dir, meta, say, should_stop, attempt=len(attempts))
+        return meta["job"]
+    if automatic and len(attempts) >= MAX_ATTEMPTS:
+        raise AzureError(f"{run_dir}: the run was preempted {len(attempts)} times; resume it with "
+                         f"`distill azure resume {run_dir}` once capacity is back, or use dedicated nodes")
+    name = f"{attempts[0]}-r{len(attempts) + 1}"
     meta.update({"job": name, "jobs": [*attempts, name], "client_request_id": str(uuid.uuid4())})
     meta.pop("cancel_requested", None)
     write_meta(run_dir, meta)   # the new name first: never two submissions of it
-    from . import job as J
-
-    # the plan as the first attempt ran it (VM size, nodes and sharding fixed: its checkpoints must fit), its
-    # relative paths read from where the plan was
-    spec = J.build(Path(run_dir) / "plan.toml", name, Path(run_dir) / "azure-code",
-                   data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
-                   base=Path(meta.get("plan_path", run_dir / "plan.toml")).parent)
-    spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
-    spec.job.display_name = f"{spec.job.display_name} (attempt {len(attempts) + 1})"
-    ensure_cluster(az, spec.cluster, say)
-    job = send(az, spec.job, meta, say)
-    meta.update({"status": status_text(job), "studio_url": _studio(job) or meta.get("studio_url", "")})
-    write_meta(run_dir, meta)
+    _send_recorded(az, run_dir, meta, say, should_stop, attempt=len(attempts) + 1)
     say(f"job {name} submitted to continue the run from its last checkpoint" + (f" ({why})" if why else ""))
     return name
 

@@ -41,9 +41,25 @@ LOG_NAMES = re.compile(r"^user_logs/std_log(_process_0+)?\.txt$|^user_logs/std_l
 HISTORY_PAGE = 5000
 
 
+# the hosts of Azure ML's data plane (public cloud, US Government, China): the workspace's token goes nowhere else
+TRACKING_HOSTS = (".api.azureml.ms", ".api.ml.azure.us", ".api.ml.azure.cn")
+
+
+def _trusted(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "https" and (parts.hostname or "").endswith(TRACKING_HOSTS)
+
+
+class JobGone(AzureError):
+    """The run's job is not in the workspace any more."""
+
+
 def tracking_base(az: Azure, meta: dict[str, Any]) -> str:
-    """The workspace's MLflow REST base (https), looked up once and kept in ``azure.json``."""
-    if meta.get("mlflow"):
+    """The workspace's MLflow REST base (https), looked up once and kept in ``azure.json``. Only an Azure ML host
+    is used: a run folder from elsewhere must not send this workspace's token to another host."""
+    if meta.get("mlflow") and _trusted(meta["mlflow"]):
         return meta["mlflow"]
     try:
         ws = az.ml.workspaces.get(az.ws.workspace)
@@ -52,8 +68,11 @@ def tracking_base(az: Azure, meta: dict[str, Any]) -> str:
     uri = getattr(ws, "mlflow_tracking_uri", "") or ""
     if not uri:
         uri = (f"azureml://{az.ws.region}.api.azureml.ms/mlflow/v1.0{az.ws.arm_id}")
-    meta["mlflow"] = re.sub(r"^azureml://", "https://", uri).rstrip("/")
-    return meta["mlflow"]
+    base = re.sub(r"^azureml://", "https://", uri).rstrip("/")
+    if not _trusted(base):
+        raise AzureError(f"the workspace's MLflow tracking URI ({base}) is not an Azure ML address")
+    meta["mlflow"] = base
+    return base
 
 
 class AlreadyWatched(AzureError):
@@ -96,6 +115,9 @@ class Watcher:
         self.sleep = sleep
         self.events = EventWriter(self.run_dir / "events.jsonl")
         self.stop_requested = False
+        self._cancel_sent = 0.0
+        self._cancel_next = 0.0       # when to try the cancel again after a failure
+        self._log_warned = False
         self._status = ""
         self._pipeline = None
         self._logs_pipeline = None
@@ -123,7 +145,7 @@ class Watcher:
         name = self.meta["job"]
         job = J.get_job(self.az, name)
         if job is None:
-            raise AzureError(f"job {name} is not in workspace {self.az.ws.workspace} any more (deleted?)")
+            raise JobGone(f"job {name} is not in workspace {self.az.ws.workspace} any more (deleted?)")
         status = status_text(job)
         if status != self._status:
             self._status = status
@@ -132,7 +154,12 @@ class Watcher:
                                                   if status in ("Queued", "Preparing") else ""))
         if status not in ("NotStarted", "Queued", "Preparing", "Starting", "Provisioning"):
             self._read_events(name)
-            self._read_logs(name)
+            try:
+                self._read_logs(name)
+            except Exception as exc:  # noqa: BLE001 — the log is a view; the run's end must still be recorded
+                if not self._log_warned:
+                    self._log_warned = True
+                    self.say(f"the job's log could not be read ({type(exc).__name__}: {exc}); the metrics go on")
         end = self._end(job, status) if status in J.TERMINAL else None
         J.write_meta(self.run_dir, self.meta)
         return end
@@ -156,21 +183,24 @@ class Watcher:
         tags = {t["key"]: t["value"] for t in data.get("tags", []) if "key" in t}
         latest = {m["key"]: int(m.get("step", 0)) for m in data.get("metrics", []) if "key" in m}
         cur = self._cursor()
+        # A step's metrics are logged in one batch, so every step up to the newest one this snapshot shows is
+        # complete; later steps may be half-read by the per-metric fetches below and wait for the next poll.
+        upto = {kind: max((step for key, step in latest.items() if key.startswith(prefix)), default=-1)
+                for kind, prefix in (("metric", "train/"), ("eval", "eval/"))}
         histories: dict[str, list] = {}
         for key, step in latest.items():
             kind = "metric" if key.startswith("train/") else "eval" if key.startswith("eval/") else None
             if kind is None or step <= cur[kind]:
                 continue
             histories[key] = self._history(base, name, key)
-        events = from_mlflow(histories, tags, plan=self.plan)
-        for e in events:
+        for e in from_mlflow(histories, tags, plan=self.plan, keys=True):
             kind = e["type"]
             if kind in ("metric", "eval"):
-                if e["step"] <= cur[kind]:
+                if e["step"] <= cur[kind] or e["step"] > upto[kind]:
                     continue
                 cur[kind] = e["step"]
             else:
-                key = e.get("_tag") or _event_key(e)
+                key = e.pop("_tag", None) or _event_key(e)
                 if key in cur["tags"]:
                     continue
                 cur["tags"].append(key)
@@ -269,7 +299,7 @@ class Watcher:
             self.events.emit("log", level="warning", message="the low-priority node was preempted; the run is "
                                                             "submitted again and continues from its last checkpoint")
             J.write_meta(self.run_dir, self.meta)
-            J.resubmit(self.az, self.run_dir, self.say, why="preempted")
+            J.resubmit(self.az, self.run_dir, self.say, why="preempted", automatic=True)
             self.meta = J.read_meta(self.run_dir)
             self._status = ""
             return None
@@ -301,40 +331,51 @@ class Watcher:
 
         main = threading.current_thread() is threading.main_thread()    # signals reach the main thread only
         previous = signal.signal(signal.SIGTERM, self.request_stop) if main else None
-        cancel_sent = 0.0
-        backoff = interval
+        backoff, cancel_backoff = interval, interval
         try:
             while True:
-                if self.stop_requested and not cancel_sent:
+                if self._cancel_due():
                     try:
                         J.write_meta(self.run_dir, self.meta)
                         J.cancel(self.az, self.run_dir, self.say)
-                        cancel_sent = self.meta["cancel_requested"] = time.time()
+                        self._cancel_sent = self.meta["cancel_requested"] = time.time()
                     except AzureError as exc:
-                        self.say(f"could not cancel yet: {exc}; trying again")
+                        self.say(f"could not cancel yet: {exc}; trying again in {cancel_backoff:.0f} s")
+                        self._cancel_next = time.time() + cancel_backoff
+                        cancel_backoff = min(MAX_BACKOFF_S, cancel_backoff * 2)
+                failed = False
                 try:
                     end = self.poll()
                     backoff = interval
+                except JobGone as exc:
+                    self.say(str(exc))
+                    if self._engine_end() is None:
+                        self.events.emit("run_finished", status="failed", step=self._last_step(), message=str(exc))
+                    return 1
                 except AzureError as exc:
                     self.say(f"{exc}; trying again in {backoff:.0f} s (the job goes on in Azure)")
                     J.write_meta(self.run_dir, self.meta)
-                    self._wait(backoff)
-                    backoff = min(MAX_BACKOFF_S, backoff * 2)
-                    continue
+                    end, failed = None, True
                 if end is not None:
                     return {"succeeded": 0, "cancelled": 130}.get(end, 1)
-                if cancel_sent and time.time() - cancel_sent > CANCEL_GRACE_S:
+                if self._cancel_sent and time.time() - self._cancel_sent > CANCEL_GRACE_S:
                     self.say("the job did not end within 15 minutes of the cancel; it is left to Azure ML")
                     return 130
-                self._wait(interval)
+                self._wait(backoff if failed else interval)
+                if failed:
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
             self.close()
 
+    def _cancel_due(self) -> bool:
+        return self.stop_requested and not self._cancel_sent and time.time() >= self._cancel_next
+
     def _wait(self, seconds: float) -> None:
+        """Sleep, waking early when a stop comes in (its cancel is sent at once)."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end and not (self.stop_requested and "cancel_requested" not in self.meta):
+        while time.monotonic() < end and not self._cancel_due():
             self.sleep(min(0.5, max(0.0, end - time.monotonic())))
 
     def close(self) -> None:

@@ -57,9 +57,10 @@ def to_mlflow(event: dict[str, Any]) -> tuple[dict[str, float], int, int, str | 
 
 
 def from_mlflow(histories: dict[str, list[dict[str, Any]]], tags: dict[str, str],
-                plan: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                plan: dict[str, Any] | None = None, keys: bool = False) -> list[dict[str, Any]]:
     """Events from MLflow metric histories (``{key: [{"value", "timestamp", "step"}]}``) and a run's tags, in the
-    order they were written. ``plan`` is put back into ``run_started``."""
+    order they were written. ``plan`` is put back into ``run_started``; ``keys``: each tag event keeps the name of
+    its tag as ``_tag`` (what a reader remembers to write it once)."""
     grouped: dict[tuple[str, int], dict[str, Any]] = {}
     for key, points in histories.items():
         kind = next((k for k, p in SERIES.items() if key.startswith(p)), None)
@@ -89,7 +90,9 @@ def from_mlflow(histories: dict[str, list[dict[str, Any]]], tags: dict[str, str]
     events.sort(key=lambda e: (float(e.get("time", 0)), _RANK.get(e["type"], 9), e.get("step", 0),
                                e.get("_seq", "")))
     for e in events:
-        e.pop("_seq", None)
+        seq = e.pop("_seq", None)
+        if keys and seq is not None:
+            e["_tag"] = seq
     return events
 
 
@@ -116,12 +119,12 @@ class MlflowMirror:
         try:
             if metrics:
                 self._mlflow.log_metrics(metrics, step=step, timestamp=ms, synchronous=False)
+            if event.get("type") == "run_finished":
+                self._mlflow.flush_async_logging()      # every metric is there before the run says it ended
             if tag is not None:
                 # structural events are written at once: the desktop orders metrics after their run_started
                 self._mlflow.set_tag(f"{TAG_PREFIX}{self._n:06d}", tag)
                 self._n += 1
-            if event.get("type") == "run_finished":
-                self._mlflow.flush_async_logging()
         except Exception as exc:  # noqa: BLE001 — tracking is a view of the run, never a reason to stop it
             if not self._warned:
                 self._warned = True

@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect-world-size", type=int)
     parser.add_argument("--input", action="append", default=[], metavar="FIELD=PATH",
                         help="set a plan path to where it is on this machine (a cluster job's mounted input)")
-    parser.add_argument("--resume-if-started", action="store_true",
-                        help="with PLAN and --run-dir: continue the run if the folder already holds it (a cluster "
-                             "job restarted after preemption)")
+    parser.add_argument("--resume-if-started", metavar="RUN_KEY",
+                        help="with PLAN and --run-dir: the run's key; continue the run if the folder already holds "
+                             "the run of that key (a cluster job submitted again after preemption), start it if the "
+                             "folder is empty, refuse a folder holding another run")
     args = parser.parse_args(argv)
     from .run import execute, started_here
 
@@ -35,9 +36,18 @@ def main(argv: list[str] | None = None) -> int:
         return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
     if args.plan is None or args.run_dir is None:
         parser.error("give PLAN and --run-dir, or --resume RUN_DIR")
-    if args.resume_if_started and started_here(args.run_dir):
-        return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
-    return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs)
+    if args.resume_if_started:
+        from ..errors import DistillError
+
+        try:
+            started = started_here(args.run_dir, args.resume_if_started)
+        except DistillError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if started:
+            return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
+    return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs,
+                   run_key=args.resume_if_started)
 
 
 def leave(code: int) -> None:

@@ -89,7 +89,8 @@ def lock_run_dir(run_dir: Path) -> None:
     _held_lock = f
 
 
-def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None) -> RunPaths:
+def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None,
+                    run_key: str | None = None) -> RunPaths:
     """A new run folder with the plan as it runs (every "auto" resolved by the planner; the file as given beside
     it, ``plan.given.toml``) and ``run.json``; refuses a folder that already holds a run."""
     plan_path = plan_path.resolve()
@@ -104,8 +105,10 @@ def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None
         save_plan(resolved, run_dir / "plan.toml")
     else:
         shutil.copyfile(plan_path, run_dir / "plan.toml")
-    (run_dir / "run.json").write_text(json.dumps({"plan_path": str(plan_path), "plan_base": str(plan_path.parent),
-                                                  "created": time.time()}, indent=1))
+    meta = {"plan_path": str(plan_path), "plan_base": str(plan_path.parent), "created": time.time()}
+    if run_key:
+        meta["run_key"] = run_key
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
     return RunPaths(run_dir, plan_path.parent)
 
 
@@ -171,25 +174,35 @@ def with_inputs(plan: Plan, inputs: dict[str, str]) -> Plan:
     return plan
 
 
-def started_here(run_dir: Path) -> bool:
-    """Whether ``run_dir`` already holds this run (a job restarted after preemption continues it)."""
-    return (run_dir / "plan.toml").is_file() and (run_dir / "events.jsonl").is_file()
+def started_here(run_dir: Path, run_key: str) -> bool:
+    """Whether ``run_dir`` already holds the run named ``run_key`` (a job submitted again after preemption
+    continues it). A folder holding another run is refused: an old run must never be continued by a new plan."""
+    if not (run_dir / "events.jsonl").is_file():
+        return False
+    try:
+        found = json.loads((run_dir / "run.json").read_text()).get("run_key")
+    except (OSError, ValueError):
+        found = None
+    if found != run_key:
+        raise RunError(f"--run-dir: {run_dir} holds another run ({found or 'without a run key'}, not {run_key}); "
+                       "give this run a folder of its own")
+    return True
 
 
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-            keep_process_group: bool = False, inputs: dict[str, str] | None = None) -> int:
+            keep_process_group: bool = False, inputs: dict[str, str] | None = None, run_key: str | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
     ``keep_process_group``: leave the process group up for another run in the same processes (tests).
     ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`)."""
     try:
         return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
-                        keep_process_group=keep_process_group, inputs=inputs or {})
+                        keep_process_group=keep_process_group, inputs=inputs or {}, run_key=run_key)
     finally:
         release_run_dir()
 
 
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-             keep_process_group: bool = False, inputs: dict[str, str]) -> int:
+             keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None) -> int:
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -231,7 +244,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         if main:
             lock_run_dir(run_dir)
             if not resume:
-                prepare_run_dir(plan_path, run_dir, resolved=plan)
+                prepare_run_dir(plan_path, run_dir, resolved=plan, run_key=run_key)
         accelerator.wait_for_everyone()
     except DistillError as exc:
         if main:
