@@ -31,6 +31,9 @@ class AzureSettings(BaseModel):
                                "principal whose client secret is in the OS keyring")
     compute: str = Field("", description="compute cluster to use (empty: one named after the VM size, created on "
                                          "first use)")
+    hf_token_secret: str = Field("", description="name of a secret in the workspace's Key Vault holding a Hugging "
+                                                 "Face token (gated models such as Gemma); the job reads it with the "
+                                                 "cluster's managed identity")
     region: str = Field("eastus", description="default region for prices and new plans")
 
 

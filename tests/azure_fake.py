@@ -36,6 +36,7 @@ TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "66666666-7777-8888-9999-000000000000"
 RG, WS, REGION = "distill-rg", "distill-ws", "eastus"
 ACCOUNT = "distillstore"
+VAULT = "distillkv"
 ARM = "https://management.azure.com"
 API = f"https://{REGION}.api.azureml.ms"
 WS_ID = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}")
@@ -189,6 +190,18 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
                                              "preferred_cache": "login.windows.net",
                                              "aliases": ["login.microsoftonline.com", "login.windows.net"]}]})
         return _not_found(path)
+    # ---- Key Vault (the challenge, then the secret) ----
+    if host == f"{VAULT}.vault.azure.net":
+        if not headers.get("Authorization"):
+            return 401, {"WWW-Authenticate": f'Bearer authorization="https://login.microsoftonline.com/{TENANT}", '
+                                             'resource="https://vault.azure.net"', "content-type": "application/json"}, \
+                json.dumps({"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer"}}).encode()
+        m = re.fullmatch(r"/secrets/([^/]+)/?", path)
+        value = s.get("vault", {}).get(m.group(1)) if m else None
+        if value is None:
+            return _json(404, {"error": {"code": "SecretNotFound", "message": "A secret with (name/id) was not found"}})
+        return _json(200, {"value": value, "id": f"https://{host}/secrets/{m.group(1)}/1",
+                           "attributes": {"enabled": True}})
     # ---- blob storage ----
     if host.endswith(".blob.core.windows.net"):
         return _blob(fake, s, method, path, query, headers, body)
@@ -248,6 +261,8 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
                            "Microsoft.MachineLearningServices/workspaces", "properties": {
                                "mlFlowTrackingUri": f"azureml://{REGION}.api.azureml.ms/mlflow/v1.0{WS_ID}",
                                "discoveryUrl": f"{API}/discovery", "workspaceId": "fake-workspace-id",
+                               "keyVault": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+                                           f"Microsoft.KeyVault/vaults/{VAULT}",
                                "storageAccount": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
                                                  f"Microsoft.Storage/storageAccounts/{ACCOUNT}"}})
     m = re.fullmatch(r"/computes/([^/]+)", rest)

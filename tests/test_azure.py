@@ -4,6 +4,7 @@ azure-identity, azure-storage-blob) talking to a fake Azure at the HTTP transpor
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -650,3 +651,48 @@ def test_the_engine_continues_only_its_own_run_folder(tmp_path, monkeypatch):
     assert len(starts) == 2 and starts[1]["resumed_from_step"] == 4
     assert main([*args, "--resume-if-started", "job-2"]) == 2            # another run's folder: refused
     assert len([e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"]) == 2
+
+
+
+def test_gated_models_read_the_hugging_face_token_from_key_vault_on_the_node(fake, tmp_path, monkeypatch):
+    """The job names the Key Vault secret, never the token; on the node the token is read with the cluster's
+    identity and set for the training process only."""
+    from azure.core.credentials import AccessToken
+
+    from distill_studio.engine.azure import node
+    from distill_studio.engine.azure.jobs import submit
+
+    token = "hf_secret_token_value_123"
+    with fake.locked() as s:
+        s["vault"] = {"hf-token": token}
+    az = connect(fake, hf_token_secret="hf-token")
+    meta = submit(azure_plan(tmp_path), tmp_path / "run", az, say=lambda s: None)
+    job = fake.job(meta["job"])["properties"]
+    env = job["environmentVariables"]
+    assert env[node.SECRET_ENV] == "hf-token" and env[node.VAULT_ENV] == f"https://{F.VAULT}.vault.azure.net/"
+    assert token not in json.dumps(fake.state()["jobs"]) and token not in (tmp_path / "run" / "azure.json").read_text()
+    cluster = fake.state()["computes"][meta["compute"]]
+    assert cluster["identity"]["type"].lower().startswith("systemassigned")
+
+    # the node: the job's environment, the cluster's identity (a credential), the vault through the transport
+    class NodeIdentity:
+        scopes = []
+
+        def get_token(self, *scopes, **kw):
+            self.scopes += scopes
+            return AccessToken("node-identity-token", int(time.time()) + 3600)
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    identity = NodeIdentity()
+    assert node.load_hf_token(credential=identity, transport=F.transport(fake)) is True
+    assert os.environ["HF_TOKEN"] == token
+    assert identity.scopes == ["https://vault.azure.net/.default"]
+    # a missing secret stops the run with what to create or grant
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv(node.SECRET_ENV, "missing")
+    from distill_studio.engine.errors import RunError
+
+    with pytest.raises(RunError, match="Key Vault Secrets User"):
+        node.load_hf_token(credential=identity, transport=F.transport(fake))

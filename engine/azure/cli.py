@@ -97,7 +97,15 @@ def cmd_submit(args) -> int:
 def cmd_export(args) -> int:
     from .job import export
 
-    spec, cluster_file = export(args.plan, args.out, data_uri=args.data)
+    secret = ""
+    if args.key_vault_uri:
+        from ..settings import load_settings
+
+        secret = load_settings()[0].azure.hf_token_secret
+        if not secret:
+            raise AzureError("--key-vault-uri: no Hugging Face token secret is named in Settings › Azure")
+    spec, cluster_file = export(args.plan, args.out, data_uri=args.data, hf_token_secret=secret,
+                                key_vault_uri=args.key_vault_uri or "")
     for note in spec.notes:
         _say(note)
     print(f"job: {args.out} (code in {Path(args.out).with_name(Path(args.out).stem + '.code')})")
@@ -241,6 +249,9 @@ def add_parser(sub) -> None:
     e.add_argument("plan", type=Path)
     e.add_argument("--out", type=Path, required=True, help="job file to write (.yaml)")
     e.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...)")
+    e.add_argument("--key-vault-uri", metavar="URI",
+                   help="the workspace's Key Vault: the job reads the Hugging Face token secret named in Settings "
+                        "› Azure from it")
     e.set_defaults(func=cmd_export)
 
     for name, func, what in (("watch", cmd_watch, "follow a run until it ends, writing its events locally"),

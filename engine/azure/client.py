@@ -39,6 +39,7 @@ class Workspace:
     tenant_id: str = ""
     client_id: str = ""
     compute: str = ""
+    hf_token_secret: str = ""
 
     @property
     def arm_id(self) -> str:
@@ -69,7 +70,8 @@ def workspace_from_settings(settings=None) -> Workspace:
                          "(see the README's Azure set-up)")
     return Workspace(subscription_id=az.subscription_id.strip(), resource_group=az.resource_group.strip(),
                      workspace=az.workspace.strip(), region=az.region.strip(), sign_in=az.sign_in,
-                     tenant_id=az.tenant_id.strip(), client_id=az.client_id.strip(), compute=az.compute.strip())
+                     tenant_id=az.tenant_id.strip(), client_id=az.client_id.strip(), compute=az.compute.strip(),
+                     hf_token_secret=az.hf_token_secret.strip())
 
 
 def quiet_sdk() -> None:

@@ -123,10 +123,12 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 
 
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
-          prices=None, base: Path | None = None, run_key: str | None = None) -> JobSpec:
+          prices=None, base: Path | None = None, run_key: str | None = None, hf_token_secret: str = "",
+          key_vault_uri: str = "") -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
     the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
-    (default ``name``): the engine continues a run folder only if it holds that run."""
+    (default ``name``): the engine continues a run folder only if it holds that run. ``hf_token_secret``: the name
+    of the Key Vault secret (in ``key_vault_uri``) the node reads a Hugging Face token from (``node.py``)."""
     from azure.ai.ml import Input, Output, PyTorchDistribution, command
     from azure.ai.ml.entities import AmlCompute, Environment
 
@@ -158,6 +160,14 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     output_uri = f"{OUTPUT_ROOT}/{run_key}/"
     cluster = cluster_name(hw.sku, hw.priority) if not compute else compute
     env = Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
+    env_vars = dict(JOB_ENV)
+    if hf_token_secret:
+        from .node import SECRET_ENV, VAULT_ENV
+
+        if not key_vault_uri:
+            raise AzureError("a Hugging Face token secret is set (Settings › Azure) but the workspace's Key Vault is "
+                             "not known; give it with --key-vault-uri https://NAME.vault.azure.net/")
+        env_vars.update({SECRET_ENV: hf_token_secret, VAULT_ENV: key_vault_uri})   # names, never the token
     est = resolved.estimate
     job = command(
         name=name,
@@ -170,21 +180,25 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
         compute=cluster,
         instance_count=resolved.nodes,
         distribution=PyTorchDistribution(process_count_per_instance=resolved.gpus_per_node),
-        environment_variables=dict(JOB_ENV),
+        environment_variables=env_vars,
         inputs=job_inputs,
         outputs={"run": Output(type="uri_folder", path=output_uri, mode="rw_mount")},
         shm_size="16g",
         tags={"distill-studio": "1", "plan": rplan.name, "estimate_hours": f"{est['hours']['total']:.3f}",
               "estimate_usd": f"{est['cost_usd']:.2f}" if known(est.get("cost_usd")) else "unknown"},
     )
+    from azure.ai.ml.entities import IdentityConfiguration
+
+    # a system-assigned identity: what the job uses to read a Key Vault secret (a Hugging Face token)
     amlc = AmlCompute(name=cluster, size=hw.sku, min_instances=0, max_instances=resolved.nodes,
                       tier="low_priority" if hw.priority == "low-priority" else "dedicated",
-                      idle_time_before_scale_down=600)
+                      idle_time_before_scale_down=600, identity=IdentityConfiguration(type="system_assigned"))
     return JobSpec(job=job, cluster=amlc, name=name, output_uri=output_uri, sku=hw.sku, nodes=resolved.nodes,
                    gpus_per_node=resolved.gpus_per_node, priority=hw.priority, estimate=est, notes=notes)
 
 
-def export(plan_path: Path, out: Path, *, data_uri: str | None = None, compute: str = "") -> tuple[JobSpec, Path]:
+def export(plan_path: Path, out: Path, *, data_uri: str | None = None, compute: str = "", hf_token_secret: str = "",
+           key_vault_uri: str = "") -> tuple[JobSpec, Path]:
     """Write the job as YAML for ``az ml job create -f``, its code folder beside it, and the cluster's YAML for
     ``az ml compute create -f``. Returns the spec and the cluster file."""
     import time
@@ -196,7 +210,7 @@ def export(plan_path: Path, out: Path, *, data_uri: str | None = None, compute: 
     code = out.with_name(out.stem + ".code")
     plan = load_plan(plan_path)
     spec = build(plan_path, job_name(plan.name, time.strftime("%Y%m%d-%H%M%S")), code, data_uri=data_uri,
-                 compute=compute)
+                 compute=compute, hf_token_secret=hf_token_secret, key_vault_uri=key_vault_uri)
     spec.job._to_job().dump(out)
     # the code folder relative to the file, so the two move together; and the schema, for editors
     import yaml

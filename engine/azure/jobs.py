@@ -168,9 +168,11 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     meta = {"job": name, "jobs": [name], "run_key": name, "workspace": az.ws.public(),
             "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or ""}
     write_meta(run_dir, meta)          # the name is kept before anything is sent
-    spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
-                   prices=prices, run_key=name)
     check_workspace(az, meta)
+    meta["hf_token_secret"] = az.ws.hf_token_secret
+    spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
+                   prices=prices, run_key=name, hf_token_secret=meta["hf_token_secret"],
+                   key_vault_uri=meta.get("key_vault", ""))
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
@@ -192,7 +194,8 @@ def _send_recorded(az: Azure, run_dir: Path, meta: dict[str, Any], say: Callable
     spec = J.build(Path(run_dir) / "plan.toml", meta["job"], Path(run_dir) / "azure-code",
                    data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
                    base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent,
-                   run_key=meta.get("run_key", meta["jobs"][0] if meta.get("jobs") else meta["job"]))
+                   run_key=meta.get("run_key", meta["jobs"][0] if meta.get("jobs") else meta["job"]),
+                   hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""))
     if meta.get("output"):
         spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
     else:
@@ -222,7 +225,7 @@ def _send_spec(az: Azure, run_dir: Path, meta: dict[str, Any], spec, say: Callab
 
 def check_workspace(az: Azure, meta: dict[str, Any]) -> None:
     """The workspace exists and this sign-in reaches it (one GET, before anything is created); keeps its MLflow
-    tracking URI for the watcher."""
+    tracking URI for the watcher and its Key Vault's URI for a job that reads a secret there."""
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
@@ -236,6 +239,9 @@ def check_workspace(az: Azure, meta: dict[str, Any]) -> None:
     uri = getattr(ws, "mlflow_tracking_uri", "") or ""
     if uri:
         meta["mlflow"] = re.sub(r"^azureml://", "https://", uri).rstrip("/")
+    from .node import vault_uri
+
+    meta["key_vault"] = vault_uri(getattr(ws, "key_vault", "") or "")
 
 
 def _check_capacity(az: Azure, spec, say: Callable[[str], None]) -> None:

@@ -214,6 +214,9 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         tune_cpu_allocator()
     try:
         parallel.join(cuda)  # a node that never starts: an error after DISTILL_JOIN_TIMEOUT, not a hang
+        from ..azure.node import load_hf_token
+
+        load_hf_token()      # an Azure ML job that names a Key Vault secret for gated models
     except DistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -30,6 +30,7 @@ THEME_CHOICES = (("system", "Follow the system"), ("light", "Light"), ("dark", "
 SIGN_IN_CHOICES = (("browser", "Browser (interactive sign-in)"), ("azure-cli", "Azure CLI account (az login)"),
                    ("service-principal", "Service principal (client secret in the OS keyring)"))
 CLUSTER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,15}$")
+KV_SECRET_RE = re.compile(r"^[A-Za-z0-9-]{1,127}$")
 GUID_HINT = "8-4-4-4-12 hexadecimal digits, like 0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 
 
@@ -135,6 +136,11 @@ class SettingsDialog(QDialog):
         self.compute_edit.setToolTip("An existing AmlCompute cluster to run on. Empty: Distill Studio creates one "
                                      "per VM size (0 nodes when idle) and reuses it.")
         form.addRow("Compute cluster:", self._field("compute_edit", self.compute_edit))
+        self.hf_secret_edit = self._line("hf_secret_edit", "for gated models: a secret name, e.g. hf-token")
+        self.hf_secret_edit.setToolTip("The name of a secret in the workspace's Key Vault holding a Hugging Face "
+                                       "token (Gemma and other gated models). The job reads it with the cluster's "
+                                       "managed identity; the token itself never leaves Azure.")
+        form.addRow("Hugging Face token secret:", self._field("hf_secret_edit", self.hf_secret_edit))
         self.sign_in_combo = QComboBox(objectName="sign_in_combo")
         for key, label in SIGN_IN_CHOICES:
             self.sign_in_combo.addItem(label, key)
@@ -177,6 +183,7 @@ class SettingsDialog(QDialog):
         self.workspace_edit.setText(a.workspace)
         self.region_edit.setText(a.region)
         self.compute_edit.setText(a.compute)
+        self.hf_secret_edit.setText(a.hf_token_secret)
         self.sign_in_combo.setCurrentIndex(max(0, self.sign_in_combo.findData(a.sign_in)))
         self.tenant_edit.setText(a.tenant_id)
         self.client_id_edit.setText(a.client_id)
@@ -232,6 +239,10 @@ class SettingsDialog(QDialog):
         if cluster and not CLUSTER_RE.match(cluster):
             errors["compute_edit"] = ("Compute cluster name must be 2 to 16 letters, digits or '-', starting with a "
                                       "letter, or empty.")
+        hf = self.hf_secret_edit.text().strip()
+        if hf and not KV_SECRET_RE.match(hf):
+            errors["hf_secret_edit"] = ("Hugging Face token secret: a Key Vault secret name, 1 to 127 letters, digits "
+                                        "or '-' (the name, not the token itself), or empty.")
         if self.sign_in_combo.currentData() == "service-principal" and not (
                 self.tenant_edit.text().strip() and self.client_id_edit.text().strip()):
             errors["sign_in_combo"] = ("Service principal sign-in needs the tenant id and client id below (and its "
@@ -296,6 +307,7 @@ class SettingsDialog(QDialog):
                 region=self.region_edit.text().strip(),
                 sign_in=self.sign_in_combo.currentData(),
                 compute=self.compute_edit.text().strip(),
+                hf_token_secret=self.hf_secret_edit.text().strip(),
             ),
         })
         try:
