@@ -84,6 +84,10 @@ class CostTimeChart(QWidget):
         kw = dict(hoverable=True, tip=lambda x, y, data: self._tip(int(data)), pxMode=True)
         self.nofit = pg.ScatterPlotItem(size=6, pen=None, brush=pg.mkBrush(NOFIT), symbol="x", name="does not fit", **kw)
         self.grey = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(GREY), name="outside the budget", **kw)
+        # sizes the region does not offer this subscription, or without quota: hollow, in the legend only when shown
+        self.unavailable = pg.ScatterPlotItem(size=8, pen=pg.mkPen(NOFIT, width=1.2), brush=pg.mkBrush(0, 0, 0, 0),
+                                              **kw)
+        self._unavailable_in_legend = False
         self.ok = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=0.5), brush=pg.mkBrush(OK_BRUSH),
                                      name="meets the budget", **kw)
         self.front = pg.PlotDataItem(pen=pg.mkPen(FRONT, width=2), symbol="o", symbolSize=7,
@@ -92,9 +96,9 @@ class CostTimeChart(QWidget):
                                               brush=pg.mkBrush(RECOMMENDED), name="recommended", **kw)
         self.selected = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#d35400", width=2.5),
                                            brush=pg.mkBrush(0, 0, 0, 0))
-        for item in (self.nofit, self.grey, self.ok, self.front, self.recommended, self.selected):
+        for item in (self.nofit, self.unavailable, self.grey, self.ok, self.front, self.recommended, self.selected):
             self.plot.addItem(item)
-        for item in (self.nofit, self.grey, self.ok, self.recommended):
+        for item in (self.nofit, self.unavailable, self.grey, self.ok, self.recommended):
             item.sigClicked.connect(self._clicked)
         label_opts = dict(position=0.92, color="#c0392b", movable=False, fill=(255, 255, 255, 200))
         self.deadline = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c0392b", width=2, style=Qt.PenStyle.DashLine),
@@ -122,10 +126,19 @@ class CostTimeChart(QWidget):
 
     def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
                      planned: np.ndarray, front: np.ndarray, recommended: int | None,
-                     hours_cap: float | None, usd_cap: float | None) -> None:
-        """Draw the options (arrays over the whole sweep; ``planned`` selects what is drawn)."""
+                     hours_cap: float | None, usd_cap: float | None, available: np.ndarray | None = None) -> None:
+        """Draw the options (arrays over the whole sweep; ``planned`` selects what is drawn). ``available``: False
+        where the region cannot give the option (capacity or quota, as last checked)."""
+        blocked = planned & fits & ~available if available is not None else np.zeros_like(planned)
         self._set(self.ok, np.flatnonzero(planned & ok), hours, cost)
-        self._set(self.grey, np.flatnonzero(planned & ~ok & fits), hours, cost)
+        self._set(self.grey, np.flatnonzero(planned & ~ok & fits & ~blocked), hours, cost)
+        self._set(self.unavailable, np.flatnonzero(blocked), hours, cost)
+        if blocked.any() != self._unavailable_in_legend:
+            if blocked.any():
+                self.legend.addItem(self.unavailable, "not available here (capacity or quota)")
+            else:
+                self.legend.removeItem(self.unavailable)
+            self._unavailable_in_legend = bool(blocked.any())
         self._set(self.nofit, np.flatnonzero(planned & ~fits), hours, cost)
         fr = np.asarray(front, dtype=np.int64)
         fr = fr[np.isfinite(cost[fr])] if fr.size else fr

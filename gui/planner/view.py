@@ -238,7 +238,7 @@ class PlannerView(QWidget):
         ok = choices(a)
         o = sw.out
         self.chart.show_options(o["total_hours"], o["cost_usd"], ok, o["fits"], planned, a.decision.pareto,
-                                a.decision.recommended, hours, usd)
+                                a.decision.recommended, hours, usd, available=o.get("available"))
         self.model.set_analysis(a, ok)
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()

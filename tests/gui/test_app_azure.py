@@ -165,11 +165,18 @@ def test_check_capacity_from_the_planner(qtbot, screenshot, tmp_path, fake_azure
     qtbot.waitUntil(lambda: view.capacity_button.text().startswith("Capacity:"), timeout=30_000)
     qtbot.waitUntil(lambda: view.analysis is not None and view.analysis.capacity is not None, timeout=30_000)
     a = view.analysis
-    blocked = [i for i in range(len(a.sweep)) if a.planned[i] and "not offered in eastus" in a.reason(i)]
+    blocked = [i for i in range(len(a.sweep)) if a.planned[i] and "not offered in" in a.reason(i)]
     assert blocked, "no option was marked as not offered"
     assert a.decision.recommended not in blocked
     assert any("capacity and quota checked" in n for n in a.notes)
     assert before is not None
+    # drawn hollow, in a legend entry of their own, not as "outside the budget"
+    chart = view.chart
+    assert chart.unavailable.data.size > 0 and chart._unavailable_in_legend
+    drawn_blocked = set(int(d) for d in chart.unavailable.data["data"])
+    assert drawn_blocked and not drawn_blocked & set(int(d) for d in chart.grey.data["data"])
+    extra = drawn_blocked - set(blocked) - {i for i in range(len(a.sweep)) if "no quota" in a.reason(i)}
+    assert not extra, [a.reason(i) for i in sorted(extra)[:3]]
     qtbot.wait(500)
     screenshot(win, "planner_capacity_checked")
     win.close()
