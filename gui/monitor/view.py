@@ -293,8 +293,11 @@ class MonitorView(QWidget):
 
     def _show(self, s: Snapshot) -> None:
         status = STATUS_TEXT.get(s.status, s.status)
+        if s.remote and s.alive and s.status in ("starting", "running"):
+            status = f"{status} · Azure ML: {s.remote}"       # Queued, Preparing (image build), Running, ...
         if self._stop_asked_at is not None and s.alive:
-            status = "Stopping: saving a checkpoint…"
+            status = ("Stopping: cancelling the job, the engine saves a checkpoint…" if s.remote else
+                      "Stopping: saving a checkpoint…")
         self.status_label.setText(status)
         self.progress.setValue(int(s.fraction * 1000))
         self.progress.setFormat(f"step {s.step:,} of {s.total_steps:,}  ({s.fraction:.0%})" if s.total_steps

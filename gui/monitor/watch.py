@@ -30,6 +30,7 @@ class Snapshot:
     alive: bool
     latest: dict[str, float]
     device: str
+    remote: str = ""            # an Azure run: the job's status as its watcher last read it ("Queued", ...)
 
 
 class Watch:
@@ -98,12 +99,24 @@ class Watch:
             status = "starting" if alive else ("stopped" if Path(self.record.run_dir).exists() else "missing")
         elif status in ("succeeded", "failed", "cancelled") and alive:
             status = "stopping"         # the last event is written; the process is still saving and exiting
-        return Snapshot(status=status, step=s.step, total_steps=s.total_steps, fraction=s.fraction_done(),
+        return Snapshot(remote=self._remote_status(), status=status, step=s.step, total_steps=s.total_steps,
+                        fraction=s.fraction_done(),
                         eta_seconds=s.eta_seconds() if status in ("running", "elsewhere") else None,
                         elapsed_seconds=s.elapsed_seconds(time.time() if alive else None),
                         tokens_per_second=s.tokens_per_second,
                         seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
                         alive=alive, latest=dict(s.latest), device=s.device)
+
+
+    def _remote_status(self) -> str:
+        if self.record.target != "azure":
+            return ""
+        import json
+
+        try:
+            return str(json.loads((Path(self.record.run_dir) / "azure.json").read_text()).get("status", ""))
+        except (OSError, ValueError, AttributeError):
+            return ""
 
 
 def read_whole(record: RunRecord) -> Batch:

@@ -89,6 +89,7 @@ def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_
     qtbot.waitUntil(lambda: "Queued" in monitor.log.toPlainText(), timeout=60_000)
     qtbot.wait(500)
     assert monitor.log.toPlainText().count(f"job {name}: Queued") == 1
+    qtbot.waitUntil(lambda: "Azure ML: Queued" in monitor.status_label.text(), timeout=10_000)
     screenshot(win, "azure_run_queued")
 
     # the node trains: its MLflow metrics become the monitor's curves
