@@ -23,9 +23,9 @@ class Pair:
 
 def _resolve(field_path: str, name: str, base: Path | None = None) -> ModelSpec:
     # A relative local folder is read from the plan's folder, as data.train is, so a plan works from anywhere.
-    if base is not None and not Path(name).is_absolute() and (base / name).exists():
-        name = str(base / name)
     try:
+        if base is not None and not Path(name).is_absolute() and (base / name).exists():
+            name = str(base / name)
         return resolve_model(name)
     except CatalogError as exc:
         raise PlanError(f"{field_path}: {exc}") from None

@@ -5,6 +5,12 @@ The CLI prints these without a traceback; anything else escaping is a bug.
 from __future__ import annotations
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A user's value quoted in a message: cut in the middle when long, so the message stays one readable line."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 2):]}"
+
+
 class DistillError(Exception):
     """Base of every error meant for the user."""
 

@@ -8,6 +8,7 @@ quota allows at that priority. Those are never chosen, and their reason says why
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,18 +53,48 @@ class Analysis:
                       self.capacity_problem(i))
 
 
+MAX_SCAN_FILES = 100_000  # a data folder holding more is more likely a wrong path than a dataset
+
+
+def shown_path(path: Path | str, limit: int = 120) -> str:
+    """A path for a message: a very long one is cut in the middle, so the message stays readable."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 2):]}"
+
+
+def _folder_bytes(path: Path, field: str) -> int:
+    total = files = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            files += 1
+            if files > MAX_SCAN_FILES:
+                raise PlanError(f"{field}: {shown_path(path)} holds more than {MAX_SCAN_FILES:,} files; is it the "
+                                "right folder? Give the data folder itself, or the token count as data.tokens")
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue        # a file gone or unreadable is not counted
+    return total
+
+
 def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
     if plan.data.tokens is not None:
         return float(plan.data.tokens), ""
     path = Path(plan.data.train or "")
     if base is not None and not path.is_absolute():
         path = base / path
-    if not path.exists():
-        raise PlanError(f"data.train: {path} does not exist; give an existing file or folder, or `tokens` instead")
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    size = sum(p.stat().st_size for p in files)
+    try:
+        if not path.exists():
+            raise PlanError(f"data.train: {shown_path(path)} does not exist; give an existing file or folder, or "
+                            "`tokens` instead")
+        size = path.stat().st_size if path.is_file() else _folder_bytes(path, "data.train")
+    except (OSError, ValueError, RuntimeError) as exc:
+        # a name too long for the file system, a NUL byte, a folder that cannot be listed
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PlanError(f"data.train: {shown_path(path)} cannot be read ({reason}); give an existing file or "
+                        "folder, or `tokens` instead") from None
     if size == 0:
-        raise PlanError(f"data.train: {path} is empty")
+        raise PlanError(f"data.train: {shown_path(path)} is empty")
     return size / BYTES_PER_TOKEN_ESTIMATE, f"token count estimated from {size:,} bytes of data at 4 bytes a token"
 
 

@@ -24,7 +24,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from ..errors import CatalogError
+from ..errors import CatalogError, shown
 from .types import Accelerator, AzureSku
 
 DATA_PACKAGE = "distill_studio.engine.catalog.data"
@@ -232,7 +232,7 @@ def resolve_accelerator(name: str) -> Accelerator:
     for acc in accelerators.values():
         if squashed in (_squash(acc.id), _squash(acc.name)):
             return acc
-    raise CatalogError(f"unknown accelerator {name!r}{_suggest(name, accelerators)}")
+    raise CatalogError(f"unknown accelerator {shown(name)!r}{_suggest(name, accelerators)}")
 
 
 def resolve_sku(name: str) -> AzureSku:
@@ -250,7 +250,7 @@ def resolve_sku(name: str) -> AzureSku:
     for sku in skus.values():
         if sku.id.lower() == key:
             return sku
-    raise CatalogError(f"unknown Azure VM size {name!r}{_suggest(name, skus, prefix='standard_')}")
+    raise CatalogError(f"unknown Azure VM size {shown(name)!r}{_suggest(name, skus, prefix='standard_')}")
 
 
 def azure_skus() -> list[AzureSku]:

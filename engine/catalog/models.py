@@ -15,7 +15,7 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from ..errors import CatalogError
+from ..errors import CatalogError, shown
 from .types import ModelSpec
 
 # RMSNorm weight vectors (hidden each) per decoder layer. Gemma 2/3 add a post-attention and a pre/post-feedforward
@@ -120,7 +120,7 @@ def _unknown_message(name: str, models: dict[str, ModelSpec]) -> str:
         hint = "did you mean: " + ", ".join(suggestions[:3]) + "?"
     else:
         hint = "known models include: " + ", ".join(list(models)[:5]) + ", ..."
-    return (f"unknown model '{name}'; {hint} "
+    return (f"unknown model '{shown(name)}'; {hint} "
             "(a path to a local folder containing config.json also works)")
 
 
