@@ -125,7 +125,21 @@ def main(argv=None) -> int:
         coefficients.cache_clear()
         base = coefficients()
     print(report(rows, base))
+    print(spread(rows, base))
     return 0
+
+
+def spread(rows, coeffs) -> str:
+    """The log spread of measured / predicted per family: [uncertainty] fit_log_sd, what the planner's ranges
+    start from."""
+    fitted = [m for m in rows if m.fitted]
+    e = np.log1p(errors(fitted, coeffs))
+    parts = []
+    for fam in ("a100", "h100"):
+        sel = [i for i, m in enumerate(fitted) if m.accelerator.startswith(fam)]
+        if len(sel) > 1:
+            parts.append(f"{fam} = {np.std(e[sel], ddof=1):.3f}")
+    return "fit_log_sd = { " + ", ".join(parts) + " }   # [uncertainty] in throughput.toml"
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ def cmd_plan(args) -> int:
 
     t0 = time.perf_counter()
     plan = load_plan(args.plan)
+    if args.confidence is not None:
+        plan = plan.model_copy(update={"budget": plan.budget.model_copy(update={"confidence": args.confidence})})
     analysis = analyse(plan, base=Path(args.plan).resolve().parent)
     if args.json:
         doc = summary_dict(analysis, args.top)
@@ -232,6 +234,34 @@ def cmd_prices(args) -> int:
     return 0
 
 
+def cmd_calibration(args) -> int:
+    """The runs this machine watched, as the planner uses them; or forget them."""
+    from .estimate.watched import clear_records, load_records, store_path
+
+    if args.action == "clear":
+        n = clear_records()
+        print(f"forgot {n} watched run{'s' if n != 1 else ''} ({store_path()})")
+        return 0
+    records = load_records()
+    if args.json:
+        _dump_json(records)
+        return 0
+    if not records:
+        print(f"no watched runs yet ({store_path()}); every run `distill run` or the app finishes is recorded")
+        return 0
+    print(f"{len(records)} watched run{'s' if len(records) != 1 else ''} ({store_path()})")
+    for r in records:
+        m, e = r["measured"], r["estimated"]
+        est = e.get("tokens_per_second_per_gpu") or 0
+        ratio = f"{m['tokens_per_second_per_device'] / est:.2f}× the fit" if est else "no estimate"
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("time", 0)))
+        opt = r["option"]
+        print(f"  {when}  {r['status']:<9}  {opt[1]}×{opt[0]} {opt[2]} GPU(s) {opt[3]} {opt[4]}  "
+              f"{m['tokens_per_second_per_device']:,.0f} tok/s/device ({ratio}), {m['steps']} steps in "
+              f"{m['training_seconds']:.1f} s, set-up {m['setup_seconds']:.1f} s  [{r['key'][0]}]")
+    return 0
+
+
 def default_run_dir(plan_name: str) -> Path:
     """A new folder under the user data folder's ``runs/``, named after the plan and the time."""
     from .catalog.prices import data_dir
@@ -384,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help="plan file (TOML)")
     p.add_argument("--json", action="store_true", help="complete answer as JSON")
     p.add_argument("--top", type=_positive("--top", 1, 10_000), default=10, help="options to list (default 10)")
+    p.add_argument("--confidence", type=_positive("--confidence", 0.5, 0.99, float), default=None,
+                   help="how sure the recommendation must be to meet the budget (default: the plan's, 0.8)")
     p.set_defaults(func=cmd_plan)
 
     e = sub.add_parser("estimate", help="throughput and memory of one configuration")
@@ -428,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("action", choices=["show", "refresh"])
     pr.add_argument("--region", default="eastus")
     pr.set_defaults(func=cmd_prices)
+
+    ca = sub.add_parser("calibration", help="the runs this machine watched, which the planner's estimates use")
+    ca.add_argument("action", choices=["show", "clear"])
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_calibration)
 
     from .azure.cli import add_parser as add_azure
 

@@ -183,6 +183,8 @@ class Training(_Strict):
 class Budget(_Strict):
     hours: float | None = Field(None, gt=0.0, le=24 * 365, description="deadline for the whole run, in hours")
     usd: float | None = Field(None, gt=0.0, le=100_000_000.0, description="cost cap in US dollars")
+    confidence: float = Field(0.8, ge=0.5, le=0.99, description="how sure the recommendation must be to meet the "
+                                                                "deadline and the cost cap (0.8: P80)")
 
 
 class Plan(_Strict):

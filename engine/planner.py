@@ -24,6 +24,8 @@ from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
 from .estimate.solve import Decision, decide, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
+from .estimate.ranges import add_ranges
+from .estimate.watched import calibrate, source_of
 from .plan import Plan
 
 BYTES_PER_TOKEN_ESTIMATE = 4.0  # English text in a BPE tokenizer, for plans that give a file but no token count
@@ -50,7 +52,7 @@ class Analysis:
 
     def reason(self, i: int) -> str:
         return reason(self.sweep, i, self.plan.budget.hours, self.plan.budget.usd, self.planned,
-                      self.capacity_problem(i))
+                      self.capacity_problem(i), self.plan.budget.confidence)
 
 
 MAX_SCAN_FILES = 100_000  # a data folder holding more is more likely a wrong path than a dataset
@@ -157,6 +159,7 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         precision="fp32" if plan.hardware.target == "local" and plan.hardware.accelerator == "cpu" else "bf16-mixed",
         optimizer=plan.training.optimizer,
         cpu=plan.hardware.target == "local" and plan.hardware.accelerator == "cpu",
+        max_tokens=(plan.training.max_steps * plan.data.global_batch_tokens if plan.training.max_steps else None),
     )
 
 
@@ -200,7 +203,7 @@ def capacity_note(sw: Sweep, capacity: CapacityTable, available: np.ndarray) -> 
     return text
 
 
-def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
+def planned_mask(sw: Sweep, plan: Plan, pinned: bool = False) -> np.ndarray:
     g = sw.grid
     m = g.adapter == ADAPTERS.index(plan.adapter.kind)
     modes = [TEACHER_MODES.index(x) for x in plan.method.teacher_modes()]
@@ -228,12 +231,15 @@ def planned_mask(sw: Sweep, plan: Plan) -> np.ndarray:
         m &= same
     if plan.training.gradient_checkpointing:
         m &= g.recompute
+    elif pinned:            # a plan the planner resolved already: its choice of no recomputation stands
+        m &= ~g.recompute
     return m
 
 
 def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
-            capacity: CapacityTable | None = None) -> Analysis:
-    """Everything `distill plan` reports, for one plan.
+            capacity: CapacityTable | None = None, pinned: bool = False) -> Analysis:
+    """Everything `distill plan` reports, for one plan. ``pinned``: the plan was resolved already (a resumed run, an
+    Azure job's plan), so its recomputation choice is kept even where it is off.
 
     ``capacity`` (Azure plans) is the region's capacity and quota; by default the cached check of the plan's region
     (read from disk only; none cached: a note says how to check)."""
@@ -272,11 +278,16 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     modes = ("none",) if plan.method.kind == "ce" else (
         ("generate",) if plan.method.kind == "seq-kd" else ("online", "offline-topk"))
     sw = run_sweep(job, machines, modes)
+    watched = calibrate(sw, plan, pair, base)    # the runs this machine watched
+    if token_note and any("as trained by a watched run" in n for n in watched):
+        notes.remove(token_note)                 # the run's own count replaces the estimate from bytes
+    notes += watched
     if capacity is not None:
         sw.out["available"] = capacity_mask(sw, capacity)
         notes.append(capacity_note(sw, capacity, sw.out["available"]))
-    planned = planned_mask(sw, plan)
-    decision = decide(sw, planned, plan.budget.hours, plan.budget.usd)
+    planned = planned_mask(sw, plan, pinned)
+    add_ranges(sw)
+    decision = decide(sw, planned, plan.budget.hours, plan.budget.usd, plan.budget.confidence)
     if capacity is not None and decision.fastest is None and (planned & sw.out["fits"]).any():
         # every option as planned that fits is one the region cannot give: say which problems, most common first
         blocked = np.flatnonzero(planned & sw.out["fits"] & ~sw.out["available"])
@@ -289,7 +300,7 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         decision.impossible += " (" + "; ".join(examples) + ")"
     shown = list(decision.pareto) + ([decision.recommended] if decision.recommended is not None else [])
     uncal = sorted({sw.label("accelerator", i) for i in shown
-                    if not accelerator_efficiency(sw.label("accelerator", i))[1]})
+                    if not accelerator_efficiency(sw.label("accelerator", i))[1] and sw.out["calibration"][i] < 2})
     if uncal:
         notes.append("throughput on " + ", ".join(uncal) + " is extrapolated from the A100/H100 fit (no published "
                      "FSDP measurement of it in the calibration table); treat those times as rougher")
@@ -315,13 +326,15 @@ class ResolvedRun:
         return self.nodes * self.gpus_per_node
 
 
-def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None = None) -> ResolvedRun:
+def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
+                pinned: bool = False) -> ResolvedRun:
     """The planner's choice for ``plan``, as ``distill run`` and the app's Launch both execute it.
 
     The recommendation when the plan has one; otherwise (no option meets the budget) the fastest option as planned
     that fits. A plan with no option that fits in memory is refused here, before anything is loaded, with the
-    estimator's figures."""
-    a = analyse(plan, base, prices)
+    estimator's figures. ``pinned``: see :func:`analyse` (a resumed run must run the configuration its checkpoints
+    were written by, even if the watched runs since make another look faster)."""
+    a = analyse(plan, base, prices, pinned=pinned)
     sw, o = a.sweep, a.sweep.out
     i = a.decision.recommended
     why = a.decision.rationale
@@ -378,6 +391,9 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     })
     estimate = {
         "tokens_per_second_per_gpu": row["tokens_per_second_per_gpu"],
+        "model_tokens_per_second_per_gpu": float(o.get("model_tokens_per_second_per_gpu",
+                                                       o["tokens_per_second_per_gpu"])[i]),
+        "calibration": source_of(sw, i),
         "memory_gib_per_gpu": row["memory_gib_per_gpu"]["total"],
         "memory_breakdown_gib": row["memory_gib_per_gpu"],
         "usable_gib_per_gpu": row["usable_gib_per_gpu"],

@@ -15,8 +15,13 @@ def _money(v: float | None) -> str:
 
 
 def _hours(h: float) -> str:
+    """A duration in the unit that reads best: seconds, minutes, hours or days (never "0.0 h")."""
     if not np.isfinite(h):
         return "—"
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.0f} min"
     return f"{h:.1f} h" if h < 100 else f"{h / 24:.1f} d"
 
 
@@ -63,8 +68,15 @@ def summary_dict(a: Analysis, top: int) -> dict:
     ok = choices(a)
     planned_idx = np.flatnonzero(a.planned)
     options = []
-    for i in planned_idx:
+
+    def row_of(i: int) -> dict:
         row = sw.row(int(i))
+        if row.get("range") is not None:
+            row["range"]["confidence"] = p.budget.confidence   # the budget was checked at this quantile
+        return row
+
+    for i in planned_idx:
+        row = row_of(int(i))
         row["meets_budget"] = bool(ok[i])
         row["reason"] = "" if ok[i] else a.reason(int(i))
         options.append(row)
@@ -74,7 +86,7 @@ def summary_dict(a: Analysis, top: int) -> dict:
         "plan": p.name,
         "teacher": {"id": a.pair.teacher.id, "params": a.pair.teacher.params},
         "student": {"id": a.pair.student.id, "params": a.pair.student.params},
-        "budget": {"hours": p.budget.hours, "usd": p.budget.usd},
+        "budget": {"hours": p.budget.hours, "usd": p.budget.usd, "confidence": p.budget.confidence},
         "prices": None if a.prices is None else {
             "region": a.prices.region, "date": a.prices.fetched_on, "origin": a.prices.origin},
         # the capacity check the options were filtered by (an unavailable option's "reason" says why); None: unchecked
@@ -83,11 +95,11 @@ def summary_dict(a: Analysis, top: int) -> dict:
         "configurations_swept": len(sw),
         "options_as_planned": int(a.planned.sum()),
         "options_meeting_budget": int(ok.sum()),
-        "recommendation": None if d.recommended is None else {**sw.row(d.recommended), "why": d.rationale},
+        "recommendation": None if d.recommended is None else {**row_of(d.recommended), "why": d.rationale},
         "impossible": d.impossible or None,
-        "fastest": None if d.fastest is None else sw.row(d.fastest),
-        "cheapest": None if d.cheapest is None else sw.row(d.cheapest),
-        "pareto": [sw.row(int(i)) for i in d.pareto],
+        "fastest": None if d.fastest is None else row_of(d.fastest),
+        "cheapest": None if d.cheapest is None else row_of(d.cheapest),
+        "pareto": [row_of(int(i)) for i in d.pareto],
         "top": [r for r in options if r["meets_budget"]][:top],
         "options": options,
         "notes": a.notes,
@@ -177,13 +189,18 @@ def _figures(a: Analysis, i: int) -> str:
     h = r["hours"]
     mem = r["memory_gib_per_gpu"]
     usable = a.sweep.out["mem_usable"][i] / GIB
-    phases = f"setup {h['setup']:.1f}"
+    phases = f"setup {_hours(h['setup'])}"
     if h["teacher_pass"]:
-        phases += f", teacher pass {h['teacher_pass']:.1f}"
-    phases += f", training {h['training']:.1f}"
+        phases += f", teacher pass {_hours(h['teacher_pass'])}"
+    phases += f", training {_hours(h['training'])}"
+    rng = r.get("range")
+    spread = (f"  P10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}, "
+              f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
+    cal = r["calibration"]
+    source = cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
     return (f"  {_hours(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
             f"{mem['total']:.1f} of {usable:.0f} GiB per GPU · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU "
-            f"(MFU {r['mfu'] * 100:.0f}%)")
+            f"(MFU {r['mfu'] * 100:.0f}%, {source})\n{spread.rstrip()}")
 
 
 def _table(a: Analysis, idx) -> str:

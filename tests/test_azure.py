@@ -74,7 +74,11 @@ def demo_events(steps: int = 6, resumed_from: int | None = None, end: str | None
     t0 = float(int(t0))
     first = (resumed_from or 0) + 1
     out = [{"v": 1, "time": t0, "type": "run_started", "total_steps": steps, "total_tokens": 2048 * steps,
-            "device": "cuda:0", "processes": 1, "estimate": {"hours": {"total": 0.01}, "cost_usd": 0.04},
+            "device": "cuda:0", "processes": 1, "estimate": {
+                "hours": {"total": 0.01}, "cost_usd": 0.04, "tokens_per_second_per_gpu": 5000.0,
+                "option": {"sku": "Standard_NC24ads_A100_v4", "nodes": 1, "gpus": 1, "adapter": "full",
+                           "teacher_mode": "online", "teacher_precision": "bf16", "recompute": False,
+                           "sharding": "none"}},
             **({"resumed_from_step": resumed_from} if resumed_from is not None else {})}]
     for s in range(first, steps + 1):
         out.append({"v": 1, "time": t0 + s, "type": "metric", "step": s, "tokens_seen": 2048 * s,
@@ -292,11 +296,19 @@ def test_watch_turns_mlflow_metrics_into_the_runs_events(fake, tmp_path):
     student = meta["output"].split("/paths/", 1)[1] + "student"
     fake.put_blob(f"azureml-blobstore/{student}/config.json", b'{"model_type": "llama"}')
     fake.put_blob(f"azureml-blobstore/{student}/model.safetensors", b"weights")
-    fake.log_events(meta["job"], [{"v": 1, "time": 1_796_000_010.0, "type": "run_finished",
+    measured = {"tokens_per_second_per_device": 4000.0, "steps": 6, "training_seconds": 3.0, "setup_seconds": 40.0,
+                "teacher_pass_seconds": 0.0, "peak_memory_bytes_per_rank": [2**30]}
+    fake.log_events(meta["job"], [{"v": 1, "time": 1_796_000_010.0, "type": "run_finished", "measured": measured,
                                    "status": "succeeded", "step": 6, "message": "student saved to /mnt/x"}])
     fake.set_job(meta["job"], "Completed")
     assert w.poll() == "succeeded"
     w.close()
+    # what the node measured is kept for the planner's estimates of this VM size
+    from distill_studio.engine.estimate.watched import load_records
+
+    (rec,) = load_records()
+    assert rec["key"][0] == "azure:standard_nc24ads_a100_v4"
+    assert rec["measured"]["tokens_per_second_per_device"] == 4000.0 and rec["estimated"]["tokens_per_second_per_gpu"] == 5000.0
     got = read_events(run / "events.jsonl")
     assert [e["type"] for e in got].count("run_finished") == 1
     assert got[-1]["status"] == "succeeded" and "distill azure download" in got[-1]["message"]

@@ -278,8 +278,21 @@ class Watcher:
         found = [e for e in read_events(self.events.path) if e.get("type") in ("run_started", "run_finished")]
         return found[-1] if found and found[-1]["type"] == "run_finished" else None
 
+    def _remember(self) -> None:
+        """What the node measured, for the planner's next estimates of this VM size (``estimate/watched.py``)."""
+        from ..estimate.watched import record_from_events
+
+        try:
+            base = Path(self.meta.get("plan_path", self.run_dir / "plan.toml")).parent
+            if record_from_events(self.run_dir, base) is not None:
+                self.say("the run's measured speed is kept for the planner's next estimates")
+        except Exception as exc:  # noqa: BLE001 — never a reason to fail the watch
+            self.say(f"the run's measurements could not be kept ({type(exc).__name__}: {exc})")
+
     def _end(self, job, status: str) -> str | None:
         recorded = self._engine_end()
+        if recorded is not None and recorded.get("measured"):
+            self._remember()
         if status == "Completed":
             if recorded is None:
                 self.events.emit("run_finished", status="succeeded", step=self._last_step(),

@@ -87,10 +87,12 @@ class Job:
     sharding_auto: bool = True    # the plan leaves the sharding to the planner (placement.teacher_replicated)
     optimizer: str = "adamw"      # "adamw" | "adamw-8bit" (bitsandbytes: both moments in 8 bits, OPTIMIZER_STATE)
     cpu: bool = False             # the engine on a CPU: the loss's chunks are also bounded by CPU_LOSS_CHUNK_BYTES
+    max_tokens: float | None = None  # training.max_steps × the global batch: the run stops there
 
     @property
     def train_tokens(self) -> float:
-        return self.tokens_per_epoch * self.epochs
+        tokens = self.tokens_per_epoch * self.epochs
+        return min(tokens, self.max_tokens) if self.max_tokens else tokens
 
 
 @dataclass

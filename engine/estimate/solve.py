@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .ranges import at_confidence
 from .sweep import Sweep, pareto_front
 
 GIB = 1024**3
@@ -30,7 +31,7 @@ class Decision:
 
 
 def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray,
-           problem: str = "") -> str:
+           problem: str = "", confidence: float = 0.5) -> str:
     """Why option ``i`` is not a choice ("" if it is one). ``problem`` is the capacity sentence of an option the
     region cannot give (``sw.out["available"]`` False)."""
     o = sw.out
@@ -45,24 +46,30 @@ def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, pl
     if not o["fits_prepass"][i]:
         return "does not fit: the teacher's own pass (top-k caching or generation) needs more memory than the node has"
     h, usd = float(o["total_hours"][i]), float(o["cost_usd"][i])
-    if hours_cap is not None and h > hours_cap:
-        return f"misses the deadline: {h:.1f} h > {hours_cap:g} h"
-    if usd_cap is not None and np.isfinite(usd) and usd > usd_cap:
-        return f"over budget: ${usd:,.0f} > ${usd_cap:,.0f}"
+    hq, uq = (float(x[i]) for x in at_confidence(sw, confidence)) if confidence > 0.5 else (h, usd)
+    at = f" at P{round(confidence * 100)}" if confidence > 0.5 else ""
+    if hours_cap is not None and hq > hours_cap:
+        return f"misses the deadline: {hq:.2f} h{at} > {hours_cap:g} h" + (f" (median {h:.2f} h)" if at else "")
+    if usd_cap is not None and np.isfinite(uq) and uq > usd_cap:
+        return f"over budget: ${uq:,.0f}{at} > ${usd_cap:,.0f}" + (f" (median ${usd:,.0f})" if at else "")
     if not np.isfinite(usd):
         return "price unknown in this region"
     return ""
 
 
-def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: float | None) -> Decision:
+def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: float | None,
+           confidence: float = 0.5) -> Decision:
+    """``confidence`` > 0.5: the deadline and the cost cap must hold at that quantile of each option's range
+    (``ranges.py``), not only at the model's median figure."""
     o = sw.out
     hours, cost = o["total_hours"], o["cost_usd"]
+    hq, cq = at_confidence(sw, confidence) if confidence > 0.5 else (hours, cost)
     runnable = planned & o["fits"] & np.isfinite(hours)
     available = o.get("available")
     cand = runnable & available if available is not None else runnable
     priced = cand & np.isfinite(cost)
-    in_time = cand & (hours <= hours_cap) if hours_cap is not None else cand.copy()
-    in_cost = (np.isfinite(cost) & (cost <= usd_cap)) if usd_cap is not None else np.ones(len(sw), dtype=bool)
+    in_time = cand & (hq <= hours_cap) if hours_cap is not None else cand.copy()
+    in_cost = (np.isfinite(cq) & (cq <= usd_cap)) if usd_cap is not None else np.ones(len(sw), dtype=bool)
     meets = in_time & in_cost
     front = pareto_front(hours, cost, cand)
 
@@ -85,17 +92,18 @@ def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: flo
             d.impossible = "no option as planned fits in memory" if planned.any() else "no option matches the plan"
         return d
     meets_priced = meets & np.isfinite(cost)
+    at = f" at P{round(confidence * 100)}" if confidence > 0.5 else ""
     if hours_cap is not None:
         pick = argmin(cost, meets_priced, hours)
         d.rationale = f"the cheapest option that finishes within {hours_cap:g} h" + (
-            f" and ${usd_cap:,.0f}" if usd_cap is not None else "")
+            f" and ${usd_cap:,.0f}" if usd_cap is not None else "") + at
         if pick is None and usd_cap is None:
             pick = argmin(hours, meets, hours)
-            d.rationale = (f"the fastest option that finishes within {hours_cap:g} h; no price is known for the "
+            d.rationale = (f"the fastest option that finishes within {hours_cap:g} h{at}; no price is known for the "
                            "options in time, so none can be called cheapest")
     elif usd_cap is not None:
         pick = argmin(hours, meets, np.nan_to_num(cost, nan=np.inf))
-        d.rationale = f"the fastest option under ${usd_cap:,.0f}"
+        d.rationale = f"the fastest option under ${usd_cap:,.0f}{at}"
     else:
         pick = cheapest if cheapest is not None else fastest
         d.rationale = ("the cheapest option (no deadline or cost cap in the plan)" if cheapest is not None
@@ -104,9 +112,9 @@ def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: flo
     if pick is None:
         parts = []
         if hours_cap is not None and not in_time.any():
-            parts.append(f"no option finishes within {hours_cap:g} h")
+            parts.append(f"no option finishes within {hours_cap:g} h{at}")
         if usd_cap is not None and not (cand & in_cost).any():
-            parts.append(f"no option costs under ${usd_cap:,.0f}")
+            parts.append(f"no option costs under ${usd_cap:,.0f}{at}")
         if not parts:
             parts.append("no option meets both the deadline and the cost cap")
         d.impossible = "; ".join(parts)

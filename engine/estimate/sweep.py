@@ -29,6 +29,9 @@ class Machine:
     provision: str = "azure"      # "azure" | "local"
 
 
+CALIBRATION_SOURCES = ("extrapolated", "published fit", "corrected here", "measured here")   # codes 0..3
+
+
 @dataclass
 class Sweep:
     job: Job
@@ -68,6 +71,12 @@ class Sweep:
             "memory_gib_per_gpu": {k: round(v, 3) for k, v in mem.items()},
             "usable_gib_per_gpu": round(float(o["mem_usable"][i]) / 1024**3, 3),
             "fits": bool(o["fits"][i]),
+            # P10-P90 of time and cost (estimate/ranges.py); the confidence the budget was checked at is the plan's
+            "range": {"hours": [float(o["hours_low"][i]), float(o["hours_high"][i])],
+                      "cost_usd": [float(o["cost_low"][i]), float(o["cost_high"][i])]} if "hours_low" in o else None,
+            # where the speed comes from: measured here (N runs), corrected here, the published fit, extrapolated
+            "calibration": {"source": CALIBRATION_SOURCES[int(o["calibration"][i])] if "calibration" in o
+                            else "published fit", "runs": int(o["calibration_runs"][i]) if "calibration" in o else 0},
             "hours": {
                 "setup": float(o["setup_hours"][i]),
                 "teacher_pass": float(o["prepass_hours"][i]),

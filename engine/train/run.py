@@ -203,6 +203,7 @@ def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world
 
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
              keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None) -> int:
+    t_begin = time.monotonic()
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -241,7 +242,8 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
             plan, paths = load_plan(plan_path), RunPaths(run_dir, plan_path.resolve().parent)
         plan = with_inputs(plan, inputs)  # again on every start: mount paths change from one job to the next
         # the configuration the planner chose, every "auto" fixed; the world must be the plan's
-        resolved = resolve_run(plan, paths.plan_base)
+        # a resumed run, or a job submitted with a plan resolved on the desktop, runs that configuration exactly
+        resolved = resolve_run(plan, paths.plan_base, pinned=resume or run_key is not None)
         check_world(resolved, accelerator.num_processes, os.environ.get("LOCAL_WORLD_SIZE"))
         plan = resolved.plan
         if main:
@@ -272,6 +274,8 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         session.setup(resume=resume)
         status = session.train()
         measured = session.measure()
+        # set-up as the planner counts it: start to the first step, without the teacher's pass
+        measured["setup_seconds"] = round(max(0.0, session._t_start - t_begin - session.teacher_pass_seconds), 3)
         together = True
     except DistillError as exc:
         return _fail(events, main, str(exc), session, EXIT_BAD_INPUT if not session.started else EXIT_FAILED)
@@ -300,6 +304,24 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
                        f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED, measured)
     return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK, measured)
+
+
+def _remember(session, measured: dict, status: str) -> None:
+    """What this run measured, for the planner's next estimates (``estimate/watched.py``). Never fails the run."""
+    try:
+        from ..estimate.watched import record_run
+
+        resolved = session.resolved
+        if resolved is None:
+            return
+        rec = record_run(resolved.plan, session.paths.plan_base, resolved.estimate, measured, status=status,
+                         total_tokens=int(getattr(session, "total_tokens", 0) or 0),
+                         setup_seconds=float(measured.get("setup_seconds") or 0.0), run_dir=session.paths.run_dir)
+        if rec is not None:
+            log.info("measured %.0f tokens/s per device (planned %.0f); kept for the planner's next estimates",
+                     rec["measured"]["tokens_per_second_per_device"], rec["estimated"]["tokens_per_second_per_gpu"])
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not keep this run's measurements for the planner (%s: %s)", type(exc).__name__, exc)
 
 
 # glibc mallopt parameters (malloc.h)
@@ -365,6 +387,8 @@ def _finish(events: EventWriter | None, status: str, message: str, session, code
         events.emit("run_finished", status=status, message=message, step=session.state.step,
                     **({"measured": measured} if measured else {}))
         events.close()
+        if measured:
+            _remember(session, measured, status)
     if session.accelerator.is_main_process and status != "failed":
         print(f"{status}: {message}", file=sys.stderr)
     return code

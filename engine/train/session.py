@@ -346,6 +346,7 @@ class Session:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         total_tokens = self.order.tokens([len(e.input_ids) for e in self.examples], self.total_steps)
+        self.total_tokens = total_tokens
         self.emit("run_started", plan=plan.model_dump(mode="json", exclude_none=True), total_steps=self.total_steps,
                   total_tokens=total_tokens,
                   examples=len(self.examples), global_batch=self.global_seqs, processes=self.accelerator.num_processes,

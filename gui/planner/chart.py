@@ -64,6 +64,9 @@ def _fmt_usd(v: float) -> str:
     return f"${v:,.0f}" if v >= 10 else f"${v:.2f}".rstrip("0").rstrip(".")
 
 
+RANGE_PEN = "#7f8c8d"
+
+
 class CostTimeChart(QWidget):
     sig_option_clicked = Signal(int)
     """The sweep index of a clicked option."""
@@ -90,13 +93,17 @@ class CostTimeChart(QWidget):
         self._unavailable_in_legend = False
         self.ok = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=0.5), brush=pg.mkBrush(OK_BRUSH),
                                      name="meets the budget", **kw)
+        # P10-P90 of the options that matter (on the front, recommended): time and cost move
+        # together (cost is time at the option's price), so each range is a short diagonal on log axes
+        self.whiskers = pg.PlotDataItem(pen=pg.mkPen(RANGE_PEN, width=1.2), connect="pairs", name="P10–P90 range")
         self.front = pg.PlotDataItem(pen=pg.mkPen(FRONT, width=2), symbol="o", symbolSize=7,
                                      symbolBrush=FRONT, symbolPen=None, name="Pareto front")
         self.recommended = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("k", width=1),
                                               brush=pg.mkBrush(RECOMMENDED), name="recommended", **kw)
         self.selected = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#d35400", width=2.5),
                                            brush=pg.mkBrush(0, 0, 0, 0))
-        for item in (self.nofit, self.unavailable, self.grey, self.ok, self.front, self.recommended, self.selected):
+        for item in (self.nofit, self.unavailable, self.grey, self.whiskers, self.ok, self.front, self.recommended,
+                     self.selected):
             self.plot.addItem(item)
         for item in (self.nofit, self.unavailable, self.grey, self.ok, self.recommended):
             item.sigClicked.connect(self._clicked)
@@ -126,7 +133,9 @@ class CostTimeChart(QWidget):
 
     def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
                      planned: np.ndarray, front: np.ndarray, recommended: int | None,
-                     hours_cap: float | None, usd_cap: float | None, available: np.ndarray | None = None) -> None:
+                     hours_cap: float | None, usd_cap: float | None, available: np.ndarray | None = None,
+                     low: np.ndarray | None = None, high: np.ndarray | None = None,
+                     cost_low: np.ndarray | None = None, cost_high: np.ndarray | None = None) -> None:
         """Draw the options (arrays over the whole sweep; ``planned`` selects what is drawn). ``available``: False
         where the region cannot give the option (capacity or quota, as last checked)."""
         blocked = planned & fits & ~available if available is not None else np.zeros_like(planned)
@@ -152,8 +161,24 @@ class CostTimeChart(QWidget):
                                      data=[recommended])
         else:
             self.recommended.setData([], [])
+        # ranges on the Pareto front and the recommendation: the choices worth weighing (all of them would hide the
+        # chart); every option's range is in the table
+        self._whiskers(np.unique(np.concatenate([np.asarray(front, dtype=np.int64),
+                                                 [recommended] if recommended is not None else []]).astype(np.int64)),
+                       hours, cost, low, high, cost_low, cost_high)
         self.set_budget(hours_cap, usd_cap)
         self.plot.enableAutoRange()
+
+    def _whiskers(self, idx: np.ndarray, hours, cost, low, high, cost_low, cost_high) -> None:
+        if low is None or high is None or cost_low is None or cost_high is None or not idx.size:
+            self.whiskers.setData([], [])
+            return
+        idx = idx[np.isfinite(cost[idx]) & np.isfinite(hours[idx]) & (low[idx] > 0) & np.isfinite(high[idx])]
+        x = np.empty(2 * idx.size)
+        y = np.empty(2 * idx.size)
+        x[0::2], x[1::2] = np.log10(low[idx]), np.log10(high[idx])
+        y[0::2], y[1::2] = self._y(cost_low[idx]), self._y(cost_high[idx])
+        self.whiskers.setData(x=x, y=y)
 
     def set_budget(self, hours_cap: float | None, usd_cap: float | None) -> None:
         for line, value, text in ((self.deadline, hours_cap, "deadline {:g} h"), (self.cost_cap, usd_cap, "cap ${:,.0f}")):

@@ -15,14 +15,25 @@ from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
 
 COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "Sharding",
-           "GiB/GPU", "Tokens/s/GPU", "Status")
-GIB_COL, TOKENS_COL, STATUS_COL = 9, 10, 11
+           "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Status")
+GIB_COL, TOKENS_COL, RANGE_COL, SOURCE_COL, STATUS_COL = 9, 10, 11, 12, 13
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 INDEX_ROLE = Qt.ItemDataRole.UserRole + 2
-_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL)
+_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL, RANGE_COL)
 # how each model is placed, as the engine runs it: DDP, FSDP inside each node, FSDP over every GPU
 _SHARDING = {"none": "none (DDP)", "within-node": "in node", "all-gpus": "all GPUs"}
 _GREY = QColor("#8a8a8a")
+
+
+def _h(hours: float) -> str:
+    """Hours as the table shows them, in the unit that reads best."""
+    if not np.isfinite(hours):
+        return "—"
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:,.1f} h"
 
 
 class OptionsModel(QAbstractTableModel):
@@ -66,7 +77,16 @@ class OptionsModel(QAbstractTableModel):
         shown = (g.teacher_mode != TEACHER_MODES.index("none")) & (g.sharding != SHARDINGS.index("none"))
         teacher_where = np.where(o["teacher_replicated"], ", teacher whole", ", teacher sharded")
         sharding = np.where(shown, sharding + teacher_where, sharding).astype(object)
-        return {0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
+        from ...engine.estimate.sweep import CALIBRATION_SOURCES
+
+        n = len(sw)
+        low, high = (o.get("hours_low", o["total_hours"]), o.get("hours_high", o["total_hours"]))
+        source = np.asarray(CALIBRATION_SOURCES, dtype=object)[o["calibration"].astype(np.int64)] \
+            if "calibration" in o else np.full(n, "published fit", dtype=object)
+        runs = o.get("calibration_runs", np.zeros(n, dtype=np.int64))
+        source = np.where(runs > 0, source + " (" + runs.astype(str) + ")", source).astype(object)
+        return {RANGE_COL: high, "range_low": low, SOURCE_COL: source,
+                0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
                 4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
                 6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object), 8: sharding,
                 GIB_COL: o["mem_total"] / GIB, TOKENS_COL: o["tokens_per_second_per_gpu"]}
@@ -106,6 +126,8 @@ class OptionsModel(QAbstractTableModel):
                 return f"{v:.1f}"
             if col == TOKENS_COL:
                 return f"{v:,.0f}"
+            if col == RANGE_COL:
+                return f"{_h(self._cols['range_low'][i])} – {_h(v)}"
             return str(v)
         if role == INDEX_ROLE:
             return i
@@ -135,7 +157,7 @@ class OptionsModel(QAbstractTableModel):
             return
         column, order = self._sort
         rows = self.rows
-        if column == 10:
+        if column == STATUS_COL:
             key = (~self.ok[rows]).astype(np.int8)
         else:
             key = self._cols[column][rows]

@@ -84,6 +84,13 @@ class PlannerView(QWidget):
         self.priority.setObjectName("priority_combo")
         self.priority.addItems(["dedicated", "low-priority"])
         self.priority.setToolTip("Azure VM priority: low-priority is cheaper and can be pre-empted")
+        self.confidence = QComboBox()
+        self.confidence.setObjectName("confidence")
+        for label, value in (("P50 (median)", 0.5), ("P80", 0.8), ("P90", 0.9), ("P95", 0.95)):
+            self.confidence.addItem(label, value)
+        self.confidence.setToolTip("How sure an option must be to meet the deadline and the cost cap: P80 means "
+                                   "it finishes in time and under the cap in 4 runs out of 5")
+        self.confidence.currentIndexChanged.connect(self._controls_changed)
         self.all_adapters = QCheckBox("All adapters and teacher modes")
         self.all_adapters.setToolTip("Show full training, LoRA and QLoRA and every teacher mode, not only the plan's")
         for w in (self.deadline, self.cap):
@@ -98,7 +105,8 @@ class PlannerView(QWidget):
         self.refresh_button.clicked.connect(self.refresh_prices)
 
         controls = QHBoxLayout()
-        for label, w in (("Deadline", self.deadline), ("Cost cap", self.cap), ("Priority", self.priority)):
+        for label, w in (("Deadline", self.deadline), ("Cost cap", self.cap), ("Confidence", self.confidence),
+                         ("Priority", self.priority)):
             controls.addWidget(QLabel(label))
             controls.addWidget(w)
         controls.addWidget(self.all_adapters)
@@ -188,6 +196,12 @@ class PlannerView(QWidget):
             w.blockSignals(True)
             w.setValue(v)
             w.blockSignals(False)
+        self.confidence.blockSignals(True)
+        values = [self.confidence.itemData(k) for k in range(self.confidence.count())]
+        if a.plan.budget.confidence not in values:
+            self.confidence.addItem(f"P{round(a.plan.budget.confidence * 100)}", a.plan.budget.confidence)
+        self.confidence.setCurrentIndex(self.confidence.findData(a.plan.budget.confidence))
+        self.confidence.blockSignals(False)
         self.priority.blockSignals(True)
         self.priority.setCurrentText(a.plan.hardware.priority)
         self.priority.setEnabled(a.plan.hardware.target == "azure")
@@ -227,18 +241,22 @@ class PlannerView(QWidget):
         hw = base.plan.hardware
         if hw.target == "azure":
             hw = hw.model_copy(update={"priority": self.priority.currentText()})
-        plan = base.plan.model_copy(update={"budget": base.plan.budget.model_copy(update={"hours": hours, "usd": usd}),
-                                            "hardware": hw})
+        confidence = float(self.confidence.currentData() or base.plan.budget.confidence)
+        plan = base.plan.model_copy(update={"budget": base.plan.budget.model_copy(
+            update={"hours": hours, "usd": usd, "confidence": confidence}), "hardware": hw})
         sw = base.sweep
         planned = planned_mask(sw, plan)
         if self.all_adapters.isChecked():
             planned = self._all_modes_mask(sw, plan)
-        a = dataclasses.replace(base, plan=plan, planned=planned, decision=decide(sw, planned, hours, usd))
+        a = dataclasses.replace(base, plan=plan, planned=planned, decision=decide(sw, planned, hours, usd,
+                                                                                   plan.budget.confidence))
         self.analysis = a
         ok = choices(a)
         o = sw.out
         self.chart.show_options(o["total_hours"], o["cost_usd"], ok, o["fits"], planned, a.decision.pareto,
-                                a.decision.recommended, hours, usd, available=o.get("available"))
+                                a.decision.recommended, hours, usd, available=o.get("available"),
+                                low=o.get("hours_low"), high=o.get("hours_high"), cost_low=o.get("cost_low"),
+                                cost_high=o.get("cost_high"))
         self.model.set_analysis(a, ok)
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()

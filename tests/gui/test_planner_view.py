@@ -164,3 +164,35 @@ def test_all_adapters_keeps_the_plans_other_choices(qtbot, planner):
     # teacher precision and priority are still the plan's
     assert set(sw.grid.extra["teacher_precision"][wider]) == set(sw.grid.extra["teacher_precision"][planned])
     assert set(sw.grid.extra["priority"][wider]) == set(sw.grid.extra["priority"][planned])
+
+
+def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screenshot):
+    """Every option has a P10-P90 range in the table and a whisker on the chart; the recommendation meets the
+    deadline at the confidence chosen, and a stricter confidence never picks an option slower at that quantile."""
+    from distill_studio.engine.estimate.ranges import at_confidence
+    from distill_studio.gui.planner.table import RANGE_COL, SOURCE_COL
+
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    assert planner.confidence.currentData() == 0.8
+    o = a.sweep.out
+    i = a.decision.recommended
+    assert o["hours_low"][i] < o["total_hours"][i] < o["hours_high"][i]
+    assert at_confidence(a.sweep, 0.8)[0][i] <= a.plan.budget.hours
+    model = planner.model
+    row = model.row_of(i)
+    text = model.index(row, RANGE_COL).data()
+    assert "–" in text and text.endswith("h")
+    assert model.index(row, SOURCE_COL).data() in ("published fit", "extrapolated")
+    x, _y = planner.chart.whiskers.getData()
+    assert x is not None and len(x) >= 2                    # segments: pairs of points
+    qtbot.wait(200)
+    screenshot(planner, "planner_ranges_p80")
+    chosen = {}
+    for level in (0.5, 0.8, 0.95):
+        planner.confidence.setCurrentIndex(planner.confidence.findData(level))
+        b = planner.analysis
+        r = b.decision.recommended
+        assert r is not None and at_confidence(b.sweep, level)[0][r] <= b.plan.budget.hours
+        chosen[level] = r
+    assert len(set(chosen.values())) > 1              # P50 trusts the median more: another pick than P95
+    assert "P95" in planner.analysis.decision.rationale

@@ -1,0 +1,91 @@
+"""How sure an estimate is: a range for every option's time and cost, and the figure at a confidence the user picks.
+
+Each part of an option's time is treated as log-normal around the model's figure, with a spread (log standard
+deviation) that says how well that part is known:
+
+- **training**: the spread of log(measured / predicted) over the published measurements the fit was made from, for
+  the accelerator's family (``[uncertainty] fit_log_sd``, written with the fit), widened where the model
+  extrapolates: an accelerator no measurement covers, a CPU, LoRA/QLoRA (the measurements are full training), a
+  model or sequence length outside the table; narrowed to run-to-run noise where this machine measured it
+  (``estimate/watched.py``);
+- **the teacher's pass and generation**, **set-up** and **checkpoints**: no published calibration; their stated
+  spreads.
+
+The range of the whole is the sum of the parts' quantiles (an upper bound of the sum's quantile: the parts are not
+assumed to cancel). ``at_confidence(sw, 0.8)`` is the time and cost the option stays under with that confidence;
+the budget solver checks the deadline and the cost cap against it, so a recommendation "meets 3 h at P80".
+"""
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from .core import ADAPTERS, TEACHER_MODES, coefficients
+
+RANGE_QUANTILES = (0.1, 0.9)        # the range shown: P10-P90
+DEFAULT_CONFIDENCE = 0.8
+TABLE_PARAMS_B = (1.0, 70.0)        # the calibration table's model sizes (billions) and sequence lengths
+TABLE_SEQ_LEN = (2048, 8192)
+
+
+def spreads(sw) -> dict[str, np.ndarray]:
+    """Log standard deviation of each part of each option's time."""
+    u = coefficients()["uncertainty"]
+    accs = coefficients()["accelerators"]
+    g, o, job = sw.grid, sw.out, sw.job
+    names = sw.labels["accelerator"]
+    fam_sd = np.asarray([u["fit_log_sd"].get(accs.get(a, {}).get("family", "h100"), max(u["fit_log_sd"].values()))
+                         for a in names])[g.extra["accelerator"]]
+    calibrated = np.asarray([bool(accs.get(a, {}).get("calibrated", False)) for a in names])[g.extra["accelerator"]]
+    cpu = np.asarray([a == "cpu" for a in names])[g.extra["accelerator"]]
+    train = fam_sd * np.where(calibrated, 1.0, u["uncalibrated_accelerator"])
+    train = train * np.where(cpu, u["cpu"], 1.0)
+    train = train * np.where(g.adapter != ADAPTERS.index("full"), u["lora"], 1.0)
+    params_b = job.student.params / 1e9
+    outside = not (TABLE_PARAMS_B[0] <= params_b <= TABLE_PARAMS_B[1]) or not (
+        TABLE_SEQ_LEN[0] <= job.seq_len <= TABLE_SEQ_LEN[1])
+    train = train * (u["outside_table"] if outside else 1.0)
+    setup = np.full(len(sw), u["setup_log_sd"])
+    code = o.get("calibration")
+    if code is not None:          # watched runs: measured here, or corrected by them
+        train = np.where(code == 3, u["measured_here_log_sd"], np.where(code == 2, u["corrected_here_log_sd"], train))
+        setup = np.where(code >= 2, u["measured_here_log_sd"] * 2, setup)
+    mode = g.teacher_mode
+    prepass = np.where(mode == TEACHER_MODES.index("generate"), u["generation_log_sd"], u["teacher_pass_log_sd"])
+    return {"setup": setup, "prepass": prepass, "train": train, "checkpoint": np.full(len(sw), u["checkpoint_log_sd"])}
+
+
+_PARTS = (("setup", "setup_hours"), ("prepass", "prepass_hours"), ("train", "train_hours"),
+          ("checkpoint", "checkpoint_hours"))
+
+
+def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Each option's time at quantile ``q`` (0.5: the model's own figure)."""
+    o = sw.out
+    sd = sd or spreads(sw)
+    z = NormalDist().inv_cdf(q)
+    parts = sum(o[col] * np.exp(z * sd[key]) for key, col in _PARTS)
+    # what the model adds beyond its parts (the low-priority allowance) scales with them
+    base = sum(o[col] for _, col in _PARTS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(base > 0, o["total_hours"] / base, 1.0)
+    return np.where(np.isfinite(o["total_hours"]), parts * factor, o["total_hours"])
+
+
+def cost_for(sw, hours: np.ndarray) -> np.ndarray:
+    return hours * sw.grid.nodes * sw.grid.usd_per_node_hour
+
+
+def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """(hours, cost) each option stays under with probability ``confidence``."""
+    h = hours_at(sw, confidence)
+    return h, cost_for(sw, h)
+
+
+def add_ranges(sw) -> None:
+    """The P10-P90 range of every option's time and cost, in ``sw.out`` (``hours_low`` ... ``cost_high``)."""
+    sd = spreads(sw)
+    for name, q in zip(("low", "high"), RANGE_QUANTILES):
+        h = hours_at(sw, q, sd)
+        sw.out[f"hours_{name}"], sw.out[f"cost_{name}"] = h, cost_for(sw, h)
