@@ -231,14 +231,26 @@ class MonitorView(QWidget):
             self._update_buttons()
             return
         self.title.setText(record.name)
-        try:
-            self.plan = load_plan(Path(record.run_dir) / "plan.toml")
-        except Exception:  # noqa: BLE001 - a run whose plan does not load still shows its curves
-            self.plan = None
-        self._price = price_per_hour(self.plan) if self.plan else None
+        self.plan, self._price = None, None
+        self._attach_plan()
         self.watch = Watch(record)
         self._timer.start()
         self._poll()
+
+    def _attach_plan(self) -> None:
+        """The run's plan as it runs (its price, budget and deadline). A run just launched writes it a moment after
+        it starts: until then this is tried again at every poll, so cost so far and the deadline warning appear
+        without reopening the run."""
+        if self.plan is not None or self.record is None:
+            return
+        path = Path(self.record.run_dir) / "plan.toml"
+        if not path.is_file():
+            return
+        try:
+            self.plan = load_plan(path)
+        except Exception:  # noqa: BLE001 - a run whose plan does not load still shows its curves
+            return
+        self._price = price_per_hour(self.plan)
 
     def set_compare_choices(self, records: list[RunRecord]) -> None:
         current = self.compare.currentData()
@@ -292,6 +304,7 @@ class MonitorView(QWidget):
             self._resume_asked_at = None
 
     def _show(self, s: Snapshot) -> None:
+        self._attach_plan()
         status = STATUS_TEXT.get(s.status, s.status)
         if s.remote and s.alive and s.status in ("starting", "running"):
             status = f"{status} · Azure ML: {s.remote}"       # Queued, Preparing (image build), Running, ...

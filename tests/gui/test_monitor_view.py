@@ -111,3 +111,22 @@ def test_stop_forces_a_run_that_does_not_stop(qtbot, monitor, tmp_path, monkeypa
         qtbot.waitUntil(lambda: monitor.snapshot.status == "stopped", timeout=5_000)
     finally:
         p.kill()
+
+
+def test_a_plan_written_after_launch_is_attached_for_cost_and_deadline(qtbot, monitor, tmp_path):
+    """A run launched from the app writes its plan a moment after it starts: the monitor, already watching, picks
+    it up, so cost so far and the deadline warning appear without reopening the run."""
+    d = make_run(tmp_path, "fresh", steps=10, total=1000, hours=1.0, usd=5.0, usd_per_hour=3.6)
+    plan_text = (d / "plan.toml").read_text()
+    (d / "plan.toml").unlink()
+    p = stand_in(d)
+    try:
+        monitor.show_run(RunRecord(run_dir=str(d), name="fresh", pid=p.pid))
+        qtbot.waitUntil(lambda: "ETA" in monitor.figures.text(), timeout=10_000)
+        assert monitor.plan is None and "cost so far" not in monitor.figures.text()
+        (d / "plan.toml").write_text(plan_text)
+        qtbot.waitUntil(lambda: "cost so far $" in monitor.figures.text(), timeout=10_000)
+        assert monitor.plan is not None and monitor.warning.isVisible()
+        assert "past its 1 h deadline" in monitor.warning.text()
+    finally:
+        p.kill()
