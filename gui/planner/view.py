@@ -325,6 +325,20 @@ class PlannerView(QWidget):
                 + (f", {_SHARDING_TEXT[r['sharding']]}" if r["gpus"] > 1 else "")
                 + (f", teacher {'whole on each GPU' if r['teacher_placement'] == 'replicated' else 'sharded'}"
                    if r["gpus"] > 1 and r["sharding"] != "none" and r["teacher_mode"] != "none" else ""))
+        h = r["hours"]
+        phases = [f"set-up {_hours(h['setup'])}"]
+        if h["teacher_pass"]:
+            what = "generation" if r["teacher_mode"] == "generate" else "teacher pass"
+            phases.append(f"{what} {_hours(h['teacher_pass'])} ({a.sweep.job.tokens_per_epoch / 1e6:,.0f}M tokens)")
+        phases.append(f"training {_hours(h['training'])}")
+        if h["checkpoints"] * 3600 >= 1:
+            phases.append(f"checkpoints {_hours(h['checkpoints'])}")
+        cal = r["calibration"]
+        text += ("\n" + ", ".join(phases) + f" · MFU {r['mfu'] * 100:.0f}% · "
+                 + cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else ""))
+        rng = r.get("range")
+        if rng:
+            text += f"\nP10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}"
         return text + (f"\n✗ {why}" if why else "\n✓ meets the budget")
 
     def select_option(self, i: int | None) -> None:

@@ -183,6 +183,10 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     text = model.index(row, RANGE_COL).data()
     assert "–" in text and text.endswith("h")
     assert model.index(row, SOURCE_COL).data() in ("published fit", "extrapolated")
+    # the selected option says where its time goes, how fast it runs, how sure the figure is
+    planner.select_option(i)
+    label = planner.option_label.text()
+    assert "teacher pass" in label and "training" in label and "MFU" in label and "P10–P90" in label
     x, _y = planner.chart.whiskers.getData()
     assert x is not None and len(x) >= 2                    # segments: pairs of points
     qtbot.wait(200)
