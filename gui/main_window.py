@@ -34,6 +34,9 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(960, 640)
         self.planner = PlannerView()
         self.planner.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15_000))
+        # Launch only once the open plan has been planned: a plan that fails its check cannot be launched
+        self.planner.sig_analysis_ready.connect(self._update_actions)
+        self.planner.sig_plan_failed.connect(lambda _m: self._update_actions())
         # The Runs screen (four live charts, the runs list) is built when it is first shown or used: the window
         # comes up sooner, and a run left training is re-attached as soon as the Runs tab is opened.
         self._runs = None
@@ -148,7 +151,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has = self.plan is not None
         self.act_edit.setEnabled(has)
-        self.act_launch.setEnabled(has and self.plan_path is not None)
+        self.act_launch.setEnabled(has and self.plan_path is not None and self.planner.base_analysis is not None)
 
     # ---- plans -------------------------------------------------------------------------------------------------
 

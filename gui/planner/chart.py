@@ -180,6 +180,14 @@ class CostTimeChart(QWidget):
         y[0::2], y[1::2] = self._y(cost_low[idx]), self._y(cost_high[idx])
         self.whiskers.setData(x=x, y=y)
 
+    def clear_options(self) -> None:
+        """Nothing drawn (a plan that could not be planned)."""
+        for item in (self.ok, self.grey, self.nofit, self.unavailable, self.recommended, self.selected):
+            item.setData([], [])
+        self.front.setData([], [])
+        self.whiskers.setData([], [])
+        self.set_budget(None, None)
+
     def set_budget(self, hours_cap: float | None, usd_cap: float | None) -> None:
         for line, value, text in ((self.deadline, hours_cap, "deadline {:g} h"), (self.cost_cap, usd_cap, "cap ${:,.0f}")):
             if value:

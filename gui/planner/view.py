@@ -46,6 +46,8 @@ class PlannerView(QWidget):
     sig_analysis_ready = Signal()
     """A plan's sweep finished and is drawn."""
     sig_error = Signal(str)
+    sig_plan_failed = Signal(str)
+    """The open plan could not be planned (the message says why); nothing of an earlier plan is left shown."""
     """The plan could not be analysed; the message says why."""
 
     def __init__(self, parent=None) -> None:
@@ -86,12 +88,13 @@ class PlannerView(QWidget):
         self.priority.setToolTip("Azure VM priority: low-priority is cheaper and can be pre-empted")
         self.confidence = QComboBox()
         self.confidence.setObjectName("confidence")
-        for label, value in (("P50 (median)", 0.5), ("P80", 0.8), ("P90", 0.9), ("P95", 0.95)):
+        for label, value in (("P50", 0.5), ("P80", 0.8), ("P90", 0.9), ("P95", 0.95)):
             self.confidence.addItem(label, value)
         self.confidence.setToolTip("How sure an option must be to meet the deadline and the cost cap: P80 means "
-                                   "it finishes in time and under the cap in 4 runs out of 5")
+                                   "it finishes in time and under the cap in 4 runs out of 5; P50 is the median "
+                                   "estimate alone")
         self.confidence.currentIndexChanged.connect(self._controls_changed)
-        self.all_adapters = QCheckBox("All adapters and teacher modes")
+        self.all_adapters = QCheckBox("All adapters && teacher modes")
         self.all_adapters.setToolTip("Show full training, LoRA and QLoRA and every teacher mode, not only the plan's")
         for w in (self.deadline, self.cap):
             w.valueChanged.connect(self._controls_changed)
@@ -228,7 +231,16 @@ class PlannerView(QWidget):
             return
         self.summary.setText(f"<b>{self.plan.name if self.plan else 'Plan'}</b>: "
                              f"<span style='color:#c0392b'>{message}</span>")
+        # nothing of the previous plan stays under this one's title
+        self.analysis = self.base_analysis = None
+        self.selected = None
+        self.model.set_analysis(None, np.zeros(0, dtype=bool))
+        self.chart.clear_options()
+        self.memory.set_breakdown(None)
+        self.option_label.setText("")
+        self.notes.setText("")
         self.sig_error.emit(message)
+        self.sig_plan_failed.emit(message)
 
     def _controls_changed(self, *_args) -> None:
         """Re-solve the budget over the existing sweep and redraw."""

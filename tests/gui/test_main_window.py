@@ -98,3 +98,21 @@ def test_no_display_gives_a_message_not_a_crash(tmp_path):
                        text=True, timeout=60)
     assert r.returncode == 2
     assert "no display found" in r.stderr and "distill plan" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_plan_that_fails_its_check_clears_the_previous_one_and_cannot_be_launched(qtbot, tmp_path, screenshot):
+    win = _window(qtbot)
+    assert win.open_plan(PLANS / "gemma3-27b-to-4b-3h.toml")
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.act_launch.isEnabled() and win.planner.model.rowCount() > 0
+    bad = tmp_path / "too-long.toml"
+    bad.write_text((PLANS / "gemma3-27b-to-4b-3h.toml").read_text().replace("seq_len = 2048", "seq_len = 900000"))
+    with qtbot.waitSignal(win.planner.sig_plan_failed, timeout=30_000):
+        assert win.open_plan(bad)          # it loads; the planner's check refuses it
+    assert win.planner.analysis is None and win.planner.model.rowCount() == 0
+    x, _ = win.planner.chart.ok.getData()
+    assert x is None or len(x) == 0
+    assert not win.planner.chart.deadline.isVisible()
+    assert not win.act_launch.isEnabled()
+    assert "seq_len" in win.planner.summary.text()
+    screenshot(win, "planner_failed_plan")
