@@ -46,7 +46,8 @@ class OptionsModel(QAbstractTableModel):
         self._reasons: dict[int, str] = {}
         self._sort = (1, Qt.SortOrder.AscendingOrder)
 
-    def set_analysis(self, analysis, ok: np.ndarray) -> None:
+    def set_analysis(self, analysis, ok: np.ndarray, only_ok: bool = False) -> None:
+        """Show ``analysis``'s options as planned (``only_ok``: only those meeting the budget)."""
         self.beginResetModel()
         sweep = analysis.sweep if analysis is not None else None
         if sweep is not getattr(self, "_sweep", None):     # columns depend on the sweep only, not the budget
@@ -54,7 +55,9 @@ class OptionsModel(QAbstractTableModel):
             self._sweep = sweep
         self.analysis = analysis
         self.ok = ok
-        self.rows = np.flatnonzero(analysis.planned) if analysis is not None else np.zeros(0, dtype=np.int64)
+        shown = (analysis.planned & ok) if (analysis is not None and only_ok) else (
+            analysis.planned if analysis is not None else None)
+        self.rows = np.flatnonzero(shown) if shown is not None else np.zeros(0, dtype=np.int64)
         self._reasons = {}
         self._apply_sort()
         self.endResetModel()

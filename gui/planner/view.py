@@ -100,6 +100,10 @@ class PlannerView(QWidget):
             w.valueChanged.connect(self._controls_changed)
         self.priority.currentIndexChanged.connect(self._controls_changed)
         self.all_adapters.toggled.connect(self._controls_changed)
+        self.only_ok = QCheckBox("Meeting the budget only")
+        self.only_ok.setObjectName("only_ok")
+        self.only_ok.setToolTip("List only the options that meet the deadline and the cost cap")
+        self.only_ok.toggled.connect(self._controls_changed)
         self.prices_label = QLabel("")
         self.prices_label.setObjectName("prices_label")
         self.refresh_button = QPushButton("Refresh prices")
@@ -113,6 +117,7 @@ class PlannerView(QWidget):
             controls.addWidget(QLabel(label))
             controls.addWidget(w)
         controls.addWidget(self.all_adapters)
+        controls.addWidget(self.only_ok)
         controls.addStretch(1)
         controls.addWidget(self.prices_label)
         controls.addWidget(self.refresh_button)
@@ -269,7 +274,7 @@ class PlannerView(QWidget):
                                 a.decision.recommended, hours, usd, available=o.get("available"),
                                 low=o.get("hours_low"), high=o.get("hours_high"), cost_low=o.get("cost_low"),
                                 cost_high=o.get("cost_high"))
-        self.model.set_analysis(a, ok)
+        self.model.set_analysis(a, ok, only_ok=self.only_ok.isChecked())
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()
             self._columns_sized = True

@@ -199,4 +199,11 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
         assert r is not None and at_confidence(b.sweep, level)[0][r] <= b.plan.budget.hours
         chosen[level] = r
     assert len(set(chosen.values())) > 1              # P50 trusts the median more: another pick than P95
+    # the list can show only what meets the budget; the recommendation is among them and scrolled into view
+    all_rows = planner.model.rowCount()
+    planner.only_ok.setChecked(True)
+    shown = planner.model.rowCount()
+    assert 0 < shown < all_rows
+    assert all(planner.model.index(r, 13).data() == "meets the budget" for r in range(shown))
+    assert planner.model.row_of(planner.analysis.decision.recommended) is not None
     assert "P95" in planner.analysis.decision.rationale
