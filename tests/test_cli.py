@@ -721,3 +721,16 @@ def test_plan_in_a_region_without_prices_has_no_empty_date(tmp_path):
     for o in doc["options"]:
         assert o["meets_budget"] == (o["reason"] == "")
     assert doc["options_meeting_budget"] == sum(o["meets_budget"] for o in doc["options"])
+
+
+def test_an_impossible_budget_says_what_each_limit_alone_allows(tmp_path):
+    text = QWQ_3H.read_text(encoding="utf-8").replace("usd = 3000", "usd = 60")
+    plan = tmp_path / "tight.toml"
+    plan.write_text(text, encoding="utf-8")
+    doc = cli_json(["plan", plan])
+    assert doc["recommendation"] is None
+    why = doc["impossible"]
+    assert "no option costs under $60 at P80" in why
+    m = re.search(r"the cheapest option within 3 h at P80 costs \$([\d,]+) at P80 \((\d+) × (\S+)\)", why)
+    assert m, why
+    assert int(m.group(1).replace(",", "")) > 60        # what the cap would have to be for a 3 h run

@@ -30,6 +30,10 @@ class Decision:
     notes: list[str] = field(default_factory=list)
 
 
+def _option(sw: Sweep, i: int) -> str:
+    return f"{int(sw.grid.nodes[i])} × {sw.label('machine', i).removeprefix('Standard_')}"
+
+
 def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray,
            problem: str = "", confidence: float = 0.5) -> str:
     """Why option ``i`` is not a choice ("" if it is one). ``problem`` is the capacity sentence of an option the
@@ -117,5 +121,15 @@ def decide(sw: Sweep, planned: np.ndarray, hours_cap: float | None, usd_cap: flo
             parts.append(f"no option costs under ${usd_cap:,.0f}{at}")
         if not parts:
             parts.append("no option meets both the deadline and the cost cap")
+        # what each limit alone would allow, so the user sees which to move and by how much
+        if hours_cap is not None and usd_cap is not None:
+            in_time_priced = in_time & np.isfinite(cq)
+            c = argmin(cq, in_time_priced, hq)
+            f = argmin(hq, cand & in_cost, np.nan_to_num(cq, nan=np.inf))
+            if c is not None:
+                parts.append(f"the cheapest option within {hours_cap:g} h{at} costs ${cq[c]:,.0f}{at} "
+                             f"({_option(sw, c)})")
+            if f is not None:
+                parts.append(f"the fastest under ${usd_cap:,.0f}{at} takes {hq[f]:.2f} h{at} ({_option(sw, f)})")
         d.impossible = "; ".join(parts)
     return d
