@@ -91,6 +91,10 @@ class CostTimeChart(QWidget):
         self.unavailable = pg.ScatterPlotItem(size=8, pen=pg.mkPen(NOFIT, width=1.2), brush=pg.mkBrush(0, 0, 0, 0),
                                               **kw)
         self._unavailable_in_legend = False
+        # options without a price: at their time, along the top edge, hollow (in the legend only when shown)
+        self.unpriced = pg.ScatterPlotItem(size=8, symbol="t", pen=pg.mkPen(FRONT, width=1.2),
+                                           brush=pg.mkBrush(0, 0, 0, 0), **kw)
+        self._unpriced_in_legend = False
         self.ok = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=0.5), brush=pg.mkBrush(OK_BRUSH),
                                      name="meets the budget", **kw)
         # P10-P90 of the options that matter (on the front, recommended): time and cost move
@@ -102,10 +106,10 @@ class CostTimeChart(QWidget):
                                               brush=pg.mkBrush(RECOMMENDED), name="recommended", **kw)
         self.selected = pg.ScatterPlotItem(size=20, symbol="o", pen=pg.mkPen("#d35400", width=2.5),
                                            brush=pg.mkBrush(0, 0, 0, 0))
-        for item in (self.nofit, self.unavailable, self.grey, self.whiskers, self.ok, self.front, self.recommended,
-                     self.selected):
+        for item in (self.nofit, self.unavailable, self.unpriced, self.grey, self.whiskers, self.ok, self.front,
+                     self.recommended, self.selected):
             self.plot.addItem(item)
-        for item in (self.nofit, self.unavailable, self.grey, self.ok, self.recommended):
+        for item in (self.nofit, self.unavailable, self.unpriced, self.grey, self.ok, self.recommended):
             item.sigClicked.connect(self._clicked)
         label_opts = dict(position=0.92, color="#c0392b", movable=False, fill=(255, 255, 255, 200))
         self.deadline = pg.InfiniteLine(angle=90, pen=pg.mkPen("#c0392b", width=2, style=Qt.PenStyle.DashLine),
@@ -142,6 +146,7 @@ class CostTimeChart(QWidget):
         self._set(self.ok, np.flatnonzero(planned & ok), hours, cost)
         self._set(self.grey, np.flatnonzero(planned & ~ok & fits & ~blocked), hours, cost)
         self._set(self.unavailable, np.flatnonzero(blocked), hours, cost)
+        self._edge(planned & fits & ~np.isfinite(cost) & np.isfinite(hours) & (hours > 0), hours, cost, planned)
         if blocked.any() != self._unavailable_in_legend:
             if blocked.any():
                 self.legend.addItem(self.unavailable, "not available here (capacity or quota)")
@@ -180,9 +185,25 @@ class CostTimeChart(QWidget):
         y[0::2], y[1::2] = self._y(cost_low[idx]), self._y(cost_high[idx])
         self.whiskers.setData(x=x, y=y)
 
+    def _edge(self, unpriced: np.ndarray, hours: np.ndarray, cost: np.ndarray, planned: np.ndarray) -> None:
+        idx = np.flatnonzero(unpriced)
+        priced = cost[planned & np.isfinite(cost)]
+        if idx.size and priced.size:
+            top = float(self._y(np.asarray([priced.max()]))[0]) + 0.12     # just above the dearest priced option
+            self.unpriced.setData(x=np.log10(hours[idx]), y=np.full(idx.size, top), data=idx)
+        else:
+            self.unpriced.setData(x=np.zeros(0), y=np.zeros(0))
+            idx = idx[:0]
+        if bool(idx.size) != self._unpriced_in_legend:
+            if idx.size:
+                self.legend.addItem(self.unpriced, "price unknown (at the top edge)")
+            else:
+                self.legend.removeItem(self.unpriced)
+            self._unpriced_in_legend = bool(idx.size)
+
     def clear_options(self) -> None:
         """Nothing drawn (a plan that could not be planned)."""
-        for item in (self.ok, self.grey, self.nofit, self.unavailable, self.recommended, self.selected):
+        for item in (self.ok, self.grey, self.nofit, self.unavailable, self.unpriced, self.recommended, self.selected):
             item.setData([], [])
         self.front.setData([], [])
         self.whiskers.setData([], [])

@@ -322,8 +322,8 @@ class PlannerView(QWidget):
         self.summary.setText(head)
         notes = list(a.notes)
         if unpriced:
-            notes.insert(0, f"{unpriced:,} options have no known price in this region: they are in the table, "
-                            "not on the chart.")
+            notes.insert(0, f"{unpriced:,} options have no known price in this region: they are drawn hollow along "
+                            "the chart's top edge at their time; Refresh prices (above) fetches current ones.")
         self.notes.setText("\n".join("• " + n for n in notes))
 
     # ---- one option --------------------------------------------------------------------------------------------

@@ -183,6 +183,10 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     text = model.index(row, RANGE_COL).data()
     assert "–" in text and text.endswith("h")
     assert model.index(row, SOURCE_COL).data() in ("published fit", "extrapolated")
+    # options without a price are drawn at their time along the top edge, not dropped
+    unpriced = np.flatnonzero(a.planned & a.sweep.out["fits"] & ~np.isfinite(o["cost_usd"]))
+    assert unpriced.size and planner.chart.unpriced.data.size == unpriced.size and planner.chart._unpriced_in_legend
+    assert "top edge" in planner.notes.text()
     # the selected option says where its time goes, how fast it runs, how sure the figure is
     planner.select_option(i)
     label = planner.option_label.text()
