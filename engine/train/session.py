@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DataError, RunError
 from ..plan import Plan
+from ..runs.eta import Eta, clock
 from . import models as M
 from . import parallel as P
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -33,6 +34,7 @@ class Session:
     def __init__(self, plan: Plan, paths, accelerator, events, stop, resolved=None) -> None:
         self.plan, self.paths, self.accelerator, self.events, self.stop = plan, paths, accelerator, events, stop
         self.resolved = resolved  # planner.ResolvedRun: placement and the estimate (None: one process, no planner)
+        self._eta = Eta()         # the progress line's ETA, computed as the app's monitor computes it
         self.state = LoopState()
         self.started = False  # set once training begins: failures after it keep the checkpoint and say so
         self._last_print = 0.0
@@ -406,15 +408,19 @@ class Session:
             return
         self.emit("metric", **{k: v for k, v in metric.items() if v is not None})
         now = time.monotonic()
+        if self._eta.total_steps != self.total_steps:
+            t = self.plan.training
+            self._eta = Eta(self.total_steps, t.eval_every, t.checkpoint_every)
+        self._eta.add(metric["step"], time.time(), metric.get("step_seconds") or 0.0)
         if now - self._last_print > 2 or metric["step"] in (1, self.total_steps):
             self._last_print = now
-            done = metric["step"] - self._first_step
-            rate = (now - self._t_start) / max(1, done)
-            eta = rate * (self.total_steps - metric["step"])
+            left = self._eta.remaining()
+            eta = (f"ETA {clock(left[0])} ({clock(left[1])}–{clock(left[2])})" if left and left[2] > left[1]
+                   else f"ETA {clock(left[0])}" if left else "")
             kd = f" kd {metric['kd_loss']:.4f}" if metric.get("kd_loss") is not None else ""
             ce = f" ce {metric['ce_loss']:.4f}" if metric.get("ce_loss") is not None else ""
             print(f"step {metric['step']}/{self.total_steps} loss {metric['loss']:.4f}{kd}{ce} "
-                  f"lr {metric['lr']:.2e} {metric['tokens_per_second']:,.0f} tok/s ETA {_clock(eta)}",
+                  f"lr {metric['lr']:.2e} {metric['tokens_per_second']:,.0f} tok/s {eta}",
                   file=sys.stderr, flush=True)
 
     def evaluate(self, step: int) -> None:
@@ -480,10 +486,3 @@ class Session:
         shutil.rmtree(out, ignore_errors=True)
         tmp.replace(out)
         self.info(f"student saved to {out}")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

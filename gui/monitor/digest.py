@@ -6,15 +6,15 @@ whether the curves must be cut back first because the run resumed from an earlie
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ...engine.runs.eta import Eta
+
 METRIC_SERIES = ("loss", "kd_loss", "ce_loss", "lr", "tokens_per_second", "grad_norm")
 EVAL_SERIES = ("kl", "perplexity", "top1_agreement", "task_score", "teacher_task_score")
-RECENT_STEPS = 20  # steps in the moving median of step time that drives the ETA
 
 
 @dataclass
@@ -46,7 +46,7 @@ class RunState:
     active_seconds: float = 0.0             # wall time spent training, summed over sessions (a resume restarts it)
     _session_start: float | None = None
     _last_time: float | None = None
-    _step_seconds: list[float] = field(default_factory=list)
+    eta: Eta = field(default_factory=Eta)       # the engine's own ETA computation (engine/runs/eta.py)
     tokens_per_second: float = 0.0
     latest: dict[str, float] = field(default_factory=dict)
 
@@ -69,6 +69,11 @@ class RunState:
                 self.sessions += 1
                 self.started, self.status, self.message = True, "running", ""
                 self.total_steps = int(e.get("total_steps") or self.total_steps)
+                self.eta.restart()
+                self.eta.total_steps = self.total_steps
+                training = (e.get("plan") or {}).get("training") or {}
+                self.eta.eval_every = int(training.get("eval_every") or 0)
+                self.eta.checkpoint_every = int(training.get("checkpoint_every") or 0)
                 self.device = str(e.get("device", ""))
                 self.processes = int(e.get("processes") or 1)
                 self._session_start = t
@@ -83,16 +88,14 @@ class RunState:
                         cols[name] = ([xs[i] for i in keep], [ys[i] for i in keep])
                     b.truncate_to = resumed if b.truncate_to is None else min(b.truncate_to, resumed)
                     self.step = resumed
-                    self._step_seconds.clear()
             elif kind == "metric":
                 step = int(e.get("step", 0))
                 self.step = step
                 self.tokens_seen = int(e.get("tokens_seen", self.tokens_seen))
                 for name in METRIC_SERIES:
                     add(name, step, e.get(name))
-                if isinstance(e.get("step_seconds"), (int, float)):
-                    self._step_seconds.append(float(e["step_seconds"]))
-                    del self._step_seconds[:-RECENT_STEPS]
+                if isinstance(e.get("step_seconds"), (int, float)) and t is not None:
+                    self.eta.add(step, float(t), float(e["step_seconds"]))
                 if isinstance(e.get("tokens_per_second"), (int, float)):
                     self.tokens_per_second = float(e["tokens_per_second"])
             elif kind == "eval":
@@ -132,15 +135,18 @@ class RunState:
         return self.active_seconds + open_part
 
     def seconds_per_step(self) -> float | None:
-        return statistics.median(self._step_seconds) if self._step_seconds else None
+        return self.eta.seconds_per_step()
+
+    def eta_range(self) -> tuple[float, float] | None:
+        """P10-P90 of the remaining time (the recent steps' spread)."""
+        r = self.eta.remaining(self.step)
+        return (r[1], r[2]) if r else None
 
     def eta_seconds(self) -> float | None:
-        """Remaining time from the measured step time (the median of the last steps), so it recalibrates as the run
-        goes; None before the first measured step."""
-        sps = self.seconds_per_step()
-        if sps is None or not self.total_steps:
-            return None
-        return max(0, self.total_steps - self.step) * sps
+        """Remaining time, as the engine's progress line computes it (``engine/runs/eta.py``); None before the
+        first measured step."""
+        r = self.eta.remaining(self.step)
+        return r[0] if r else None
 
     def fraction_done(self) -> float:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0

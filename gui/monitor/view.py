@@ -317,7 +317,9 @@ class MonitorView(QWidget):
                                 else "waiting for the first step…")
         parts = [f"elapsed {fmt_duration(s.elapsed_seconds)}"]
         if s.eta_seconds is not None:
-            parts.append(f"ETA {fmt_duration(s.eta_seconds)} (at {s.seconds_per_step:.2f} s/step, "
+            spread = (f"{fmt_duration(s.eta_range[0])} to {fmt_duration(s.eta_range[1])}, "
+                      if s.eta_range and s.eta_range[1] - s.eta_range[0] >= 1 else "")
+            parts.append(f"ETA {fmt_duration(s.eta_seconds)} ({spread}at {s.seconds_per_step:.2f} s/step, "
                          f"{time.strftime('%H:%M', time.localtime(time.time() + s.eta_seconds))})")
         if s.tokens_per_second:
             parts.append(f"{s.tokens_per_second:,.0f} tokens/s")

@@ -31,6 +31,7 @@ class Snapshot:
     latest: dict[str, float]
     device: str
     remote: str = ""            # an Azure run: the job's status as its watcher last read it ("Queued", ...)
+    eta_range: tuple[float, float] | None = None   # P10-P90 of the remaining time
 
 
 class Watch:
@@ -102,6 +103,7 @@ class Watch:
         return Snapshot(remote=self._remote_status(), status=status, step=s.step, total_steps=s.total_steps,
                         fraction=s.fraction_done(),
                         eta_seconds=s.eta_seconds() if status in ("running", "elsewhere") else None,
+                        eta_range=s.eta_range() if status in ("running", "elsewhere") else None,
                         elapsed_seconds=s.elapsed_seconds(time.time() if alive else None),
                         tokens_per_second=s.tokens_per_second,
                         seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
