@@ -30,9 +30,13 @@ def _option_line(a: Analysis, i: int) -> str:
     mode = "" if r["teacher_mode"] == "none" else f", teacher {r['teacher_mode']}"
     if r["teacher_mode"] != "none" and r["teacher_precision"] != "bf16":
         mode += f" ({r['teacher_precision']})"
-    gpus = f"{r['gpus']} {r['accelerator']} GPU{'s' if r['gpus'] > 1 else ''} in all"
-    return (f"{r['nodes']} × {r['sku']} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
-            f"recompute {'on' if r['recompute'] else 'off'}, {_SHARDING[r['sharding']]}"
+    cpu = r["accelerator"] == "cpu"
+    gpus = (f"CPU, {r['gpus']} process{'es' if r['gpus'] > 1 else ''}" if cpu else
+            f"{r['gpus']} {r['accelerator']} GPU{'s' if r['gpus'] > 1 else ''} in all")
+    sharding = _SHARDING[r["sharding"]].replace("GPUs", "processes") if cpu else _SHARDING[r["sharding"]]
+    where = "this machine" if r["sku"] == "local" else r["sku"]
+    return (f"{r['nodes']} × {where} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
+            f"recompute {'on' if r['recompute'] else 'off'}, {sharding}"
             + (f", teacher {r['teacher_placement']}" if r["teacher_mode"] in ("online", "offline-topk", "generate")
                and r["gpus"] > 1 else ""))
 
@@ -198,8 +202,9 @@ def _figures(a: Analysis, i: int) -> str:
               f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
     cal = r["calibration"]
     source = cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
+    per = "process" if r["accelerator"] == "cpu" else "GPU"
     return (f"  {_hours(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
-            f"{mem['total']:.1f} of {usable:.0f} GiB per GPU · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU "
+            f"{mem['total']:.1f} of {usable:.0f} GiB per {per} · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per {per} "
             f"(MFU {r['mfu'] * 100:.0f}%, {source})\n{spread.rstrip()}")
 
 

@@ -38,6 +38,17 @@ def _hours(h: float) -> str:
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
+def _machine(sku: str) -> str:
+    return "this machine" if sku == "local" else sku.removeprefix("Standard_")
+
+
+def _devices(r: dict) -> str:
+    """"1 GPU", "8 GPUs", or on a CPU "1 process" (no GPU wording for a CPU)."""
+    unit = "process" if r["accelerator"] == "cpu" else "GPU"
+    plural = ("es" if unit == "process" else "s") if r["gpus"] != 1 else ""
+    return f"{r['gpus']} {unit}{plural}"
+
+
 def _params(n: float) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
@@ -308,7 +319,7 @@ class PlannerView(QWidget):
             i = d.recommended
             r = a.sweep.row(i)
             head += (f"<br><span style='color:#27ae60'><b>Recommended:</b></span> {r['nodes']} × "
-                     f"{r['sku'].removeprefix('Standard_')} ({r['gpus']} GPUs, {r['adapter']}, teacher "
+                     f"{_machine(r['sku'])} ({_devices(r)}, {r['adapter']}, teacher "
                      f"{r['teacher_mode']}): <b>{_hours(o['total_hours'][i])}</b>, <b>{_money(o['cost_usd'][i])}</b>"
                      f" — {d.rationale}.")
         elif d.impossible:
@@ -334,12 +345,13 @@ class PlannerView(QWidget):
             return ""
         r = a.sweep.row(i)
         why = "" if choices(a)[i] else a.reason(i)
-        text = (f"{r['nodes']} × {r['sku'].removeprefix('Standard_')} · {r['gpus']} GPUs · {r['priority']}\n"
+        text = (f"{r['nodes']} × {_machine(r['sku'])} · {_devices(r)} · {r['priority']}\n"
                 f"{_hours(r['hours']['total'])} · {_money(r['cost_usd'] if r['cost_usd'] is not None else np.nan)}"
                 f" · {r['memory_gib_per_gpu']['total']:.1f} GiB/GPU\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
                 f"recompute {'on' if r['recompute'] else 'off'}"
-                + (f", {_SHARDING_TEXT[r['sharding']]}" if r["gpus"] > 1 else "")
+                + (f", {_SHARDING_TEXT[r['sharding']].replace('GPUs', 'processes')}" if r["gpus"] > 1
+                   and r["accelerator"] == "cpu" else f", {_SHARDING_TEXT[r['sharding']]}" if r["gpus"] > 1 else "")
                 + (f", teacher {'whole on each GPU' if r['teacher_placement'] == 'replicated' else 'sharded'}"
                    if r["gpus"] > 1 and r["sharding"] != "none" and r["teacher_mode"] != "none" else ""))
         h = r["hours"]
