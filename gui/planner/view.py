@@ -127,17 +127,20 @@ class PlannerView(QWidget):
                          ("Priority", self.priority)):
             controls.addWidget(QLabel(label))
             controls.addWidget(w)
-        controls.addWidget(self.all_adapters)
-        controls.addWidget(self.only_ok)
         controls.addStretch(1)
-        controls.addWidget(self.prices_label)
-        controls.addWidget(self.refresh_button)
+        # a second row: what the list shows, and where prices and capacity come from
+        shown = QHBoxLayout()
+        shown.addWidget(self.all_adapters)
+        shown.addWidget(self.only_ok)
+        shown.addStretch(1)
+        shown.addWidget(self.prices_label)
+        shown.addWidget(self.refresh_button)
         self.capacity_button = QPushButton("Check capacity")
         self.capacity_button.setObjectName("check_capacity")
         self.capacity_button.setToolTip("Sign in to Azure and check which sizes the region offers your subscription "
                                         "and how much quota is free (Settings › Azure)")
         self.capacity_button.clicked.connect(self.check_capacity)
-        controls.addWidget(self.capacity_button)
+        shown.addWidget(self.capacity_button)
 
         self.chart = CostTimeChart(tip=self.describe)
         self.chart.sig_option_clicked.connect(self.select_option)
@@ -193,6 +196,7 @@ class PlannerView(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
         lay.addLayout(controls)
+        lay.addLayout(shown)
         lay.addWidget(split, 1)
 
     # ---- analysis ----------------------------------------------------------------------------------------------
