@@ -6,7 +6,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QLabel, QMainWindow, QMessageBox, QStackedWidget, QTabWidget, QToolBar, QVBoxLayout, QWidget,
+)
 
 from ..engine.errors import DistillError
 from ..engine.plan import Plan, load_plan
@@ -45,7 +47,19 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setObjectName("main_tabs")
         self.tabs.setDocumentMode(True)
-        self.tabs.addTab(self.planner, "Planner")
+        # before a plan is open: a welcome view, not an empty chart
+        from .welcome import WelcomeView
+
+        self.welcome = WelcomeView()
+        self.welcome.sig_demo.connect(lambda: self.open_demo())
+        self.welcome.sig_new.connect(lambda: self.new_plan())
+        self.welcome.sig_open.connect(lambda: self.open_plan_dialog())
+        self.welcome.sig_recent.connect(lambda path: self.open_plan(path))
+        self.welcome.set_recent(list(self.settings.recent_plans))
+        self.planner_page = QStackedWidget()
+        self.planner_page.addWidget(self.welcome)
+        self.planner_page.addWidget(self.planner)
+        self.tabs.addTab(self.planner_page, "Planner")
         self.tabs.addTab(self._runs_holder, "Runs")
         self.tabs.currentChanged.connect(lambda i: self.runs if i == 1 else None)
         self.setCentralWidget(self.tabs)
@@ -103,7 +117,7 @@ class MainWindow(QMainWindow):
                                      "Ask the selected run to checkpoint and stop")
         self.act_add_run = self._action("&Add run folder…", lambda: self.runs.add_folder(), None,
                                         "Watch a run started elsewhere")
-        self.act_planner = self._action("&Planner", lambda: self.tabs.setCurrentWidget(self.planner), "Ctrl+1")
+        self.act_planner = self._action("&Planner", lambda: self.tabs.setCurrentWidget(self.planner_page), "Ctrl+1")
         self.act_runs = self._action("&Runs", self.show_runs, "Ctrl+2")
         self.act_log = self._action("&Log scale", lambda: self.runs.monitor.log_scale.toggle(), "Ctrl+L",
                                     "Logarithmic loss axis")
@@ -177,7 +191,8 @@ class MainWindow(QMainWindow):
         self.planner.set_plan(plan, Path(self.plan_path).parent)
         self.plan_label.setText(f"{plan.name} — {self.plan_path}")
         self.setWindowTitle(f"{plan.name} — Distill Studio")
-        self.tabs.setCurrentWidget(self.planner)
+        self.planner_page.setCurrentWidget(self.planner)
+        self.tabs.setCurrentWidget(self.planner_page)
         self._update_actions()
         self.sig_plan_opened.emit(self.plan_path)
         return True

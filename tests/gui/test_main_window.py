@@ -116,3 +116,31 @@ def test_a_plan_that_fails_its_check_clears_the_previous_one_and_cannot_be_launc
     assert not win.act_launch.isEnabled()
     assert "seq_len" in win.planner.summary.text()
     screenshot(win, "planner_failed_plan")
+
+
+def test_first_start_shows_a_welcome_view_that_opens_the_demo(qtbot, screenshot):
+    win = _window(qtbot)
+    win.resize(1200, 800)
+    win.show()
+    assert win.planner_page.currentWidget() is win.welcome
+    assert not win.act_launch.isEnabled() and not win.act_edit.isEnabled()
+    screenshot(win, "welcome")
+    win.welcome.demo_button.click()
+    assert win.planner_page.currentWidget() is win.planner
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.plan.name == "demo-column-addition" and win.act_launch.isEnabled()
+
+
+def test_the_welcome_view_lists_recent_plans(qtbot, tmp_path):
+    from distill_studio.gui.settings import save_settings
+
+    settings, _ = load_settings()
+    plan = PLANS / "phi4-to-phi4mini-3h.toml"
+    settings.add_recent(plan)
+    settings.add_recent(tmp_path / "gone.toml")            # a file since deleted is not offered
+    save_settings(settings)
+    win = _window(qtbot)
+    assert [b.toolTip() for b in win.welcome.recent_buttons] == [str(plan.resolve())]
+    win.welcome.recent_buttons[0].click()
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.plan.name == "phi4-to-phi4mini-3h"
