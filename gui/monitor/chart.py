@@ -258,13 +258,42 @@ class LiveChart(QWidget):
             s.extend(xa, ya)
         self._mark_dirty(name)
 
+    def set_reference(self, value: float | None, label: str = "") -> None:
+        """A dashed horizontal reference line (the teacher's score), or none."""
+        line = getattr(self, "_reference", None)
+        if value is None:
+            if line is not None:
+                line.hide()
+            return
+        if line is None:
+            line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#7f8c8d", width=1.5,
+                                                                         style=Qt.PenStyle.DashLine),
+                                   label="", labelOpts={"position": 0.3, "color": "#7f8c8d", "anchors": [(0.5, 0), (0.5, 0)]})
+            self.plot_item.addItem(line)
+            self._reference = line
+        line.setPos(value)
+        line.label.setFormat(label)
+        line.show()
+
+    def reference(self) -> float | None:
+        line = getattr(self, "_reference", None)
+        return float(line.value()) if line is not None and line.isVisible() else None
+
     def clear(self) -> None:
         """Empty every series (their declarations and colours stay) and remove the overlays."""
         for name, s in self._series.items():
             s.reset()
             self._dirty.add(name)
         self.clear_overlays()
+        self.set_reference(None)
+        self.plot_item.enableAutoRange(x=True)
         self._schedule()
+
+    def set_steps(self, total: int) -> None:
+        """The x axis spans the whole run (0 to its last step): the curves fill it as the run goes, and one point is
+        not drawn on an axis invented around it."""
+        if total > 0:
+            self.plot_item.setXRange(0, total, padding=0.02)
 
     def set_log_y(self, on: bool) -> None:
         """Log-scale y axis. Points at or below zero are hidden while it is on."""

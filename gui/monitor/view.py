@@ -27,13 +27,15 @@ CANCEL_TIMEOUT_MS = 60_000   # after asking a run to stop, force it if it has no
 LOG_LINES = 5_000
 
 CHARTS = {  # chart -> (title, y label, series)
-    "loss": ("Training loss", "loss", ("loss", "kd_loss", "ce_loss")),
-    "eval": ("Held-out evaluation", "", ("task_score", "top1_agreement", "kl")),
+    # the losses and the held-out KL share one scale (nats); the scores (0-1) have their own, with the teacher's
+    # score as a reference line
+    "loss": ("Loss", "nats", ("loss", "kd_loss", "ce_loss", "kl")),
+    "eval": ("Held-out scores", "score (0–1)", ("task_score", "top1_agreement")),
     "lr": ("Learning rate", "lr", ("lr",)),
     "speed": ("Throughput", "tokens/s", ("tokens_per_second",)),
 }
 LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "task_score": "task score",
-          "top1_agreement": "top-1 agreement", "kl": "KL to teacher", "lr": "learning rate",
+          "top1_agreement": "top-1 agreement", "kl": "held-out KL to teacher", "lr": "learning rate",
           "tokens_per_second": "tokens/s"}
 STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
                "succeeded": "Finished", "failed": "Failed", "cancelled": "Stopped (checkpoint saved)",
@@ -79,6 +81,7 @@ class MonitorView(QWidget):
         super().__init__(parent)
         self.record: RunRecord | None = None
         self.plan: Plan | None = None
+        self._x_total = 0           # the steps the charts' x axes span (0: not known yet)
         self.watch: Watch | None = None
         self.snapshot: Snapshot | None = None
         self._polling = False
@@ -175,7 +178,9 @@ class MonitorView(QWidget):
             c = LiveChart(title, y_label=ylabel)
             c.auto_redraw = False
             for s in series:
-                c.add_series(s, symbol="o" if key == "eval" else None, label=LABELS.get(s, s))
+                c.add_series(s, symbol="o" if key == "eval" or s == "kl" else None, label=LABELS.get(s, s))
+            if key == "eval":
+                c.plot_item.setYRange(0.0, 1.05, padding=0)   # scores are 0-1: a fixed scale reads at a glance
             self.charts[key] = c
             grid.addWidget(c, n // 2, n % 2)
         charts = QWidget()
@@ -232,6 +237,7 @@ class MonitorView(QWidget):
             return
         self.title.setText(record.name)
         self.plan, self._price = None, None
+        self._x_total = 0
         self._attach_plan()
         self.watch = Watch(record)
         self._timer.start()
@@ -291,6 +297,9 @@ class MonitorView(QWidget):
             for s in series:
                 if s in batch.points:
                     self.charts[key].append(s, *batch.points[s])
+        if "teacher_task_score" in batch.points:
+            score = float(batch.points["teacher_task_score"][1][-1])
+            self.charts["eval"].set_reference(score, f"teacher {score:.2f}")
         if batch.logs:
             self.log.appendPlainText("\n".join(batch.logs))
         old = self.snapshot.status if self.snapshot else None
@@ -305,6 +314,10 @@ class MonitorView(QWidget):
 
     def _show(self, s: Snapshot) -> None:
         self._attach_plan()
+        if s.total_steps and s.total_steps != self._x_total:
+            self._x_total = s.total_steps
+            for c in self.charts.values():
+                c.set_steps(s.total_steps)
         status = STATUS_TEXT.get(s.status, s.status)
         if s.remote and s.alive and s.status in ("starting", "running"):
             status = f"{status} · Azure ML: {s.remote}"       # Queued, Preparing (image build), Running, ...

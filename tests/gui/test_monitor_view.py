@@ -130,3 +130,24 @@ def test_a_plan_written_after_launch_is_attached_for_cost_and_deadline(qtbot, mo
         assert "past its 1 h deadline" in monitor.warning.text()
     finally:
         p.kill()
+
+
+def test_scores_and_kl_on_their_own_scales_with_the_teacher_as_reference(qtbot, monitor, tmp_path, screenshot):
+    d = make_run(tmp_path, "evals", steps=20, total=100)
+    with EventWriter(d / "events.jsonl") as w:
+        for step, kl, score in ((0, 0.9, 0.1), (10, 0.4, 0.6), (20, 0.2, 0.8)):
+            w.emit("eval", step=step, kl=kl, perplexity=1.5, top1_agreement=0.5 + score / 3, task_score=score,
+                   teacher_task_score=0.95)
+    p = stand_in(d)
+    try:
+        monitor.show_run(RunRecord(run_dir=str(d), name="evals", pid=p.pid))
+        qtbot.waitUntil(lambda: monitor.charts["eval"].point_count("task_score") == 3, timeout=10_000)
+        assert monitor.charts["loss"].point_count("kl") == 3            # KL beside the losses (nats)
+        assert "kl" not in monitor.charts["eval"].series_names()         # scores alone on their 0-1 axis
+        assert monitor.charts["eval"].reference() == pytest.approx(0.95)
+        (x0, x1), _ = monitor.charts["loss"].plot_item.viewRange()
+        assert x0 <= 0 and 100 <= x1 <= 110                              # the axis spans the run's 100 steps
+        qtbot.waitUntil(lambda: not any(c.is_dirty() for c in monitor.charts.values()), timeout=5_000)
+        screenshot(monitor, "monitor_scores_and_kl")
+    finally:
+        p.kill()
