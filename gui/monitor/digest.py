@@ -46,6 +46,7 @@ class RunState:
     active_seconds: float = 0.0             # wall time spent training, summed over sessions (a resume restarts it)
     _session_start: float | None = None
     _last_time: float | None = None
+    finished_at: float | None = None        # time of the last run_finished
     eta: Eta = field(default_factory=Eta)       # the engine's own ETA computation (engine/runs/eta.py)
     tokens_per_second: float = 0.0
     latest: dict[str, float] = field(default_factory=dict)
@@ -108,6 +109,7 @@ class RunState:
                 b.logs.append(f"[{e.get('level', 'info')}] {e.get('message', '')}")
             elif kind == "run_finished":
                 self.status = str(e.get("status", "failed"))
+                self.finished_at = t
                 self.message = str(e.get("message", ""))
                 if t is not None:
                     self._last_time = t

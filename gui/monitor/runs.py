@@ -31,6 +31,7 @@ class RunRecord:
     pid: int = 0                  # the launched process (0: not launched from here, e.g. opened from disk)
     launched_at: float = field(default_factory=time.time)
     target: str = "local"
+    resumed_at: float = 0.0       # when this app last resumed it (its old end event is then not its state)
 
     @property
     def events_path(self) -> Path:

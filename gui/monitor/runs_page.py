@@ -181,11 +181,12 @@ class RunsPage(QWidget):
             show_error(self, "Could not resume the run", str(exc))
             return
         try:
-            self.store.update(run_dir, pid=pid)
+            self.store.update(run_dir, pid=pid, resumed_at=time.time())
         except OSError as exc:
             show_error(self, "The runs list could not be saved", f"{self.store.path}: {exc.strerror or exc}")
         if self.monitor.record is not None and self.monitor.record.run_dir == run_dir:
             self.monitor.record.pid = pid
+            self.monitor.record.resumed_at = time.time()
             self.monitor.snapshot = None
             self.monitor.log.appendPlainText("[studio] resuming from the last checkpoint")
 

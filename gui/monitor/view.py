@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
                                QPushButton, QSplitter, QVBoxLayout, QWidget)
@@ -38,6 +38,8 @@ LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "t
           "top1_agreement": "top-1 agreement", "kl": "held-out KL to teacher", "lr": "learning rate",
           "tokens_per_second": "tokens/s"}
 STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
+               "resuming": "Resuming from the last checkpoint…",
+               "finishing": "Finishing: evaluating and saving the student…",
                "succeeded": "Finished", "failed": "Failed", "cancelled": "Stopped (checkpoint saved)",
                "stopped": "Stopped without finishing", "missing": "Run folder missing",
                "elsewhere": "Running (started elsewhere)"}
@@ -138,6 +140,14 @@ class MonitorView(QWidget):
         self.warning.setWordWrap(True)
         self.warning.setStyleSheet("color: #c0392b; font-weight: bold;")
         self.warning.hide()
+        # the outcome of a finished run, in one place: the student against its teacher, KL, time, cost, where
+        self.result_card = QLabel("")
+        self.result_card.setObjectName("result_card")
+        self.result_card.setWordWrap(True)
+        self.result_card.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.result_card.setStyleSheet("QLabel#result_card { border: 1px solid #27ae60; border-radius: 4px; "
+                                       "padding: 6px; }")
+        self.result_card.hide()
 
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("stop_button")
@@ -205,6 +215,7 @@ class MonitorView(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.figures)
         lay.addWidget(self.warning)
+        lay.addWidget(self.result_card)
         lay.addLayout(buttons)
         lay.addWidget(split, 1)
         self._update_buttons()
@@ -354,7 +365,27 @@ class MonitorView(QWidget):
         self.figures.setText("  ·  ".join(parts))
         self.warning.setText(self._budget_warning(s))
         self.warning.setVisible(bool(self.warning.text()))
+        card = self._result(s)
+        self.result_card.setText(card)
+        self.result_card.setVisible(bool(card))
         self._update_buttons()
+
+    def _result(self, s: Snapshot) -> str:
+        """The card of a run that succeeded ("" otherwise)."""
+        if s.status != "succeeded":
+            return ""
+        parts = []
+        score, teacher = s.latest.get("task_score"), s.latest.get("teacher_task_score")
+        if score is not None:
+            parts.append(f"task score <b>{score:.3f}</b>" + (f" (teacher {teacher:.3f})" if teacher is not None else ""))
+        if s.latest.get("kl") is not None:
+            parts.append(f"held-out KL to the teacher {s.latest['kl']:.4f}")
+        parts.append(f"trained in {fmt_duration(s.elapsed_seconds)}")
+        if self._price is not None:
+            parts.append(f"cost ${self._price * s.elapsed_seconds / 3600:,.2f}")
+        where = s.message.split("student saved to ", 1)[1] if "student saved to " in s.message else ""
+        text = "<b>Finished.</b> " + " · ".join(parts)
+        return text + (f"<br>Student: {where}" if where else (f"<br>{s.message}" if s.message else ""))
 
     def _budget_warning(self, s: Snapshot) -> str:
         if self.plan is None or s.eta_seconds is None:

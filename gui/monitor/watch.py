@@ -99,7 +99,11 @@ class Watch:
         elif status == "waiting":
             status = "starting" if alive else ("stopped" if Path(self.record.run_dir).exists() else "missing")
         elif status in ("succeeded", "failed", "cancelled") and alive:
-            status = "stopping"         # the last event is written; the process is still saving and exiting
+            resumed = self.record.resumed_at and (s.finished_at or 0) < self.record.resumed_at
+            # resumed here after that end: starting again, not stopping; else the process is saving and exiting
+            status = "resuming" if resumed else "stopping"
+        elif status == "running" and alive and s.total_steps and s.step >= s.total_steps:
+            status = "finishing"        # the last step is done: the final evaluation and the student's save
         return Snapshot(remote=self._remote_status(), status=status, step=s.step, total_steps=s.total_steps,
                         fraction=s.fraction_done(),
                         eta_seconds=s.eta_seconds() if status in ("running", "elsewhere") else None,

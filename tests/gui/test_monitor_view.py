@@ -151,3 +151,35 @@ def test_scores_and_kl_on_their_own_scales_with_the_teacher_as_reference(qtbot, 
         screenshot(monitor, "monitor_scores_and_kl")
     finally:
         p.kill()
+
+
+def test_status_words_while_resuming_and_finishing_and_the_result_card(qtbot, monitor, tmp_path, screenshot):
+    d = make_run(tmp_path, "done", steps=100, total=100, usd_per_hour=3.6)
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit("eval", step=100, kl=0.0544, task_score=0.94, teacher_task_score=1.0)
+    p = stand_in(d)
+    try:
+        # the last step is done, the process still runs: the final evaluation and the save, not "Running"
+        monitor.show_run(RunRecord(run_dir=str(d), name="done", pid=p.pid))
+        qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "finishing",
+                        timeout=10_000)
+        assert monitor.status_label.text().startswith("Finishing")
+        with EventWriter(d / "events.jsonl") as w:
+            w.emit("run_finished", status="succeeded", step=100, message=f"student saved to {d / 'student'}")
+        p.kill()
+        p.wait()
+        qtbot.waitUntil(lambda: monitor.snapshot.status == "succeeded", timeout=10_000)
+        card = monitor.result_card.text()
+        assert monitor.result_card.isVisible()
+        assert "0.940" in card and "teacher 1.000" in card and "0.0544" in card and str(d / "student") in card
+        assert "cost $" in card
+        screenshot(monitor, "monitor_result_card")
+        # resumed from here after an end: the old end event is not the state of the new process
+        p = stand_in(d)
+        import time as _t
+
+        monitor.record.pid, monitor.record.resumed_at = p.pid, _t.time() + 1
+        qtbot.waitUntil(lambda: monitor.snapshot.status == "resuming", timeout=10_000)
+        assert monitor.status_label.text().startswith("Resuming") and not monitor.result_card.isVisible()
+    finally:
+        p.kill()
