@@ -84,9 +84,6 @@ class DataPage(QWizardPage):
         self.error.setObjectName("data_error")
         self.file_hint = hint("The scan's token count goes into the plan (data.tokens), so planning sizes the run "
                               "from it.")
-        self.kept = hint()
-        self.kept.setObjectName("data_kept")
-        self.kept.hide()
         self.tokens = QDoubleSpinBox()
         self.tokens.setObjectName("data_tokens")
         self.tokens.setRange(MIN_PLAN_TOKENS / 1e6, 1e8)
@@ -104,7 +101,7 @@ class DataPage(QWizardPage):
         row.addWidget(self.browse_file)
         row.addWidget(self.browse_folder)
         src.addLayout(row)
-        for w in (self.progress, self.result, self.error, self.file_hint, self.kept):
+        for w in (self.progress, self.result, self.error, self.file_hint):
             indented = QHBoxLayout()
             indented.setContentsMargins(24, 0, 0, 0)
             indented.addWidget(w)
@@ -150,9 +147,41 @@ class DataPage(QWizardPage):
         shape_box = QGroupBox("Sequences and steps")
         shape_box.setLayout(grid)
 
+        # ---- held-out data: the curves' evaluation, and the prompts the task score (and seq-KD) answer
+        held = form_grid()
+        self.eval_path, self.prompts_path = QLineEdit(), QLineEdit()
+        self.eval_path.setObjectName("data_eval_path")
+        self.prompts_path.setObjectName("data_prompts_path")
+        self.eval_path.setPlaceholderText("optional: held-out examples, same formats as the training data")
+        self.prompts_path.setPlaceholderText("prompts (+ answers to score against); sequence-level KD needs them")
+        for edit, key, caption in ((self.eval_path, "eval", "Choose held-out evaluation data"),
+                                   (self.prompts_path, "prompts", "Choose the prompts")):
+            row = QHBoxLayout()
+            row.setContentsMargins(0, 0, 0, 0)
+            row.addWidget(edit, 1)
+            browse = QPushButton("File…")
+            browse.setObjectName(f"data_browse_{key}")
+            browse.clicked.connect(lambda _=False, e=edit, c=caption: self._browse_into(e, c))
+            row.addWidget(browse)
+            holder = QWidget()
+            holder.setLayout(row)
+            r = held.rowCount()
+            label = QLabel("&Evaluation data:" if key == "eval" else "&Prompts:")
+            label.setBuddy(edit)
+            held.addWidget(label, r, 0)
+            held.addWidget(holder, r, 1, 1, 2)           # the whole width: paths are long
+            edit.textChanged.connect(lambda *_: self._changed())
+        self.prompts_error = error_label()
+        self.prompts_error.setObjectName("data_prompts_error")
+        held.addWidget(self.prompts_error, held.rowCount(), 1, 1, 2)
+        held_box = QGroupBox("Held-out data")
+        held_box.setLayout(held)
+        self.method_kind = "logit-kd"
+
         box = QVBoxLayout(self)
         box.addWidget(source_box)
         box.addWidget(shape_box)
+        box.addWidget(held_box)
         box.addStretch(1)
 
         self._timer = QTimer(self)
@@ -186,6 +215,16 @@ class DataPage(QWizardPage):
         path = open_folder(self, self.settings, "data", "Choose a folder of training data")
         if path:
             self.set_train_path(path)
+
+    def _browse_into(self, edit: QLineEdit, caption: str) -> None:
+        path = open_file(self, self.settings, "data", caption, DATA_FILTER)
+        if path:
+            edit.setText(path)
+
+    def set_method(self, kind: str) -> None:
+        """The plan's method: sequence-level KD cannot run without prompts."""
+        self.method_kind = kind
+        self._changed()
 
     def set_train_path(self, path: str) -> None:
         """Use ``path`` as the training data and scan it now (no typing delay)."""
@@ -324,11 +363,19 @@ class DataPage(QWizardPage):
         self.tokens_hint.setText(f"= {round(m):,} tokens per epoch, no data file needed yet.")
         for w, h in ((self.seq_len, self.seq_len_hint), (self.batch, self.batch_hint)):
             w.setToolTip(h.text())
+        missing = [p for p in (self.eval_path.text().strip(), self.prompts_path.text().strip())
+                   if p and not Path(p).expanduser().exists()]
+        if missing:
+            set_error(self.prompts_error, f"{missing[0]} does not exist; choose an existing file or folder")
+        elif self.method_kind == "seq-kd" and self.use_file.isChecked() and not self.prompts_path.text().strip():
+            set_error(self.prompts_error, "Sequence-level KD needs prompts: the teacher writes its answers to them")
+        else:
+            set_error(self.prompts_error, "")
         self.sig_changed.emit()
 
     # ---- values
     def isComplete(self) -> bool:
-        return self.use_tokens.isChecked() or bool(self.path.text().strip())
+        return (self.use_tokens.isChecked() or bool(self.path.text().strip())) and not self.prompts_error.text()
 
     def load(self, data: Data) -> None:
         """Fill from a plan's [data] (paths already absolute)."""
@@ -339,18 +386,19 @@ class DataPage(QWizardPage):
         self.epochs.setValue(data.epochs)
         self.batch.setValue(data.global_batch_tokens)
         self.reasoning.setCurrentIndex(max(0, self.reasoning.findData(data.reasoning)))
-        kept = [f"{k} = {v}" for k, v in (("eval", data.eval), ("prompts", data.prompts)) if v]
-        self.kept.setText("Kept from the plan: " + "; ".join(kept) if kept else "")
-        self.kept.setVisible(bool(kept))
+        self.eval_path.setText(data.eval or "")
+        self.prompts_path.setText(data.prompts or "")
         if data.train:
             self.set_train_path(data.train)
         else:
             self.use_tokens.setChecked(True)
 
     def data_values(self) -> dict[str, Any]:
-        """The [data] keys this page controls; eval and prompts of an edited plan are kept by the wizard."""
+        """The [data] keys this page controls."""
         out: dict[str, Any] = {"seq_len": self.seq_len.value(), "epochs": round(self.epochs.value(), 4),
-                               "global_batch_tokens": self.batch.value(), "reasoning": self.reasoning.currentData()}
+                               "global_batch_tokens": self.batch.value(), "reasoning": self.reasoning.currentData(),
+                               "eval": self.eval_path.text().strip() or None,
+                               "prompts": self.prompts_path.text().strip() or None}
         if self.use_tokens.isChecked():
             out.update(train=None, tokens=round(self.tokens.value() * 1e6))
             return out

@@ -129,6 +129,8 @@ class PlanWizard(QWizard):
         self.student_page.sig_changed.connect(self._models_changed)
         for page in (self.method_page, self.data_page, self.hardware_page):
             page.sig_changed.connect(self.review_page.schedule)
+        # sequence-level KD needs prompts: the data page says so where they are chosen
+        self.method_page.sig_changed.connect(lambda: self.data_page.set_method(self.method_page.kind()))
         if plan is not None:
             self._prefill(plan, plan_path)
 

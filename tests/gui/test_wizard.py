@@ -517,3 +517,32 @@ def test_edit_plan_whose_model_folder_is_missing_says_so(qtbot, settings, tmp_pa
     assert "teacher" in error.text() and w.teacher_page.spec() is None
     assert not w.teacher_page.isComplete()
     w.data_page.cancel_scan()
+
+
+def test_the_data_page_chooses_eval_and_prompts_and_seq_kd_needs_prompts(qtbot, wizard, tmp_path):
+    from distill_studio.engine.plan import loads_plan
+
+    w = wizard
+    page = w.data_page
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "a b c"}\n' * 20)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "2+2=", "answer": "4"}\n')
+    page.set_train_path(str(train))
+    page.set_method("seq-kd")
+    assert "needs prompts" in page.prompts_error.text() and not page.isComplete()
+    page.eval_path.setText(str(tmp_path / "missing.jsonl"))
+    assert "does not exist" in page.prompts_error.text()
+    page.eval_path.setText(str(train))
+    page.prompts_path.setText(str(prompts))
+    assert page.prompts_error.text() == "" and page.isComplete()
+    values = page.data_values()
+    assert values["eval"] == str(train) and values["prompts"] == str(prompts)
+    page.set_method("logit-kd")
+    page.prompts_path.setText("")
+    assert page.prompts_error.text() == "" and page.data_values()["prompts"] is None
+    # an edited plan's eval and prompts come back into the fields
+    demo = Path(__file__).resolve().parents[2] / "resources" / "demo"
+    plan = loads_plan((demo / "plan.toml").read_text())
+    page.load(plan.data.model_copy(update={"eval": str(demo / "eval.jsonl"), "prompts": str(demo / "prompts.jsonl")}))
+    assert page.eval_path.text().endswith("eval.jsonl") and page.prompts_path.text().endswith("prompts.jsonl")
