@@ -35,9 +35,10 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Distill Studio")
         self.setMinimumSize(960, 640)
         self.planner = PlannerView()
-        self.planner.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15_000))
+        self.planner.sig_error.connect(self._show_error_message)
         # Launch only once the open plan has been planned: a plan that fails its check cannot be launched
         self.planner.sig_analysis_ready.connect(self._update_actions)
+        self.planner.sig_analysis_ready.connect(self._clear_error_message)
         self.planner.sig_plan_failed.connect(lambda _m: self._update_actions())
         # The Runs screen (four live charts, the runs list) is built when it is first shown or used: the window
         # comes up sooner, and a run left training is re-attached as soon as the Runs tab is opened.
@@ -67,6 +68,16 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.plan_label)
         self._actions()
         self._restore_state()
+
+    def _show_error_message(self, message: str) -> None:
+        self._error_message = message
+        self.statusBar().showMessage(message, 15_000)
+
+    def _clear_error_message(self) -> None:
+        """A plan that planned: an earlier plan's error is not left in the status bar."""
+        if getattr(self, "_error_message", "") and self.statusBar().currentMessage() == self._error_message:
+            self.statusBar().clearMessage()
+        self._error_message = ""
 
     @property
     def runs(self):

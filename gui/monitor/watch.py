@@ -108,11 +108,20 @@ class Watch:
                         fraction=s.fraction_done(),
                         eta_seconds=s.eta_seconds() if status in ("running", "elsewhere") else None,
                         eta_range=s.eta_range() if status in ("running", "elsewhere") else None,
-                        elapsed_seconds=s.elapsed_seconds(time.time() if alive else None),
+                        elapsed_seconds=self._elapsed(s, status, alive),
                         tokens_per_second=s.tokens_per_second,
                         seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
                         alive=alive, latest=dict(s.latest), device=s.device)
 
+
+    def _elapsed(self, s, status: str, alive: bool) -> float:
+        """Training time from the events; while a launched run loads (no step yet), the time since its launch, so
+        "elapsed" moves from the first second."""
+        if alive and status in ("starting", "resuming"):
+            since = self.record.resumed_at or self.record.launched_at
+            if since:
+                return s.elapsed_seconds(None) + max(0.0, time.time() - since)
+        return s.elapsed_seconds(time.time() if alive else None)
 
     def _remote_status(self) -> str:
         if self.record.target != "azure":

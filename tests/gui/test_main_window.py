@@ -115,7 +115,12 @@ def test_a_plan_that_fails_its_check_clears_the_previous_one_and_cannot_be_launc
     assert not win.planner.chart.deadline.isVisible()
     assert not win.act_launch.isEnabled()
     assert "seq_len" in win.planner.summary.text()
+    assert "seq_len" in win.statusBar().currentMessage()
     screenshot(win, "planner_failed_plan")
+    # a plan that plans again: the old error does not stay in the status bar
+    assert win.open_plan(PLANS / "phi4-to-phi4mini-3h.toml")
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.statusBar().currentMessage() == "" and win.act_launch.isEnabled()
 
 
 def test_first_start_shows_a_welcome_view_that_opens_the_demo(qtbot, screenshot):

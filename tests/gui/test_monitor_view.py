@@ -183,3 +183,18 @@ def test_status_words_while_resuming_and_finishing_and_the_result_card(qtbot, mo
         assert monitor.status_label.text().startswith("Resuming") and not monitor.result_card.isVisible()
     finally:
         p.kill()
+
+
+
+def test_elapsed_moves_while_a_launched_run_loads(qtbot, monitor, tmp_path):
+    d = tmp_path / "loading"
+    d.mkdir()
+    p = stand_in(d)
+    try:
+        monitor.show_run(RunRecord(run_dir=str(d), name="loading", pid=p.pid, launched_at=time.time() - 5))
+        qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "starting",
+                        timeout=10_000)
+        assert monitor.snapshot.elapsed_seconds >= 5
+        assert "elapsed 0 s" not in monitor.figures.text()
+    finally:
+        p.kill()
