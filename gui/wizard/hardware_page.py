@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout,
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel,
                                QRadioButton, QSpinBox, QVBoxLayout, QWidget, QWizardPage)
 
 from ...engine.catalog.hardware import load_accelerators, load_skus
@@ -161,9 +161,18 @@ class HardwarePage(QWizardPage):
         budget = QGroupBox("Budget")
         budget.setLayout(bgrid)
 
+        # what the choices so far allow, planned live: whether 3 hours is possible before the plan is saved
+        self.preview = QLabel("")
+        self.preview.setObjectName("hardware_preview")
+        self.preview.setWordWrap(True)
+        self.preview.setTextFormat(Qt.TextFormat.RichText)
+        preview_box = QGroupBox("What these choices allow")
+        QVBoxLayout(preview_box).addWidget(self.preview)
+
         box = QVBoxLayout(self)
         box.addWidget(where)
         box.addWidget(budget)
+        box.addWidget(preview_box)
         box.addStretch(1)
 
         self.load(Hardware(region=normalise_region(settings.azure.region) or "eastus"), Budget())
@@ -183,6 +192,9 @@ class HardwarePage(QWizardPage):
                  b["budget_none"], self.usd_on, self.usd)
         for first, second in zip(order, order[1:]):
             QWidget.setTabOrder(first, second)
+
+    def show_preview(self, text: str) -> None:
+        self.preview.setText(text)
 
     def _refresh(self) -> None:
         local = self.local.isChecked()

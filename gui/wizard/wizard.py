@@ -15,7 +15,7 @@ from typing import Any
 
 import tomli_w
 from pydantic import BaseModel
-from PySide6.QtCore import QSize, Signal
+from PySide6.QtCore import QSize, QTimer, Signal
 from PySide6.QtWidgets import QWidget, QWizard
 
 from ...engine.catalog.models import load_models, resolve_model
@@ -31,6 +31,35 @@ from .pages import ModelPicker, StudentPage, TeacherPage
 from .review_page import Review, ReviewPage
 
 DATA_PATH_KEYS = ("train", "eval", "prompts")
+PREVIEW_DELAY_MS = 400
+
+
+def preview_text(doc: dict[str, Any]) -> str:
+    """On a worker: the fastest and the cheapest option the choices so far allow, and whether the budget can be
+    met (the planner's own answer, at the plan's confidence)."""
+    from ...engine.planner import analyse
+    from ...engine.report import _hours, _money
+
+    a = analyse(plan_from_dict(doc))
+    d, o, sw = a.decision, a.sweep.out, a.sweep
+
+    def option(i: int) -> str:
+        r = sw.row(i)
+        where = "this machine" if r["sku"] == "local" else f"{r['nodes']} × {r['sku'].removeprefix('Standard_')}"
+        cost = _money(o["cost_usd"][i]) if o["cost_usd"][i] == o["cost_usd"][i] else "price unknown"
+        return f"{where}: <b>{_hours(o['total_hours'][i])}</b>, {cost}"
+
+    lines = []
+    if d.fastest is not None:
+        lines.append("Fastest: " + option(d.fastest))
+    if d.cheapest is not None and d.cheapest != d.fastest:
+        lines.append("Cheapest: " + option(d.cheapest))
+    if d.recommended is not None:
+        lines.append(f"<span style='color:#27ae60'>Meets the budget</span> — recommended {option(d.recommended)} "
+                     f"({d.rationale})")
+    elif d.impossible:
+        lines.append(f"<span style='color:#c0392b'>The budget cannot be met: {d.impossible}</span>")
+    return "<br>".join(lines) or "No option fits in memory with these choices."
 PAGE_OF_SECTION = {"teacher": "Teacher", "student": "Student", "method": "Method", "adapter": "Method",
                    "data": "Data", "hardware": "Hardware and budget", "budget": "Hardware and budget",
                    "name": "Review", "description": "Review"}
@@ -131,6 +160,15 @@ class PlanWizard(QWizard):
             page.sig_changed.connect(self.review_page.schedule)
         # sequence-level KD needs prompts: the data page says so where they are chosen
         self.method_page.sig_changed.connect(lambda: self.data_page.set_method(self.method_page.kind()))
+        # the hardware page plans the choices so far (on a worker, shortly after the last change)
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self._preview)
+        self._preview_generation = 0
+        self.hardware_page.sig_changed.connect(self._preview_timer.start)
+        self.currentIdChanged.connect(lambda _id: self._preview_timer.start()
+                                      if self.currentPage() is self.hardware_page else None)
         if plan is not None:
             self._prefill(plan, plan_path)
 
@@ -212,6 +250,29 @@ class PlanWizard(QWizard):
         rp.description.setText(plan.description)
         if plan_path:
             rp.set_save_path(str(Path(plan_path).expanduser().resolve()))
+
+    # ---- the hardware page's live answer
+    def _preview(self) -> None:
+        if self.currentPage() is not self.hardware_page:
+            return
+        from .. import workers
+
+        doc = self.plan_doc()
+        doc["name"] = doc.get("name") or "preview"
+        self._preview_generation += 1
+        generation = self._preview_generation
+        self.hardware_page.show_preview("<i>Planning the choices so far…</i>")
+        workers.start(preview_text, doc, on_result=lambda text: self._previewed(generation, text),
+                      on_error=lambda message: self._previewed(
+                          generation, f"<span style='color:#c0392b'>Not plannable yet: {message}</span>"))
+
+    def _previewed(self, generation: int, text: str) -> None:
+        if generation != self._preview_generation:
+            return                      # an older answer, after the choices changed again
+        try:
+            self.hardware_page.show_preview(text)
+        except RuntimeError:            # the wizard was closed while planning
+            pass
 
     # ---- building the plan
     def plan_doc(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from distill_studio.gui.wizard.common import ID_ROLE, REASON_ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "resources" / "demo"
+PLANS = ROOT / "resources" / "plans"
 NEXT, FINISH = QWizard.WizardButton.NextButton, QWizard.WizardButton.FinishButton
 
 
@@ -546,3 +547,18 @@ def test_the_data_page_chooses_eval_and_prompts_and_seq_kd_needs_prompts(qtbot, 
     plan = loads_plan((demo / "plan.toml").read_text())
     page.load(plan.data.model_copy(update={"eval": str(demo / "eval.jsonl"), "prompts": str(demo / "prompts.jsonl")}))
     assert page.eval_path.text().endswith("eval.jsonl") and page.prompts_path.text().endswith("prompts.jsonl")
+
+
+def test_the_hardware_page_plans_the_choices_so_far(qtbot, settings, screenshot):
+    """Before saving, the hardware page shows the fastest and the cheapest option for the choices so far, and
+    whether the budget can be met; it answers again when the budget changes."""
+    w = _open(qtbot, settings, PLANS / "gemma3-27b-to-4b-3h.toml")
+    for page in ("student_page", "method_page", "data_page", "hardware_page"):
+        go_next(qtbot, w, page)
+    hp = w.hardware_page
+    qtbot.waitUntil(lambda: "Fastest" in hp.preview.text(), timeout=30_000)
+    assert "Cheapest" in hp.preview.text() and "Meets the budget" in hp.preview.text()
+    screenshot(w, "wizard_hardware_preview")
+    hp.preset_buttons["budget_custom"].setChecked(True)
+    hp.hours.setValue(0.05)                 # 3 minutes: no option is that fast
+    qtbot.waitUntil(lambda: "cannot be met" in hp.preview.text(), timeout=30_000)
