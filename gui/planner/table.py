@@ -15,11 +15,14 @@ from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
 
 COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "Sharding",
-           "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Status")
-GIB_COL, TOKENS_COL, RANGE_COL, SOURCE_COL, STATUS_COL = 9, 10, 11, 12, 13
+           "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Set-up", "Teacher pass", "Training", "MFU",
+           "Status")
+GIB_COL, TOKENS_COL, RANGE_COL, SOURCE_COL = 9, 10, 11, 12
+SETUP_COL, PREPASS_COL, TRAIN_COL, MFU_COL, STATUS_COL = 13, 14, 15, 16, 17
+_DURATION_COLS = (SETUP_COL, PREPASS_COL, TRAIN_COL)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 INDEX_ROLE = Qt.ItemDataRole.UserRole + 2
-_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL, RANGE_COL)
+_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL, RANGE_COL, SETUP_COL, PREPASS_COL, TRAIN_COL, MFU_COL)
 # how each model is placed, as the engine runs it: DDP, FSDP inside each node, FSDP over every GPU
 _SHARDING = {"none": "none (DDP)", "within-node": "in node", "all-gpus": "all GPUs"}
 _GREY = QColor("#8a8a8a")
@@ -89,6 +92,8 @@ class OptionsModel(QAbstractTableModel):
         runs = o.get("calibration_runs", np.zeros(n, dtype=np.int64))
         source = np.where(runs > 0, source + " (" + runs.astype(str) + ")", source).astype(object)
         return {RANGE_COL: high, "range_low": low, SOURCE_COL: source,
+                SETUP_COL: o["setup_hours"], PREPASS_COL: o["prepass_hours"], TRAIN_COL: o["train_hours"],
+                MFU_COL: o["mfu"],
                 0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
                 4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
                 6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object), 8: sharding,
@@ -131,6 +136,10 @@ class OptionsModel(QAbstractTableModel):
                 return f"{v:,.0f}"
             if col == RANGE_COL:
                 return f"{_h(self._cols['range_low'][i])} – {_h(v)}"
+            if col in _DURATION_COLS:
+                return "—" if col == PREPASS_COL and not v else _h(v)
+            if col == MFU_COL:
+                return f"{v * 100:.0f}%"
             return str(v)
         if role == INDEX_ROLE:
             return i

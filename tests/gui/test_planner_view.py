@@ -208,6 +208,16 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     planner.only_ok.setChecked(True)
     shown = planner.model.rowCount()
     assert 0 < shown < all_rows
-    assert all(planner.model.index(r, 13).data() == "meets the budget" for r in range(shown))
+    assert all(planner.model.index(r, STATUS_COL).data() == "meets the budget" for r in range(shown))
+    # the time breakdown and MFU as columns: the teacher's pass is most of this plan's time
+    from distill_studio.gui.planner.table import MFU_COL, PREPASS_COL, TRAIN_COL, _h
+
+    rec = planner.analysis.decision.recommended
+    hours = planner.analysis.sweep.row(rec)["hours"]
+    row = planner.model.row_of(rec)
+    assert hours["teacher_pass"] > hours["training"]
+    assert planner.model.index(row, PREPASS_COL).data() == _h(hours["teacher_pass"])
+    assert planner.model.index(row, TRAIN_COL).data() == _h(hours["training"])
+    assert planner.model.index(row, MFU_COL).data() == f"{planner.analysis.sweep.row(rec)['mfu'] * 100:.0f}%"
     assert planner.model.row_of(planner.analysis.decision.recommended) is not None
     assert "P95" in planner.analysis.decision.rationale
