@@ -14,7 +14,7 @@ def _money(v: float | None) -> str:
     return "unknown" if v is None or not np.isfinite(v) else f"${v:,.0f}"
 
 
-def _hours(h: float) -> str:
+def hours_text(h: float) -> str:
     """A duration in the unit that reads best: seconds, minutes, hours or days (never "0.0 h")."""
     if not np.isfinite(h):
         return "—"
@@ -152,10 +152,10 @@ def render_text(a: Analysis, top: int) -> str:
         lines.append(f"No option meets the budget: {d.impossible}.")
         if d.fastest is not None:
             i = d.fastest
-            lines.append(f"  fastest:  {_hours(o['total_hours'][i])}, cost {_money(o['cost_usd'][i])} — {_option_line(a, i)}")
+            lines.append(f"  fastest:  {hours_text(o['total_hours'][i])}, cost {_money(o['cost_usd'][i])} — {_option_line(a, i)}")
         if d.cheapest is not None:
             i = d.cheapest
-            lines.append(f"  cheapest: {_money(o['cost_usd'][i])}, {_hours(o['total_hours'][i])} — {_option_line(a, i)}")
+            lines.append(f"  cheapest: {_money(o['cost_usd'][i])}, {hours_text(o['total_hours'][i])} — {_option_line(a, i)}")
         if d.fastest is None:
             need = o["mem_total"][a.planned]
             if need.size:
@@ -193,17 +193,17 @@ def _figures(a: Analysis, i: int) -> str:
     h = r["hours"]
     mem = r["memory_gib_per_gpu"]
     usable = a.sweep.out["mem_usable"][i] / GIB
-    phases = f"setup {_hours(h['setup'])}"
+    phases = f"setup {hours_text(h['setup'])}"
     if h["teacher_pass"]:
-        phases += f", teacher pass {_hours(h['teacher_pass'])}"
-    phases += f", training {_hours(h['training'])}"
+        phases += f", teacher pass {hours_text(h['teacher_pass'])}"
+    phases += f", training {hours_text(h['training'])}"
     rng = r.get("range")
-    spread = (f"  P10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}, "
+    spread = (f"  P10–P90 {hours_text(rng['hours'][0])} to {hours_text(rng['hours'][1])}, "
               f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
     cal = r["calibration"]
     source = cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
     per = "process" if r["accelerator"] == "cpu" else "GPU"
-    return (f"  {_hours(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
+    return (f"  {hours_text(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
             f"{mem['total']:.1f} of {usable:.0f} GiB per {per} · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per {per} "
             f"(MFU {r['mfu'] * 100:.0f}%, {source})\n{spread.rstrip()}")
 
@@ -217,7 +217,7 @@ def _table(a: Analysis, idx) -> str:
         r = sw.row(int(i))
         teacher = r["teacher_mode"] if r["teacher_precision"] == "bf16" else f"{r['teacher_mode']}/{r['teacher_precision']}"
         out.append(
-            f"  {_hours(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
+            f"  {hours_text(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
             f"{str(r['nodes']) + '×' + r['sku'].removeprefix('Standard_'):<30} {r['priority'][:4]:<4} "
             f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
             f"{_SHARD_SHORT[r['sharding']]:<6} {r['tokens_per_second_per_gpu']:>9,.0f} "

@@ -390,11 +390,9 @@ def _ranged(data: bytes, headers: dict, extra: dict):
     return 206, {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start:end + 1]
 
 
-class FakeTransport(HttpTransport):
-    """An azure-core transport that answers from a :class:`FakeAzure`."""
-
-    def __init__(self, fake: FakeAzure) -> None:
-        self.fake = fake
+class CannedTransport(HttpTransport):
+    """An azure-core transport that answers without a network: subclasses decide the answer, :meth:`reply` builds it
+    in the response type the request's pipeline expects."""
 
     def __enter__(self):
         return self
@@ -408,16 +406,8 @@ class FakeTransport(HttpTransport):
     def close(self):
         pass
 
-    def send(self, request, **kwargs):
-        body = request.data if hasattr(request, "data") and isinstance(getattr(request, "data"), (bytes, str)) \
-            else request.body
-        if body is None and getattr(request, "files", None):
-            body = b""
-        if hasattr(body, "read"):
-            body = body.read()
-        if isinstance(body, str):
-            body = body.encode()
-        status, headers, content = self.fake.answer(request.method, request.url, dict(request.headers), body or b"")
+    @staticmethod
+    def reply(request, status: int, headers: dict, content: bytes, stream: bool = False):
         r = requests.Response()
         r.status_code = status
         r.headers.update(headers)
@@ -431,10 +421,29 @@ class FakeTransport(HttpTransport):
             from azure.core.rest._requests_basic import RestRequestsTransportResponse
 
             resp = RestRequestsTransportResponse(request=request, internal_response=r)
-            if not kwargs.get("stream"):    # a streamed download reads the body itself
+            if not stream:    # a streamed download reads the body itself
                 resp.read()
             return resp
         return RequestsTransportResponse(request, r)
+
+
+class FakeTransport(CannedTransport):
+    """An azure-core transport that answers from a :class:`FakeAzure`."""
+
+    def __init__(self, fake: FakeAzure) -> None:
+        self.fake = fake
+
+    def send(self, request, **kwargs):
+        body = request.data if hasattr(request, "data") and isinstance(getattr(request, "data"), (bytes, str)) \
+            else request.body
+        if body is None and getattr(request, "files", None):
+            body = b""
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        status, headers, content = self.fake.answer(request.method, request.url, dict(request.headers), body or b"")
+        return self.reply(request, status, headers, content, stream=bool(kwargs.get("stream")))
 
 
 _installed: dict[str, Any] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 import re
 import urllib.parse
@@ -18,11 +17,9 @@ import pytest
 pytest.importorskip("azure.mgmt.compute")
 pytest.importorskip("azure.ai.ml")
 
-import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse
-from azure.core.rest import HttpRequest as RestHttpRequest
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
+from azure_fake import CannedTransport  # noqa: E402  (tests/: the transport the fakes share)
+
 from distill_studio.engine.azure import capacity as C
 from distill_studio.engine.azure import client as client_mod
 from distill_studio.engine.azure.client import Azure, Workspace
@@ -174,7 +171,7 @@ class FakeCred:
         return AccessTokenInfo("fake-token", 4_102_444_800)
 
 
-class FakeArm(HttpTransport):
+class FakeArm(CannedTransport):
     """Answers ARM's REST calls by method and URL pattern. ``script[route]`` holds answers served (in order) before
     the route's normal one: a 429, a 403."""
 
@@ -195,18 +192,6 @@ class FakeArm(HttpTransport):
         self.script: dict[str, list[tuple[int, dict, dict]]] = {}
         self.requests: list[tuple[str, str, str]] = []   # (route, method, url)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        pass
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
-
     def sleep(self, duration):  # the retry policy's back-off: nothing to wait for here
         pass
 
@@ -220,17 +205,8 @@ class FakeArm(HttpTransport):
             status, body, headers = self.script[route].pop(0)
         else:
             status, body, headers = self.normal[route]
-        raw = requests.Response()
-        raw.status_code = status
-        raw.reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
-        raw.headers.update({"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": "fake", **headers})
-        raw.raw = io.BytesIO(json.dumps(body).encode())
-        raw.url = request.url
-        if isinstance(request, RestHttpRequest):
-            response = RestRequestsTransportResponse(request=request, internal_response=raw)
-            response.read()
-            return response
-        return RequestsTransportResponse(request, raw)
+        return self.reply(request, status, {"Content-Type": "application/json; charset=utf-8",
+                                            "x-ms-request-id": "fake", **headers}, json.dumps(body).encode())
 
     def hits(self, route: str) -> int:
         return sum(1 for r, _, _ in self.requests if r == route)

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -345,23 +343,10 @@ def _from_doc(doc: Any, region: str) -> CapacityTable:
 
 
 def _write_cache(table: CapacityTable) -> Path:
-    """Write the table atomically: a temporary file in the same folder, then os.replace."""
-    path = cache_path(table.region)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".capacity-{table.region}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_to_doc(table), fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    """Write the table atomically (a crash never leaves half a cache)."""
+    from ..files import write_json_atomic
+
+    return write_json_atomic(cache_path(table.region), _to_doc(table))
 
 
 def load_capacity(region: str, notes: list[str] | None = None) -> CapacityTable | None:

@@ -16,7 +16,6 @@ with the same output path: the engine finds its run folder there and continues f
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import uuid
@@ -49,10 +48,9 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     """Atomically: a crash never leaves half a file, and the job's name is never lost."""
-    path = Path(run_dir) / RUN_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from ..files import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / RUN_FILE, meta)
 
 
 def workspace_of(meta: dict[str, Any], current: Workspace) -> Workspace:

@@ -20,7 +20,6 @@ into a cancel of the job: the engine on the node checkpoints and stops, and the 
 """
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
@@ -80,25 +79,13 @@ class AlreadyWatched(AzureError):
 
 
 def _take(run_dir: Path):
-    """One watcher per run folder: two would write each event twice. An advisory lock the OS releases however the
-    process ends (no-op where ``fcntl`` is missing)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    f = open(run_dir / ".watch.lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        pid = f.read().strip()
-        f.close()
-        raise AlreadyWatched(f"{run_dir} is already being watched{f' (process {pid})' if pid else ''}; its "
-                             "console log and events are up to date") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
+    """One watcher per run folder: two would write each event twice."""
+    from ..runs.lock import hold
+
+    f, holder = hold(run_dir / ".watch.lock")
+    if holder is not None:
+        raise AlreadyWatched(f"{run_dir} is already being watched{f' (process {holder})' if holder else ''}; its "
+                             "console log and events are up to date")
     return f
 
 

@@ -22,7 +22,6 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 import tomllib
 import urllib.parse
 from dataclasses import asdict, dataclass, field
@@ -226,19 +225,9 @@ def _write_cache(table: PriceTable, source_url: str) -> Path:
         "source": source_url,
         "prices": [asdict(p) for p in table.prices],
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{table.region}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from ..files import write_json_atomic
+
+    write_json_atomic(path, doc)
     return path
 
 

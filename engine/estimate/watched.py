@@ -213,7 +213,6 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     mine = [r for r in records if r.get("key") == key]
     if not mine:
         return []
-    keys = [option_key(_row_key(sw, i)) for i in range(n)]
     dkey = data_key(plan, base)
     tps, setup = o["tokens_per_second_per_gpu"].copy(), o["setup_hours"].copy()
     by_option: dict[tuple, list[dict]] = {}
@@ -222,18 +221,19 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     ratios = [r["measured"]["tokens_per_second_per_device"] / r["estimated"]["tokens_per_second_per_gpu"]
               for r in mine if r["estimated"].get("tokens_per_second_per_gpu")]
     ratio = float(np.clip(statistics.median(ratios), *CORRECTION_BOUNDS)) if ratios else None
-    machines = {tuple(r["option"])[0] for r in mine}
-    for i, k in enumerate(keys):
-        found = by_option.get(k)
-        if found:
-            tps[i] = statistics.median(r["measured"]["tokens_per_second_per_device"] for r in found)
-            setup[i] = statistics.median(r["measured"]["setup_seconds"] for r in found) / 3600.0
-            code[i], runs[i] = 3, len(found)
-        elif ratio is not None and k[0] in machines:
-            # the same machine and models: its speed corrected by what the runs found, its set-up as measured
-            tps[i] = tps[i] * ratio
-            setup[i] = statistics.median(r["measured"]["setup_seconds"] for r in mine) / 3600.0
-            code[i], runs[i] = 2, len(mine)
+    # the same machine and models: speed corrected by what the runs found, set-up as measured
+    machine_names = [m.lower() for m in sw.labels["machine"]]
+    watched_machines = [machine_names.index(k[0]) for k in by_option if k[0] in machine_names]
+    if ratio is not None and watched_machines:
+        near = np.isin(g.extra["machine"], watched_machines)
+        tps = np.where(near, tps * ratio, tps)
+        setup = np.where(near, statistics.median(r["measured"]["setup_seconds"] for r in mine) / 3600.0, setup)
+        code[near], runs[near] = 2, len(mine)
+    for key, found in by_option.items():          # a handful of watched configurations: one mask each
+        same = _rows_of(sw, key)
+        tps[same] = statistics.median(r["measured"]["tokens_per_second_per_device"] for r in found)
+        setup[same] = statistics.median(r["measured"]["setup_seconds"] for r in found) / 3600.0
+        code[same], runs[same] = 3, len(found)
     same_data = [r for r in mine if r.get("data") == dkey]
     tokens = (statistics.median(r["measured"]["train_tokens"] for r in same_data) if same_data
               else sw.job.train_tokens)
@@ -261,15 +261,21 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     return notes
 
 
-def _row_key(sw, i: int) -> dict:
+def _rows_of(sw, key) -> np.ndarray:
+    """The sweep's rows of one watched configuration (``option_key``'s order), as a mask."""
     from .core import ADAPTERS, TEACHER_MODES
     from .placement import SHARDINGS
 
-    g = sw.grid
-    return {"sku": sw.label("machine", i), "nodes": int(g.nodes[i]), "gpus": int(sw.out["gpus"][i]),
-            "adapter": ADAPTERS[int(g.adapter[i])], "teacher_mode": TEACHER_MODES[int(g.teacher_mode[i])],
-            "teacher_precision": sw.label("teacher_precision", i), "recompute": bool(g.recompute[i]),
-            "sharding": SHARDINGS[int(g.sharding[i])]}
+    sku, nodes, gpus, adapter, mode, precision, recompute, sharding = key
+    g, labels = sw.grid, sw.labels
+    machines = [m.lower() for m in labels["machine"]]
+    if sku not in machines or precision not in labels["teacher_precision"] or adapter not in ADAPTERS \
+            or mode not in TEACHER_MODES or sharding not in SHARDINGS:
+        return np.zeros(len(sw), dtype=bool)
+    return ((g.extra["machine"] == machines.index(sku)) & (g.nodes == nodes) & (sw.out["gpus"] == gpus)
+            & (g.adapter == ADAPTERS.index(adapter)) & (g.teacher_mode == TEACHER_MODES.index(mode))
+            & (g.extra["teacher_precision"] == labels["teacher_precision"].index(precision))
+            & (g.recompute == bool(recompute)) & (g.sharding == SHARDINGS.index(sharding)))
 
 
 def source_of(sw, i: int) -> dict[str, Any]:

@@ -68,24 +68,12 @@ def lock_run_dir(run_dir: Path) -> None:
     ``run_dir/.lock``, released by the OS however the process ends, so a killed run never leaves a stale lock.
     (No-op where ``fcntl`` is missing, i.e. Windows.)"""
     global _held_lock
-    try:
-        import fcntl
-    except ImportError:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir / ".lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        other = f.read().strip()
-        f.close()
+    from ..runs.lock import hold
+
+    f, other = hold(run_dir / ".lock")
+    if other is not None:
         raise RunError(f"{run_dir} is being trained by another process{f' (pid {other})' if other else ''}; "
-                       "wait for it to finish, or stop it, before resuming") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
+                       "wait for it to finish, or stop it, before resuming")
     _held_lock = f
 
 

@@ -13,6 +13,7 @@ from PySide6.QtGui import QBrush, QColor
 from ...engine.estimate.core import ADAPTERS, TEACHER_MODES
 from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
+from ...engine.report import hours_text
 
 COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "Sharding",
            "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Set-up", "Teacher pass", "Training", "MFU",
@@ -26,17 +27,6 @@ _NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL, RANGE_COL, SETUP_COL, PREPASS_COL, TRA
 # how each model is placed, as the engine runs it: DDP, FSDP inside each node, FSDP over every GPU
 _SHARDING = {"none": "none (DDP)", "within-node": "in node", "all-gpus": "all GPUs"}
 _GREY = QColor("#8a8a8a")
-
-
-def _h(hours: float) -> str:
-    """Hours as the table shows them, in the unit that reads best."""
-    if not np.isfinite(hours):
-        return "—"
-    if hours < 1 / 60:
-        return f"{hours * 3600:.0f} s"
-    if hours < 1:
-        return f"{hours * 60:.0f} min"
-    return f"{hours:,.1f} h"
 
 
 class OptionsModel(QAbstractTableModel):
@@ -135,9 +125,9 @@ class OptionsModel(QAbstractTableModel):
             if col == TOKENS_COL:
                 return f"{v:,.0f}"
             if col == RANGE_COL:
-                return f"{_h(self._cols['range_low'][i])} – {_h(v)}"
+                return f"{hours_text(self._cols['range_low'][i])} – {hours_text(v)}"
             if col in _DURATION_COLS:
-                return "—" if col == PREPASS_COL and not v else _h(v)
+                return "—" if col == PREPASS_COL and not v else hours_text(v)
             if col == MFU_COL:
                 return f"{v * 100:.0f}%"
             return str(v)

@@ -19,6 +19,7 @@ from ...engine.estimate.solve import decide
 from ...engine.planner import Analysis, analyse, planned_mask
 from ...engine.plan import Plan
 from ...engine.report import choices
+from ...engine.report import hours_text as _hours
 from .. import workers
 from .chart import CostTimeChart
 from .memory_bar import MemoryBar
@@ -30,12 +31,6 @@ def _money(v: float) -> str:
 
 
 _SHARDING_TEXT = {"none": "no sharding (DDP)", "within-node": "FSDP within each node", "all-gpus": "FSDP over all GPUs"}
-
-
-def _hours(h: float) -> str:
-    if h < 1 / 60:
-        return f"{h * 3600:.0f} s"
-    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
 def _machine(sku: str) -> str:

@@ -38,7 +38,7 @@ def preview_text(doc: dict[str, Any]) -> str:
     """On a worker: the fastest and the cheapest option the choices so far allow, and whether the budget can be
     met (the planner's own answer, at the plan's confidence)."""
     from ...engine.planner import analyse
-    from ...engine.report import _hours, _money
+    from ...engine.report import _money, hours_text
 
     a = analyse(plan_from_dict(doc))
     d, o, sw = a.decision, a.sweep.out, a.sweep
@@ -47,7 +47,7 @@ def preview_text(doc: dict[str, Any]) -> str:
         r = sw.row(i)
         where = "this machine" if r["sku"] == "local" else f"{r['nodes']} × {r['sku'].removeprefix('Standard_')}"
         cost = _money(o["cost_usd"][i]) if o["cost_usd"][i] == o["cost_usd"][i] else "price unknown"
-        return f"{where}: <b>{_hours(o['total_hours'][i])}</b>, {cost}"
+        return f"{where}: <b>{hours_text(o['total_hours'][i])}</b>, {cost}"
 
     lines = []
     if d.fastest is not None:

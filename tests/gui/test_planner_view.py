@@ -210,7 +210,8 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     assert 0 < shown < all_rows
     assert all(planner.model.index(r, STATUS_COL).data() == "meets the budget" for r in range(shown))
     # the time breakdown and MFU as columns: the teacher's pass is most of this plan's time
-    from distill_studio.gui.planner.table import MFU_COL, PREPASS_COL, TRAIN_COL, _h
+    from distill_studio.engine.report import hours_text as _h
+    from distill_studio.gui.planner.table import MFU_COL, PREPASS_COL, TRAIN_COL
 
     rec = planner.analysis.decision.recommended
     hours = planner.analysis.sweep.row(rec)["hours"]
