@@ -277,6 +277,9 @@ def cmd_run(args) -> int:
     if args.resume is not None:
         if args.plan is not None:
             raise DistillError("give a PLAN or --resume RUN_DIR, not both")
+        if args.stage or args.teacher_run:
+            raise DistillError("--resume continues a run as the stage it was started as; leave out --stage and "
+                               "--teacher-run")
         run_dir, target = args.resume, ["--resume", str(args.resume)]
     else:
         if args.plan is None:
@@ -287,9 +290,18 @@ def cmd_run(args) -> int:
         if args.processes > 1:  # and on a plan for another number of processes
             from .planner import check_world, resolve_run
 
-            check_world(resolve_run(plan, Path(args.plan).resolve().parent), args.processes, None)
-        run_dir = args.run_dir or default_run_dir(plan.name)
+            check_world(resolve_run(plan, Path(args.plan).resolve().parent, stage=args.stage or "all"),
+                        args.processes, None)
+        if args.teacher_run is not None and args.stage != "student":
+            raise DistillError("--teacher-run goes with --stage student")
+        if args.stage == "student" and args.teacher_run is None:
+            raise DistillError("--stage student: give --teacher-run RUN_DIR, the folder of a finished teacher stage")
+        run_dir = args.run_dir or default_run_dir(plan.name + (f"-{args.stage}" if args.stage else ""))
         target = [str(args.plan), "--run-dir", str(run_dir)]
+        if args.stage:
+            target += ["--stage", args.stage]
+        if args.teacher_run is not None:
+            target += ["--teacher-run", str(args.teacher_run)]
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     if args.processes == 1:
         from .train.__main__ import main as train_main
@@ -447,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("plan", nargs="?", type=Path, help="plan file (TOML)")
     r.add_argument("--run-dir", type=Path, help="folder for the run (default: a new one under the user data folder)")
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
+    r.add_argument("--stage", choices=["teacher", "student"],
+                   help="run one stage of a plan with a teacher pass: 'teacher' caches the teacher's top-k (or "
+                        "writes its answers) and stops; 'student' trains on that output (--teacher-run)")
+    r.add_argument("--teacher-run", type=Path, metavar="RUN_DIR", help="with --stage student: the teacher stage's "
+                   "run folder")
     r.add_argument("--processes", type=_positive("--processes", 1, 4096), default=1,
                    help="processes to train with (GPUs of this machine; CPU ranks in tests)")
     r.set_defaults(func=cmd_run)

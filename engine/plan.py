@@ -128,6 +128,13 @@ class Data(_Strict):
         return self
 
 
+class TeacherPass(_Strict):
+    """Where the teacher's own pass runs when it runs apart from training (a split-hardware plan)."""
+
+    sku: str | None = Field(None, description="Azure VM size for the teacher's pass; leave out to compare every size")
+    nodes: int | None = Field(None, ge=1, le=16, description="nodes for the teacher's pass; leave out to compare 1-16")
+
+
 class Hardware(_Strict):
     target: Literal["local", "azure"] = "azure"
     sku: str | None = Field(None, description="Azure VM size; leave out to compare every size")
@@ -141,12 +148,26 @@ class Hardware(_Strict):
     accelerator: str | None = Field(None, description="local: the accelerator in this machine")
     gpus: int = Field(1, ge=1, le=64, description="local: number of GPUs (on a CPU: processes) in each machine")
     usd_per_hour: float | None = Field(None, ge=0.0, le=10_000.0, description="local: cost of this machine per hour")
+    split: Literal["auto", "yes", "no"] = Field(
+        "auto", description="run the teacher's pass (offline top-k, generation) on other hardware than training: "
+        "auto (where it pays), yes (always), no (never)")
+    teacher_pass: TeacherPass | None = Field(None, description="azure: the hardware of the teacher's pass, when split")
 
     @model_validator(mode="after")
     def _local_needs_accelerator(self) -> "Hardware":
         if self.target == "local" and not self.accelerator:
             raise ValueError("target 'local' needs `accelerator` (e.g. \"h100-sxm\", or \"cpu\")")
+        if self.target == "local" and (self.split == "yes" or self.teacher_pass is not None):
+            raise ValueError("split hardware (split = \"yes\", [hardware.teacher_pass]) needs target \"azure\": a "
+                             "local plan has one machine; run its stages with `distill run --stage teacher|student`")
+        if self.split == "no" and self.teacher_pass is not None:
+            raise ValueError('split "no" does not fit [hardware.teacher_pass]: remove one of them')
         return self
+
+    @property
+    def split_only(self) -> bool:
+        """Only split-hardware options are as planned."""
+        return self.split == "yes" or self.teacher_pass is not None
 
 
 class Training(_Strict):
@@ -210,6 +231,12 @@ class Plan(_Strict):
             raise ValueError(f'teacher.placement "sharded" does not fit teacher.precision "{self.teacher.precision}": '
                              'a quantised (bitsandbytes) teacher is not sharded; use placement = "replicated" or '
                              '"auto", or precision = "bf16"')
+        if self.hardware.split_only and (self.method.kind == "ce" or self.method.teacher_mode == "online"):
+            raise ValueError('hardware.split: a split plan runs the teacher\'s own pass apart from training, which '
+                             f'method.kind "{self.method.kind}"' + (f' with teacher_mode "{self.method.teacher_mode}"'
+                                                                  if self.method.kind != "ce" else "") +
+                             ' does not have; use method.teacher_mode = "offline-topk" (or "auto"), method.kind = '
+                             '"seq-kd", or split = "auto"')
         return self
 
     def to_toml(self) -> str:

@@ -25,8 +25,9 @@ from .estimate.shape import lora_params, shape_of
 from .estimate.solve import Decision, decide, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
 from .estimate.ranges import add_ranges
+from .estimate.split import add_split_options, stage_hours
 from .estimate.watched import calibrate, source_of
-from .plan import Plan
+from .plan import Plan, TeacherPass
 
 BYTES_PER_TOKEN_ESTIMATE = 4.0  # English text in a BPE tokenizer, for plans that give a file but no token count
 
@@ -204,6 +205,54 @@ def capacity_note(sw: Sweep, capacity: CapacityTable, available: np.ndarray) -> 
 
 
 def planned_mask(sw: Sweep, plan: Plan, pinned: bool = False) -> np.ndarray:
+    """The options as the plan asks. ``hardware.sku`` and ``hardware.nodes`` are training's hardware; a split
+    option's teacher pass (estimate/split.py) must also be on ``[hardware.teacher_pass]`` where the plan names it."""
+    m = _stage_mask(sw, plan, pinned)
+    pass_row = sw.grid.extra.get("pass_row")
+    if pass_row is None:
+        return m & (not plan.hardware.split_only)
+    split = pass_row >= 0
+    if plan.hardware.split == "no":
+        m &= ~split
+    elif plan.hardware.split_only:
+        m &= split
+    if split.any():
+        m[split] &= pass_mask(sw, plan)[pass_row[split]]
+    return m
+
+
+def pass_mask(sw: Sweep, plan: Plan) -> np.ndarray:
+    """Rows whose teacher's pass may run a split option's first stage as the plan asks."""
+    g = sw.grid
+    m = np.isin(g.teacher_mode, [TEACHER_MODES.index(x) for x in plan.method.teacher_modes()
+                                 if x in ("offline-topk", "generate")])
+    if plan.method.kind == "logit-kd" and plan.method.teacher_mode == "auto":
+        m |= g.teacher_mode == TEACHER_MODES.index("offline-topk")
+    if plan.method.kind != "ce":
+        m &= g.extra["teacher_precision"] == sw.labels["teacher_precision"].index(plan.teacher.precision)
+    m &= g.extra["priority"] == sw.labels["priority"].index(plan.hardware.priority)
+    tp = plan.hardware.teacher_pass
+    if tp is not None and tp.sku:
+        m &= g.extra["machine"] == sw.labels["machine"].index(resolve_sku(tp.sku).id)
+    if tp is not None and tp.nodes:
+        m &= g.nodes == tp.nodes
+    return m & (g.extra.get("pass_row", np.full(len(sw), -1)) < 0)
+
+
+def all_modes_mask(sw: Sweep, plan: Plan) -> np.ndarray:
+    """The plan's options with every adapter and teacher mode allowed; machine, nodes, priority, teacher precision
+    and the split stay as planned (the planner view's comparison of adapters and modes)."""
+    m = np.zeros(len(sw), dtype=bool)
+    for adapter in ADAPTERS:
+        p = plan.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
+        if p.method.kind == "logit-kd":
+            p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
+        m |= planned_mask(sw, p)
+    return m
+
+
+def _stage_mask(sw: Sweep, plan: Plan, pinned: bool = False) -> np.ndarray:
+    """The options whose training is as the plan asks (the split aside)."""
     g = sw.grid
     m = g.adapter == ADAPTERS.index(plan.adapter.kind)
     modes = [TEACHER_MODES.index(x) for x in plan.method.teacher_modes()]
@@ -234,6 +283,19 @@ def planned_mask(sw: Sweep, plan: Plan, pinned: bool = False) -> np.ndarray:
     elif pinned:            # a plan the planner resolved already: its choice of no recomputation stands
         m &= ~g.recompute
     return m
+
+
+def add_splits(sw: Sweep, plan: Plan, pinned: bool = False) -> int:
+    """Append the plan's split-hardware options to the sweep (none for a local plan, or split = "no")."""
+    if plan.hardware.target != "azure" or plan.hardware.split == "no" or plan.method.kind == "ce":
+        return 0
+    train_ok = np.zeros(len(sw), dtype=bool)
+    for adapter in ADAPTERS:      # every adapter, so the planner view's comparison of adapters has them too
+        p = plan.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
+        if p.method.kind == "logit-kd":
+            p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
+        train_ok |= _stage_mask(sw, p, pinned)
+    return add_split_options(sw, pass_mask(sw, plan), train_ok)
 
 
 def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
@@ -285,6 +347,10 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     if capacity is not None:
         sw.out["available"] = capacity_mask(sw, capacity)
         notes.append(capacity_note(sw, capacity, sw.out["available"]))
+    n_split = add_splits(sw, plan, pinned)
+    if n_split:
+        notes.append(f"{n_split:,} split-hardware options: the teacher's pass on one size, training on another, "
+                     "the cache through storage")
     planned = planned_mask(sw, plan, pinned)
     add_ranges(sw)
     decision = decide(sw, planned, plan.budget.hours, plan.budget.usd, plan.budget.confidence)
@@ -320,20 +386,38 @@ class ResolvedRun:
     estimate: dict           # the planner's figures for this configuration
     why: str                 # how the configuration was chosen
     notes: list[str] = field(default_factory=list)  # what resolving changed beyond an "auto"
+    stage: str = "all"       # "all" | "teacher" (the teacher's pass alone) | "student" (training on its cache)
+    split: dict | None = None  # a split-hardware option: Sweep.row's "split" (the teacher pass's hardware)
 
     @property
     def world_size(self) -> int:
         return self.nodes * self.gpus_per_node
 
 
+STAGES = ("all", "teacher", "student")
+
+
 def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
-                pinned: bool = False) -> ResolvedRun:
+                pinned: bool = False, stage: str = "all") -> ResolvedRun:
     """The planner's choice for ``plan``, as ``distill run`` and the app's Launch both execute it.
 
     The recommendation when the plan has one; otherwise (no option meets the budget) the fastest option as planned
     that fits. A plan with no option that fits in memory is refused here, before anything is loaded, with the
     estimator's figures. ``pinned``: see :func:`analyse` (a resumed run must run the configuration its checkpoints
-    were written by, even if the watched runs since make another look faster)."""
+    were written by, even if the watched runs since make another look faster).
+
+    ``stage``: "teacher" resolves the teacher's pass alone (on a split option: its own hardware, nodes and
+    placement, and the pass stage's estimate), "student" the training on that pass's cache; both need a teacher
+    pass (offline top-k or generation)."""
+    if stage not in STAGES:
+        raise RunError(f"--stage: {stage!r} is not a stage; allowed: {', '.join(STAGES)}")
+    if stage != "all" and (plan.method.kind == "ce" or plan.method.teacher_mode == "online"):
+        raise RunError(f"--stage {stage}: the plan's teacher has no pass of its own (method.kind "
+                       f"\"{plan.method.kind}\", teacher_mode \"{plan.method.teacher_mode}\"); stages need "
+                       'method.teacher_mode = "offline-topk" (or "auto") or method.kind = "seq-kd"; or run without '
+                       "--stage")
+    if stage != "all" and plan.method.kind == "logit-kd" and plan.method.teacher_mode == "auto":
+        plan = plan.model_copy(update={"method": plan.method.model_copy(update={"teacher_mode": "offline-topk"})})
     a = analyse(plan, base, prices, pinned=pinned)
     sw, o = a.sweep, a.sweep.out
     i = a.decision.recommended
@@ -362,9 +446,14 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
             'method.teacher_mode = "offline-topk", or a smaller teacher')
     row = sw.row(i)
     hw = plan.hardware
+    split = row["split"]
     changes: dict = {"sharding": row["sharding"] if hw.sharding == "auto" else hw.sharding}
     if hw.target == "azure":
         changes.update(sku=row["sku"], nodes=row["nodes"])
+        # the choice of splitting, pinned: a re-resolution on the node (or a resume) picks this option again
+        changes.update(split="yes", teacher_pass=TeacherPass(sku=split["teacher_pass"]["sku"],
+                                                             nodes=split["teacher_pass"]["nodes"])) \
+            if split else changes.update(split="no", teacher_pass=None)
     gpn = row["gpus"] // row["nodes"]
     notes = []
     # the global batch as planned: a whole number of micro-batches on every GPU (the estimator rounds up)
@@ -384,7 +473,9 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "hardware": hw.model_copy(update=changes),
         "method": plan.method.model_copy(update={"teacher_mode": row["teacher_mode"]
                                                  if plan.method.kind == "logit-kd" else plan.method.teacher_mode}),
-        "teacher": plan.teacher.model_copy(update={"placement": row["teacher_placement"]}),
+        # a split option's training has no teacher: its placement is the teacher pass's
+        "teacher": plan.teacher.model_copy(update={"placement": split["teacher_pass"]["teacher_placement"]
+                                                   if split else row["teacher_placement"]}),
         # the planner recomputes activations where memory needs it; the engine then does too
         "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"],
                                                      "micro_batch_size": row["micro_batch_seqs"]}),
@@ -403,9 +494,34 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "option": {k: row[k] for k in ("sku", "accelerator", "nodes", "gpus", "adapter", "teacher_mode",
                                        "teacher_precision", "recompute", "sharding", "teacher_placement")},
     }
-    return ResolvedRun(plan=resolved, nodes=row["nodes"], gpus_per_node=gpn,
-                       sharding=sharding_kind(row["sharding"], row["nodes"], gpn), estimate=estimate, why=why,
-                       notes=notes)
+    nodes, sharding = row["nodes"], row["sharding"]
+    if split and stage == "teacher":    # the pass runs on its own hardware, placed as the planner chose for it
+        tp = split["teacher_pass"]
+        nodes, gpn, sharding = tp["nodes"], tp["gpus"] // tp["nodes"], tp["sharding"]
+        estimate["option"].update({k: tp[k] for k in ("sku", "accelerator", "nodes", "gpus", "sharding",
+                                                      "teacher_placement")})
+    if split or stage != "all":
+        estimate["stage"] = stage
+        if split:
+            estimate["split"] = split
+            if stage != "all":
+                by_stage = stage_hours(sw, i)[stage]
+                estimate["hours"] = by_stage
+                estimate["cost_usd"] = (split["teacher_pass"]["cost_usd"] if stage == "teacher" else
+                                        None if row["cost_usd"] is None else
+                                        round(row["cost_usd"] - split["teacher_pass"]["cost_usd"], 2))
+            else:
+                notes.append(f"the plan runs the teacher's pass on {tp_text(split)} apart from training; run here "
+                             "in one process group, both stages use this launch's hardware (`--stage teacher` then "
+                             "`--stage student` run them apart)")
+    return ResolvedRun(plan=resolved, nodes=nodes, gpus_per_node=gpn,
+                       sharding=sharding_kind(sharding, nodes, gpn), estimate=estimate, why=why,
+                       notes=notes, stage=stage, split=split)
+
+
+def tp_text(split: dict) -> str:
+    tp = split["teacher_pass"]
+    return f"{tp['nodes']} × {tp['sku']}"
 
 
 def check_world(resolved: ResolvedRun, world: int, local_world: str | None) -> None:

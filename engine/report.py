@@ -35,6 +35,13 @@ def _option_line(a: Analysis, i: int) -> str:
             f"{r['gpus']} {r['accelerator']} GPU{'s' if r['gpus'] > 1 else ''} in all")
     sharding = _SHARDING[r["sharding"]].replace("GPUs", "processes") if cpu else _SHARDING[r["sharding"]]
     where = "this machine" if r["sku"] == "local" else r["sku"]
+    split = r.get("split")
+    if split:       # the teacher's pass on its own hardware first, then training (without the teacher)
+        tp = split["teacher_pass"]
+        return (f"teacher pass ({r['teacher_mode']}) on {tp['nodes']} × {tp['sku']} ({tp['gpus']} {tp['accelerator']} "
+                f"GPU{'s' if tp['gpus'] > 1 else ''}, teacher {tp['teacher_placement']}), then training on "
+                f"{r['nodes']} × {where} ({gpus}), {r['priority']}, {r['adapter']}, "
+                f"recompute {'on' if r['recompute'] else 'off'}, {sharding}")
     return (f"{r['nodes']} × {where} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
             f"recompute {'on' if r['recompute'] else 'off'}, {sharding}"
             + (f", teacher {r['teacher_placement']}" if r["teacher_mode"] in ("online", "offline-topk", "generate")
@@ -196,7 +203,12 @@ def _figures(a: Analysis, i: int) -> str:
     phases = f"setup {hours_text(h['setup'])}"
     if h["teacher_pass"]:
         phases += f", teacher pass {hours_text(h['teacher_pass'])}"
+    if h.get("cache_transfer"):
+        phases += f", cache {r['split']['cache_gb']:,.1f} GB through storage {hours_text(h['cache_transfer'])}"
     phases += f", training {hours_text(h['training'])}"
+    if r.get("split"):
+        tp = r["split"]["teacher_pass"]
+        phases += f"; teacher-pass stage {hours_text(tp['hours'])} {_money(tp['cost_usd'])}"
     rng = r.get("range")
     spread = (f"  P10–P90 {hours_text(rng['hours'][0])} to {hours_text(rng['hours'][1])}, "
               f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
@@ -206,6 +218,13 @@ def _figures(a: Analysis, i: int) -> str:
     return (f"  {hours_text(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
             f"{mem['total']:.1f} of {usable:.0f} GiB per {per} · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per {per} "
             f"(MFU {r['mfu'] * 100:.0f}%, {source})\n{spread.rstrip()}")
+
+
+def _nodes_sku(r: dict) -> str:
+    """"4×NC24ads_A100_v4"; a split option: "2×ND96isr_H100_v5→4×NC24ads_A100_v4" (teacher pass, then training)."""
+    here = f"{r['nodes']}×{r['sku'].removeprefix('Standard_')}"
+    tp = (r.get("split") or {}).get("teacher_pass")
+    return here if tp is None else f"{tp['nodes']}×{tp['sku'].removeprefix('Standard_')}→{here}"
 
 
 def _table(a: Analysis, idx) -> str:
@@ -218,7 +237,7 @@ def _table(a: Analysis, idx) -> str:
         teacher = r["teacher_mode"] if r["teacher_precision"] == "bf16" else f"{r['teacher_mode']}/{r['teacher_precision']}"
         out.append(
             f"  {hours_text(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
-            f"{str(r['nodes']) + '×' + r['sku'].removeprefix('Standard_'):<30} {r['priority'][:4]:<4} "
+            f"{_nodes_sku(r):<30} {r['priority'][:4]:<4} "
             f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
             f"{_SHARD_SHORT[r['sharding']]:<6} {r['tokens_per_second_per_gpu']:>9,.0f} "
             f"{r['memory_gib_per_gpu']['total']:>8.1f}"

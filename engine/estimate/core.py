@@ -343,6 +343,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "prepass_hours": prepass_hours,
         "train_hours": train_hours,
         "checkpoint_hours": ckpt_hours,
+        "transfer_hours": np.zeros(n),   # split-hardware options only (split.py): the cache through storage
         "total_hours": total_hours,
         "cost_usd": cost,
     }

@@ -53,11 +53,12 @@ def spreads(sw) -> dict[str, np.ndarray]:
         setup = np.where(code >= 2, u["measured_here_log_sd"] * 2, setup)
     mode = g.teacher_mode
     prepass = np.where(mode == TEACHER_MODES.index("generate"), u["generation_log_sd"], u["teacher_pass_log_sd"])
-    return {"setup": setup, "prepass": prepass, "train": train, "checkpoint": np.full(len(sw), u["checkpoint_log_sd"])}
+    return {"setup": setup, "prepass": prepass, "train": train, "checkpoint": np.full(len(sw), u["checkpoint_log_sd"]),
+            "transfer": np.full(len(sw), u["setup_log_sd"])}   # storage throughput: as uncertain as set-up
 
 
 _PARTS = (("setup", "setup_hours"), ("prepass", "prepass_hours"), ("train", "train_hours"),
-          ("checkpoint", "checkpoint_hours"))
+          ("checkpoint", "checkpoint_hours"), ("transfer", "transfer_hours"))
 
 
 def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -65,16 +66,19 @@ def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarra
     o = sw.out
     sd = sd or spreads(sw)
     z = NormalDist().inv_cdf(q)
-    parts = sum(o[col] * np.exp(z * sd[key]) for key, col in _PARTS)
+    zero = np.zeros(len(sw))
+    parts = sum(o.get(col, zero) * np.exp(z * sd[key]) for key, col in _PARTS)
     # what the model adds beyond its parts (the low-priority allowance) scales with them
-    base = sum(o[col] for _, col in _PARTS)
+    base = sum(o.get(col, zero) for _, col in _PARTS)
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = np.where(base > 0, o["total_hours"] / base, 1.0)
     return np.where(np.isfinite(o["total_hours"]), parts * factor, o["total_hours"])
 
 
 def cost_for(sw, hours: np.ndarray) -> np.ndarray:
-    return hours * sw.grid.nodes * sw.grid.usd_per_node_hour
+    """Cost at ``hours``: node-hours at the option's price (a split option's two stages: their blended rate)."""
+    rate = sw.out.get("usd_per_hour")
+    return hours * (rate if rate is not None else sw.grid.nodes * sw.grid.usd_per_node_hour)
 
 
 def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ class Decision:
 
 
 def _option(sw: Sweep, i: int) -> str:
-    return f"{int(sw.grid.nodes[i])} × {sw.label('machine', i).removeprefix('Standard_')}"
+    return sw.hardware(i)
 
 
 def reason(sw: Sweep, i: int, hours_cap: float | None, usd_cap: float | None, planned: np.ndarray,

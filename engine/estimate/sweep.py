@@ -46,6 +46,20 @@ class Sweep:
     def label(self, column: str, i: int) -> str:
         return self.labels[column][int(self.grid.extra[column][i])]
 
+    def pass_row(self, i: int) -> int | None:
+        """The row whose teacher's pass a split-hardware option uses (estimate/split.py); None when not split."""
+        rows = self.grid.extra.get("pass_row")
+        return None if rows is None or rows[i] < 0 else int(rows[i])
+
+    def hardware(self, i: int) -> str:
+        """"4 × NC24ads_A100_v4", or for a split option "teacher pass 2 × ND96isr_H100_v5, then 4 × NC24ads_A100_v4"."""
+        here = f"{int(self.grid.nodes[i])} × {self.label('machine', i).removeprefix('Standard_')}"
+        p = self.pass_row(i)
+        if p is None:
+            return here
+        return f"teacher pass {int(self.grid.nodes[p])} × {self.label('machine', p).removeprefix('Standard_')}, " \
+               f"then {here}"
+
     def row(self, i: int) -> dict:
         """One configuration as plain values, for reports and JSON."""
         o = self.out
@@ -82,9 +96,34 @@ class Sweep:
                 "teacher_pass": float(o["prepass_hours"][i]),
                 "training": float(o["train_hours"][i]),
                 "checkpoints": float(o["checkpoint_hours"][i]),
+                "cache_transfer": float(o["transfer_hours"][i]) if "transfer_hours" in o else 0.0,
                 "total": float(o["total_hours"][i]),
             },
             "cost_usd": None if np.isnan(cost) else round(cost, 2),
+            "split": self._split(i),
+        }
+
+    def _split(self, i: int) -> dict | None:
+        """A split option's teacher-pass stage (its training stage is the row itself); None when not split."""
+        p = self.pass_row(i)
+        if p is None:
+            return None
+        o = self.out
+        stage_hours = float(o["pass_stage_hours"][i])
+        return {
+            "teacher_pass": {
+                "sku": self.label("machine", p),
+                "accelerator": self.label("accelerator", p),
+                "nodes": int(self.grid.nodes[p]),
+                "gpus": int(o["gpus"][p]),
+                "priority": self.label("priority", p),
+                "sharding": SHARDINGS[int(self.grid.sharding[p])],
+                "teacher_placement": "replicated" if o["teacher_replicated"][p] else "sharded",
+                "hours": stage_hours,
+                "cost_usd": round(stage_hours * float(self.grid.nodes[p] * self.grid.usd_per_node_hour[p]), 2),
+            },
+            "training_hours": float(o["total_hours"][i]) - stage_hours,
+            "cache_gb": round(float(o["cache_bytes"][i]) / 1e9, 3),
         }
 
 

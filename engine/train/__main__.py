@@ -23,8 +23,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="with PLAN and --run-dir: the run's key; continue the run if the folder already holds "
                              "the run of that key (a cluster job submitted again after preemption), start it if the "
                              "folder is empty, refuse a folder holding another run")
+    parser.add_argument("--stage", choices=["teacher", "student"],
+                        help="teacher: only the teacher's pass (offline top-k or generation), its output kept in the "
+                             "run folder; student: training on the output of a finished teacher stage (--teacher-run)")
+    parser.add_argument("--teacher-run", type=Path, metavar="RUN_DIR",
+                        help="with --stage student: the teacher stage's run folder")
     args = parser.parse_args(argv)
     from .run import execute, started_here
+
+    if args.teacher_run is not None and args.stage != "student":
+        parser.error("--teacher-run goes with --stage student")
+    stage = dict(stage=args.stage, teacher_run=args.teacher_run)
 
     inputs = {}
     for item in args.input:
@@ -33,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--input {item!r}: expected FIELD=PATH")
         inputs[key] = value
     if args.resume is not None:
-        return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
+        return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size, inputs=inputs,
+                       **stage)
     if args.plan is None or args.run_dir is None:
         parser.error("give PLAN and --run-dir, or --resume RUN_DIR")
     if args.resume_if_started:
@@ -45,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if started:
-            return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size, inputs=inputs)
+            return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size,
+                           inputs=inputs, **stage)
     return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs,
-                   run_key=args.resume_if_started)
+                   run_key=args.resume_if_started, **stage)
 
 
 def leave(code: int) -> None:

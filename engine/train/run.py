@@ -78,7 +78,7 @@ def lock_run_dir(run_dir: Path) -> None:
 
 
 def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None,
-                    run_key: str | None = None) -> RunPaths:
+                    run_key: str | None = None, stage: dict | None = None) -> RunPaths:
     """A new run folder with the plan as it runs (every "auto" resolved by the planner; the file as given beside
     it, ``plan.given.toml``) and ``run.json``; refuses a folder that already holds a run."""
     plan_path = plan_path.resolve()
@@ -96,6 +96,10 @@ def prepare_run_dir(plan_path: Path, run_dir: Path, resolved: Plan | None = None
     meta = {"plan_path": str(plan_path), "plan_base": str(plan_path.parent), "created": time.time()}
     if run_key:
         meta["run_key"] = run_key
+    if stage and stage.get("stage"):   # a split run's stage, kept for --resume
+        meta["stage"] = stage["stage"]
+        if stage.get("teacher_run"):
+            meta["teacher_run"] = str(Path(stage["teacher_run"]).resolve())
     (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
     return RunPaths(run_dir, plan_path.parent)
 
@@ -110,6 +114,15 @@ def open_run_dir(run_dir: Path) -> tuple[Plan, RunPaths]:
     except (OSError, ValueError, KeyError):
         base = run_dir
     return load_plan(run_dir / "plan.toml"), RunPaths(run_dir, base)
+
+
+def run_stage(run_dir: Path) -> dict:
+    """The stage a run folder was started as ({"stage": ..., "teacher_run": ...}; {} for a whole run)."""
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: meta[k] for k in ("stage", "teacher_run") if meta.get(k)}
 
 
 def _setup_logging(run_dir: Path, main: bool) -> None:
@@ -178,19 +191,22 @@ def started_here(run_dir: Path, run_key: str) -> bool:
 
 
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-            keep_process_group: bool = False, inputs: dict[str, str] | None = None, run_key: str | None = None) -> int:
+            keep_process_group: bool = False, inputs: dict[str, str] | None = None, run_key: str | None = None,
+            stage: str | None = None, teacher_run: Path | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
     ``keep_process_group``: leave the process group up for another run in the same processes (tests).
     ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`)."""
     try:
         return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
-                        keep_process_group=keep_process_group, inputs=inputs or {}, run_key=run_key)
+                        keep_process_group=keep_process_group, inputs=inputs or {}, run_key=run_key,
+                        stage=stage, teacher_run=teacher_run)
     finally:
         release_run_dir()
 
 
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
-             keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None) -> int:
+             keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None,
+             stage: str | None = None, teacher_run: Path | None = None) -> int:
     t_begin = time.monotonic()
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
@@ -226,18 +242,22 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     try:
         if resume:
             plan, paths = open_run_dir(run_dir)
+            kept = run_stage(run_dir)           # a stage resumes as the stage it was started as
+            stage = stage or kept.get("stage")
+            teacher_run = teacher_run or (Path(kept["teacher_run"]) if kept.get("teacher_run") else None)
         else:
             plan, paths = load_plan(plan_path), RunPaths(run_dir, plan_path.resolve().parent)
         plan = with_inputs(plan, inputs)  # again on every start: mount paths change from one job to the next
         # the configuration the planner chose, every "auto" fixed; the world must be the plan's
         # a resumed run, or a job submitted with a plan resolved on the desktop, runs that configuration exactly
-        resolved = resolve_run(plan, paths.plan_base, pinned=resume or run_key is not None)
+        resolved = resolve_run(plan, paths.plan_base, pinned=resume or run_key is not None, stage=stage or "all")
         check_world(resolved, accelerator.num_processes, os.environ.get("LOCAL_WORLD_SIZE"))
         plan = resolved.plan
         if main:
             lock_run_dir(run_dir)
             if not resume:
-                prepare_run_dir(plan_path, run_dir, resolved=plan, run_key=run_key)
+                prepare_run_dir(plan_path, run_dir, resolved=plan, run_key=run_key,
+                                stage={"stage": stage, "teacher_run": teacher_run})
         accelerator.wait_for_everyone()
     except DistillError as exc:
         if main:
@@ -256,7 +276,8 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     set_seed(plan.training.seed)
     from .session import Session  # torch, transformers, peft
 
-    session = Session(plan, paths, accelerator, events, stop, resolved=resolved)
+    session = Session(plan, paths, accelerator, events, stop, resolved=resolved, stage=stage or "all",
+                      teacher_run=teacher_run)
     together = False  # every process reached the same end (a collective at the end cannot hang)
     try:
         session.setup(resume=resume)
@@ -291,7 +312,9 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     if status == "cancelled":
         return _finish(events, "cancelled", f"stopped by {stop.signal or 'request'} at step {session.state.step}; "
                        f"resume with `distill run --resume {paths.run_dir}`", session, EXIT_CANCELLED, measured)
-    return _finish(events, "succeeded", f"student saved to {paths.run_dir / 'student'}", session, EXIT_OK, measured)
+    done = (f"teacher pass kept in {paths.run_dir} for the student stage" if session.stage == "teacher"
+            else f"student saved to {paths.run_dir / 'student'}")
+    return _finish(events, "succeeded", done, session, EXIT_OK, measured)
 
 
 def _remember(session, measured: dict, status: str) -> None:

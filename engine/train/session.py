@@ -29,11 +29,41 @@ from .teacher import TopkCache, generate_responses, merge_generated
 
 log = logging.getLogger("distill_studio.run")
 
+HANDOFF = "teacher-stage.json"   # in a teacher stage's run folder once its pass is complete
+
+
+def read_handoff(teacher_run, mode: str) -> dict:
+    """What a finished teacher stage left for the student stage; a clear error when it is missing or another
+    mode's."""
+    import json
+    from pathlib import Path
+
+    if teacher_run is None:
+        raise RunError("--teacher-run: the student stage trains on a teacher stage's output; give its run folder "
+                       "(`distill run PLAN --stage teacher` makes one)")
+    path = Path(teacher_run) / HANDOFF
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"--teacher-run: {teacher_run} holds no finished teacher stage ({HANDOFF} is missing); run "
+                       f"or resume it first: `distill run --resume {teacher_run}`") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"--teacher-run: {path} cannot be read ({exc})") from None
+    if not doc.get("complete") or doc.get("mode") != mode:
+        raise RunError(f"--teacher-run: {teacher_run} holds a teacher stage of mode {doc.get('mode')!r}, not "
+                       f"{mode!r}; run the teacher stage of this plan")
+    return doc
+
 
 class Session:
-    def __init__(self, plan: Plan, paths, accelerator, events, stop, resolved=None) -> None:
+    def __init__(self, plan: Plan, paths, accelerator, events, stop, resolved=None, stage: str = "all",
+                 teacher_run=None) -> None:
         self.plan, self.paths, self.accelerator, self.events, self.stop = plan, paths, accelerator, events, stop
         self.resolved = resolved  # planner.ResolvedRun: placement and the estimate (None: one process, no planner)
+        # "teacher": the teacher's pass alone, its cache left in this run folder for a "student" run, which trains
+        # on the cache of ``teacher_run`` without loading the teacher (a split-hardware plan's two stages)
+        self.stage, self.teacher_run = stage, teacher_run
+        self.handoff: dict | None = None
         self._eta = Eta()         # the progress line's ETA, computed as the app's monitor computes it
         self.state = LoopState()
         self.started = False  # set once training begins: failures after it keep the checkpoint and say so
@@ -76,6 +106,11 @@ class Session:
         check_optimizer(plan.training.optimizer, device)
         mode = self._teacher_mode()
         self.mode = mode
+        if self.stage != "all" and mode not in ("offline-topk", "generate"):
+            raise RunError(f"--stage {self.stage}: the plan's teacher has no pass of its own (teacher mode {mode}); "
+                           'use method.teacher_mode = "offline-topk" or method.kind = "seq-kd"')
+        if self.stage == "student":
+            self.handoff = read_handoff(self.teacher_run, mode)
         fmt = plan.data.format
         records = read_records(plan.data.train, "data.train", base, fmt)
         self.info(f"data.train: {describe(records)}" + (" (data.format auto)" if fmt == "auto" else ""))
@@ -137,24 +172,34 @@ class Session:
             raise RunError(f'teacher.placement: a {plan.teacher.precision} teacher (bitsandbytes) cannot be sharded; '
                            'use teacher.placement = "replicated" or teacher.precision = "bf16"')
 
-        # models: the teacher first (the student may start from its layers)
-        self.info(f"loading the teacher from {t_src}")
-        teacher = M.load_teacher(plan, t_src, device, place=not self.teacher_sharded)
+        # models: the teacher first (the student may start from its layers); the student stage of a split run
+        # trains on the teacher stage's cache and loads the teacher only to take its layers
         self.teacher_id = t_src
-        self.info(f"{'initialising the student from the teacher' if plan.student.init == 'from-teacher' else 'loading the student'} ({s_src})")
-        student = M.load_student(plan, s_src, device, teacher=teacher)
-        if student.layer_map is not None:
-            self.info(f"student layers from teacher layers {student.layer_map}")
+        teacher = None
+        if self.stage != "student" or plan.student.init == "from-teacher":
+            self.info(f"loading the teacher from {t_src}")
+            teacher = M.load_teacher(plan, t_src, device, place=not self.teacher_sharded)
+        student = None
+        if self.stage != "teacher":
+            self.info(f"{'initialising the student from the teacher' if plan.student.init == 'from-teacher' else 'loading the student'} ({s_src})")
+            student = M.load_student(plan, s_src, device, teacher=teacher)
+            if student.layer_map is not None:
+                self.info(f"student layers from teacher layers {student.layer_map}")
+            self.softcap = M.logit_softcap(student.base)
         self.student = student
-        self.softcap = M.logit_softcap(student.base)
         self.teacher_score = None
-        teacher = P.TeacherHidden(teacher)
-        if self.teacher_sharded:
-            P.shard(teacher, teacher.lm, mesh, device)
+        if self.stage == "student":
+            teacher = None
+            gc.collect()
+        else:
+            teacher = P.TeacherHidden(teacher)
+            if self.teacher_sharded:
+                P.shard(teacher, teacher.lm, mesh, device)
         self.par = P.Sharded(acc, mesh, student.base) if self.sharding != "none" else P.Replicated(acc)
 
         coll = P.Collective(acc)
-        self.parameter_bytes = {"teacher": coll.gather(P.local_parameter_bytes(teacher)) if mode != "none" else []}
+        self.parameter_bytes = {"teacher": coll.gather(P.local_parameter_bytes(teacher))
+                                if mode != "none" and teacher is not None else []}
         t_pass = time.monotonic()
         signal = TeacherSignal(mode="none")
         if mode == "none" and self.vocab is not None and self.eval_examples:
@@ -162,16 +207,24 @@ class Session:
         elif mode == "online":
             signal = TeacherSignal(mode="online", teacher=teacher)
         elif mode == "offline-topk":
-            signal = self._prepass(teacher, train_enc.examples)
+            signal = self._prepass(teacher, train_enc.examples) if self.stage != "student" else \
+                self._cached_pass(train_enc.examples)
         elif mode == "generate":
-            train_enc = self._generate(teacher, prompts, records)
+            train_enc = self._generate(teacher, prompts, records) if self.stage != "student" else \
+                self._mix_generated(self.teacher_run / "generated" / "teacher.jsonl", records)
         self.teacher_pass_seconds = time.monotonic() - t_pass if mode in ("offline-topk", "generate") else 0.0
         self.signal = signal
         self._teacher_for_score = teacher
         # the teacher's held-out score, once per run, before the student is on the GPU (the estimator's teacher
         # pass holds the teacher alone); a resumed run has it in its checkpoint
-        if not (resume and latest_checkpoint(self.paths.run_dir) is not None):
+        if self.stage == "student":
+            self.teacher_score = self.handoff.get("teacher_task_score")
+        elif not (resume and latest_checkpoint(self.paths.run_dir) is not None):
             self.teacher_score = self._score(teacher)
+        if self.stage == "teacher":     # the pass is done: hand it over, no student here
+            self.examples = train_enc.examples
+            self._teacher_for_score = None
+            return
         if signal.teacher is None:  # training does not need it: its memory is free before the student arrives
             self._teacher_for_score = teacher = None
             gc.collect()
@@ -256,6 +309,21 @@ class Session:
                                     f"{s_tok.decode(b[0][at:at + 3])!r}); give the student the teacher's "
                                     "chat_template, or use method.kind = \"seq-kd\"")
 
+    def finish_teacher_stage(self) -> None:
+        """Write ``teacher-stage.json``: the pass is complete and what a student stage needs from it."""
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            return
+        doc = {"v": 1, "mode": self.mode, "teacher": str(self.teacher_id), "teacher_task_score": self.teacher_score,
+               "plan": self.plan.name, "teacher_pass_seconds": round(self.teacher_pass_seconds, 3),
+               "examples": len(self.examples), "complete": True}
+        from ..files import write_json_atomic
+
+        write_json_atomic(self.paths.run_dir / HANDOFF, doc)
+        self.info(f"teacher stage finished: its {'top-k cache' if self.mode == 'offline-topk' else 'answers'} are in "
+                  f"{self.paths.run_dir}; train the student with `distill run PLAN --stage student --teacher-run "
+                  f"{self.paths.run_dir}`")
+
     def _teacher_mode(self) -> str:
         method = self.plan.method
         if method.kind == "ce":
@@ -286,6 +354,24 @@ class Session:
         acc.wait_for_everyone()
         return TeacherSignal(mode="offline-topk", cache=cache, eval_cache=eval_cache)
 
+    def _cached_pass(self, examples) -> TeacherSignal:
+        """The teacher stage's top-k cache (``--teacher-run``), checked against this run's examples."""
+        kw = dict(top_k=min(self.plan.method.top_k, self.vocab), vocab_size=self.vocab)
+        caches = {}
+        for what, ex in (("train", examples), ("eval", self.eval_examples)):
+            if what == "eval" and not ex:
+                caches[what] = None
+                continue
+            cache = TopkCache(self.teacher_run / "teacher-topk" / what)
+            teacher_id = cache.teacher() or self.teacher_id
+            if not cache.is_complete_for(ex, teacher_id=teacher_id, **kw):
+                raise RunError(f"--teacher-run: the teacher's top-k cache in {cache.folder} is not this run's "
+                               f"({what} data, method.top_k, data.seq_len or the tokenizers differ, or the pass did "
+                               "not finish); run the teacher stage again with this plan")
+            caches[what] = cache
+        self.info(f"training on the teacher stage's top-{kw['top_k']} cache in {self.teacher_run}")
+        return TeacherSignal(mode="offline-topk", cache=caches["train"], eval_cache=caches["eval"])
+
     def _generate(self, teacher, prompts, records):
         """Sequence-level KD data: each process answers every world-th prompt into its own file; the files are
         merged in the prompts' order."""
@@ -309,6 +395,11 @@ class Session:
             merge_generated([folder / f"teacher.rank-{r:03d}-of-{coll.world:03d}.jsonl" for r in range(coll.world)],
                             out)
         acc.wait_for_everyone()
+        return self._mix_generated(out, records)
+
+    def _mix_generated(self, out, records):
+        """The teacher's answers, mixed with the original examples at method.generated_share."""
+        plan = self.plan
         generated = read_records(out, "generated data")
         share = plan.method.generated_share
         originals = [r for r in records if shape_of(r) in ("prompt-response", "text")
@@ -336,6 +427,16 @@ class Session:
     # ---- training ------------------------------------------------------------------------------------------
     def train(self) -> str:
         plan = self.plan
+        if self.stage == "teacher":
+            self.emit("run_started", plan=plan.model_dump(mode="json", exclude_none=True), total_steps=0,
+                      total_tokens=0, examples=len(self.examples), processes=self.accelerator.num_processes,
+                      device=str(self.accelerator.device), teacher_mode=self.mode, stage="teacher",
+                      **self._placement_fields())
+            self.started = True
+            self._t_start = self._t_trained = time.monotonic()
+            self._tokens_trained, self._first_step = 0, self.state.step
+            self.finish_teacher_stage()
+            return "succeeded"
         cfg = LoopConfig(total_steps=self.total_steps, micro_batch=self.micro,
                          kd_weight=plan.method.kd_weight if self.mode != "generate" else 0.0,
                          max_grad_norm=plan.training.max_grad_norm, eval_every=plan.training.eval_every,
@@ -354,6 +455,7 @@ class Session:
                   examples=len(self.examples), global_batch=self.global_seqs, processes=self.accelerator.num_processes,
                   device=str(self.accelerator.device), trainable_parameters=self.n_trainable,
                   teacher_mode=self.mode, **self._placement_fields(),
+                  **({"stage": "student", "teacher_run": str(self.teacher_run)} if self.stage == "student" else {}),
                   **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
         self.started = True
         self._t_start = time.monotonic()

@@ -167,6 +167,11 @@ class TopkCache:
         tmp.write_text(json.dumps(manifest, indent=1))
         tmp.replace(self.manifest_path)
 
+    def teacher(self) -> str | None:
+        """The teacher the cache was made with, as the pass named it."""
+        manifest = self._read_manifest()
+        return manifest.get("teacher") if manifest else None
+
     def is_complete_for(self, examples: list[Example], *, top_k: int, vocab_size: int, teacher_id: str) -> bool:
         manifest = self._read_manifest()
         if not manifest or not manifest.get("complete"):

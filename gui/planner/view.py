@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QLabel, QPushButton, QScrollArea, QSplitter, QTableView, QVBoxLayout, QWidget)
 
 from ...engine.estimate.solve import decide
-from ...engine.planner import Analysis, analyse, planned_mask
+from ...engine.planner import Analysis, all_modes_mask, analyse, planned_mask
 from ...engine.plan import Plan
 from ...engine.report import choices
 from ...engine.report import hours_text as _hours
@@ -274,7 +274,7 @@ class PlannerView(QWidget):
         sw = base.sweep
         planned = planned_mask(sw, plan)
         if self.all_adapters.isChecked():
-            planned = self._all_modes_mask(sw, plan)
+            planned = all_modes_mask(sw, plan)
         a = dataclasses.replace(base, plan=plan, planned=planned, decision=decide(sw, planned, hours, usd,
                                                                                    plan.budget.confidence))
         self.analysis = a
@@ -293,20 +293,6 @@ class PlannerView(QWidget):
                            else a.decision.recommended)
         self.layout().activate()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
-
-    @staticmethod
-    def _all_modes_mask(sw, plan: Plan) -> np.ndarray:
-        """The plan's options with every adapter and teacher mode allowed; machine, nodes, priority and teacher
-        precision stay as planned."""
-        from ...engine.estimate.core import ADAPTERS
-
-        m = np.zeros(len(sw), dtype=bool)
-        for adapter in ADAPTERS:
-            p = plan.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
-            if p.method.kind == "logit-kd":
-                p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
-            m |= planned_mask(sw, p)
-        return m
 
     def _summarise(self, a: Analysis, ok: np.ndarray) -> None:
         d, o, p = a.decision, a.sweep.out, a.plan
