@@ -290,12 +290,17 @@ def add_splits(sw: Sweep, plan: Plan, pinned: bool = False) -> int:
     if plan.hardware.target != "azure" or plan.hardware.split == "no" or plan.method.kind == "ce":
         return 0
     train_ok = np.zeros(len(sw), dtype=bool)
-    for adapter in ADAPTERS:      # every adapter, so the planner view's comparison of adapters has them too
-        p = plan.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
-        if p.method.kind == "logit-kd":
-            p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
-        train_ok |= _stage_mask(sw, p, pinned)
-    return add_split_options(sw, pass_mask(sw, plan), train_ok)
+    pass_ok = np.zeros(len(sw), dtype=bool)
+    # every adapter and priority, so the planner view's comparison of adapters and its priority control have them
+    for priority in ("dedicated", "low-priority"):
+        pp = plan.model_copy(update={"hardware": plan.hardware.model_copy(update={"priority": priority})})
+        pass_ok |= pass_mask(sw, pp)
+        for adapter in ADAPTERS:
+            p = pp.model_copy(update={"adapter": plan.adapter.model_copy(update={"kind": adapter})})
+            if p.method.kind == "logit-kd":
+                p = p.model_copy(update={"method": p.method.model_copy(update={"teacher_mode": "auto"})})
+            train_ok |= _stage_mask(sw, p, pinned)
+    return add_split_options(sw, pass_ok, train_ok)
 
 
 def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,

@@ -292,9 +292,17 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Question, "Launch on Azure",
                           f"Submit {self.plan.name} to Azure Machine Learning?", parent=self)
         box.setObjectName("azure_confirm")
+        where = (f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU{'s' if resolved.gpus_per_node > 1 else ''} "
+                 f"each, {hw.priority})")
+        split = resolved.split
+        if split:   # two jobs, chained: the teacher's pass first, on its own size
+            tp = split["teacher_pass"]
+            where = (f"Two jobs, one after the other: the teacher's pass on {tp['nodes']} × {tp['sku']} "
+                     f"({fmt_duration(tp['hours'] * 3600)}, {'$' + format(tp['cost_usd'], ',.2f') if known(tp['cost_usd']) else 'price unknown'}), "
+                     f"then training on {where}, reading the pass's {split['cache_gb']:,.1f} GB cache from "
+                     "storage. Launch submits both: the second when the first has completed")
         box.setInformativeText(
-            f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU{'s' if resolved.gpus_per_node > 1 else ''} "
-            f"each, {hw.priority}) in workspace {ws.workspace} ({ws.region}).\n\n"
+            f"{where} in workspace {ws.workspace} ({ws.region}).\n\n"
             f"Estimated {fmt_duration(hours * 3600)} and {price}, billed to subscription {ws.subscription_id} while the "
             "nodes run. Stop cancels the job (the engine saves a checkpoint first); the cluster then scales to 0 "
             "nodes.")

@@ -107,15 +107,26 @@ def test_export_writes_a_job_that_load_job_reads_back_equal(plan, tmp_path, monk
     from distill_studio.engine.plan import load_plan
 
     out = tmp_path / "job.yaml"
-    spec, cluster_file = export(plan, out)
+    written = export(plan, out)
+    resolved = resolve_run(load_plan(plan), plan.parent)
+    if resolved.split:       # two jobs: the teacher's pass, then training reading its output folder
+        assert [w[1].name for w in written] == ["job.yaml", "job.student.yaml"]
+        student = load_job(written[1][1])
+        assert student.inputs["teacher_run"].path == written[0][0].output_uri
+        assert "--stage student" in student.command and "--stage teacher" in load_job(out).command
+        assert load_compute_size(written[0][2]) == resolved.split["teacher_pass"]["sku"]
+        assert load_compute_size(written[1][2]) == resolved.plan.hardware.sku
+        resolved = resolve_run(load_plan(plan), plan.parent, stage="student")
+        written = written[1:]
+        out = written[0][1]
+    spec, _, cluster_file = written[0]
     loaded = load_job(out)
     a = json.loads(json.dumps(loaded._to_dict(), default=str))
     b = json.loads(json.dumps(spec.job._to_dict(), default=str))
     # the node's resources are equal; only the built command's inner component repeats them
     a["component"].pop("resources", None), b["component"].pop("resources", None)
     assert a == b
-    assert Path(a["component"]["code"]) == out.with_name("job.code")
-    resolved = resolve_run(load_plan(plan), plan.parent)
+    assert Path(a["component"]["code"]) == out.with_name(out.stem + ".code")
     assert loaded.resources.instance_count == resolved.nodes
     assert loaded.distribution.process_count_per_instance == resolved.gpus_per_node
     assert loaded.compute == spec.cluster.name
@@ -123,7 +134,7 @@ def test_export_writes_a_job_that_load_job_reads_back_equal(plan, tmp_path, monk
     assert loaded.environment.image.startswith("mcr.microsoft.com/azureml/curated/acpt-pytorch")
     assert "torch==" in json.dumps(loaded.environment.conda_file)
     # the code is the engine as installed and the plan as resolved, not the checkout
-    code = out.with_name("job.code")
+    code = out.with_name(out.stem + ".code")
     assert (code / "distill_studio" / "engine" / "train" / "__main__.py").is_file()
     assert not (code / "tests").exists() and not (code / "distill_studio" / "gui").exists()
     assert load_plan(code / "plan.toml").hardware.sku == resolved.plan.hardware.sku
@@ -132,6 +143,12 @@ def test_export_writes_a_job_that_load_job_reads_back_equal(plan, tmp_path, monk
     cluster = load_compute(cluster_file)
     assert (cluster.size, cluster.min_instances, cluster.max_instances) == (resolved.plan.hardware.sku, 0,
                                                                           resolved.nodes)
+
+
+def load_compute_size(path: Path) -> str:
+    from azure.ai.ml import load_compute
+
+    return load_compute(path).size
 
 
 def test_export_refuses_a_local_plan(tmp_path):
@@ -420,6 +437,60 @@ def test_a_preempted_low_priority_job_resumes_from_its_checkpoint(fake, tmp_path
     steps = [e["step"] for e in folded if e["type"] == "metric"]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert any(e["type"] == "log" and "preempted" in e["message"] for e in folded)
+
+
+def split_plan(tmp_path: Path) -> Path:
+    """The demo as a split Azure plan: the teacher's top-k pass on an ND H100 node, training on an NC A100."""
+    path = azure_plan(tmp_path, name="demo-split")
+    text = path.read_text().replace('teacher_mode = "online"', 'teacher_mode = "offline-topk"')
+    text = text.replace('priority = "dedicated"', 'priority = "dedicated"\nsplit = "yes"\n'
+                        '[hardware.teacher_pass]\nsku = "Standard_ND96isr_H100_v5"\nnodes = 1')
+    path.write_text(text)
+    return path
+
+
+def test_a_split_plan_runs_as_two_jobs_the_second_reading_the_firsts_output(fake, tmp_path):
+    from distill_studio.engine.azure.jobs import read_meta, submit
+
+    run = tmp_path / "run"
+    meta = submit(split_plan(tmp_path), run, connect(fake), say=lambda s: None)
+    first = meta["job"]
+    assert meta["stage"] == "teacher" and meta["sku"] == "Standard_ND96isr_H100_v5" and meta["gpus_per_node"] == 8
+    job1 = fake.job(first)["properties"]
+    assert "--stage teacher" in job1["command"] and "--expect-world-size 8" in job1["command"]
+    assert job1["outputs"]["run"]["uri"].endswith(f"/{first}-teacher/")
+    sizes = {c["properties"]["properties"]["vmSize"] for c in fake.state()["computes"].values()}
+    assert sizes == {"Standard_ND96isr_H100_v5"}          # the training cluster is made when training starts
+    w = watcher(fake, run)
+    fake.set_job(first, "Running")
+    teacher = [{"v": 1, "time": 1_796_000_000.0, "type": "run_started", "total_steps": 0, "total_tokens": 0,
+                "stage": "teacher", "teacher_mode": "offline-topk"},
+               {"v": 1, "time": 1_796_000_050.0, "type": "run_finished", "status": "succeeded", "step": 0,
+                "message": "teacher pass kept in /mnt/azureml/x for the student stage"}]
+    fake.log_events(first, teacher)
+    fake.set_job(first, "Completed")
+    assert w.poll() is None                                # the run goes on: its training job
+    meta2 = read_meta(run)
+    second = meta2["job"]
+    assert second == f"{first}-student" and meta2["stage"] == "student" and meta2["teacher_jobs"] == [first]
+    assert meta2["sku"] == "Standard_NC24ads_A100_v4" and meta2["teacher_output"] == meta["output"]
+    job2 = fake.job(second)["properties"]
+    assert "--stage student --teacher-run ${{inputs.teacher_run}}" in job2["command"]
+    assert job2["inputs"]["teacher_run"]["uri"] == meta["output"]     # the teacher job's output folder
+    assert job2["outputs"]["run"]["uri"].endswith(f"/{first}/")
+    assert {c["properties"]["properties"]["vmSize"] for c in fake.state()["computes"].values()} == {
+        "Standard_ND96isr_H100_v5", "Standard_NC24ads_A100_v4"}
+    folded = fold_events(read_events(run / "events.jsonl"))
+    assert not [e for e in folded if e["type"] == "run_finished"]     # the teacher's end is not the run's
+    assert any(e["type"] == "log" and "teacher's pass finished" in e["message"] for e in folded)
+    fake.set_job(second, "Running")
+    fake.log_events(second, demo_events(steps=6, t0=1_796_000_100.0))
+    fake.set_job(second, "Completed")
+    assert w.poll() == "succeeded"
+    w.close()
+    ends = [e for e in read_events(run / "events.jsonl") if e["type"] == "run_finished"]
+    assert [e["status"] for e in ends] == ["succeeded"]
+    assert len([r for r in job_puts(fake)]) == 2
 
 
 # ---- the node's side: the engine's events into MLflow and back ----------------------------------------------------

@@ -104,13 +104,15 @@ def cmd_export(args) -> int:
         secret = load_settings()[0].azure.hf_token_secret
         if not secret:
             raise AzureError("--key-vault-uri: no Hugging Face token secret is named in Settings › Azure")
-    spec, cluster_file = export(args.plan, args.out, data_uri=args.data, hf_token_secret=secret,
-                                key_vault_uri=args.key_vault_uri or "")
-    for note in spec.notes:
-        _say(note)
-    print(f"job: {args.out} (code in {Path(args.out).with_name(Path(args.out).stem + '.code')})")
-    print(f"cluster: {cluster_file}")
-    print(f"submit with: az ml compute create -f {cluster_file} && az ml job create -f {args.out}")
+    written = export(args.plan, args.out, data_uri=args.data, hf_token_secret=secret,
+                     key_vault_uri=args.key_vault_uri or "")
+    for spec, _, _ in written:
+        for note in spec.notes:
+            _say(note)
+    for spec, job_file, cluster_file in written:
+        print(f"job: {job_file} (code in {job_file.with_name(job_file.stem + '.code')})")
+        print(f"cluster: {cluster_file}")
+        print(f"submit with: az ml compute create -f {cluster_file} && az ml job create -f {job_file}")
     return 0
 
 

@@ -124,11 +124,15 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
           prices=None, base: Path | None = None, run_key: str | None = None, hf_token_secret: str = "",
-          key_vault_uri: str = "") -> JobSpec:
+          key_vault_uri: str = "", stage: str = "all", teacher_uri: str = "") -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
     the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
     (default ``name``): the engine continues a run folder only if it holds that run. ``hf_token_secret``: the name
-    of the Key Vault secret (in ``key_vault_uri``) the node reads a Hugging Face token from (``node.py``)."""
+    of the Key Vault secret (in ``key_vault_uri``) the node reads a Hugging Face token from (``node.py``).
+
+    ``stage``: "teacher" builds a split plan's first job (the teacher's pass on its own VM size and nodes, its
+    output folder ``<run>-teacher/``), "student" its second (training, reading ``teacher_uri``, the first job's
+    output folder, as an input); "all" the one job of a plan that is not split."""
     from azure.ai.ml import Input, Output, PyTorchDistribution, command
     from azure.ai.ml.entities import AmlCompute, Environment
 
@@ -143,11 +147,16 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
         raise AzureError(f'hardware.target: this plan runs on "{plan.hardware.target}"; an Azure ML job needs '
                          'target = "azure" (run it here with `distill run`)')
     base = Path(base) if base is not None else plan_path.resolve().parent
-    resolved = resolve_run(plan, base, prices)
+    resolved = resolve_run(plan, base, prices, pinned=stage != "all" and plan.hardware.split_only, stage=stage)
     rplan = resolved.plan
     hw = rplan.hardware
-    notes = [f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU(s) each), {hw.priority}: {resolved.why}",
-             *resolved.notes]
+    if resolved.split and stage == "all":
+        raise AzureError("this plan runs the teacher's pass on other hardware than training: it is submitted as two "
+                         "jobs (`distill azure submit` does that)")
+    sku = resolved.split["teacher_pass"]["sku"] if resolved.split and stage == "teacher" else hw.sku
+    what = {"teacher": "the teacher's pass", "student": "training on the teacher's pass"}.get(stage, "")
+    notes = [f"{what + ': ' if what else ''}{resolved.nodes} × {sku} ({resolved.gpus_per_node} GPU(s) each), "
+             f"{hw.priority}: {resolved.why}", *resolved.notes]
     inputs = _inputs(rplan, base, data_uri, notes)
     stage_code(code_dir, rplan)
     world = resolved.nodes * resolved.gpus_per_node
@@ -158,7 +167,16 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     job_inputs = {iname: Input(type="uri_file" if Path(v).suffix and not v.endswith("/") else "uri_folder", path=v)
                   for iname, (_, v) in inputs.items()}
     output_uri = f"{OUTPUT_ROOT}/{run_key}/"
-    cluster = cluster_name(hw.sku, hw.priority) if not compute else compute
+    if stage == "teacher":
+        args.append("--stage teacher")
+        output_uri = f"{OUTPUT_ROOT}/{run_key}-teacher/"
+    elif stage == "student":
+        if not teacher_uri:
+            raise AzureError("the student stage reads the teacher stage's output folder, and none is recorded")
+        args.append("--stage student --teacher-run ${{inputs.teacher_run}}")
+        job_inputs["teacher_run"] = Input(type="uri_folder", path=teacher_uri, mode="ro_mount")
+    # a split plan's stages run on their own sizes: one cluster per size (a cluster given in Settings is for one)
+    cluster = cluster_name(sku, hw.priority) if not compute or stage != "all" else compute
     env = Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
     env_vars = dict(JOB_ENV)
     if hf_token_secret:
@@ -171,7 +189,7 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     est = resolved.estimate
     job = command(
         name=name,
-        display_name=rplan.name,
+        display_name=rplan.name + {"teacher": " (teacher pass)", "student": " (training)"}.get(stage, ""),
         experiment_name=EXPERIMENT,
         description=rplan.description or f"Distill Studio run of {rplan.name}",
         code=str(code_dir),
@@ -190,35 +208,53 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     from azure.ai.ml.entities import IdentityConfiguration
 
     # a system-assigned identity: what the job uses to read a Key Vault secret (a Hugging Face token)
-    amlc = AmlCompute(name=cluster, size=hw.sku, min_instances=0, max_instances=resolved.nodes,
+    amlc = AmlCompute(name=cluster, size=sku, min_instances=0, max_instances=resolved.nodes,
                       tier="low_priority" if hw.priority == "low-priority" else "dedicated",
                       idle_time_before_scale_down=600, identity=IdentityConfiguration(type="system_assigned"))
-    return JobSpec(job=job, cluster=amlc, name=name, output_uri=output_uri, sku=hw.sku, nodes=resolved.nodes,
+    return JobSpec(job=job, cluster=amlc, name=name, output_uri=output_uri, sku=sku, nodes=resolved.nodes,
                    gpus_per_node=resolved.gpus_per_node, priority=hw.priority, estimate=est, notes=notes)
 
 
 def export(plan_path: Path, out: Path, *, data_uri: str | None = None, compute: str = "", hf_token_secret: str = "",
-           key_vault_uri: str = "") -> tuple[JobSpec, Path]:
+           key_vault_uri: str = "") -> list[tuple[JobSpec, Path, Path]]:
     """Write the job as YAML for ``az ml job create -f``, its code folder beside it, and the cluster's YAML for
-    ``az ml compute create -f``. Returns the spec and the cluster file."""
+    ``az ml compute create -f``. A split plan is two jobs: ``out`` runs the teacher's pass, ``<out>.student.yaml``
+    trains on its output once it completed. Returns (spec, job file, cluster file) for each, in order."""
     import time
+
+    from ..planner import resolve_run
 
     out = Path(out)
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise AzureError(f"--out: {out} should end in .yaml (a job file for `az ml job create -f`)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    code = out.with_name(out.stem + ".code")
     plan = load_plan(plan_path)
-    spec = build(plan_path, job_name(plan.name, time.strftime("%Y%m%d-%H%M%S")), code, data_uri=data_uri,
-                 compute=compute, hf_token_secret=hf_token_secret, key_vault_uri=key_vault_uri)
-    spec.job._to_job().dump(out)
-    # the code folder relative to the file, so the two move together; and the schema, for editors
-    import yaml
+    if plan.hardware.target != "azure":
+        build(plan_path, "check", out.with_name(out.stem + ".code"))      # says why not, clearly
+    name = job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
+    split = resolve_run(plan, Path(plan_path).resolve().parent).split
+    stages = [("teacher", out), ("student", out.with_name(out.stem + ".student" + out.suffix))] if split else \
+        [("all", out)]
+    written = []
+    teacher_uri = ""
+    for stage, path in stages:
+        code = path.with_name(path.stem + ".code")
+        spec = build(plan_path, name if stage != "student" else f"{name}-student", code, data_uri=data_uri,
+                     compute=compute, hf_token_secret=hf_token_secret, key_vault_uri=key_vault_uri, stage=stage,
+                     run_key=name, teacher_uri=teacher_uri)
+        teacher_uri = spec.output_uri
+        spec.job._to_job().dump(path)
+        # the code folder relative to the file, so the two move together; and the schema, for editors
+        import yaml
 
-    doc = yaml.safe_load(out.read_text(encoding="utf-8"))
-    doc["code"] = f"./{code.name}"
-    doc = {"$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json", **doc}
-    out.write_text(yaml.safe_dump(doc, sort_keys=False, width=120), encoding="utf-8")
-    cluster_file = out.with_name(out.stem + ".compute.yaml")
-    spec.cluster.dump(cluster_file)
-    return spec, cluster_file
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc["code"] = f"./{code.name}"
+        doc = {"$schema": "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json", **doc}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, width=120), encoding="utf-8")
+        cluster_file = path.with_name(path.stem + ".compute.yaml")
+        spec.cluster.dump(cluster_file)
+        written.append((spec, path, cluster_file))
+    if split:
+        written[0][0].notes.append(f"this plan is split: submit {stages[1][1].name} once {out.name} has completed "
+                                   "(it reads that job's output folder)")
+    return written

@@ -168,9 +168,15 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     write_meta(run_dir, meta)          # the name is kept before anything is sent
     check_workspace(az, meta)
     meta["hf_token_secret"] = az.ws.hf_token_secret
+    from ..planner import resolve_run
+
+    # a split plan: two jobs, the teacher's pass first (its own VM size), training when it completed
+    split = resolve_run(plan, plan_path.resolve().parent, prices).split
+    if split:
+        meta.update({"stage": "teacher", "split": split})
     spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
                    prices=prices, run_key=name, hf_token_secret=meta["hf_token_secret"],
-                   key_vault_uri=meta.get("key_vault", ""))
+                   key_vault_uri=meta.get("key_vault", ""), stage="teacher" if split else "all")
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
@@ -193,7 +199,8 @@ def _send_recorded(az: Azure, run_dir: Path, meta: dict[str, Any], say: Callable
                    data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
                    base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent,
                    run_key=meta.get("run_key", meta["jobs"][0] if meta.get("jobs") else meta["job"]),
-                   hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""))
+                   hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""),
+                   stage=meta.get("stage", "all"), teacher_uri=meta.get("teacher_output", ""))
     if meta.get("output"):
         spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
     else:
@@ -201,6 +208,34 @@ def _send_recorded(az: Azure, run_dir: Path, meta: dict[str, Any], say: Callable
     if attempt > 1:
         spec.job.display_name = f"{spec.job.display_name} (attempt {attempt})"
     return _send_spec(az, run_dir, meta, spec, say, should_stop)
+
+
+def start_student_stage(az: Azure, run_dir: Path, say: Callable[[str], None] = print,
+                        should_stop: Callable[[], bool] = lambda: False) -> str:
+    """A split run's teacher job completed: submit its training job, reading the teacher's output folder. The new
+    job's name is written before it is sent (never sent twice); returns it."""
+    meta = read_meta(run_dir)
+    if meta.get("stage") != "teacher":
+        raise AzureError(f"{run_dir}: the run is not in its teacher stage")
+    name = f"{meta['run_key']}-student"
+    meta.update({"stage": "student", "teacher_output": meta["output"], "teacher_jobs": meta.get("jobs", []),
+                 "job": name, "jobs": [name], "client_request_id": str(uuid.uuid4())})
+    meta.pop("output", None)
+    meta.pop("cancel_requested", None)
+    write_meta(run_dir, meta)
+    say(f"the teacher's pass is done; submitting the training job {name}")
+    from . import job as J
+
+    spec = J.build(Path(run_dir) / "plan.toml", name, Path(run_dir) / "azure-code",
+                   data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
+                   base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent, run_key=meta["run_key"],
+                   hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""),
+                   stage="student", teacher_uri=meta["teacher_output"])
+    meta.update({"output": spec.output_uri, "compute": spec.cluster.name, "sku": spec.sku, "nodes": spec.nodes,
+                 "gpus_per_node": spec.gpus_per_node})
+    write_meta(run_dir, meta)
+    _send_spec(az, run_dir, meta, spec, say, should_stop)
+    return name
 
 
 def _send_spec(az: Azure, run_dir: Path, meta: dict[str, Any], spec, say: Callable[[str], None],

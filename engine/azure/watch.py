@@ -212,6 +212,11 @@ class Watcher:
         if e["type"] != "run_finished":
             return e
         run = self.run_dir
+        if self.meta.get("stage") == "teacher" and e.get("status") == "succeeded":
+            # a split run's first job: the run goes on with its training job
+            return {"v": e.get("v", 1), "time": e.get("time"), "type": "log", "level": "info",
+                    "message": f"the teacher's pass finished on {self.meta.get('nodes')} × {self.meta.get('sku')}; "
+                               "its cache is kept on the datastore for the training job"}
         if e.get("status") == "cancelled":
             e = {**e, "message": f"cancelled at step {e.get('step', 0)}; the last checkpoint is kept on the datastore "
                                  f"(resume with `distill azure resume {run}`)"}
@@ -280,6 +285,12 @@ class Watcher:
         recorded = self._engine_end()
         if recorded is not None and recorded.get("measured"):
             self._remember()
+        if status == "Completed" and self.meta.get("stage") == "teacher" and not self.stop_requested:
+            J.write_meta(self.run_dir, self.meta)
+            J.start_student_stage(self.az, self.run_dir, self.say)
+            self.meta = J.read_meta(self.run_dir)
+            self._status = ""
+            return None
         if status == "Completed":
             if recorded is None:
                 self.events.emit("run_finished", status="succeeded", step=self._last_step(),

@@ -95,6 +95,11 @@ class CostTimeChart(QWidget):
         self.unpriced = pg.ScatterPlotItem(size=8, symbol="t", pen=pg.mkPen(FRONT, width=1.2),
                                            brush=pg.mkBrush(0, 0, 0, 0), **kw)
         self._unpriced_in_legend = False
+        # the legend's key for split-hardware options (teacher pass on one size, training on another): drawn as
+        # diamonds among the others; this item only carries the legend entry
+        self.split_key = pg.ScatterPlotItem(size=8, symbol="d", pen=pg.mkPen("#555", width=1), brush=pg.mkBrush(GREY))
+        self._split: np.ndarray | None = None
+        self._split_in_legend = False
         self.ok = pg.ScatterPlotItem(size=8, pen=pg.mkPen("w", width=0.5), brush=pg.mkBrush(OK_BRUSH),
                                      name="meets the budget", **kw)
         # P10-P90 of the options that matter (on the front, recommended): time and cost move
@@ -133,15 +138,28 @@ class CostTimeChart(QWidget):
 
     def _set(self, item, idx: np.ndarray, hours: np.ndarray, cost: np.ndarray) -> None:
         idx = idx[np.isfinite(cost[idx]) & np.isfinite(hours[idx]) & (hours[idx] > 0)]
-        item.setData(x=np.log10(hours[idx]), y=self._y(cost[idx]), data=idx)
+        kw = {}
+        if self._split is not None and item in (self.ok, self.grey):    # split-hardware options as diamonds
+            kw["symbol"] = np.where(self._split[idx], "d", "o").tolist()
+        item.setData(x=np.log10(hours[idx]), y=self._y(cost[idx]), data=idx, **kw)
 
     def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
                      planned: np.ndarray, front: np.ndarray, recommended: int | None,
                      hours_cap: float | None, usd_cap: float | None, available: np.ndarray | None = None,
                      low: np.ndarray | None = None, high: np.ndarray | None = None,
-                     cost_low: np.ndarray | None = None, cost_high: np.ndarray | None = None) -> None:
+                     cost_low: np.ndarray | None = None, cost_high: np.ndarray | None = None,
+                     split: np.ndarray | None = None) -> None:
         """Draw the options (arrays over the whole sweep; ``planned`` selects what is drawn). ``available``: False
-        where the region cannot give the option (capacity or quota, as last checked)."""
+        where the region cannot give the option (capacity or quota, as last checked). ``split``: True for the
+        split-hardware options, drawn as diamonds."""
+        self._split = split
+        shown = bool(split is not None and (split & planned).any())
+        if shown != self._split_in_legend:
+            if shown:
+                self.legend.addItem(self.split_key, "split: teacher pass on other hardware (◆)")
+            else:
+                self.legend.removeItem(self.split_key)
+            self._split_in_legend = shown
         blocked = planned & fits & ~available if available is not None else np.zeros_like(planned)
         self._set(self.ok, np.flatnonzero(planned & ok), hours, cost)
         self._set(self.grey, np.flatnonzero(planned & ~ok & fits & ~blocked), hours, cost)

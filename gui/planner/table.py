@@ -68,6 +68,11 @@ class OptionsModel(QAbstractTableModel):
         teacher = np.where(prec == "bf16", teacher, teacher + " (" + prec + ")")
         machine = np.char.add(np.char.add(g.nodes.astype(np.int64).astype(str), " × "),
                               np.char.replace(labels("machine").astype(str), "Standard_", ""))
+        pass_row = g.extra.get("pass_row")
+        if pass_row is not None and (pass_row >= 0).any():     # split: the teacher pass's machines, then training's
+            split = pass_row >= 0
+            machine = machine.astype(object)
+            machine[split] = machine[pass_row[split]] + " → " + machine[split]
         sharding = np.asarray([_SHARDING[x] for x in SHARDINGS], dtype=object)[g.sharding.astype(np.int64)]
         # with the student sharded and a teacher in memory, whether the teacher is sharded too (under DDP it is whole)
         shown = (g.teacher_mode != TEACHER_MODES.index("none")) & (g.sharding != SHARDINGS.index("none"))

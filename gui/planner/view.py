@@ -33,15 +33,17 @@ def _money(v: float) -> str:
 _SHARDING_TEXT = {"none": "no sharding (DDP)", "within-node": "FSDP within each node", "all-gpus": "FSDP over all GPUs"}
 
 
-def _machine(sku: str) -> str:
-    return "this machine" if sku == "local" else sku.removeprefix("Standard_")
-
-
 def _devices(r: dict) -> str:
     """"1 GPU", "8 GPUs", or on a CPU "1 process" (no GPU wording for a CPU)."""
     unit = "process" if r["accelerator"] == "cpu" else "GPU"
     plural = ("es" if unit == "process" else "s") if r["gpus"] != 1 else ""
     return f"{r['gpus']} {unit}{plural}"
+
+
+def _where(sw, i: int) -> str:
+    """"4 × NC24ads_A100_v4", "this machine", or a split option's two stages."""
+    text = sw.hardware(i)
+    return "this machine" if text == "1 × local" else text.replace(" × local", " × this machine")
 
 
 def _params(n: float) -> str:
@@ -283,7 +285,8 @@ class PlannerView(QWidget):
         self.chart.show_options(o["total_hours"], o["cost_usd"], ok, o["fits"], planned, a.decision.pareto,
                                 a.decision.recommended, hours, usd, available=o.get("available"),
                                 low=o.get("hours_low"), high=o.get("hours_high"), cost_low=o.get("cost_low"),
-                                cost_high=o.get("cost_high"))
+                                cost_high=o.get("cost_high"),
+                                split=sw.grid.extra["pass_row"] >= 0 if "pass_row" in sw.grid.extra else None)
         self.model.set_analysis(a, ok, only_ok=self.only_ok.isChecked())
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()
@@ -303,8 +306,8 @@ class PlannerView(QWidget):
         if d.recommended is not None:
             i = d.recommended
             r = a.sweep.row(i)
-            head += (f"<br><span style='color:#27ae60'><b>Recommended:</b></span> {r['nodes']} × "
-                     f"{_machine(r['sku'])} ({_devices(r)}, {r['adapter']}, teacher "
+            head += (f"<br><span style='color:#27ae60'><b>Recommended:</b></span> {_where(a.sweep, i)} "
+                     f"({_devices(r)}, {r['adapter']}, teacher "
                      f"{r['teacher_mode']}): <b>{_hours(o['total_hours'][i])}</b>, <b>{_money(o['cost_usd'][i])}</b>"
                      f" — {d.rationale}.")
         elif d.impossible:
@@ -330,7 +333,7 @@ class PlannerView(QWidget):
             return ""
         r = a.sweep.row(i)
         why = "" if choices(a)[i] else a.reason(i)
-        text = (f"{r['nodes']} × {_machine(r['sku'])} · {_devices(r)} · {r['priority']}\n"
+        text = (f"{_where(a.sweep, i)} · {_devices(r)} · {r['priority']}\n"
                 f"{_hours(r['hours']['total'])} · {_money(r['cost_usd'] if r['cost_usd'] is not None else np.nan)}"
                 f" · {r['memory_gib_per_gpu']['total']:.1f} GiB/GPU\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
@@ -344,6 +347,8 @@ class PlannerView(QWidget):
         if h["teacher_pass"]:
             what = "generation" if r["teacher_mode"] == "generate" else "teacher pass"
             phases.append(f"{what} {_hours(h['teacher_pass'])} ({a.sweep.job.tokens_per_epoch / 1e6:,.0f}M tokens)")
+        if h.get("cache_transfer"):
+            phases.append(f"cache {r['split']['cache_gb']:,.1f} GB through storage {_hours(h['cache_transfer'])}")
         phases.append(f"training {_hours(h['training'])}")
         if h["checkpoints"] * 3600 >= 1:
             phases.append(f"checkpoints {_hours(h['checkpoints'])}")

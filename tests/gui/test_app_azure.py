@@ -181,3 +181,65 @@ def test_check_capacity_from_the_planner(qtbot, screenshot, tmp_path, fake_azure
     qtbot.wait(500)
     screenshot(win, "planner_capacity_checked")
     win.close()
+
+
+def test_one_launch_runs_a_split_plans_two_jobs(qtbot, screenshot, tmp_path, fake_azure):
+    """A split plan (the teacher's pass on ND H100, training on NC A100): the planner draws split options as
+    diamonds, Launch says it is two jobs on two sizes, and one click submits the teacher's job, then the training
+    job when it completed, in one run the monitor follows to the end."""
+    import time
+
+    from test_azure import split_plan
+
+    config = tmp_path / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "settings.json").write_text(json.dumps(F.settings_doc()))
+    keyring.set_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}", SECRET)
+    _app, win = create_window([str(split_plan(tmp_path))])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    view = win.planner
+    a = view.analysis
+    r = a.sweep.row(a.decision.recommended)
+    assert r["split"]["teacher_pass"]["sku"] == "Standard_ND96isr_H100_v5"
+    assert view.chart._split_in_legend
+    symbols = set(view.chart.ok.data["symbol"]) | set(view.chart.grey.data["symbol"])
+    assert "d" in symbols
+    assert "teacher pass 1 × ND96isr_H100_v5, then 1 × NC24ads_A100_v4" in view.describe(a.decision.recommended)
+    row = view.model.row_of(a.decision.recommended)
+    assert view.model.data(view.model.index(row, 2)) == "1 × ND96isr_H100_v5 → 1 × NC24ads_A100_v4"
+
+    confirm = win.launch()
+    assert confirm is not None and confirm.objectName() == "azure_confirm"
+    text = confirm.informativeText()
+    assert "Two jobs" in text and "Standard_ND96isr_H100_v5" in text and "Standard_NC24ads_A100_v4" in text
+    screenshot(confirm, "azure_launch_confirm_split")
+    confirm.findChild(QPushButton, "azure_submit_button").click()
+    run = Path(win.runs.store.records[0].run_dir)
+    meta = F.wait_for(lambda: json.loads((run / "azure.json").read_text()) if (run / "azure.json").exists()
+                      and "submitted" in (run / "azure.json").read_text() else None, timeout=120)
+    first = meta["job"]
+    assert meta["stage"] == "teacher"
+    fake_azure.set_job(first, "Running")
+    t0 = time.time() - 60
+    fake_azure.log_events(first, [
+        {"v": 1, "time": t0, "type": "run_started", "total_steps": 0, "total_tokens": 0, "stage": "teacher",
+         "teacher_mode": "offline-topk"},
+        {"v": 1, "time": t0 + 20, "type": "run_finished", "status": "succeeded", "step": 0,
+         "message": "teacher pass kept in /mnt/x for the student stage"}])
+    fake_azure.set_job(first, "Completed")
+    second = f"{first}-student"
+    F.wait_for(lambda: second in fake_azure.state()["jobs"], timeout=120)
+    monitor = win.runs.monitor
+    qtbot.waitUntil(lambda: "submitting the training job" in monitor.log.toPlainText(), timeout=60_000)
+    assert "teacher's pass finished" in (run / "events.jsonl").read_text()
+    qtbot.wait(1500)
+    assert monitor.snapshot.status != "succeeded" and monitor.snapshot.alive
+    fake_azure.set_job(second, "Running")
+    fake_azure.log_events(second, demo_events(steps=6, t0=t0 + 30))
+    fake_azure.set_job(second, "Completed")
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "succeeded"
+                    and not monitor.snapshot.alive, timeout=120_000)
+    qtbot.wait(1000)
+    screenshot(win, "azure_split_run_finished")
+    win.close()
