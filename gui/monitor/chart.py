@@ -75,14 +75,41 @@ def _finite_pairs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return xa, ya
 
 
+def elapsed_text(seconds: float) -> str:
+    """A short elapsed time for an axis tick: 45s, 12m, 3h05."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}" if s < 600 else f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}"
+
+
+def trailing_mean(y: np.ndarray, window: int) -> np.ndarray:
+    """Each point's mean over it and the ``window - 1`` before it (fewer at the start): the smoothed curve ends at
+    the latest value's window, never ahead of the data. O(n) through a cumulative sum."""
+    if window <= 1 or y.size == 0:
+        return y
+    cs = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(1, y.size + 1)
+    lo = np.maximum(0, i - window)
+    return (cs[i] - cs[lo]) / (i - lo)
+
+
 class _CompactAxis(pg.AxisItem):
     """An axis whose large tick values read 250k, 1.5M rather than 250000 or an "x1e+06" in the label."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.enableAutoSIPrefix(False)
+        self.clock: tuple[np.ndarray, np.ndarray] | None = None
+        """(steps, seconds since the run began): ticks read as the elapsed time at that step (a wall-clock axis)."""
 
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if self.clock is not None and len(self.clock[0]) and values:
+            steps, seconds = self.clock
+            return [elapsed_text(float(np.interp(v * scale, steps, seconds))) if v * scale >= steps[0] - 1e-9
+                    else "" for v in values]
         if self.logMode or not values or spacing <= 0:
             return super().tickStrings(values, scale, spacing)
         biggest = max(abs(v * scale) for v in values)
@@ -105,6 +132,7 @@ class _Series:
     color: QColor
     explicit_color: bool
     symbol: str | None
+    shadow: pg.PlotDataItem | None = None      # the raw points, faint, while the series is drawn smoothed
     x: np.ndarray = field(default_factory=lambda: np.empty(_INITIAL_CAPACITY))
     y: np.ndarray = field(default_factory=lambda: np.empty(_INITIAL_CAPACITY))
     n: int = 0
@@ -174,6 +202,12 @@ class LiveChart(QWidget):
             pi.getAxis(side).setStyle(maxTickLevel=1)
         pi.getAxis("left").setWidth(54)     # room for 4-5 digit ticks, so the plot does not jump as values change
         self.legend = pi.addLegend(offset=(-8, 8), verSpacing=-4, labelTextSize="9pt")
+        self.legend_corner = "top-right"
+        """Where the legend sits: the corner of the plot with the fewest points under it (place_legend)."""
+        self._smoothing = 0
+        self._markers: list[pg.InfiniteLine] = []
+        self.fixed_y = False
+        """The owner set the y range (a 0-1 score): flat curves do not change it."""
         # the context menu's log-y box and set_log_y() end up in the same place
         pi.ctrl.logYCheck.toggled.connect(self._on_log_y_toggled)
 
@@ -286,8 +320,100 @@ class LiveChart(QWidget):
             self._dirty.add(name)
         self.clear_overlays()
         self.set_reference(None)
+        for m in self._markers:
+            self.plot_item.removeItem(m)
+        self._markers.clear()
+        self.set_clock(None, None)
         self.plot_item.enableAutoRange(x=True)
         self._schedule()
+
+    def set_smoothing(self, window: int) -> None:
+        """Draw the dense series (those without markers) as their trailing mean over ``window`` steps, with the
+        raw points faint behind them; 0 or 1: raw."""
+        window = max(0, int(window))
+        if window != self._smoothing:
+            self._smoothing = window
+            self._push_all()
+
+    @property
+    def smoothing(self) -> int:
+        return self._smoothing
+
+    def add_marker(self, x: float, label: str) -> None:
+        """A vertical dotted line at step ``x`` with a short label (a stop, a resume)."""
+        line = pg.InfiniteLine(pos=x, angle=90, movable=False,
+                               pen=pg.mkPen("#8e44ad", width=1.2, style=Qt.PenStyle.DotLine), label=label,
+                               labelOpts={"position": 0.04, "color": "#8e44ad", "rotateAxis": (1, 0),
+                                          "anchors": [(0, 1), (0, 1)]})
+        self.plot_item.addItem(line, ignoreBounds=True)
+        self._markers.append(line)
+
+    def markers(self) -> list[tuple[float, str]]:
+        return [(float(m.value()), m.label.format) for m in self._markers]
+
+    def set_clock(self, steps: np.ndarray | None, seconds: np.ndarray | None) -> None:
+        """Label the x axis with the elapsed time at each step (``steps`` ascending) or, with None, with steps."""
+        axis = self.plot_item.getAxis("bottom")
+        axis.clock = None if steps is None or seconds is None else (np.asarray(steps, float), np.asarray(seconds, float))
+        self.plot_item.setLabel("bottom", "elapsed time (at each step)" if axis.clock is not None else "step")
+        axis.picture = None
+        axis.update()
+
+    def place_legend(self) -> str:
+        """Put the legend in the corner of the plot where it hides the fewest points; returns the corner."""
+        vb = self.plot_item.vb
+        (x0, x1), (y0, y1) = vb.viewRange()
+        vw, vh = vb.width(), vb.height()
+        lr = self.legend.boundingRect()
+        if vw <= 0 or vh <= 0 or x1 <= x0 or y1 <= y0 or not self.legend.items:
+            return self.legend_corner
+        w, h = min(1.0, (lr.width() + 10) / vw), min(1.0, (lr.height() + 10) / vh)
+        xs, ys = [], []
+        for s in self._series.values():
+            if s.n:
+                stride = max(1, s.n // 2000)
+                x, y = s.x[: s.n : stride], s.y[: s.n : stride]
+                if x.size < 400 and x.size > 1:     # a sparse curve's lines count, not only its points
+                    order = np.argsort(x, kind="stable")
+                    fine = np.linspace(x[order][0], x[order][-1], 400)
+                    x, y = fine, np.interp(fine, x[order], y[order])
+                xs.append(x)
+                ys.append(np.log10(np.maximum(y, 1e-300)) if self._log_y else y)
+        if not xs:
+            return self.legend_corner
+        u = (np.concatenate(xs) - x0) / (x1 - x0)
+        v = (np.concatenate(ys) - y0) / (y1 - y0)
+        counts = {}
+        for name, (right, top) in {"top-right": (1, 1), "top-left": (0, 1), "bottom-right": (1, 0),
+                                   "bottom-left": (0, 0)}.items():
+            in_x = (u >= 1 - w) & (u <= 1) if right else (u >= 0) & (u <= w)
+            in_y = (v >= 1 - h) & (v <= 1) if top else (v >= 0) & (v <= h)
+            counts[name] = int((in_x & in_y).sum())
+        best = min(counts, key=lambda k: (counts[k], k != self.legend_corner, k != "top-right"))
+        if best != self.legend_corner:
+            right, top = best.endswith("right"), best.startswith("top")
+            anchor = (1 if right else 0, 0 if top else 1)
+            self.legend.anchor(itemPos=anchor, parentPos=anchor, offset=(-8 if right else 8, 8 if top else -8))
+            self.legend_corner = best
+        return best
+
+    def _fit_flat(self) -> None:
+        """A curve that never changes (a constant learning rate, a steady throughput) gets a y range around its
+        value instead of the autorange's invented ±1 span around it."""
+        if self.fixed_y:
+            return
+        values = [s.y[: s.n] for s in self._series.values() if s.n] + [o.y for o in self._overlays.values()
+                                                                       if len(o.y)]
+        flat = bool(values) and not self._log_y and all(np.ptp(v) == 0 for v in values) and \
+            len({float(v[0]) for v in values}) == 1
+        if flat:
+            v = float(values[0][0])
+            span = abs(v) * 0.5 or 1.0
+            self.plot_item.setYRange(v - span, v + span, padding=0)
+            self._flat = True
+        elif getattr(self, "_flat", False):
+            self._flat = False
+            self.plot_item.enableAutoRange(y=True)
 
     def set_steps(self, total: int) -> None:
         """The x axis spans the whole run (0 to its last step): the curves fill it as the run goes, and one point is
@@ -366,8 +492,28 @@ class LiveChart(QWidget):
         dirty, self._dirty = self._dirty, set()
         for name in dirty:
             s = self._series.get(name)
-            if s is not None:
-                self._push(s.item, s.x[: s.n], s.y[: s.n])
+            if s is None:
+                continue
+            x, y = s.x[: s.n], s.y[: s.n]
+            if self._smoothing > 1 and not s.symbol:
+                if s.shadow is None:
+                    s.shadow = pg.PlotDataItem(**_CURVE_OPTS)     # no name: not in the legend
+                    self.plot_item.addItem(s.shadow)
+                    self._tune(s.shadow)
+                    s.shadow.setZValue(-1)
+                    c = self._series_color(s)
+                    c.setAlpha(70)
+                    s.shadow.setPen(pg.mkPen(c, width=_LINE_WIDTH))
+                self._push(s.shadow, x, y)
+                self._push(s.item, x, trailing_mean(y, self._smoothing))
+            else:
+                if s.shadow is not None:
+                    self.plot_item.removeItem(s.shadow)
+                    s.shadow = None
+                self._push(s.item, x, y)
+        if dirty:
+            self._fit_flat()
+            self.place_legend()
         dirty_ov, self._dirty_overlays = self._dirty_overlays, set()
         for name in dirty_ov:
             ov = self._overlays.get(name)

@@ -23,9 +23,11 @@ class Batch:
     truncate_to: int | None = None          # drop points with step > this before appending (a resume)
     logs: list[str] = field(default_factory=list)
     events: int = 0
+    markers: list[tuple[int, str]] = field(default_factory=list)   # (step, "stopped" | "resumed" | "failed")
+    clock: list[tuple[int, float]] = field(default_factory=list)   # (step, seconds since the run began)
 
     def empty(self) -> bool:
-        return not self.points and self.truncate_to is None and not self.logs
+        return not self.points and self.truncate_to is None and not self.logs and not self.markers
 
 
 @dataclass
@@ -88,7 +90,9 @@ class RunState:
                         keep = [i for i, x in enumerate(xs) if x <= resumed]
                         cols[name] = ([xs[i] for i in keep], [ys[i] for i in keep])
                     b.truncate_to = resumed if b.truncate_to is None else min(b.truncate_to, resumed)
+                    b.clock = [(x, sec) for x, sec in b.clock if x <= resumed]
                     self.step = resumed
+                    b.markers.append((resumed, "resumed"))
             elif kind == "metric":
                 step = int(e.get("step", 0))
                 self.step = step
@@ -99,6 +103,8 @@ class RunState:
                     self.eta.add(step, float(t), float(e["step_seconds"]))
                 if isinstance(e.get("tokens_per_second"), (int, float)):
                     self.tokens_per_second = float(e["tokens_per_second"])
+                if t is not None and self.first_time is not None:
+                    b.clock.append((step, float(t) - self.first_time))
             elif kind == "eval":
                 step = int(e.get("step", self.step))
                 for name in EVAL_SERIES:
@@ -109,6 +115,9 @@ class RunState:
                 b.logs.append(f"[{e.get('level', 'info')}] {e.get('message', '')}")
             elif kind == "run_finished":
                 self.status = str(e.get("status", "failed"))
+                if self.status in ("cancelled", "failed"):
+                    b.markers.append((int(e.get("step", self.step) or self.step),
+                                      "stopped" if self.status == "cancelled" else "failed"))
                 self.finished_at = t
                 self.message = str(e.get("message", ""))
                 if t is not None:

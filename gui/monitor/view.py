@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
@@ -31,12 +33,17 @@ CHARTS = {  # chart -> (title, y label, series)
     # score as a reference line
     "loss": ("Loss", "nats", ("loss", "kd_loss", "ce_loss", "kl")),
     "eval": ("Held-out scores", "score (0–1)", ("task_score", "top1_agreement")),
+    "grad": ("Gradient norm", "norm", ("grad_norm",)),
     "lr": ("Learning rate", "lr", ("lr",)),
     "speed": ("Throughput", "tokens/s", ("tokens_per_second",)),
 }
+# where each chart sits: (row, column, row span); the loss, the chart a user watches, is twice as tall
+CHART_CELLS = {"loss": (0, 0, 2), "eval": (0, 1, 1), "grad": (1, 1, 1), "lr": (0, 2, 1), "speed": (1, 2, 1)}
+SMOOTHED = ("loss", "grad")          # the charts the smoothing applies to (per-step curves; not the evaluations)
+SMOOTHING = (("off", 0), ("10 steps", 10), ("50 steps", 50), ("200 steps", 200))
 LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "task_score": "task score",
           "top1_agreement": "top-1 agreement", "kl": "held-out KL to teacher", "lr": "learning rate",
-          "tokens_per_second": "tokens/s"}
+          "tokens_per_second": "tokens/s", "grad_norm": "gradient norm (before clipping)"}
 STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
                "resuming": "Resuming from the last checkpoint…",
                "finishing": "Finishing: evaluating and saving the student…",
@@ -164,6 +171,22 @@ class MonitorView(QWidget):
         self.log_scale.setObjectName("log_scale")
         self.log_scale.setToolTip("Logarithmic y axis for the loss and evaluation charts (Ctrl+L)")
         self.log_scale.toggled.connect(self._set_log)
+        self.smoothing = QComboBox()
+        self.smoothing.setObjectName("smoothing_combo")
+        for text, window in SMOOTHING:
+            self.smoothing.addItem(text, window)
+        self.smoothing.setToolTip("Draw the loss and gradient-norm curves as their mean over the last N steps; the "
+                                  "raw points stay faint behind them")
+        self.smoothing.currentIndexChanged.connect(self._set_smoothing)
+        self.x_axis = QComboBox()
+        self.x_axis.setObjectName("x_axis_combo")
+        self.x_axis.addItem("step", "step")
+        self.x_axis.addItem("elapsed time", "time")
+        self.x_axis.setToolTip("Label the x axis with steps, or with the time elapsed since the run began (a stop "
+                               "and resume shows as a jump in time)")
+        self.x_axis.currentIndexChanged.connect(self._set_x_axis)
+        self._clock_steps: list[int] = []
+        self._clock_seconds: list[float] = []
         self.compare = QComboBox()
         self.compare.setObjectName("compare_combo")
         self.compare.setMinimumContentsLength(18)
@@ -177,6 +200,10 @@ class MonitorView(QWidget):
         for w in (self.stop_button, self.resume_button, self.folder_button):
             buttons.addWidget(w)
         buttons.addStretch(1)
+        buttons.addWidget(QLabel("Smoothing:"))
+        buttons.addWidget(self.smoothing)
+        buttons.addWidget(QLabel("x:"))
+        buttons.addWidget(self.x_axis)
         buttons.addWidget(self.log_scale)
         buttons.addWidget(QLabel("Compare with:"))
         buttons.addWidget(self.compare)
@@ -184,15 +211,17 @@ class MonitorView(QWidget):
         self.charts: dict[str, LiveChart] = {}
         grid = QGridLayout()
         grid.setSpacing(6)
-        for n, (key, (title, ylabel, series)) in enumerate(CHARTS.items()):
+        for key, (title, ylabel, series) in CHARTS.items():
             c = LiveChart(title, y_label=ylabel)
             c.auto_redraw = False
             for s in series:
                 c.add_series(s, symbol="o" if key == "eval" or s == "kl" else None, label=LABELS.get(s, s))
             if key == "eval":
                 c.plot_item.setYRange(0.0, 1.05, padding=0)   # scores are 0-1: a fixed scale reads at a glance
+                c.fixed_y = True
             self.charts[key] = c
-            grid.addWidget(c, n // 2, n % 2)
+            row, col, span = CHART_CELLS[key]
+            grid.addWidget(c, row, col, span, 1)
         charts = QWidget()
         charts.setLayout(grid)
 
@@ -235,6 +264,8 @@ class MonitorView(QWidget):
         self.record, self.snapshot = record, None
         for c in self.charts.values():
             c.clear()
+        self._clock_steps, self._clock_seconds = [], []
+        self._set_smoothing()
         self.log.clear()
         self.warning.hide()
         self.figures.setText("")
@@ -304,6 +335,17 @@ class MonitorView(QWidget):
                     x, y = c.data(name)
                     keep = x <= batch.truncate_to
                     c.set_data(name, x[keep], y[keep])
+            keep = [k for k, st in enumerate(self._clock_steps) if st <= batch.truncate_to]
+            self._clock_steps = [self._clock_steps[k] for k in keep]
+            self._clock_seconds = [self._clock_seconds[k] for k in keep]
+        for step, label in batch.markers:     # where the run stopped and where it resumed
+            for key, c in self.charts.items():
+                c.add_marker(step, label if key == "loss" else "")
+        if batch.clock:
+            self._clock_steps += [st for st, _ in batch.clock]
+            self._clock_seconds += [sec for _, sec in batch.clock]
+            if self.x_axis.currentData() == "time":
+                self._set_x_axis()
         for key, (title, _, series) in CHARTS.items():
             for s in series:
                 if s in batch.points:
@@ -439,6 +481,18 @@ class MonitorView(QWidget):
         self._resume_asked_at = time.time()      # no second click while the resumed process starts
         self._update_buttons()
         self.sig_resume_requested.emit(self.record.run_dir)
+
+    def _set_smoothing(self, *_args) -> None:
+        window = int(self.smoothing.currentData() or 0)
+        for key in SMOOTHED:
+            self.charts[key].set_smoothing(window)
+
+    def _set_x_axis(self, *_args) -> None:
+        on = self.x_axis.currentData() == "time" and bool(self._clock_steps)
+        steps = np.asarray(self._clock_steps, dtype=float) if on else None
+        seconds = np.asarray(self._clock_seconds, dtype=float) if on else None
+        for c in self.charts.values():
+            c.set_clock(steps, seconds)
 
     def _set_log(self, on: bool) -> None:
         for key in ("loss", "eval"):

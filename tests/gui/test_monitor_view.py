@@ -198,3 +198,73 @@ def test_elapsed_moves_while_a_launched_run_loads(qtbot, monitor, tmp_path):
         assert "elapsed 0 s" not in monitor.figures.text()
     finally:
         p.kill()
+
+
+def test_smoothing_gradient_norm_wall_clock_markers_and_legends(qtbot, monitor, tmp_path, screenshot):
+    """A run stopped at step 30 and resumed from its checkpoint at 20 a minute later: the gradient norm has its
+    chart, smoothing draws the trailing mean over the raw points, the stop and the resume are marked, the x axis
+    can read elapsed time (with the pause in it), and no legend sits on the curves."""
+    import numpy as np
+
+    from distill_studio.gui.monitor.chart import trailing_mean
+
+    d = tmp_path / "resumed"
+    d.mkdir()
+    save_plan(load_plan(DEMO_PLAN), d / "plan.toml")
+    rng = np.random.default_rng(0)
+    t0 = time.time() - 600
+    with EventWriter(d / "events.jsonl") as w:
+        def step(s: int, t: float) -> None:
+            w.write({"v": 1, "time": t, "type": "metric", "step": s, "tokens_seen": s * 10,
+                     "loss": float(2.0 / s ** 0.5 + rng.normal(0, 0.2)), "lr": 1e-3,
+                     "grad_norm": float(1.0 + rng.normal(0, 0.3)), "tokens_per_second": 100.0, "step_seconds": 1.0})
+
+        w.write({"v": 1, "time": t0, "type": "run_started", "total_steps": 60, "total_tokens": 600, "processes": 1,
+                 "device": "cpu"})
+        for s in range(1, 31):
+            step(s, t0 + s)
+        w.write({"v": 1, "time": t0 + 31, "type": "checkpoint", "step": 20, "path": "checkpoints/step-00000020"})
+        w.write({"v": 1, "time": t0 + 32, "type": "run_finished", "status": "cancelled", "step": 30,
+                 "message": "stopped"})
+        w.write({"v": 1, "time": t0 + 92, "type": "run_started", "total_steps": 60, "total_tokens": 600,
+                 "processes": 1, "device": "cpu", "resumed_from_step": 20})
+        for s in range(21, 61):
+            step(s, t0 + 92 + (s - 20))
+        w.write({"v": 1, "time": t0 + 140, "type": "run_finished", "status": "succeeded", "step": 60,
+                 "message": "done"})
+    monitor.show_run(RunRecord(run_dir=str(d), name="resumed", pid=0))
+    qtbot.waitUntil(lambda: monitor.charts["grad"].point_count("grad_norm") == 60, timeout=10_000)
+    loss = monitor.charts["loss"]
+    x, y = loss.data("loss")
+    assert list(x) == list(range(1, 61))                 # the stopped run's steps 21-30 replaced by the resumed
+    assert ("stopped", "resumed") == tuple(label for _, label in loss.markers())
+    assert [pos for pos, _ in loss.markers()] == [30.0, 20.0]
+    assert len(monitor.charts["speed"].markers()) == 2
+
+    monitor.smoothing.setCurrentIndex(monitor.smoothing.findData(10))
+    loss.redraw()
+    s = loss._series["loss"]
+    drawn = s.item.getData()[1]
+    assert np.allclose(drawn, trailing_mean(y, 10)) and np.std(np.diff(drawn)) < np.std(np.diff(y)) / 2
+    assert s.shadow is not None and np.allclose(s.shadow.getData()[1], y)      # the raw points, faint
+    assert monitor.charts["grad"].smoothing == 10 and monitor.charts["eval"].smoothing == 0
+
+    monitor.x_axis.setCurrentIndex(monitor.x_axis.findData("time"))
+    axis = loss.plot_item.getAxis("bottom")
+    assert axis.clock is not None
+    # step 20 (the checkpoint) 20 s in; step 40 after the resume (92 s) and 20 more steps: 112 s
+    assert axis.tickStrings([20, 40], 1.0, 10) == ["20s", "1m52"]
+    assert "elapsed" in axis.labelText
+
+    # legends: a score curve that climbs into the top right moves the legend to an empty corner
+    with EventWriter(d / "events.jsonl") as w:
+        for k, sc in enumerate((0.1, 0.3, 0.6, 0.8, 0.9, 0.95, 0.97)):
+            w.emit("eval", step=k * 10, task_score=sc, top1_agreement=sc)
+    qtbot.waitUntil(lambda: monitor.charts["eval"].point_count("task_score") == 7, timeout=10_000)
+    qtbot.wait(300)
+    for key, c in monitor.charts.items():
+        c.redraw()
+        assert c.place_legend() == c.legend_corner
+    assert monitor.charts["eval"].legend_corner != "top-right"
+    qtbot.wait(500)
+    screenshot(monitor, "monitor_smoothing_markers_time_axis")
