@@ -384,4 +384,7 @@ class MainWindow(QMainWindow):
         self.save_state()
         if self._runs is not None:
             self._runs.shutdown()
+        from . import workers
+
+        workers.shutdown(3000)     # no background job delivers into a window that is gone
         super().closeEvent(event)

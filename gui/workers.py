@@ -45,7 +45,7 @@ class Worker(QRunnable):
         return self._cancelled
 
     def run(self) -> None:  # worker thread
-        s = self.signals
+        s = _Emitter(self.signals)
         try:
             out = self.fn(*self.args, **self.kwargs)
             if inspect.isgenerator(out):
@@ -77,13 +77,53 @@ class Worker(QRunnable):
             s.sig_finished.emit()
 
 
+class _Emitter:
+    """The worker's signals, emitted so that a job outliving its signals' object (the app quitting while a sweep
+    runs) ends quietly instead of printing "Signal source has been deleted" from the worker thread."""
+
+    def __init__(self, signals: _Signals) -> None:
+        self._signals = signals
+
+    def __getattr__(self, name: str):
+        signal = getattr(self._signals, name)
+
+        class _Safe:
+            @staticmethod
+            def emit(*args: Any) -> None:
+                try:
+                    signal.emit(*args)
+                except RuntimeError:      # the receiving side is gone: nothing to deliver to
+                    pass
+
+        return _Safe
+
+
 _running: set[Worker] = set()
 
 
+def _guarded(callback, owner):
+    """``callback``, skipped once ``owner`` (the widget that asked) is gone: a dialog closed while its job ran."""
+    if owner is None or callback is None:
+        return callback
+    import shiboken6
+
+    def call(*args: Any) -> None:
+        if shiboken6.isValid(owner):
+            callback(*args)
+
+    return call
+
+
 def start(fn: Callable[..., Any], *args: Any, on_result=None, on_error=None, on_progress=None, on_finished=None,
-          **kwargs: Any) -> Worker:
-    """Run ``fn(*args, **kwargs)`` on the global thread pool and connect the callbacks (run on the GUI thread)."""
+          owner=None, **kwargs: Any) -> Worker:
+    """Run ``fn(*args, **kwargs)`` on the global thread pool and connect the callbacks (run on the GUI thread).
+    ``owner``: the widget the callbacks belong to; once it is deleted they are not called and the job is asked to
+    stop (at its next progress report)."""
     w = Worker(fn, *args, **kwargs)
+    on_result, on_error, on_progress, on_finished = (_guarded(cb, owner) for cb in
+                                                      (on_result, on_error, on_progress, on_finished))
+    if owner is not None:
+        owner.destroyed.connect(w.cancel)
     if on_result:
         w.signals.sig_result.connect(on_result)
     if on_error:
@@ -96,3 +136,16 @@ def start(fn: Callable[..., Any], *args: Any, on_result=None, on_error=None, on_
     w.signals.sig_finished.connect(lambda: _running.discard(w))
     QThreadPool.globalInstance().start(w)
     return w
+
+
+def shutdown(timeout_ms: int = 5000) -> bool:
+    """Ask every running job to stop and wait for the pool (the app is quitting): no job is left to deliver into
+    a window that is gone. True when all ended within ``timeout_ms``."""
+    for w in list(_running):
+        w.cancel()
+    return QThreadPool.globalInstance().waitForDone(timeout_ms)
+
+
+def start_for(owner, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Worker:
+    """:func:`start` for a job whose callbacks belong to ``owner`` (a widget or dialog)."""
+    return start(fn, *args, owner=owner, **kwargs)

@@ -138,7 +138,7 @@ class RunsPage(QWidget):
             return
         self._refreshing = True
         records = list(self.store.records)
-        workers.start(lambda: {r.run_dir: quick_status(r) for r in records}, on_result=self._statuses,
+        workers.start_for(self, lambda: {r.run_dir: quick_status(r) for r in records}, on_result=self._statuses,
                       on_finished=lambda: setattr(self, "_refreshing", False))
 
     def _statuses(self, statuses: dict[str, str]) -> None:

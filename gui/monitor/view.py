@@ -320,7 +320,7 @@ class MonitorView(QWidget):
             return
         self._polling = True
         watch = self.watch
-        workers.start(watch.poll, on_result=lambda res, w=watch: self._apply(w, *res),
+        workers.start_for(self, watch.poll, on_result=lambda res, w=watch: self._apply(w, *res),
                       on_finished=self._poll_done)
 
     def _poll_done(self) -> None:
@@ -512,7 +512,7 @@ class MonitorView(QWidget):
             return
         self._compare_generation += 1
         gen = self._compare_generation
-        workers.start(read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name, gen))
+        workers.start_for(self, read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name, gen))
 
     def _overlay(self, batch, name: str, generation: int) -> None:
         if generation != self._compare_generation:     # another run or comparison was chosen meanwhile

@@ -204,7 +204,7 @@ class PlannerView(QWidget):
         self.summary.setText(f"<b>{plan.name}</b>: estimating…")
         if self._job is not None:
             self._job.cancel()
-        self._job = workers.start(analyse, plan, base, on_result=self._analysed,
+        self._job = workers.start_for(self, analyse, plan, base, on_result=self._analysed,
                                   on_error=lambda message, p=plan: self._failed(message, p))
 
     def _analysed(self, a: Analysis) -> None:
@@ -397,7 +397,7 @@ class PlannerView(QWidget):
         region = self.plan.hardware.region
         self.refresh_button.setEnabled(False)
         self.prices_label.setText(f"Prices: fetching {region}…")
-        workers.start(refresh_prices, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
+        workers.start_for(self, refresh_prices, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
                       on_error=self._refresh_failed, on_finished=lambda: self.refresh_button.setEnabled(True))
 
     def check_capacity(self) -> None:
@@ -408,7 +408,7 @@ class PlannerView(QWidget):
         region = self.plan.hardware.region
         self.capacity_button.setEnabled(False)
         self.capacity_button.setText(f"Checking {region}…")
-        workers.start(_refresh_capacity, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
+        workers.start_for(self, _refresh_capacity, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
                       on_error=self._capacity_failed, on_finished=lambda: self.capacity_button.setEnabled(True))
 
     def _capacity_failed(self, message: str) -> None:

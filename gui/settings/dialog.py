@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPushButton, QTabWidget, QVBoxLayout, QWidget,
+    QPushButton, QScrollArea, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from .. import dialogs, workers
@@ -41,6 +41,15 @@ def _error_colour() -> str:
     return "#ff7b72" if app is not None and is_dark(app) else "#c62828"
 
 
+class _PageScroll(QScrollArea):
+    """A scroll area as tall as its page would like to be: the dialog opens showing the page whole, and scrolls
+    only when made smaller than that."""
+
+    def sizeHint(self):  # noqa: N802 (Qt API)
+        hint = self.widget().sizeHint() if self.widget() is not None else super().sizeHint()
+        return hint.grownBy(self.contentsMargins()) if hasattr(hint, "grownBy") else hint
+
+
 class SettingsDialog(QDialog):
     """Edits ``settings`` in place and saves it on OK; emits ``sig_settings_changed`` afterwards so open windows
     can re-read what they show (theme, runs folder)."""
@@ -57,7 +66,7 @@ class SettingsDialog(QDialog):
 
         self.tabs = QTabWidget(objectName="settings_tabs")
         self.tabs.addTab(self._build_general(), "General")
-        self.tabs.addTab(self._build_azure(), "Azure")
+        self.tabs.addTab(self._scrolling(self._build_azure()), "Azure")
 
         self.save_error = QLabel(objectName="save_error_label", wordWrap=True)
         self.save_error.hide()
@@ -72,6 +81,29 @@ class SettingsDialog(QDialog):
         self._load(settings)
 
     # --- building -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _scrolling(page: QWidget) -> QScrollArea:
+        """A page that scrolls when the dialog is smaller than it: a long message is never cut off."""
+        area = _PageScroll(objectName=page.objectName() + "_scroll" if page.objectName() else "page_scroll")
+        area.setWidgetResizable(True)
+        area.setFrameShape(QScrollArea.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setWidget(page)
+        return area
+
+    def _fit(self) -> None:
+        """Grow the dialog to show a page whole (up to the screen), after its messages changed."""
+        area = self.tabs.widget(1)
+        page = area.widget()
+        width = max(area.viewport().width(), self.width() - 40)
+        need = page.layout().totalHeightForWidth(width) if page.layout().hasHeightForWidth() else -1
+        need = max(need, page.sizeHint().height())
+        have = area.viewport().height() if area.isVisible() else self.tabs.currentWidget().height()
+        missing = need - have + 24       # the layout's spacing and the frame
+        screen = self.screen().availableGeometry().height() if self.screen() is not None else 900
+        if missing > 0:
+            self.resize(self.width(), min(self.height() + missing, int(screen * 0.9)))
 
     def _field(self, name: str, *widgets: QWidget) -> QWidget:
         """The widget(s) of a form row with an error label under them; hidden until the field is invalid, so a
@@ -167,7 +199,7 @@ class SettingsDialog(QDialog):
                       "Leave it empty to keep the secret already stored.", objectName="secret_note", wordWrap=True)
         self.keyring_status_label = QLabel("Checking the OS keyring…", objectName="keyring_status_label",
                                            wordWrap=True)
-        workers.start(secrets.keyring_status, on_result=lambda r: self._keyring_checked(*r))
+        workers.start_for(self, secrets.keyring_status, on_result=lambda r: self._keyring_checked(*r))
         form.addRow(note)
         form.addRow(self.keyring_status_label)
         column.addWidget(sp)
@@ -268,6 +300,7 @@ class SettingsDialog(QDialog):
             self.keyring_status_label.setText(f"{status} Sign in with the browser or the Azure CLI instead (above): "
                                               "neither needs a stored secret.")
             self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
+        self._fit()
 
     def accept(self) -> None:
         """Validate, store a typed secret, save, and only then close. Every failure leaves the dialog open with the

@@ -285,7 +285,7 @@ class DataPage(QWizardPage):
             return
         self.progress.setRange(0, 0)  # busy until the first report says how much there is
         self.progress.setFormat("scanning…")
-        self.worker = workers.start(scan_data, path, key[1] or None, reasoning=key[3],
+        self.worker = workers.start_for(self, scan_data, path, key[1] or None, reasoning=key[3],
                                     student_tokenizer_file=key[2] or None, on_result=self._scan_result,
                                     on_error=self._scan_error, on_progress=self._scan_progress,
                                     on_finished=self._scan_finished)

@@ -262,7 +262,7 @@ class PlanWizard(QWizard):
         self._preview_generation += 1
         generation = self._preview_generation
         self.hardware_page.show_preview("<i>Planning the choices so far…</i>")
-        workers.start(preview_text, doc, on_result=lambda text: self._previewed(generation, text),
+        workers.start_for(self, preview_text, doc, on_result=lambda text: self._previewed(generation, text),
                       on_error=lambda message: self._previewed(
                           generation, f"<span style='color:#c0392b'>Not plannable yet: {message}</span>"))
 

@@ -332,3 +332,42 @@ def test_about_does_not_import_training_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "torch: " in out.stdout
+
+
+def _clipped(dialog) -> list[str]:
+    from PySide6.QtWidgets import QLabel
+
+    out = []
+    for label in dialog.findChildren(QLabel):
+        if not label.isVisible() or not label.text():
+            continue
+        if (label.wordWrap() and label.height() < label.heightForWidth(label.width())) or (
+                not label.wordWrap() and label.width() < label.sizeHint().width()):
+            out.append(label.text()[:60])
+    return out
+
+
+def test_settings_messages_are_never_cut_off(qtbot, screenshot):
+    """The keyring's long message (no keyring on this machine) is shown whole: the dialog grows for it, and made
+    small, the page scrolls instead of squeezing or cutting its messages."""
+    from distill_studio.engine.settings import Settings
+    from distill_studio.gui.settings.dialog import SettingsDialog
+
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=10_000)
+    for index in range(dialog.tabs.count()):
+        dialog.tabs.setCurrentIndex(index)
+        qtbot.wait(50)
+        assert _clipped(dialog) == []
+    area = dialog.tabs.widget(1)
+    assert area.verticalScrollBar().maximum() == 0          # the Azure page whole, message included
+    screenshot(dialog, "settings_azure_keyring_message")
+    for size in ((600, 320), (900, 400), (1400, 900)):
+        dialog.resize(*size)
+        qtbot.wait(50)
+        assert _clipped(dialog) == [], size
+    dialog.resize(600, 320)
+    qtbot.wait(50)
+    assert area.verticalScrollBar().maximum() > 0           # small: it scrolls
