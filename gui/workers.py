@@ -106,6 +106,10 @@ def _guarded(callback, owner):
     if owner is None or callback is None:
         return callback
     import shiboken6
+    from PySide6.QtCore import QObject
+
+    if isinstance(getattr(callback, "__self__", None), QObject):
+        return callback     # a slot of a QObject: Qt disconnects it when that object is deleted (and sender() works)
 
     def call(*args: Any) -> None:
         if shiboken6.isValid(owner):

@@ -200,13 +200,17 @@ class MonitorView(QWidget):
         for w in (self.stop_button, self.resume_button, self.folder_button):
             buttons.addWidget(w)
         buttons.addStretch(1)
-        buttons.addWidget(QLabel("Smoothing:"))
-        buttons.addWidget(self.smoothing)
-        buttons.addWidget(QLabel("x:"))
-        buttons.addWidget(self.x_axis)
         buttons.addWidget(self.log_scale)
-        buttons.addWidget(QLabel("Compare with:"))
-        buttons.addWidget(self.compare)
+        # how the charts are drawn, on a row of its own: the monitor stays narrow beside the runs list
+        view_row = QHBoxLayout()
+        view_row.addWidget(QLabel("Smoothing:"))
+        view_row.addWidget(self.smoothing)
+        view_row.addSpacing(8)
+        view_row.addWidget(QLabel("x axis:"))
+        view_row.addWidget(self.x_axis)
+        view_row.addSpacing(8)
+        view_row.addWidget(QLabel("Compare with:"))
+        view_row.addWidget(self.compare, 1)
 
         self.charts: dict[str, LiveChart] = {}
         grid = QGridLayout()
@@ -246,6 +250,7 @@ class MonitorView(QWidget):
         lay.addWidget(self.warning)
         lay.addWidget(self.result_card)
         lay.addLayout(buttons)
+        lay.addLayout(view_row)
         lay.addWidget(split, 1)
         self._update_buttons()
 
