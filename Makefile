@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-train-gui-azure-dev
 DEMO_PLAN ?= resources/demo/plan.toml
 DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo demo-cli test bench calibrate clean
+.PHONY: demo demo-cli test bench calibrate clean bundle bundle-smoke
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,18 @@ bench: $(STAMP)
 calibrate: $(STAMP)
 	$(BIN)/python benchmarks/calibrate_throughput.py --fit
 
+# The packaged app (packaging/README.md): `make bundle` builds dist/DistillStudio-<version>-<platform>/ (and on Linux
+# its tarball and .deb) with PyInstaller; `make bundle-smoke` starts it as a user would and trains the demo with it.
+BUNDLE_STAMP := $(VENV)/.installed-bundle
+$(BUNDLE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt 'pyinstaller>=6.10'
+	touch $(BUNDLE_STAMP)
+
+bundle: $(BUNDLE_STAMP)
+	$(BIN)/python packaging/build.py
+
+bundle-smoke: $(STAMP)
+	$(BIN)/python packaging/smoke.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis packaging/build-icons

@@ -419,7 +419,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .version import VERSION
+
     ap = _Parser(prog="distill", description="Plan, estimate and run knowledge distillation.")
+    ap.add_argument("--version", action="version", version=f"distill {VERSION}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", help="options, Pareto front and recommendation for a plan file")

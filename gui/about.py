@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import html
 import platform
+import sys
 from importlib import metadata
 
 from PySide6.QtCore import Qt
+
+from ..engine.version import VERSION
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 APP_NAME = "Distill Studio"
@@ -40,7 +43,7 @@ def about_rows() -> list[tuple[str, str]]:
 
     qt, pyside = _qt_versions()
     rows = [
-        (APP_NAME, _dist_version("distill-studio", missing="development")),
+        (APP_NAME, VERSION + (" (packaged)" if getattr(sys, "frozen", False) else "")),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()}, {platform.system()})"),
         ("Qt", qt),
         ("PySide6", pyside),

@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", nargs="?", help="a plan file (.toml) to open")
     p.add_argument("--demo", action="store_true", help="open the bundled demo plan")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="check the app: plan and train the demo from this installation, then exit 0 (gui/smoke.py)")
+    p.add_argument("--startup-time", action="store_true",
+                   help="print the milliseconds to the main window shown, then exit")
     return p
 
 
@@ -85,12 +89,9 @@ def create_window(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
-        from importlib.metadata import PackageNotFoundError, version
+        from ..engine.version import VERSION
 
-        try:
-            print(version("distill-studio"))
-        except PackageNotFoundError:
-            print("development")
+        print(VERSION)
         return 0
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
@@ -100,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_path = _setup_logging()
     sys.excepthook = _excepthook(log_path)
-    app, _win = create_window(argv)
-    return app.exec()
+    if args.smoke_test:
+        args.demo = True
+    app, win = create_window(argv if not args.smoke_test else [*(argv or sys.argv[1:]), "--demo"])
+    from .smoke import run_mode
+
+    code = run_mode(args, app, win)
+    return app.exec() if code is None else code
 
 
 if __name__ == "__main__":

@@ -191,6 +191,24 @@ def test_sigterm_checkpoints_and_stops_then_resume_finishes(tmp_path):
     assert folded[-1]["status"] == "succeeded"
 
 
+def test_the_stop_file_stops_a_run_as_sigterm_does_and_a_resume_clears_it(tmp_path):
+    """How the app asks a run to stop where there are no signals (Windows): the run folder's stop file."""
+    from distill_studio.engine.runs.process import request_stop_file, stop_file
+
+    tiny.make_models(tmp_path)
+    plan = tiny.write_plan(tmp_path, steps=400, data_n=64, extra="eval_samples = 0")
+    run = tmp_path / "run"
+    proc = _subprocess_run(str(plan), "--run-dir", str(run))
+    _wait_for_step(run, proc, 2)
+    request_stop_file(run)
+    assert proc.wait(timeout=120) == 130
+    events = read_events(run / "events.jsonl")
+    assert events[-1]["status"] == "cancelled" and "stop file" in events[-1]["message"]
+    assert stop_file(run).exists()
+    assert main(["run", "--resume", str(run)]) == 0            # the old request is not for the resumed run
+    assert read_events(run / "events.jsonl")[-1]["status"] == "succeeded"
+
+
 def test_two_processes_match_one_process(tmp_path):
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, steps=3, extra="eval_samples = 0")
@@ -225,17 +243,22 @@ def test_a_process_outside_the_expected_group_refuses_to_train(tmp_path, capsys)
 
 
 def test_a_second_trainer_in_the_same_folder_is_refused(tmp_path, capsys):
-    fcntl = pytest.importorskip("fcntl")
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, steps=1)
     run = tmp_path / "run"
     run.mkdir()
-    with open(run / ".lock", "a+") as held:          # another trainer holds the folder
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.write("4242")
-        held.flush()
+    # another process holds the folder (the cross-platform lock, engine/runs/lock.py)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from pathlib import Path\nfrom distill_studio.engine.runs.lock import hold\n"
+                               "held, _ = hold(Path(sys.argv[1]) / '.lock')\nprint('held', flush=True)\n"
+                               "time.sleep(60)", str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
         assert _run(plan, run) == 2
-    assert "being trained by another process (pid 4242)" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"being trained by another process (pid {holder.pid})" in capsys.readouterr().err
     assert not (run / "events.jsonl").exists()
     assert _run(plan, run) == 0                      # once it is free, the run goes ahead
 

@@ -42,11 +42,12 @@ class _StopSignal:
     """SIGTERM (the app's Stop) while a submission is under way: remembered, so nothing is sent after it, and a job
     already sent is cancelled by the watcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: Path | None = None) -> None:
         import signal
         import threading
 
         self.asked = False
+        self.run_dir = run_dir
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._handle)
 
@@ -54,6 +55,10 @@ class _StopSignal:
         self.asked = True
 
     def __call__(self) -> bool:
+        if not self.asked and self.run_dir is not None:
+            from ..runs.process import stop_file
+
+            self.asked = stop_file(self.run_dir).exists()     # the app's portable stop request
         return self.asked
 
 
@@ -79,9 +84,9 @@ def cmd_submit(args) -> int:
     from ..plan import load_plan
     from .jobs import Stopped, submit
 
-    stop = _StopSignal()
     plan = load_plan(args.plan)
     run_dir = args.run_dir or _run_dir(plan.name)
+    stop = _StopSignal(Path(run_dir))
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     az = _azure()
     try:
@@ -117,7 +122,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    return _watch_after(args.run, _azure(args.run), _StopSignal(), args.interval)
+    from ..runs.process import clear_stop_file
+
+    clear_stop_file(args.run)            # a new watcher: an old stop request must not cancel a running job
+    return _watch_after(args.run, _azure(args.run), _StopSignal(Path(args.run)), args.interval)
 
 
 def cmd_status(args) -> int:
@@ -188,7 +196,10 @@ def cmd_resume(args) -> int:
     from .client import status_text
     from .jobs import Stopped, get_job, read_meta, resubmit
 
-    stop = _StopSignal()
+    from ..runs.process import clear_stop_file
+
+    clear_stop_file(args.run)            # the stop asked of the attempt before is not for this one
+    stop = _StopSignal(Path(args.run))
     az = _azure(args.run)
     meta = read_meta(args.run)
     job = get_job(az, meta["job"])

@@ -381,6 +381,10 @@ class Watcher:
             self.close()
 
     def _cancel_due(self) -> bool:
+        if not self.stop_requested:
+            from ..runs.process import stop_file
+
+            self.stop_requested = stop_file(self.run_dir).exists()    # the app's portable stop request
         return self.stop_requested and not self._cancel_sent and time.time() >= self._cancel_next
 
     def _wait(self, seconds: float) -> None:

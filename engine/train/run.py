@@ -29,11 +29,16 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 class StopFlag:
-    """Set by SIGTERM / SIGINT; the loop checks it between steps, checkpoints and stops."""
+    """Set by SIGTERM / SIGINT, or by the run folder's stop file (``engine/runs/process.py``: how the app asks on
+    Windows, where a detached process gets no signal); the loop checks it between steps, checkpoints and stops."""
 
     def __init__(self) -> None:
         self.requested = False
         self.signal: str | None = None
+        self.file: Path | None = None
+
+    def watch(self, path: Path) -> None:
+        self.file = path
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,6 +51,8 @@ class StopFlag:
         self.signal = signal.Signals(signum).name
 
     def __call__(self) -> bool:
+        if not self.requested and self.file is not None and self.file.exists():   # a stat: microseconds a step
+            self.requested, self.signal = True, "the stop file"
         return self.requested
 
 
@@ -255,6 +262,9 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         plan = resolved.plan
         if main:
             lock_run_dir(run_dir)
+            from ..runs.process import clear_stop_file
+
+            clear_stop_file(run_dir)     # a request left from before this process is not for it
             if not resume:
                 prepare_run_dir(plan_path, run_dir, resolved=plan, run_key=run_key,
                                 stage={"stage": stage, "teacher_run": teacher_run})
@@ -273,6 +283,9 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         events = None
     stop = StopFlag()
     stop.install()
+    from ..runs.process import stop_file
+
+    stop.watch(stop_file(paths.run_dir))
     set_seed(plan.training.seed)
     from .session import Session  # torch, transformers, peft
 

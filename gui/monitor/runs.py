@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ...engine.runs import process as _process
 
 from ...engine.catalog.prices import data_dir
 
@@ -126,15 +127,24 @@ def record_from_folder(run_dir: str | Path) -> RunRecord:
 
 # ---- processes ------------------------------------------------------------------------------------------------
 
+def engine_command() -> list[str]:
+    """How the app starts the `distill` command: ``python -m distill_studio.engine.cli`` from a Python
+    installation; in the packaged app, its second executable, ``distill`` (a console program on Windows too)."""
+    if getattr(sys, "frozen", False):
+        exe = Path(sys.executable).with_name("distill" + (".exe" if sys.platform == "win32" else ""))
+        return [str(exe)]
+    return [sys.executable, "-m", "distill_studio.engine.cli"]
+
+
 def run_command(plan_path: str | None, run_dir: str, resume: bool = False, processes: int = 1,
                 target: str = "local") -> list[str]:
     if target == "azure":
         # the process submits the job (or a new attempt) and then watches it, writing the run folder as a local
         # run does; SIGTERM (Stop) makes it cancel the job
-        cmd = [sys.executable, "-m", "distill_studio.engine.cli", "azure"]
+        cmd = [*engine_command(), "azure"]
         return cmd + (["resume", run_dir, "--watch"] if resume else
                       ["submit", plan_path or "", "--run-dir", run_dir, "--watch"])
-    cmd = [sys.executable, "-m", "distill_studio.engine.cli", "run"]
+    cmd = [*engine_command(), "run"]
     cmd += ["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir]
     return cmd + (["--processes", str(processes)] if processes > 1 else [])
 
@@ -164,54 +174,38 @@ def launch(plan_path: str | None, run_dir: str, resume: bool = False, target: st
     plan_file = str(Path(run_dir) / "plan.toml") if resume else plan_path
     processes = processes_for(plan_file) if plan_file and Path(plan_file).is_file() and target == "local" else 1
     cmd = run_command(plan_path, run_dir, resume, processes, target)
-    args = ["-m", "distill_studio.gui.monitor.logged_exec", console, "--", *cmd]
     workdir = str(Path(plan_path).parent if plan_path and not resume else run_dir)
+    if sys.platform == "win32":
+        return _launch_windows(cmd, console, workdir)
+    args = ["-m", "distill_studio.gui.monitor.logged_exec", console, "--", *cmd]
     ok, pid = QProcess.startDetached(sys.executable, args, workdir)
     if not ok or not pid:
         raise RuntimeError(f"could not start `{' '.join(cmd[2:5])}` with {sys.executable}")
     return int(pid)
 
 
+def _launch_windows(cmd: list[str], console: str, workdir: str) -> int:
+    """Windows has no exec (logged_exec would start a second process with another id): the run is started directly,
+    its output into the console log, in a new process group without a console window, so it outlives the app."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(console, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+                                env=env, **_process.detached_popen_kwargs("win32"))
+    return int(proc.pid)
+
+
 def is_alive(pid: int, run_dir: str | None = None) -> bool:
-    """Is process ``pid`` running (and, where /proc tells, is it this run's process rather than a reused id)?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass                        # someone else's process: only its command line can tell whether it is ours
-    except OSError:
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if run_dir and cmdline.exists():
-        try:
-            raw = cmdline.read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except PermissionError:
-            return True
-        except OSError:
-            return False
-        if ") Z " in stat:            # a zombie has finished; only its exit status is left
-            return False
-        return Path(run_dir).name.encode() in raw
-    return True
+    """Is process ``pid`` running, and is it this run's (not a reused process id)? (engine/runs/process.py)"""
+    return _process.is_alive(pid, run_dir)
 
 
-def send_stop(pid: int, force: bool = False) -> bool:
-    """SIGTERM (or SIGKILL) to the run's process group: a detached run has its own session and group, so a
-    multi-process run (accelerate launch and its ranks) is reached as a whole. Never signals the app's own group.
+def send_stop(pid: int, force: bool = False, run_dir: str | None = None) -> bool:
+    """Ask the run to checkpoint and stop: its stop file (every platform) and, on Unix, SIGTERM to its process group
+    (a multi-process run is reached as a whole); ``force``: SIGKILL (Windows: the process tree is terminated).
     Returns False if the process was gone."""
-    sig = signal.SIGKILL if force and hasattr(signal, "SIGKILL") else signal.SIGTERM
-    try:
-        if hasattr(os, "killpg") and os.getpgid(pid) != os.getpgid(0):
-            os.killpg(os.getpgid(pid), sig)
-        else:
-            os.kill(pid, sig)
-        return True
-    except (ProcessLookupError, PermissionError, OSError):
-        return False
+    return _process.send_stop(pid, run_dir, force=force)
 
 
 # Runs asked to stop, by process id: when to force them. Kept here, not in a widget, so switching the monitor to
@@ -231,7 +225,7 @@ def force_overdue(now: float | None = None) -> list[int]:
         if not is_alive(pid, run_dir):
             del _FORCE_AT[pid]
         elif now >= deadline:
-            send_stop(pid, force=True)
+            send_stop(pid, force=True, run_dir=run_dir)
             del _FORCE_AT[pid]
             forced.append(pid)
     return forced

@@ -463,7 +463,7 @@ class MonitorView(QWidget):
         """Ask the run to stop at the next step, saving a checkpoint; force it after CANCEL_TIMEOUT_MS."""
         if not self.record or not self.snapshot or not self.snapshot.alive:
             return
-        if send_stop(self.record.pid):
+        if send_stop(self.record.pid, run_dir=self.record.run_dir):
             self._stop_asked_at = time.time()
             if self.record.target == "azure":
                 # the watcher cancels the job and follows it to its end; nothing here to force
