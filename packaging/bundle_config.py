@@ -34,9 +34,9 @@ METADATA = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safete
 # Never in the bundle: GUI toolkits and notebooks we do not use, test suites, what pyqtgraph's optional paths drag in,
 # and the Qt modules the app does not import (QML/Quick, WebEngine, 3D, multimedia, charts, PDF).
 EXCLUDES = [
-    "datasets", "tkinter", "matplotlib", "scipy", "IPython", "jupyter", "notebook", "pytest", "hypothesis", "sympy",
+    "datasets", "tkinter", "matplotlib", "scipy", "IPython", "jupyter", "notebook", "pytest", "hypothesis",
     "pandas", "sklearn", "cv2", "PyQt5", "PyQt6", "gi", "OpenGL", "mlflow", "tensorflow", "jax", "flax",
-    "torch.testing._internal", "torch.utils.tensorboard", "torchvision", "torchaudio", "triton",
+    "torch.utils.tensorboard", "torchvision", "torchaudio", "triton",
     "PySide6.QtQml", "PySide6.QtQuick", "PySide6.QtQuickWidgets", "PySide6.QtWebEngineCore",
     "PySide6.QtWebEngineWidgets", "PySide6.Qt3DCore", "PySide6.QtMultimedia", "PySide6.QtCharts",
     "PySide6.QtPdf", "PySide6.QtNetwork", "PySide6.QtSql", "PySide6.QtDesigner", "PySide6.QtHelp",
