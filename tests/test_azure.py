@@ -380,8 +380,12 @@ def test_network_gone_mid_watch_is_retried_and_nothing_is_lost(fake, tmp_path):
     assert got[-1]["type"] == "run_finished" and got[-1]["status"] == "succeeded"
 
 
-def test_stop_cancels_the_job_and_records_the_end(fake, tmp_path):
+@pytest.mark.parametrize("how", ["signal", "stop file"])
+def test_stop_cancels_the_job_and_records_the_end(fake, tmp_path, how):
+    """Stop as SIGTERM (Unix) or as the run folder's stop file (every platform, engine/runs/process.py)."""
     import threading
+
+    from distill_studio.engine.runs.process import request_stop_file
 
     from distill_studio.engine.azure.jobs import read_meta, submit
 
@@ -394,7 +398,10 @@ def test_stop_cancels_the_job_and_records_the_end(fake, tmp_path):
     thread = threading.Thread(target=lambda: result.setdefault("code", w.run(interval=0.05)))
     thread.start()
     F.wait_for(lambda: (run / "events.jsonl").exists() and len(read_events(run / "events.jsonl")) >= 5)
-    w.request_stop()                                   # what SIGTERM (the app's Stop) does
+    if how == "signal":
+        w.request_stop()                               # what SIGTERM (the app's Stop) does
+    else:
+        request_stop_file(run)                         # what the app's Stop writes, on Windows too
     F.wait_for(lambda: fake.job(meta["job"])["properties"]["status"] == "CancelRequested")
     # the engine checkpoints, says so, and Azure ML marks the job cancelled
     fake.log_events(meta["job"], [{"v": 1, "time": 1_796_000_100.0, "type": "run_finished", "status": "cancelled",

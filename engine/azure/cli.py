@@ -58,7 +58,8 @@ class _StopSignal:
         if not self.asked and self.run_dir is not None:
             from ..runs.process import stop_file
 
-            self.asked = stop_file(self.run_dir).exists()     # the app's portable stop request
+            if stop_file(self.run_dir).exists():     # the app's portable stop request (never unsets SIGTERM's)
+                self.asked = True
         return self.asked
 
 

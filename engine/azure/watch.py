@@ -384,7 +384,8 @@ class Watcher:
         if not self.stop_requested:
             from ..runs.process import stop_file
 
-            self.stop_requested = stop_file(self.run_dir).exists()    # the app's portable stop request
+            if stop_file(self.run_dir).exists():     # the app's portable stop request (never unsets a signal's)
+                self.stop_requested = True
         return self.stop_requested and not self._cancel_sent and time.time() >= self._cancel_next
 
     def _wait(self, seconds: float) -> None:
