@@ -139,8 +139,9 @@ class CostTimeChart(QWidget):
     def _set(self, item, idx: np.ndarray, hours: np.ndarray, cost: np.ndarray) -> None:
         idx = idx[np.isfinite(cost[idx]) & np.isfinite(hours[idx]) & (hours[idx] > 0)]
         kw = {}
-        if self._split is not None and item in (self.ok, self.grey):    # split-hardware options as diamonds
-            kw["symbol"] = np.where(self._split[idx], "d", "o").tolist()
+        if item in (self.ok, self.grey):    # split-hardware options as diamonds; a per-point list only if any
+            split = self._split[idx] if self._split is not None else None
+            kw["symbol"] = np.where(split, "d", "o").tolist() if split is not None and split.any() else "o"
         item.setData(x=np.log10(hours[idx]), y=self._y(cost[idx]), data=idx, **kw)
 
     def show_options(self, hours: np.ndarray, cost: np.ndarray, ok: np.ndarray, fits: np.ndarray,
