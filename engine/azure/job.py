@@ -29,10 +29,7 @@ from pathlib import Path
 from ..errors import AzureError
 from ..plan import INPUT_FIELDS, Plan, load_plan, save_plan
 
-# Azure Container for PyTorch (ACPT), the curated PyTorch GPU image; pip then installs the pinned versions of
-# environment.yml into a fresh conda environment on top of it.
-IMAGE = "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest"
-ENVIRONMENT_FILE = Path(__file__).with_name("environment.yml")
+from .environment import ENVIRONMENT_FILE, IMAGE  # noqa: F401  (the node's image and pins: environment.py)
 EXPERIMENT = "distill-studio"
 DATASTORE = "workspaceblobstore"
 OUTPUT_ROOT = f"azureml://datastores/{DATASTORE}/paths/distill-studio/runs"
@@ -134,7 +131,9 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     output folder ``<run>-teacher/``), "student" its second (training, reading ``teacher_uri``, the first job's
     output folder, as an input); "all" the one job of a plan that is not split."""
     from azure.ai.ml import Input, Output, PyTorchDistribution, command
-    from azure.ai.ml.entities import AmlCompute, Environment
+    from azure.ai.ml.entities import AmlCompute
+
+    from .environment import build_environment
 
     from ..planner import resolve_run
     from .client import quiet_sdk
@@ -177,7 +176,7 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
         job_inputs["teacher_run"] = Input(type="uri_folder", path=teacher_uri, mode="ro_mount")
     # a split plan's stages run on their own sizes: one cluster per size (a cluster given in Settings is for one)
     cluster = cluster_name(sku, hw.priority) if not compute or stage != "all" else compute
-    env = Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
+    env = build_environment()
     env_vars = dict(JOB_ENV)
     if hf_token_secret:
         from .node import SECRET_ENV, VAULT_ENV
