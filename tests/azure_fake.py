@@ -123,6 +123,22 @@ class FakeAzure:
         with self.locked() as s:
             s["logs"][run_id] = s["logs"].get(run_id, "") + text
 
+    def set_permissions(self, actions: list[str], not_actions: list[str] | None = None) -> None:
+        """What ARM's permissions API answers for the signed-in identity on the workspace (default: everything)."""
+        with self.locked() as s:
+            s["permissions"] = [{"actions": list(actions), "notActions": list(not_actions or []),
+                                 "dataActions": [], "notDataActions": []}]
+
+    def set_secret(self, name: str, value: str) -> None:
+        """A secret in the workspace's Key Vault."""
+        with self.locked() as s:
+            s.setdefault("vault", {})[name] = value
+
+    def grant(self, principal_id: str, role_id: str = "4633458b-17de-408a-b874-0445c86b69e6") -> None:
+        """A role assignment on the workspace's Key Vault (default: Key Vault Secrets User)."""
+        with self.locked() as s:
+            s.setdefault("role_assignments", []).append({"principalId": principal_id, "roleId": role_id})
+
     def put_blob(self, path: str, data: bytes) -> None:
         p = self.dir / "blobs" / path
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +265,18 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
     # ---- ARM ----
     if host != "management.azure.com":
         return _not_found(url)
+    vault_id = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{VAULT}"
+    if path.lower() == vault_id.lower() and method == "GET":       # the vault resource: RBAC authorization
+        return _json(200, {"id": vault_id, "name": VAULT, "location": REGION, "properties": {
+            "enableRbacAuthorization": True, "vaultUri": f"https://{VAULT}.vault.azure.net/", "accessPolicies": []}})
+    if path.lower() == f"{vault_id}/providers/Microsoft.Authorization/roleAssignments".lower() and method == "GET":
+        wanted = re.search(r"principalId eq '([^']+)'", (query.get("$filter") or [""])[0])
+        return _json(200, {"value": [
+            {"id": f"{vault_id}/providers/Microsoft.Authorization/roleAssignments/{i}", "name": str(i),
+             "properties": {"principalId": a["principalId"], "scope": vault_id, "roleDefinitionId":
+                            f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{a['roleId']}"}}
+            for i, a in enumerate(s.get("role_assignments", []))
+            if not wanted or a["principalId"] == wanted.group(1)]})
     if not path.lower().startswith(WS_ID.lower()):
         return _not_found(path)
     if not s["workspace"]:
@@ -256,6 +284,9 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
                                      f"'Microsoft.MachineLearningServices/workspaces/{WS}' under resource group "
                                      f"'{RG}' was not found."}})
     rest = path[len(WS_ID):]
+    if rest == "/providers/Microsoft.Authorization/permissions" and method == "GET":
+        return _json(200, {"value": s.get("permissions", [{"actions": ["*"], "notActions": [],
+                                                           "dataActions": [], "notDataActions": []}])})
     if rest in ("", "/"):
         return _json(200, {"id": WS_ID, "name": WS, "location": REGION, "type":
                            "Microsoft.MachineLearningServices/workspaces", "properties": {
@@ -274,6 +305,11 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
             doc = json.loads(body)
             doc.update({"id": WS_ID + rest, "name": name, "location": REGION})
             doc["properties"]["provisioningState"] = "Succeeded"
+            if "systemassigned" in str((doc.get("identity") or {}).get("type", "")).lower().replace("_", ""):
+                import uuid
+
+                doc["identity"] = {**doc["identity"], "tenantId": TENANT,
+                                   "principalId": str(uuid.uuid5(uuid.NAMESPACE_URL, WS_ID + rest))}
             s["computes"][name] = doc
             return _json(200, doc)
     if rest == "/jobs" and method == "GET":

@@ -88,16 +88,42 @@ def cmd_submit(args) -> int:
     plan = load_plan(args.plan)
     run_dir = args.run_dir or _run_dir(plan.name)
     stop = _StopSignal(Path(run_dir))
-    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     az = _azure()
+    record = None
+    if not (Path(run_dir) / "azure.json").exists():   # a new run: checked before anything is created or uploaded
+        record = _preflight_before_submit(args, az)
+    print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     try:
-        submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop)
+        submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop, record=record)
     except Stopped as exc:
         return _stopped(run_dir, exc)
     if args.watch:
         return _watch_after(run_dir, az, stop, args.interval)
     print(f"watch it with `distill azure watch {run_dir}`", file=sys.stderr)
     return 0
+
+
+def _preflight_before_submit(args, az) -> dict:
+    """Pre-flight (``preflight.py``): its findings are printed; a failure stops the submission unless ``--force``,
+    which names the risks taken. Returns what the run's ``azure.json`` records of it."""
+    from .preflight import run_preflight
+
+    report = run_preflight(args.plan, az, data_uri=args.data, say=_say)
+    _say(report.describe())
+    risks = report.risks()
+    if risks and not args.force:
+        raise AzureError(f"not submitted: pre-flight found {len(risks)} problem{'s' if len(risks) != 1 else ''} "
+                         "(listed above, each with what to do); nothing was created or uploaded. Fix them and "
+                         "submit again, or submit with --force to accept the risks")
+    if risks:
+        _say("--force: submitting despite " + "; ".join(risks))
+    return {"preflight": {"ok": report.ok, "forced": bool(risks), "risks_taken": risks, "checked": time.time()}}
+
+
+def cmd_preflight(args) -> int:
+    from .preflight import cmd_preflight as run
+
+    return run(args)
 
 
 def cmd_export(args) -> int:
@@ -256,8 +282,20 @@ def add_parser(sub) -> None:
     s.add_argument("--run-dir", type=Path, help="local folder of the run (default: a new one in the user data folder)")
     s.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
     s.add_argument("--watch", action="store_true", help="then watch it until it ends (what the app does)")
+    s.add_argument("--force", action="store_true",
+                   help="submit even when pre-flight finds a problem (the risks are printed and recorded)")
     s.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_submit)
+
+    pf = asub.add_parser("preflight", help="check permissions, quota, data, a gated model's token and the image "
+                                           "before submitting (reads only)")
+    pf.add_argument("plan", type=Path)
+    pf.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
+    pf.add_argument("--create-cluster", action="store_true",
+                    help="create the plan's compute cluster (0 nodes when idle) so its identity can be given the "
+                         "Key Vault role before the first job")
+    pf.add_argument("--json", action="store_true")
+    pf.set_defaults(func=cmd_preflight)
 
     e = asub.add_parser("export", help="write the job as YAML for `az ml job create -f`")
     e.add_argument("plan", type=Path)

@@ -140,8 +140,9 @@ class Stopped(AzureError):
 
 def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = None,
            say: Callable[[str], None] = print, prices=None,
-           should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
-    """Submit ``plan_path`` as a new Azure run in ``run_dir``; returns the run's ``azure.json``.
+           should_stop: Callable[[], bool] = lambda: False, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Submit ``plan_path`` as a new Azure run in ``run_dir``; returns the run's ``azure.json`` (``record``: more
+    for it, e.g. the pre-flight's result and the risks a forced submission took).
 
     ``run_dir`` holding an Azure run already (a second click, a retry after an error) is continued as it was
     recorded: its job is adopted if Azure has it, sent as recorded if not; the plan given now is not read again.
@@ -164,7 +165,7 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     name = J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
     meta = {"job": name, "jobs": [name], "run_key": name, "workspace": az.ws.public(),
-            "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or ""}
+            "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or "", **(record or {})}
     write_meta(run_dir, meta)          # the name is kept before anything is sent
     check_workspace(az, meta)
     meta["hf_token_secret"] = az.ws.hf_token_secret
