@@ -273,6 +273,12 @@ def cmd_capacity(args) -> int:
     return capacity.cmd_capacity(args)
 
 
+def cmd_rehearse(args) -> int:
+    from .rehearse import cmd_rehearse as run
+
+    return run(args)
+
+
 def add_parser(sub) -> None:
     az = sub.add_parser("azure", help="run plans on Azure Machine Learning")
     asub = az.add_subparsers(dest="azure_command", required=True)
@@ -330,6 +336,19 @@ def add_parser(sub) -> None:
     c.add_argument("--region", help="default: the region in Settings › Azure")
     c.add_argument("--refresh", action="store_true", help="sign in and check again")
     c.set_defaults(func=cmd_capacity)
+
+    r = asub.add_parser("rehearse", help="run the plan's exact job on this machine as an Azure ML node would "
+                                         "(staged code, the job's environment in a venv, CPU processes for GPUs)")
+    r.add_argument("plan", type=Path)
+    r.add_argument("--processes", type=int, metavar="N",
+                   help="processes per node (default: one per GPU of the job's VM size)")
+    r.add_argument("--kill-during-checkpoint", action="store_true",
+                   help="stop the node with SIGKILL while a checkpoint is copied to the output, then start the job "
+                        "again: it must continue from the last complete checkpoint")
+    r.add_argument("--dir", type=Path, help="folder of the rehearsal (default: a new one under the runs folder)")
+    r.add_argument("--timeout", type=float, default=3600.0, help=argparse.SUPPRESS)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rehearse)
 
 
 __all__ = ["add_parser", "AzureError"]
