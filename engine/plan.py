@@ -194,7 +194,9 @@ class Training(_Strict):
     log_every: int = Field(1, ge=1, le=100_000_000, description="steps between logged metrics; metrics the loss does "
                            "not need (the CE term at kd_weight = 1) are computed on these steps only")
     eval_samples: int = Field(200, ge=0, le=1_000_000, description="held-out prompts to generate for the task score")
-    checkpoint_every: int = Field(0, ge=0, le=100_000_000, description="steps between checkpoints (0: only at the end)")
+    checkpoint_every: Annotated[int, Field(ge=0, le=100_000_000)] | Literal["auto"] = Field(
+        "auto", description="steps between checkpoints (0: only at the end); \"auto\": on Azure the planner's "
+        "interval from the checkpoint's write time and the nodes' failure rate, locally only at the end")
     keep_checkpoints: int = Field(2, ge=1, le=1000, description="newest checkpoints kept on disk")
     max_new_tokens: int = Field(256, ge=1, le=65_536, description="generation length for seq-KD and the task score")
     seed: int = Field(0, ge=0, le=2**32 - 1)

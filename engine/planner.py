@@ -161,6 +161,8 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         optimizer=plan.training.optimizer,
         cpu=plan.hardware.target == "local" and plan.hardware.accelerator == "cpu",
         max_tokens=(plan.training.max_steps * plan.data.global_batch_tokens if plan.training.max_steps else None),
+        # "auto": the planner's interval on Azure (estimate/checkpointing.py), only the last checkpoint locally
+        checkpoint_every=None if plan.training.checkpoint_every == "auto" else plan.training.checkpoint_every,
     )
 
 
@@ -483,7 +485,8 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
                                                    if split else row["teacher_placement"]}),
         # the planner recomputes activations where memory needs it; the engine then does too
         "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"],
-                                                     "micro_batch_size": row["micro_batch_seqs"]}),
+                                                     "micro_batch_size": row["micro_batch_seqs"],
+                                                     "checkpoint_every": checkpoint_steps(plan, row)}),
     })
     estimate = {
         "tokens_per_second_per_gpu": row["tokens_per_second_per_gpu"],
@@ -496,6 +499,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "hours": row["hours"],
         "cost_usd": row["cost_usd"],
         "mfu": row["mfu"],
+        "checkpointing": row["checkpointing"],
         "option": {k: row[k] for k in ("sku", "accelerator", "nodes", "gpus", "adapter", "teacher_mode",
                                        "teacher_precision", "recompute", "sharding", "teacher_placement")},
     }
@@ -522,6 +526,15 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     return ResolvedRun(plan=resolved, nodes=nodes, gpus_per_node=gpn,
                        sharding=sharding_kind(sharding, nodes, gpn), estimate=estimate, why=why,
                        notes=notes, stage=stage, split=split)
+
+
+def checkpoint_steps(plan: Plan, row: dict) -> int:
+    """training.checkpoint_every as the run uses it: the plan's own number of steps, or for "auto" the planner's
+    interval on Azure (Young–Daly, estimate/checkpointing.py) and only the last checkpoint locally."""
+    every = plan.training.checkpoint_every
+    if every != "auto":
+        return every
+    return int(row["checkpointing"]["interval_steps"]) if plan.hardware.target == "azure" else 0
 
 
 def tp_text(split: dict) -> str:

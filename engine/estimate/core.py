@@ -88,6 +88,8 @@ class Job:
     optimizer: str = "adamw"      # "adamw" | "adamw-8bit" (bitsandbytes: both moments in 8 bits, OPTIMIZER_STATE)
     cpu: bool = False             # the engine on a CPU: the loss's chunks are also bounded by CPU_LOSS_CHUNK_BYTES
     max_tokens: float | None = None  # training.max_steps × the global batch: the run stops there
+    checkpoint_every: int | None = None  # steps between checkpoints as the plan fixes them (0: only the last);
+                                         # None: the planner's choice on Azure (estimate/checkpointing.py)
 
     @property
     def train_tokens(self) -> float:
@@ -306,18 +308,11 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
 
 
     train_hours = job.train_tokens / (tokens_per_s_gpu * gpus) / 3600.0
-    # --- set-up, checkpoints, pre-emption
-    ckpt_bytes = np.where(full, 16.0 * P, 16.0 * job.lora_params)  # weights, optimiser; LoRA: the adapter's
-    n_ckpt = np.ceil(train_hours / tm["checkpoint_every_hours"])
-    ckpt_hours = n_ckpt * ckpt_bytes / (tm["checkpoint_write_gb_per_s"] * GB * _f(g.nodes)) / 3600.0
+    # --- set-up; checkpoints and failures are added by estimate/checkpointing.py (below)
     load_bytes = 2.0 * P + (2.0 * t.params if t is not None else 0.0)
     setup_hours = _f(g.provision_hours) + load_bytes / (tm["weight_load_gb_per_s"] * GB) / 3600.0
-    run_hours = prepass_hours + train_hours + ckpt_hours
-    run_hours = run_hours * np.where(g.low_priority, 1.0 + tm["low_priority_extra"], 1.0)
-    total_hours = setup_hours + run_hours
-    cost = total_hours * _f(g.nodes) * _f(g.usd_per_node_hour)
 
-    return {
+    out = {
         "tokens_per_second_per_gpu": tokens_per_s_gpu,
         "mfu": mfu,
         "gpus": gpus,
@@ -342,11 +337,12 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "setup_hours": setup_hours,
         "prepass_hours": prepass_hours,
         "train_hours": train_hours,
-        "checkpoint_hours": ckpt_hours,
         "transfer_hours": np.zeros(n),   # split-hardware options only (split.py): the cache through storage
-        "total_hours": total_hours,
-        "cost_usd": cost,
     }
+    from .checkpointing import apply   # checkpoint interval and writes, failures; total_hours and cost_usd
+
+    apply(job, g, out)
+    return out
 
 
 def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict, *, held, replicated,

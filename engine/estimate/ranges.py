@@ -8,8 +8,8 @@ deviation) that says how well that part is known:
   extrapolates: an accelerator no measurement covers, a CPU, LoRA/QLoRA (the measurements are full training), a
   model or sequence length outside the table; narrowed to run-to-run noise where this machine measured it
   (``estimate/watched.py``);
-- **the teacher's pass and generation**, **set-up** and **checkpoints**: no published calibration; their stated
-  spreads.
+- **the teacher's pass and generation**, **set-up**, **checkpoints** and the **expected loss to failures**: no
+  published calibration; their stated spreads.
 
 The range of the whole is the sum of the parts' quantiles (an upper bound of the sum's quantile: the parts are not
 assumed to cancel). ``at_confidence(sw, 0.8)`` is the time and cost the option stays under with that confidence;
@@ -54,11 +54,12 @@ def spreads(sw) -> dict[str, np.ndarray]:
     mode = g.teacher_mode
     prepass = np.where(mode == TEACHER_MODES.index("generate"), u["generation_log_sd"], u["teacher_pass_log_sd"])
     return {"setup": setup, "prepass": prepass, "train": train, "checkpoint": np.full(len(sw), u["checkpoint_log_sd"]),
-            "transfer": np.full(len(sw), u["setup_log_sd"])}   # storage throughput: as uncertain as set-up
+            "transfer": np.full(len(sw), u["setup_log_sd"]),   # storage throughput: as uncertain as set-up
+            "failure": np.full(len(sw), u["failure_log_sd"])}
 
 
 _PARTS = (("setup", "setup_hours"), ("prepass", "prepass_hours"), ("train", "train_hours"),
-          ("checkpoint", "checkpoint_hours"), ("transfer", "transfer_hours"))
+          ("checkpoint", "checkpoint_hours"), ("transfer", "transfer_hours"), ("failure", "failure_hours"))
 
 
 def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -68,7 +69,7 @@ def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarra
     z = NormalDist().inv_cdf(q)
     zero = np.zeros(len(sw))
     parts = sum(o.get(col, zero) * np.exp(z * sd[key]) for key, col in _PARTS)
-    # what the model adds beyond its parts (the low-priority allowance) scales with them
+    # what the model adds beyond its parts (none today) scales with them
     base = sum(o.get(col, zero) for _, col in _PARTS)
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = np.where(base > 0, o["total_hours"] / base, 1.0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checkpointing import loss_without_checkpoints
 from .core import GB, TEACHER_MODES, Job, coefficients
 from .sweep import Sweep, pareto_front
 
@@ -53,17 +54,18 @@ def _stages(sw: Sweep) -> dict[str, np.ndarray]:
     nbytes = np.zeros(len(sw))
     for mode in PASS_MODES:
         nbytes = np.where(g.teacher_mode == mode, cache_bytes(job, mode), nbytes)
-    slow = np.where(g.low_priority, 1.0 + tm["low_priority_extra"], 1.0)
     node_rate = g.nodes * g.usd_per_node_hour
     pass_setup = g.provision_hours + 2.0 * job.teacher.params / load
     upload = nbytes / (rate * g.nodes)
-    pass_hours = pass_setup + (o["prepass_hours"] + upload) * slow
+    # the pass is not checkpointed: a failure in it (or in the upload) starts it again (estimate/checkpointing.py)
+    pass_loss = loss_without_checkpoints(o["prepass_hours"] + upload, o["mtbf_hours"], pass_setup)
+    pass_hours = pass_setup + o["prepass_hours"] + upload + pass_loss
     download = nbytes / rate
     train_setup = g.provision_hours + 2.0 * job.student.params / load
-    train_hours = train_setup + (download + o["train_hours"] + o["checkpoint_hours"]) * slow
-    return {"bytes": nbytes, "pass_setup": pass_setup, "upload": upload, "pass_hours": pass_hours,
-            "pass_cost": pass_hours * node_rate, "train_setup": train_setup, "download": download,
-            "train_hours": train_hours, "train_cost": train_hours * node_rate}
+    train_hours = train_setup + download + o["train_hours"] + o["checkpoint_hours"] + o["train_failure_hours"]
+    return {"bytes": nbytes, "pass_setup": pass_setup, "upload": upload, "pass_loss": pass_loss,
+            "pass_hours": pass_hours, "pass_cost": pass_hours * node_rate, "train_setup": train_setup,
+            "download": download, "train_hours": train_hours, "train_cost": train_hours * node_rate}
 
 
 def stage_hours(sw: Sweep, i: int) -> dict[str, dict[str, float]]:
@@ -71,9 +73,11 @@ def stage_hours(sw: Sweep, i: int) -> dict[str, dict[str, float]]:
     o = sw.out
     setup_pass, upload = float(o["pass_setup_hours"][i]), float(o["upload_hours"][i])
     teacher = {"setup": setup_pass, "teacher_pass": float(o["prepass_hours"][i]), "training": 0.0,
-               "checkpoints": 0.0, "cache_transfer": upload, "total": float(o["pass_stage_hours"][i])}
+               "checkpoints": 0.0, "failures": float(o["pass_failure_hours"][i]), "cache_transfer": upload,
+               "total": float(o["pass_stage_hours"][i])}
     student = {"setup": float(o["setup_hours"][i]) - setup_pass, "teacher_pass": 0.0,
                "training": float(o["train_hours"][i]), "checkpoints": float(o["checkpoint_hours"][i]),
+               "failures": float(o["train_failure_hours"][i]),
                "cache_transfer": float(o["transfer_hours"][i]) - upload,
                "total": float(o["total_hours"][i] - o["pass_stage_hours"][i])}
     return {"teacher": teacher, "student": student}
@@ -130,16 +134,18 @@ def add_split_options(sw: Sweep, pass_ok: np.ndarray, train_ok: np.ndarray) -> i
             o[name] = np.concatenate([value, value[tt]])
     new = slice(n0, None)
     tm = coefficients()["time"]
-    slow_p = np.where(g.low_priority[pp], 1.0 + tm["low_priority_extra"], 1.0)
-    slow_t = np.where(g.low_priority[tt], 1.0 + tm["low_priority_extra"], 1.0)
     o["setup_hours"][new] = st["pass_setup"][pp] + st["train_setup"][tt]
-    o["prepass_hours"][new] = o["prepass_hours"][pp] * slow_p
-    o["transfer_hours"][new] = st["upload"][pp] * slow_p + st["download"][tt] * slow_t
-    o["train_hours"][new] = o["train_hours"][tt] * slow_t
-    o["checkpoint_hours"][new] = o["checkpoint_hours"][tt] * slow_t
+    o["prepass_hours"][new] = o["prepass_hours"][pp]
+    o["transfer_hours"][new] = st["upload"][pp] + st["download"][tt]
+    # training's checkpoint columns are the training row's (copied above); failures: each stage's own
+    o["pass_failure_hours"][new] = st["pass_loss"][pp]
+    o["failure_hours"][new] = st["pass_loss"][pp] + o["train_failure_hours"][new]
+    o["loss_without_hours"][new] = st["pass_loss"][pp] + o["loss_without_hours"][tt] - o["pass_failure_hours"][tt]
+    o["failures_expected"][new] = o["failures_expected"][tt] - o["prepass_hours"][tt] / o["mtbf_hours"][tt] + (
+        (o["prepass_hours"][pp] + st["upload"][pp]) / o["mtbf_hours"][pp])
     o["pass_stage_hours"][new] = st["pass_hours"][pp]
     o["pass_setup_hours"][new] = st["pass_setup"][pp]
-    o["upload_hours"][new] = st["upload"][pp] * slow_p
+    o["upload_hours"][new] = st["upload"][pp]
     o["cache_bytes"][new] = st["bytes"][pp]
     total = st["pass_hours"][pp] + st["train_hours"][tt]
     o["total_hours"][new] = total

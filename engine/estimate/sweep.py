@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .placement import SHARDINGS
+from .checkpointing import summary as checkpoint_summary
 from .core import ADAPTERS, GB, TEACHER_BYTES, TEACHER_MODES, Grid, Job, accelerator_efficiency, coefficients, evaluate
 
 MAX_NODES = 16
@@ -96,10 +97,13 @@ class Sweep:
                 "teacher_pass": float(o["prepass_hours"][i]),
                 "training": float(o["train_hours"][i]),
                 "checkpoints": float(o["checkpoint_hours"][i]),
+                "failures": float(o["failure_hours"][i]),   # expected loss to failures, with the checkpoints
                 "cache_transfer": float(o["transfer_hours"][i]) if "transfer_hours" in o else 0.0,
                 "total": float(o["total_hours"][i]),
             },
             "cost_usd": None if np.isnan(cost) else round(cost, 2),
+            # the checkpoint interval, what the checkpoints add, the expected loss with and without them
+            "checkpointing": checkpoint_summary(o, i, float(self.grid.nodes[i] * self.grid.usd_per_node_hour[i])),
             "split": self._split(i),
         }
 
@@ -189,6 +193,7 @@ def build_grid(
             "accelerator": np.asarray([acc_names.index(m.accelerator) for m in machines], dtype=np.int32)[mi],
             "priority": prio,
             "teacher_precision": tp.astype(np.int8),
+            "local": is_local,
         },
     )
     labels = {

@@ -240,17 +240,14 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     touched = (code >= 2) | bool(same_data)
     gpus = o["gpus"].astype(float)
     train_hours = np.where(touched, tokens / (tps * gpus) / 3600.0, o["train_hours"])
-    # the run's time beyond set-up keeps its low-priority allowance: total = setup + run × factor
-    before = o["prepass_hours"] + o["train_hours"] + o["checkpoint_hours"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        factor = np.where(before > 0, (o["total_hours"] - o["setup_hours"]) / before, 1.0)
-    total = setup + (o["prepass_hours"] + train_hours + o["checkpoint_hours"]) * factor
     finite = np.isfinite(o["total_hours"])
     o["tokens_per_second_per_gpu"] = tps
     o["setup_hours"] = np.where(finite, setup, o["setup_hours"])
     o["train_hours"] = np.where(finite, train_hours, o["train_hours"])
-    o["total_hours"] = np.where(finite, total, o["total_hours"])
-    o["cost_usd"] = o["total_hours"] * g.nodes * g.usd_per_node_hour
+    # checkpoints (their interval in hours follows the speed), failures, the total and the cost, again
+    from .checkpointing import apply
+
+    apply(sw.job, g, o)
     notes = [f"{len(mine)} run{'s' if len(mine) > 1 else ''} watched on this machine with these models: "
              f"{int((code == 3).sum())} configuration(s) measured here"
              + (f", the other {int((code == 2).sum())} on this machine corrected by the runs' measured/estimated "

@@ -19,7 +19,7 @@ from ...engine.estimate.solve import decide
 from ...engine.planner import Analysis, all_modes_mask, analyse, planned_mask
 from ...engine.plan import Plan
 from ...engine.report import choices
-from ...engine.report import hours_text as _hours
+from ...engine.report import checkpoint_text, hours_text as _hours
 from .. import workers
 from .chart import CostTimeChart
 from .memory_bar import MemoryBar
@@ -352,12 +352,17 @@ class PlannerView(QWidget):
         phases.append(f"training {_hours(h['training'])}")
         if h["checkpoints"] * 3600 >= 1:
             phases.append(f"checkpoints {_hours(h['checkpoints'])}")
+        if h.get("failures", 0.0) * 3600 >= 1:
+            phases.append(f"failures (expected) {_hours(h['failures'])}")
         cal = r["calibration"]
         text += ("\n" + ", ".join(phases) + f" · MFU {r['mfu'] * 100:.0f}% · "
                  + cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else ""))
         rng = r.get("range")
         if rng:
             text += f"\nP10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}"
+        ckpt = checkpoint_text(r)       # the interval, what it adds, the expected loss without it
+        if ckpt:
+            text += "\n" + ckpt[0].upper() + ckpt[1:]
         return text + (f"\n✗ {why}" if why else "\n✓ meets the budget")
 
     def select_option(self, i: int | None) -> None:
