@@ -23,6 +23,81 @@ def demo_plan_path() -> Path:
     return Path(str(files("distill_studio.resources.demo") / "plan.toml"))
 
 
+def run_preflight_process(plan_path: str) -> dict:
+    """``distill azure preflight PLAN --json`` as its own process (the app never talks to Azure itself); its
+    findings, or a DistillError with its message."""
+    import json
+    import subprocess
+
+    from .monitor.runs import engine_command
+
+    cmd = [*engine_command(), "azure", "preflight", plan_path, "--json"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                              cwd=str(Path(plan_path).parent))
+    except subprocess.TimeoutExpired:
+        raise DistillError("no answer from Azure within 5 minutes") from None
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise DistillError(lines[-1].removeprefix("error: ") if lines else f"exit status {done.returncode}") from None
+
+
+def preflight_text(doc: dict) -> tuple[str, str]:
+    """The pre-flight's findings for the Launch confirmation: (summary, details with what to do)."""
+    checks = doc.get("checks", [])
+    fails = [c for c in checks if c["status"] == "fail"]
+    warns = [c for c in checks if c["status"] == "warn"]
+    notes = [c for c in checks if c["status"] == "note"]
+    passed = sum(1 for c in checks if c["status"] == "ok")
+    lines = []
+    if fails:
+        lines.append(f"Pre-flight found {len(fails)} problem{'s' if len(fails) != 1 else ''}; the job would fail "
+                     "or wait, and nothing has been created or uploaded:")
+        lines += [f"  ✗ {c['what']}: {c['text']}" for c in fails]
+        lines.append("Fix them (Show Details says how) and Launch again, or submit from a terminal with "
+                     "`distill azure submit PLAN --force` to accept the risks.")
+    else:
+        lines.append(f"Pre-flight passed ({passed} checks).")
+    lines += [f"  ! {c['what']}: {c['text']}" for c in warns]
+    lines += [f"  • {c['what']}: {c['text']}" for c in notes]
+    details = []
+    for c in fails + warns:
+        details.append(f"{c['what']}: {c['text']}")
+        if c.get("fix"):
+            details.append(f"  → {c['fix']}")
+        details.append("")
+    details += [f"ok  {c['what']}: {c['text']}" for c in checks if c["status"] == "ok"]
+    return "\n".join(lines), "\n".join(details).strip()
+
+
+def _start_preflight(box: QMessageBox, submit, about: str, plan_path: str) -> None:
+    """Run the pre-flight on a worker (a subprocess); show its findings in ``box``; a failure disables Submit.
+    ``box.property("preflight")``: "checking", "passed", "failed" or "error"."""
+    from . import workers
+
+    box.setProperty("preflight", "checking")
+
+    def shown(doc: dict) -> None:
+        summary, details = preflight_text(doc)
+        box.setInformativeText(f"{about}\n\n{summary}")
+        box.setDetailedText(details)
+        failed = not doc.get("ok", False)
+        if failed:
+            box.setIcon(QMessageBox.Icon.Warning)
+            submit.setEnabled(False)
+            submit.setToolTip("Pre-flight found problems: fix them and Launch again")
+        box.setProperty("preflight", "failed" if failed else "passed")
+
+    def error(message: str) -> None:
+        box.setInformativeText(f"{about}\n\nPre-flight could not run: {message}. Submit runs it again first and "
+                               "stops on a problem.")
+        box.setProperty("preflight", "error")
+
+    workers.start_for(box, run_preflight_process, plan_path, on_result=shown, on_error=error)
+
+
 class MainWindow(QMainWindow):
     sig_plan_opened = Signal(str)
     """A plan file was opened (its path)."""
@@ -301,16 +376,19 @@ class MainWindow(QMainWindow):
                      f"({fmt_duration(tp['hours'] * 3600)}, {'$' + format(tp['cost_usd'], ',.2f') if known(tp['cost_usd']) else 'price unknown'}), "
                      f"then training on {where}, reading the pass's {split['cache_gb']:,.1f} GB cache from "
                      "storage. Launch submits both: the second when the first has completed")
-        box.setInformativeText(
+        about = (
             f"{where} in workspace {ws.workspace} ({ws.region}).\n\n"
             f"Estimated {fmt_duration(hours * 3600)} and {price}, billed to subscription {ws.subscription_id} while the "
             "nodes run. Stop cancels the job (the engine saves a checkpoint first); the cluster then scales to 0 "
             "nodes.")
+        box.setInformativeText(about + "\n\nPre-flight: checking permissions, quota, the data, the model's token "
+                               "and the image…")
         submit = box.addButton("Submit to Azure", QMessageBox.ButtonRole.AcceptRole)
         submit.setObjectName("azure_submit_button")
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         plan_path, name = self.plan_path, self.plan.name
+        _start_preflight(box, submit, about, str(plan_path))
 
         def done(button) -> None:
             if button is submit and self.runs.launch_plan(plan_path, name, target="azure") is not None:

@@ -144,7 +144,7 @@ def test_submit_stops_before_any_put_or_upload(cli_env, tmp_path, capsys):
     assert "not submitted: pre-flight found" in err and "--force" in err
     assert f"may not create jobs in workspace {F.WS}" in err and "AzureML Data Scientist" in err
     assert "no token secret is named in Settings › Azure" in err
-    assert "nothing at azureml://datastores/workspaceblobstore/paths/distill-studio/data/" in err
+    assert "nothing on datastore workspaceblobstore under distill-studio/data/" in err
     nothing_created(fake)
     assert not (run / "azure.json").exists()
     assert not any("blob.core.windows.net" in r["url"] and r["method"] == "PUT" for r in fake.requests())

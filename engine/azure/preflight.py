@@ -182,10 +182,9 @@ def check_permissions(az: Azure, report: Preflight, cluster_exists: bool | None)
                    "cluster exists and is large enough, so none is needed")
     else:
         name = report.cluster.get("name", "")
-        report.add("permission", "fail", f"{who} may not create compute clusters in {scope} ({COMPUTES_WRITE}), and "
-                   f"the plan needs cluster {name} ({report.cluster.get('sku')}, up to "
-                   f"{report.cluster.get('nodes')} nodes) created or grown",
-                   f"ask for the role 'AzureML Compute Operator' on the workspace (az role assignment create --role "
+        report.add("permission", "fail", f"{who} may not create compute clusters, and the plan needs cluster "
+                   f"{name} ({report.cluster.get('sku')}, up to {report.cluster.get('nodes')} nodes) created or grown",
+                   f"{COMPUTES_WRITE} is not allowed in {scope}: ask for the role 'AzureML Compute Operator' on the workspace (az role assignment create --role "
                    f"\"AzureML Compute Operator\" --assignee {_assignee(az)} --scope {az.ws.arm_id}), or ask an "
                    f"owner to create cluster {name} once with `distill azure preflight PLAN --create-cluster`")
 
@@ -221,8 +220,9 @@ def check_quota(az: Azure, report: Preflight, stages: list[tuple[str, str, int, 
         notes: list[str] = []
         table = load(region, notes)
     if table is None:
-        report.add("quota", "warn", f"quota in {region} could not be checked ({why or 'no answer'})",
-                   "check it with `distill azure capacity --refresh`; a job short of quota waits in the queue")
+        report.add("quota", "warn", f"quota in {region} could not be checked",
+                   f"{why or 'no answer'}. Check it with `distill azure capacity --refresh`; a job short of quota "
+                   "waits in the queue")
         return
     when = "now" if getattr(table, "origin", "") == "live" else f"on {table.checked_on} (cached: {why})"
     for what, sku, nodes, priority in stages:
@@ -306,7 +306,7 @@ def check_data(az: Azure, report: Preflight, plan, base: Path, data_uri: str | N
             value = data_uri
         if not value and key == "data.train":
             value = f"{J.DATA_ROOT}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', plan.name)}/"
-            notes.append(f"the plan names no data.train: the job reads {value}")
+            notes.append("the plan names no data.train, so the job reads this folder")
         if not value:
             continue
         found = _one_input(az, report, key, str(value), base, notes)
@@ -329,7 +329,8 @@ def _one_input(az: Azure, report: Preflight, key: str, value: str, base: Path, n
                        "check the datastore name in the URI, and that the signed-in identity may read it")
             return None
         if files == 0:
-            report.add("data", "fail", f"{key}: nothing at {value}{origin}",
+            report.add("data", "fail", f"{key}: nothing at {value}{origin}" if len(value) < 70 else
+                   f"{key}: nothing on datastore {store} under {path}{origin}",
                        f"upload the data there before submitting (az storage blob upload-batch --account-name "
                        f"<the datastore's account> --destination <container>/{path.strip('/')} --source <folder>, or "
                        f"Azure ML studio › Data), or give another URI with --data")
@@ -444,8 +445,8 @@ def check_token(az: Azure, report: Preflight, plan, ws_doc, compute, *, created:
     # the cluster's identity, and its role on the vault
     name = report.cluster.get("name", "")
     if compute is None:
-        report.add("token", "fail", f"compute cluster {name} does not exist yet, so no identity can be given "
-                   f"access to secret '{secret}'; the first job would fail when it downloads {what}",
+        report.add("token", "fail", f"gated models ({what}) need secret '{secret}' readable by cluster {name}'s identity, and "
+                   "the cluster does not exist yet",
                    f"create the cluster first (0 nodes when idle, nothing billed): `distill azure preflight "
                    f"PLAN --create-cluster`; it prints the role to grant to the cluster's identity; then submit")
         return
@@ -503,9 +504,9 @@ def check_environment(az: Azure, report: Preflight) -> None:
         report.add("environment", "ok", f"the job's environment was built in this workspace before (version "
                    f"{env.version[:12]}…): no image build")
     except ResourceNotFoundError:
-        report.add("environment", "note", f"the job's environment ({IMAGE} with the engine's pins) has not been "
-                   "built in this workspace: the first job waits 10-20 minutes for its image to build before "
-                   "training starts; later jobs reuse it")
+        report.add("environment", "note", "the job's image is not built in this workspace yet: the first job "
+                   "waits 10-20 minutes for it before training starts (later jobs reuse it)",
+                   f"{IMAGE} with the engine's pins (environment {env.name}, version {env.version[:12]}…)")
     except Exception as exc:  # noqa: BLE001
         if getattr(getattr(exc, "inner_exception", None), "status_code", None) == 404 or \
                 getattr(exc, "status_code", None) == 404:

@@ -76,8 +76,13 @@ def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_
     assert confirm is not None and confirm.objectName() == "azure_confirm"
     text = confirm.informativeText()
     assert "Standard_NC24ads_A100_v4" in text and "$" in text and F.WS in text
+    # the pre-flight runs as its own process while the question is shown: it reads, and creates nothing
+    assert confirm.property("preflight") == "checking" and "Pre-flight: checking" in text
+    qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
+    assert confirm.property("preflight") == "passed", confirm.informativeText()
+    assert "Pre-flight passed" in confirm.informativeText()
     screenshot(confirm, "azure_launch_confirm")
-    assert fake_azure.requests() == []
+    assert not [r for r in fake_azure.requests() if r["method"] == "PUT"]
     confirm.findChild(QPushButton, "azure_submit_button").click()
     record = win.runs.store.records[0]
     assert record.target == "azure" and record.pid > 0
@@ -244,4 +249,38 @@ def test_one_launch_runs_a_split_plans_two_jobs(qtbot, screenshot, tmp_path, fak
                     and not monitor.snapshot.alive, timeout=120_000)
     qtbot.wait(1000)
     screenshot(win, "azure_split_run_finished")
+    win.close()
+
+
+def test_launch_shows_a_failing_preflight_and_submits_nothing(qtbot, screenshot, tmp_path, fake_azure):
+    """A bundled Gemma plan in a workspace where nothing is ready: the Launch confirmation names each problem
+    (permission, data, the gated model's token), says what to do, and Submit is disabled; nothing is created."""
+    from test_azure_preflight import DATA_SCIENTIST
+
+    config = tmp_path / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    doc = F.settings_doc()
+    doc["azure"]["hf_token_secret"] = "hf-token"
+    (config / "settings.json").write_text(json.dumps(doc))
+    keyring.set_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}", SECRET)
+    fake_azure.set_permissions(DATA_SCIENTIST["actions"], DATA_SCIENTIST["notActions"])
+    fake_azure.set_secret("hf-token", "hf_not_a_real_token")
+    plan = TESTS.parent / "resources" / "plans" / "gemma3-27b-to-4b-3h.toml"
+    _app, win = create_window([str(plan)])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=60_000)
+    confirm = win.launch()
+    assert confirm is not None and confirm.objectName() == "azure_confirm"
+    qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
+    assert confirm.property("preflight") == "failed", confirm.informativeText()
+    text, details = confirm.informativeText(), confirm.detailedText()
+    assert "Pre-flight found 3 problems" in text
+    assert "✗ permission:" in text and "✗ data:" in text and "✗ token:" in text
+    assert "AzureML Compute Operator" in details and "--create-cluster" in details
+    assert "upload the data there" in details
+    assert not confirm.findChild(QPushButton, "azure_submit_button").isEnabled()
+    qtbot.wait(200)
+    screenshot(confirm, "azure_launch_confirm_preflight_failed")
+    assert not [r for r in fake_azure.requests() if r["method"] == "PUT"]
+    confirm.close()
     win.close()
