@@ -28,12 +28,24 @@ def main(argv: list[str] | None = None) -> int:
                              "run folder; student: training on the output of a finished teacher stage (--teacher-run)")
     parser.add_argument("--teacher-run", type=Path, metavar="RUN_DIR",
                         help="with --stage student: the teacher stage's run folder")
+    parser.add_argument("--checkpoint-local", metavar="DIR",
+                        help="the run folder is a mount (an Azure ML job's output): write each checkpoint to DIR on "
+                             "this node's own disk first, then copy it into the run folder, its manifest last; "
+                             "'auto': $DISTILL_LOCAL_DISK/checkpoints, else the system's temporary folder")
     args = parser.parse_args(argv)
     from .run import execute, started_here
 
+    local = None
+    if args.checkpoint_local:
+        local = Path(args.checkpoint_local)
+        if args.checkpoint_local == "auto":
+            import tempfile
+
+            local = Path(os.environ.get("DISTILL_LOCAL_DISK") or tempfile.gettempdir()) / "distill-checkpoints"
+
     if args.teacher_run is not None and args.stage != "student":
         parser.error("--teacher-run goes with --stage student")
-    stage = dict(stage=args.stage, teacher_run=args.teacher_run)
+    common = dict(stage=args.stage, teacher_run=args.teacher_run, checkpoint_local=local)
 
     inputs = {}
     for item in args.input:
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs[key] = value
     if args.resume is not None:
         return execute(None, args.resume, resume=True, expect_world_size=args.expect_world_size, inputs=inputs,
-                       **stage)
+                       **common)
     if args.plan is None or args.run_dir is None:
         parser.error("give PLAN and --run-dir, or --resume RUN_DIR")
     if args.resume_if_started:
@@ -56,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if started:
             return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size,
-                           inputs=inputs, **stage)
+                           inputs=inputs, **common)
     return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs,
-                   run_key=args.resume_if_started, **stage)
+                   run_key=args.resume_if_started, **common)
 
 
 def leave(code: int) -> None:

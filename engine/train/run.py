@@ -36,6 +36,7 @@ class StopFlag:
         self.requested = False
         self.signal: str | None = None
         self.file: Path | None = None
+        self.at: float | None = None   # time.monotonic() of the request: a stop's grace period runs from it
 
     def watch(self, path: Path) -> None:
         self.file = path
@@ -47,12 +48,14 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now, the last checkpoint stays
             raise KeyboardInterrupt
+        if not self.requested:
+            self.at = time.monotonic()
         self.requested = True
         self.signal = signal.Signals(signum).name
 
     def __call__(self) -> bool:
         if not self.requested and self.file is not None and self.file.exists():   # a stat: microseconds a step
-            self.requested, self.signal = True, "the stop file"
+            self.requested, self.signal, self.at = True, "the stop file", time.monotonic()
         return self.requested
 
 
@@ -199,21 +202,24 @@ def started_here(run_dir: Path, run_key: str) -> bool:
 
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
             keep_process_group: bool = False, inputs: dict[str, str] | None = None, run_key: str | None = None,
-            stage: str | None = None, teacher_run: Path | None = None) -> int:
+            stage: str | None = None, teacher_run: Path | None = None, checkpoint_local: Path | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
     ``keep_process_group``: leave the process group up for another run in the same processes (tests).
-    ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`)."""
+    ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`).
+    ``checkpoint_local``: the run folder is a mount (an Azure ML job's output); checkpoints are written to this
+    folder on the node's own disk, then copied into the run folder with their manifest last."""
     try:
         return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
                         keep_process_group=keep_process_group, inputs=inputs or {}, run_key=run_key,
-                        stage=stage, teacher_run=teacher_run)
+                        stage=stage, teacher_run=teacher_run, checkpoint_local=checkpoint_local)
     finally:
         release_run_dir()
 
 
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
              keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None,
-             stage: str | None = None, teacher_run: Path | None = None) -> int:
+             stage: str | None = None, teacher_run: Path | None = None,
+             checkpoint_local: Path | None = None) -> int:
     t_begin = time.monotonic()
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
@@ -258,6 +264,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         # the configuration the planner chose, every "auto" fixed; the world must be the plan's
         # a resumed run, or a job submitted with a plan resolved on the desktop, runs that configuration exactly
         resolved = resolve_run(plan, paths.plan_base, pinned=resume or run_key is not None, stage=stage or "all")
+        parallel.check_devices(resolved)   # a GPU plan on a process without its GPUs stops here, never on the CPU
         check_world(resolved, accelerator.num_processes, os.environ.get("LOCAL_WORLD_SIZE"))
         plan = resolved.plan
         if main:
@@ -290,7 +297,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     from .session import Session  # torch, transformers, peft
 
     session = Session(plan, paths, accelerator, events, stop, resolved=resolved, stage=stage or "all",
-                      teacher_run=teacher_run)
+                      teacher_run=teacher_run, checkpoint_local=checkpoint_local)
     together = False  # every process reached the same end (a collective at the end cannot hang)
     try:
         session.setup(resume=resume)
@@ -311,8 +318,10 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         # every process keeps its own traceback: a crash on one rank (out of memory on one GPU) is that rank's
         with open(paths.run_dir / "logs" / ("run.log" if main else f"run.rank-{rank}.log"), "a", encoding="utf-8") as f:
             traceback.print_exc(file=f)
-        if not main:
-            print(f"error (rank {rank}): {type(exc).__name__}: {exc}; traceback in "
+        if not main:   # a collective's raw text after a peer died says nothing of use: say what happened
+            what = ("stopped: another process of the run ended, so a collective could not complete"
+                    if accelerator.num_processes > 1 and _peer_gone(exc) else f"{type(exc).__name__}: {exc}")
+            print(f"error (rank {rank}): {what}; traceback in "
                   f"{paths.run_dir / 'logs' / f'run.rank-{rank}.log'}", file=sys.stderr, flush=True)
         message = f"{type(exc).__name__}: {exc}"
         if accelerator.num_processes > 1 and _peer_gone(exc):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -19,7 +20,8 @@ from ..plan import Plan
 from ..runs.eta import Eta, clock
 from . import models as M
 from . import parallel as P
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_dir, is_complete, last_write_seconds, latest_checkpoint, resume_checkpoint, \
+    save_checkpoint
 from ..chat import shape_of
 from ..records import describe
 from .data import BatchOrder, chat_format, conversation_ids, encode, has_prompt, read_records
@@ -30,6 +32,25 @@ from .teacher import TopkCache, generate_responses, merge_generated
 log = logging.getLogger("distill_studio.run")
 
 HANDOFF = "teacher-stage.json"   # in a teacher stage's run folder once its pass is complete
+GRACE_ENV = "DISTILL_STOP_GRACE_S"
+AZURE_GRACE_S = 30.0   # what a stop on Azure ML is assumed to leave before SIGKILL (docs/engine.md)
+
+
+def stop_grace_seconds(mount: bool) -> float | None:
+    """Seconds between a stop signal and the SIGKILL that follows it: ``DISTILL_STOP_GRACE_S``, else 30 on Azure ML
+    (a run folder on a mount, or ``AZUREML_*`` variables), else None (a local stop waits for the checkpoint)."""
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 86400:
+            raise RunError(f"{GRACE_ENV}: {raw!r} is not a number of seconds; allowed: more than 0, up to 86400")
+        return value
+    if mount or any(k.startswith("AZUREML_") for k in os.environ):
+        return AZURE_GRACE_S
+    return None
 
 
 def read_handoff(teacher_run, mode: str) -> dict:
@@ -57,8 +78,11 @@ def read_handoff(teacher_run, mode: str) -> dict:
 
 class Session:
     def __init__(self, plan: Plan, paths, accelerator, events, stop, resolved=None, stage: str = "all",
-                 teacher_run=None) -> None:
+                 teacher_run=None, checkpoint_local=None) -> None:
         self.plan, self.paths, self.accelerator, self.events, self.stop = plan, paths, accelerator, events, stop
+        # the run folder is a mount (an Azure ML output): checkpoints are written here on the node, then copied
+        self.checkpoint_local = checkpoint_local
+        self._checkpoint_seconds: float | None = None  # how long the last checkpoint took to write (and copy)
         self.resolved = resolved  # planner.ResolvedRun: placement and the estimate (None: one process, no planner)
         # "teacher": the teacher's pass alone, its cache left in this run folder for a "student" run, which trains
         # on the cache of ``teacher_run`` without loading the teacher (a split-hardware plan's two stages)
@@ -82,6 +106,11 @@ class Session:
         if self.main:
             log.info(message)
             self.emit("log", level="info", message=message)
+
+    def warn(self, message: str) -> None:
+        if self.main:
+            log.warning(message)
+            self.emit("log", level="warning", message=message)
 
     def _progress(self, what: str):
         def report(done: int, total: int) -> None:
@@ -112,9 +141,10 @@ class Session:
         if self.stage == "student":
             self.handoff = read_handoff(self.teacher_run, mode)
         fmt = plan.data.format
-        records = read_records(plan.data.train, "data.train", base, fmt)
+        records = read_records(plan.data.train, "data.train", base, fmt, seq_len=plan.data.seq_len)
         self.info(f"data.train: {describe(records)}" + (" (data.format auto)" if fmt == "auto" else ""))
-        eval_records = read_records(plan.data.eval, "data.eval", base, fmt) if plan.data.eval else []
+        eval_records = (read_records(plan.data.eval, "data.eval", base, fmt, seq_len=plan.data.seq_len)
+                        if plan.data.eval else [])
         prompts = []
         if mode == "generate":
             rows = read_records(plan.data.prompts, "data.prompts", base, fmt) if plan.data.prompts else records
@@ -269,10 +299,11 @@ class Session:
 
         self.resumed_from = None
         if resume:
-            ckpt = latest_checkpoint(self.paths.run_dir)
+            ckpt, state = resume_checkpoint(self.par, self.paths.run_dir, self.module, self.optimizer,
+                                            self.scheduler, self.accelerator.num_processes,
+                                            collective=P.Collective(acc), mount=self.checkpoint_local is not None,
+                                            say=self.warn)
             if ckpt is not None:
-                state = load_checkpoint(self.par, ckpt, self.module, self.optimizer, self.scheduler,
-                                        self.accelerator.num_processes)
                 self.state = LoopState(step=state["step"], tokens_seen=state["tokens_seen"])
                 self.teacher_score = state.get("teacher_task_score")
                 self.info(f"resumed from {ckpt.name}")
@@ -472,7 +503,8 @@ class Session:
                     should_stop=self.stop, par=self.par)
         status = loop.run(self.state)
         self._t_trained = time.monotonic()
-        self.checkpoint(self.state.step)
+        if self._final_checkpoint_wanted(status):
+            self.checkpoint(self.state.step)
         if status == "cancelled":
             return status
         self.evaluate(self.state.step)
@@ -548,15 +580,47 @@ class Session:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in fields.items() if v is not None)
             print(f"eval at step {step}: {shown}", file=sys.stderr, flush=True)
 
+    def _final_checkpoint_wanted(self, status: str) -> bool:
+        """Whether to checkpoint where the loop ended. Not when a complete checkpoint of this step is there (a
+        stop right after a periodic one, or a resume stopped before its first step), nor when a stop's grace
+        period cannot hold it: the last checkpoint measured takes longer than what is left before the SIGKILL.
+        Then the last periodic checkpoint is what a resume uses, and the run says so. The main process decides."""
+        coll = P.Collective(self.accelerator)
+        run_dir, step = self.paths.run_dir, self.state.step
+        if coll.any(self.main and is_complete(checkpoint_dir(run_dir, step))):
+            return False
+        skip = None
+        if self.main and status == "cancelled":
+            grace = stop_grace_seconds(self.checkpoint_local is not None)
+            took = self._checkpoint_seconds if self._checkpoint_seconds is not None else last_write_seconds(run_dir)
+            asked = getattr(self.stop, "at", None)
+            if grace is not None and took is not None:
+                left = grace - (time.monotonic() - asked if asked is not None else 0.0)
+                if took > left:
+                    last = latest_checkpoint(run_dir)
+                    skip = (f"no checkpoint at the stop (step {step}): the last one took {took:.1f} s to write"
+                            f"{' and copy' if self.checkpoint_local is not None else ''}, and {max(left, 0):.1f} s "
+                            f"of the {grace:g} s grace period ({GRACE_ENV}) are left; "
+                            + (f"a resume continues from {last.name}, the last periodic checkpoint" if last is not None
+                               else "no checkpoint was written before: a resume starts again from the beginning"))
+        if coll.any(skip is not None):
+            if skip:
+                self.warn(skip)
+            return False
+        return True
+
     def checkpoint(self, step: int) -> None:
         offset = self.events.offset() if self.events is not None else None
-        path = save_checkpoint(self.accelerator, self.paths.run_dir, step,
-                               {"tokens_seen": self.state.tokens_seen, "events_offset": offset,
-                                "teacher_task_score": self.teacher_score, "total_steps": self.total_steps},
-                               keep=self.plan.training.keep_checkpoints, par=self.par, module=self.module,
-                               optimizer=self.optimizer, scheduler=self.scheduler)
+        path, seconds = save_checkpoint(self.accelerator, self.paths.run_dir, step,
+                                        {"tokens_seen": self.state.tokens_seen, "events_offset": offset,
+                                         "teacher_task_score": self.teacher_score, "total_steps": self.total_steps},
+                                        keep=self.plan.training.keep_checkpoints, par=self.par, module=self.module,
+                                        optimizer=self.optimizer, scheduler=self.scheduler,
+                                        local=self.checkpoint_local, say=self.info)
+        self._checkpoint_seconds = seconds
         if self.main:
-            self.emit("checkpoint", step=step, path=str(path.relative_to(self.paths.run_dir)))
+            self.emit("checkpoint", step=step, path=str(path.relative_to(self.paths.run_dir)),
+                      seconds=round(seconds, 3))
 
     def _save_student(self) -> None:
         self.accelerator.wait_for_everyone()
@@ -564,7 +628,10 @@ class Session:
         if not self.main:
             return
         out = self.paths.run_dir / "student"
-        tmp = out.with_name(".tmp-student")
+        # on a mount (an Azure ML output) the student is written on the node's disk and copied file by file:
+        # a directory is never renamed there
+        tmp = out.with_name(".tmp-student") if self.checkpoint_local is None else \
+            self.checkpoint_local / f"student-{os.getpid()}"
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
@@ -586,5 +653,11 @@ class Session:
             model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
         shutil.rmtree(out, ignore_errors=True)
-        tmp.replace(out)
+        if self.checkpoint_local is None:
+            tmp.replace(out)
+        else:
+            from .checkpoint import copy_files
+
+            copy_files(tmp, out)
+            shutil.rmtree(tmp, ignore_errors=True)
         self.info(f"student saved to {out}")
