@@ -127,12 +127,26 @@ def _run(cmd: list[str], what: str, say: Say | None = None, show: re.Pattern | N
     """A set-up command; its output shown where ``show`` matches, and its end if it fails."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     tail: list[str] = []
+    t0, last = time.monotonic(), [time.monotonic()]
+    done = threading.Event()
+
+    def heartbeat() -> None:      # pip says nothing while it unpacks torch: say that it goes on
+        while not done.wait(5.0):
+            if say is not None and time.monotonic() - last[0] >= 30:
+                say(f"  … {what}, {time.monotonic() - t0:.0f} s")
+                last[0] = time.monotonic()
+
+    threading.Thread(target=heartbeat, daemon=True).start()
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-25:]
-        if say is not None and show is not None and show.match(line):
-            say(f"  {line.split(' (from ')[0][:160]}")
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-25:]
+            if say is not None and show is not None and show.match(line):
+                say(f"  {line.split(' (from ')[0][:160]}")
+                last[0] = time.monotonic()
+    finally:
+        done.set()
     if proc.wait() != 0:
         raise AzureError(f"{what} failed (exit {proc.returncode}): this is what the node's image build would meet.\n"
                          + "\n".join(tail))
