@@ -131,8 +131,10 @@ def test_export_writes_a_job_that_load_job_reads_back_equal(plan, tmp_path, monk
     assert loaded.distribution.process_count_per_instance == resolved.gpus_per_node
     assert loaded.compute == spec.cluster.name
     assert loaded.outputs["run"].mode == "rw_mount"
-    assert loaded.environment.image.startswith("mcr.microsoft.com/azureml/curated/acpt-pytorch")
-    assert "torch==" in json.dumps(loaded.environment.conda_file)
+    # the environment is the node's Docker build context: a version-pinned ACPT image and the pinned packages
+    build = Path(loaded.environment.build.path)
+    assert (build / "Dockerfile").read_text().count("FROM mcr.microsoft.com/azureml/curated/acpt-pytorch") == 1
+    assert "torch==" in (build / "requirements.txt").read_text()
     # the code is the engine as installed and the plan as resolved, not the checkout
     code = out.with_name(out.stem + ".code")
     assert (code / "distill_studio" / "engine" / "train" / "__main__.py").is_file()

@@ -1,33 +1,47 @@
-"""The software of an Azure ML training node: the base image and the pinned packages installed on it.
+"""The software of an Azure ML training node: the base image, the pinned packages installed on it, and the
+environment variables its processes start with (NCCL on the ND sizes' InfiniBand, the Hugging Face cache).
 
 One place answers what a node runs, for the three that need it: the job (``job.py``: the azure-ai-ml
-``Environment``), the rehearsal on this machine (``rehearse.py``: a venv of the same pins, CPU torch where there
-is no GPU) and CI (which resolves the pins for the node's platform and Python).
+``Environment``, a Docker build context), the rehearsal on this machine (``rehearse.py``: a venv of the same pins,
+CPU torch where there is no GPU) and CI (which resolves the pins for the node's platform and Python, as the image
+build would). Why this image and this torch: docs/azure.md, "The node's software".
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
-IMAGE = "mcr.microsoft.com/azureml/curated/acpt-pytorch-2.2-cuda12.1:latest"
-ENVIRONMENT_FILE = Path(__file__).with_name("environment.yml")
+CONTEXT_DIR = Path(__file__).with_name("node_image")     # the Docker build context: Dockerfile, requirements.txt
+DOCKERFILE = CONTEXT_DIR / "Dockerfile"
+ENVIRONMENT_FILE = CONTEXT_DIR / "requirements.txt"       # the node's pins, one requirement a line
 CPU_TORCH = "torch==2.13.0"     # the CPU build on developers' and CI's machines (constraints.txt)
+
+# What the image build installs into: the node's Python and platform (Dockerfile: ``python=3.11`` on Ubuntu 22.04,
+# glibc 2.35, x86_64). CI resolves the pins for exactly these.
+NODE_PYTHON = "3.11"
+NODE_GLIBC = (2, 35)
+NODE_ARCH = "x86_64"
+
+
+def _base_image() -> str:
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"^\s*FROM\s+(\S+)", line, re.IGNORECASE)
+        if m:
+            return m.group(1)
+    raise RuntimeError(f"{DOCKERFILE}: no FROM line")
+
+
+IMAGE = _base_image()   # mcr.microsoft.com/azureml/curated/acpt-pytorch-2.8-cuda12.6:<version>, never :latest
 
 
 def node_requirements() -> list[str]:
-    """The pip requirement lines the node installs, in order, as the environment file pins them."""
-    lines, inside = [], False
+    """The pip requirement lines the node installs, in order, as ``node_image/requirements.txt`` pins them."""
+    lines = []
     for raw in ENVIRONMENT_FILE.read_text(encoding="utf-8").splitlines():
-        text = raw.split("#", 1)[0].rstrip()
-        if re.match(r"^\s*-\s*pip:\s*$", text):
-            inside = True
-            continue
-        if inside:
-            m = re.match(r"^\s+-\s+(\S.*)$", text)
-            if m:
-                lines.append(m.group(1).strip())
-            elif text.strip():
-                inside = False
+        text = raw.split("#", 1)[0].strip()
+        if text:
+            lines.append(text)
     return lines
 
 
@@ -36,8 +50,80 @@ def rehearsal_requirements() -> list[str]:
     return [CPU_TORCH if re.match(r"^torch\s*(==|>=|~=|$)", r) else r for r in node_requirements()]
 
 
-def build_environment():
-    """The azure-ai-ml ``Environment`` of every job."""
-    from azure.ai.ml.entities import Environment
+def node_platform_tags() -> list[str]:
+    """The wheel platform tags the node's pip accepts (manylinux up to the image's glibc), for ``pip --platform``:
+    pip given one ``--platform`` accepts that tag only, not the older manylinux tags a real install would."""
+    major, newest = NODE_GLIBC
+    tags = [f"manylinux_{major}_{minor}_{NODE_ARCH}" for minor in range(newest, 4, -1)]
+    return tags + [f"manylinux2014_{NODE_ARCH}", f"manylinux2010_{NODE_ARCH}", f"manylinux1_{NODE_ARCH}",
+                   f"linux_{NODE_ARCH}"]
 
-    return Environment(image=IMAGE, conda_file=str(ENVIRONMENT_FILE))
+
+def pip_resolve_command(python: str, requirements: Path, report: str = "-") -> list[str]:
+    """``pip install --dry-run`` of ``requirements`` as the image build installs them: the node's Python and
+    platform, wheels only (the build compiles nothing), all dependencies, nothing of this machine installed."""
+    cmd = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", report,
+           "--python-version", NODE_PYTHON, "--implementation", "cp",
+           "--abi", "cp" + NODE_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none",
+           "--only-binary=:all:"]
+    for tag in node_platform_tags():
+        cmd += ["--platform", tag]
+    return cmd + ["-r", str(requirements)]
+
+
+def build_environment():
+    """The azure-ai-ml ``Environment`` of every job: the ``node_image`` folder, built by Azure ML into the
+    workspace's registry once per content (azure-ai-ml hashes the folder; an unchanged one is not built again)."""
+    from azure.ai.ml.entities import BuildContext, Environment
+
+    return Environment(build=BuildContext(path=str(CONTEXT_DIR)),
+                       description="Distill Studio training node (engine/azure/node_image)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The processes' environment on the node
+
+# NCCL on the ND sizes' InfiniBand, as Azure's HPC images configure it (Azure/azhpc-images,
+# components/customizations/ndv4.sh and ndv5.sh write these into /etc/nccl.conf; setup_sku_customizations.sh maps
+# the VM sizes to them) and as their NCCL tests run (tests/test-definitions.sh: NCCL_SOCKET_IFNAME=eth0). The
+# topology files are the HPC images' own, copied into the image at /opt/distill/topology (Dockerfile).
+ND_FAMILIES = {                      # VM size pattern (lower case, fnmatch) -> topology family
+    "standard_nd*v4": "ndv4",                    # ND A100 v4 (ND96asr_v4) and NDm A100 v4 (ND96amsr_A100_v4)
+    "standard_nd96is*_h[1-2]00_v5": "ndv5",      # ND H100 v5 and ND H200 v5
+}
+TOPOLOGY_DIR = "/opt/distill/topology"
+
+
+def nd_family(sku: str) -> str:
+    """"ndv4" or "ndv5" for an NVIDIA ND size with InfiniBand, else "" (NC sizes have none; MI300X is not CUDA)."""
+    low = sku.lower()
+    return next((fam for pattern, fam in ND_FAMILIES.items() if fnmatch.fnmatchcase(low, pattern)), "")
+
+
+def nccl_env(sku: str) -> dict[str, str]:
+    """The NCCL variables of a job on ``sku``: Azure's settings for the ND sizes' InfiniBand, nothing elsewhere.
+
+    No UCX variables: UCX carries MPI's traffic (Azure sets ``UCX_TLS``/``UCX_IB_PCI_RELAXED_ORDERING`` for
+    ``mpirun``), and these jobs start their processes with Azure ML's PyTorch launcher, whose collectives are NCCL's
+    own InfiniBand transport."""
+    family = nd_family(sku)
+    if not family:
+        return {}
+    return {
+        "NCCL_IB_PCI_RELAXED_ORDERING": "1",
+        "NCCL_TOPO_FILE": f"{TOPOLOGY_DIR}/{family}-topo.xml",
+        "NCCL_IGNORE_CPU_AFFINITY": "1",
+        "NCCL_SOCKET_IFNAME": "eth0",
+    }
+
+
+# The Hugging Face cache (the teacher's and student's weights) in the job's own folder on the node's local disk,
+# not the container's home: Azure ML starts the job in ``$AZUREML_CR_EXECUTION_WORKING_DIR_PATH``
+# (/mnt/azureml/cr/j/<job>/exe/wd, on the VM's local temporary disk). huggingface_hub expands the variable itself
+# (its constants read HF_HOME through os.path.expandvars), so the job spec holds no node path.
+HF_HOME = "$AZUREML_CR_EXECUTION_WORKING_DIR_PATH/.cache/huggingface"
+
+
+def node_env(sku: str) -> dict[str, str]:
+    """The environment variables a job on ``sku`` adds to Azure ML's own, besides the engine's (``job.JOB_ENV``)."""
+    return {"HF_HOME": HF_HOME, **nccl_env(sku)}

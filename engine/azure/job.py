@@ -3,10 +3,11 @@
 - **Code**: the engine package as installed (``distill_studio/engine``, no tests, no GUI, no demo data) and the
   plan as the planner resolved it (``plan.toml``: VM size, nodes, sharding, teacher mode, micro-batch fixed),
   staged in a folder that azure-ai-ml uploads (content-hashed, so an unchanged engine is uploaded once).
-- **Environment**: :data:`IMAGE`, a curated Azure Container for PyTorch image (CUDA, NCCL, OpenMPI and the
-  InfiniBand drivers that multi-node FSDP needs on ND-series VMs), with ``environment.yml`` on top: the versions
-  of torch, transformers, peft and accelerate the engine is tested with, and mlflow-skinny + azureml-mlflow so the
-  node reports its metrics to the workspace's MLflow (the desktop app needs neither).
+- **Environment**: ``node_image/``, a Docker build context on :data:`IMAGE` (a curated Azure Container for
+  PyTorch image, pinned by version: CUDA, the InfiniBand user-space and OpenMPI the ND-series need), with its own
+  Python 3.11 holding ``node_image/requirements.txt``: torch (a CUDA 12 build), transformers, peft, accelerate,
+  and mlflow-skinny + azureml-mlflow so the node reports its metrics to the workspace's MLflow (the desktop app
+  needs neither). ``environment.py`` says what and why (docs/azure.md, "The node's software").
 - **Compute**: an AmlCompute cluster of the plan's VM size, 0 nodes when idle (nothing is paid between runs), at
   most the plan's node count, dedicated or low priority as the plan says; created on first use, reused after.
 - **Distribution**: PyTorch, one process per GPU of the VM (``process_count_per_instance``) on ``nodes``
@@ -133,7 +134,7 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     from azure.ai.ml import Input, Output, PyTorchDistribution, command
     from azure.ai.ml.entities import AmlCompute
 
-    from .environment import build_environment
+    from .environment import build_environment, node_env
 
     from ..planner import resolve_run
     from .client import quiet_sdk
@@ -177,7 +178,7 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     # a split plan's stages run on their own sizes: one cluster per size (a cluster given in Settings is for one)
     cluster = cluster_name(sku, hw.priority) if not compute or stage != "all" else compute
     env = build_environment()
-    env_vars = dict(JOB_ENV)
+    env_vars = {**JOB_ENV, **node_env(sku)}     # the Hugging Face cache on the node's disk; NCCL on ND sizes
     if hf_token_secret:
         from .node import SECRET_ENV, VAULT_ENV
 
