@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from .errors import DistillError
+from .runs.folders import default_run_dir
 
 
 def _num(v: float) -> str:
@@ -260,14 +261,6 @@ def cmd_calibration(args) -> int:
               f"{m['tokens_per_second_per_device']:,.0f} tok/s/device ({ratio}), {m['steps']} steps in "
               f"{m['training_seconds']:.1f} s, set-up {m['setup_seconds']:.1f} s  [{r['key'][0]}]")
     return 0
-
-
-def default_run_dir(plan_name: str) -> Path:
-    """A new folder under the user data folder's ``runs/``, named after the plan and the time."""
-    from .catalog.prices import data_dir
-
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in plan_name)[:60] or "run"
-    return data_dir() / "runs" / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cmd_run(args) -> int:

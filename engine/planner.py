@@ -9,12 +9,12 @@ quota allows at that priority. Those are never chosen, and their reason says why
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .azure.capacity import REFRESH_COMMAND, STALE_DAYS, CapacityTable, load_capacity
+from .catalog.capacity import REFRESH_COMMAND, STALE_DAYS, CapacityTable, load_capacity
 from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
 from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
@@ -200,6 +200,9 @@ def capacity_note(sw: Sweep, capacity: CapacityTable, available: np.ndarray) -> 
     if limited:
         text += (f"; quota limits {limited} more to fewer nodes or one priority (the reasons name the quota and what "
                  "to request)")
+    unknown = capacity.unknown_note([names[m] for m in range(len(names)) if usable[m]], sw.labels["priority"])
+    if unknown:
+        text += "; " + unknown     # a quota row Azure did not list: its nodes are unknown, not unlimited
     age = capacity.age_days()
     if age is not None and age > STALE_DAYS:
         text += f"; the check is {age} days old: run `{REFRESH_COMMAND}` for today's quota"
@@ -362,15 +365,17 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     add_ranges(sw)
     decision = decide(sw, planned, plan.budget.hours, plan.budget.usd, plan.budget.confidence)
     if capacity is not None and decision.fastest is None and (planned & sw.out["fits"]).any():
-        # every option as planned that fits is one the region cannot give: say which problems, most common first
-        blocked = np.flatnonzero(planned & sw.out["fits"] & ~sw.out["available"])
-        seen: dict[str, int] = {}
-        for i in blocked[:2000]:
-            key = (sw.label("machine", i), int(sw.grid.nodes[i]), sw.label("priority", i))
-            text = f"{key[1]} × {key[0]} {key[2]}: " + capacity.problem(*key)
-            seen[text] = seen.get(text, 0) + 1
-        examples = sorted(seen, key=lambda t: -seen[t])[:2]
-        decision.impossible += " (" + "; ".join(examples) + ")"
+        # every option as planned that fits is one the region cannot give: name what the option it would choose
+        # without the check needs (the size, or the quota family, its use and the vCPUs to request), not another's
+        unchecked = decide(replace(sw, out={k: v for k, v in sw.out.items() if k != "available"}), planned,
+                           plan.budget.hours, plan.budget.usd, plan.budget.confidence)
+        i = unchecked.recommended if unchecked.recommended is not None else unchecked.fastest
+        rows = [] if i is None else [i] + ([p] if (p := sw.pass_row(i)) is not None else [])
+        needs = [n for r in rows if (n := capacity.problem(sw.label("machine", r), int(sw.grid.nodes[r]),
+                                                           sw.label("priority", r)))]
+        if needs:
+            decision.impossible += (f" (the option it would choose, {sw.hardware(i)} {sw.label('priority', i)}: "
+                                    + "; ".join(needs) + ")")
     shown = list(decision.pareto) + ([decision.recommended] if decision.recommended is not None else [])
     uncal = sorted({sw.label("accelerator", i) for i in shown
                     if not accelerator_efficiency(sw.label("accelerator", i))[1] and sw.out["calibration"][i] < 2})

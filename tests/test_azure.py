@@ -578,7 +578,7 @@ def test_cli_commands_on_a_run_folder(fake, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("case", ["not-offered", "no-quota"])
 def test_submit_is_refused_up_front_where_the_region_cannot_give_the_machines(fake, tmp_path, case):
-    from distill_studio.engine.azure.capacity import CapacityTable, Quota, SkuOffer, _write_cache
+    from distill_studio.engine.catalog.capacity import CapacityTable, Quota, SkuOffer, save_capacity as _write_cache
 
     sku = "Standard_NC24ads_A100_v4"
     offer = SkuOffer(sku=sku, offered=case != "not-offered", reason="NotAvailableForSubscription" if

@@ -21,6 +21,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure_fake import CannedTransport  # noqa: E402  (tests/: the transport the fakes share)
 
 from distill_studio.engine.azure import capacity as C
+from distill_studio.engine.catalog import capacity as K
 from distill_studio.engine.azure import client as client_mod
 from distill_studio.engine.azure.client import Azure, Workspace
 from distill_studio.engine.errors import AzureError, RunError
@@ -220,7 +221,7 @@ def data_dir(tmp_path, monkeypatch):
     return d
 
 
-def refreshed(aml_status: int = 200) -> tuple[C.CapacityTable, FakeArm]:
+def refreshed(aml_status: int = 200) -> tuple[K.CapacityTable, FakeArm]:
     t = FakeArm(aml_status)
     return C.refresh_capacity(Azure(WS, cred=FakeCred(), t=t), "eastus"), t
 
@@ -264,14 +265,14 @@ def test_the_check_is_cached_with_its_date_and_read_back_offline(data_dir):
     assert (doc["region"], doc["subscription_id"], doc["checked_on"]) == ("eastus", SUB, TODAY)
     assert doc["checked_at"].startswith(TODAY[:4]) and doc["workspace"] == "ws-distill"
     assert [p.name for p in path.parent.iterdir()] == ["capacity-eastus.json"]   # no temporary file left
-    back = C.load_capacity("eastus")
+    back = K.load_capacity("eastus")
     assert back is not None and back.origin == "cache" and table.origin == "live"
     assert back.skus == table.skus and back.quotas == table.quotas and back.aml_quota_read
     for sku, nodes, prio in [("Standard_NC24ads_A100_v4", 2, "dedicated"), ("Standard_ND96isr_H100_v5", 1,
                                                                           "dedicated"),
                              ("Standard_NC48ads_A100_v4", 2, "low-priority")]:
         assert back.problem(sku, nodes, prio) == table.problem(sku, nodes, prio)
-    assert C.load_capacity("westus") is None                  # never checked
+    assert K.load_capacity("westus") is None                  # never checked
 
 
 def test_a_bad_or_foreign_cache_is_ignored_with_a_note(data_dir):
@@ -279,14 +280,14 @@ def test_a_bad_or_foreign_cache_is_ignored_with_a_note(data_dir):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     notes: list[str] = []
-    assert C.load_capacity("eastus", notes) is None
+    assert K.load_capacity("eastus", notes) is None
     assert len(notes) == 1 and str(path) in notes[0] and "distill azure capacity --refresh --region eastus" in notes[0]
     refreshed()
     doc = json.loads(path.read_text())
     doc["region"] = "westus"
     path.write_text(json.dumps(doc))
     notes = []
-    assert C.load_capacity("eastus", notes) is None and "'westus'" in notes[0]
+    assert K.load_capacity("eastus", notes) is None and "'westus'" in notes[0]
     a = analyse(load_plan(PLAN), PLAN.parent)
     assert a.capacity is None and "available" not in a.sweep.out
     assert any(n.startswith("ignored the unreadable Azure capacity cache") for n in a.notes)
@@ -309,26 +310,32 @@ def test_problems_when_azure_ml_quota_governs():
     assert p("Standard_NV36ads_A10_v5", 1, "dedicated") == ""
     # the family's Azure ML quota: 24 of 48 free
     assert p("Standard_NC24ads_A100_v4", 1, "dedicated") == ""
-    assert p("Standard_NC24ads_A100_v4", 2, "dedicated").startswith(
-        "no quota: Azure ML quota Standard NCADSA100v4 Family Cluster Dedicated has 24 of 48 vCPUs free in eastus; "
-        "2 nodes need 48; request 24 more vCPUs for standardNCADSA100v4Family in Azure ML's quota")
+    assert p("Standard_NC24ads_A100_v4", 2, "dedicated") == (
+        "no dedicated quota for family standardNCADSA100v4Family in eastus: Azure ML quota 'Standard NCADSA100v4 "
+        "Family Cluster Dedicated vCPUs' has 24 of 48 vCPUs in use; 2 nodes × 24 vCPUs of NC24ads_A100_v4 need 48; "
+        "request 24 more vCPUs for standardNCADSA100v4Family (a dedicated limit of 72) in Azure ML's quota (Azure ML "
+        "studio › Quotas, or a support request)")
     # the workspace's share (192) is smaller than the subscription's (384)
     assert p("Standard_ND96isr_H200_v5", 2, "dedicated") == ""
     assert p("Standard_ND96isr_H200_v5", 3, "dedicated").startswith(
-        "no quota: Azure ML quota Standard NDSH200v5 Family Cluster Dedicated has 192 of 192 vCPUs free in eastus; "
-        "3 nodes need 288; request 96 more vCPUs for standardNDSH200v5Family in workspace ws-distill's share")
+        "no dedicated quota for family standardNDSH200v5Family in eastus: Azure ML quota 'Standard NDSH200v5 Family "
+        "Cluster Dedicated vCPUs' has 0 of 192 vCPUs in use; 3 nodes × 96 vCPUs of ND96isr_H200_v5 need 288; "
+        "request 96 more vCPUs for standardNDSH200v5Family (a dedicated limit of 288) in workspace ws-distill's share")
     # low priority: Azure ML's regional low-priority total, 48
     assert p("Standard_NC48ads_A100_v4", 1, "low-priority") == ""
     assert p("Standard_NC24ads_A100_v4", 3, "low-priority").startswith(
-        "no quota: Azure ML quota Total Cluster Low Priority Regional has 48 of 48 vCPUs free in eastus; 3 nodes need "
-        "72; request 24 more vCPUs for 'Total Cluster Low Priority Regional vCPUs'")
+        "no low-priority quota for NC24ads_A100_v4 (family standardNCADSA100v4Family) in eastus: Azure ML quota "
+        "'Total Cluster Low Priority Regional vCPUs', which the low-priority nodes of every family share, has 0 of 48 "
+        "vCPUs in use; 3 nodes × 24 vCPUs of NC24ads_A100_v4 need 72; request 24 more vCPUs for 'Total Cluster Low "
+        "Priority Regional vCPUs' (a low-priority limit of 72)")
     # a family Azure ML lists no row for: the VM quota stands in
     assert p("Standard_ND96amsr_A100_v4", 1, "dedicated") == ""
     assert p("Standard_ND96amsr_A100_v4", 2, "dedicated").startswith(
-        "no quota: Standard NDAMSv4_A100 Family has 96 of 96 vCPUs free in eastus; 2 nodes need 192; request 96 more "
-        "vCPUs for standardNDAMSv4_A100Family")
+        "no dedicated quota for family standardNDAMSv4_A100Family in eastus: VM quota 'Standard NDAMSv4_A100 Family "
+        "vCPUs' has 0 of 96 vCPUs in use; 2 nodes × 96 vCPUs of ND96amsr_A100_v4 need 192; request 96 more vCPUs for "
+        "standardNDAMSv4_A100Family (a dedicated limit of 192)")
     assert table.max_nodes("Standard_ND96isr_H200_v5", "dedicated") == 2
-    assert table.max_nodes("Standard_NC4as_T4_v3", "dedicated") == C.MAX_NODES
+    assert table.max_nodes("Standard_NC4as_T4_v3", "dedicated") == K.MAX_NODES
 
 
 def test_problems_from_the_vm_quota_when_azure_ml_does_not_answer():
@@ -338,11 +345,14 @@ def test_problems_from_the_vm_quota_when_azure_ml_does_not_answer():
     p = table.problem
     assert p("Standard_NC24ads_A100_v4", 1, "dedicated") == ""
     assert p("Standard_NC24ads_A100_v4", 11, "dedicated") == (
-        "no quota: Standard NCADSA100v4 Family has 24 of 96 vCPUs free in eastus; 11 nodes need 264; "
-        "request 240 more vCPUs for standardNCADSA100v4Family (Azure portal › Quotas › Compute)")
+        "no dedicated quota for family standardNCADSA100v4Family in eastus: VM quota 'Standard NCADSA100v4 Family "
+        "vCPUs' has 72 of 96 vCPUs in use; 11 nodes × 24 vCPUs of NC24ads_A100_v4 need 264; request 240 more vCPUs "
+        "for standardNCADSA100v4Family (a dedicated limit of 336) (Azure portal › Quotas › Compute)")
     assert p("Standard_NC96ads_A100_v4", 1, "low-priority") == (
-        "no quota: Total Regional Low-priority has 92 of 100 vCPUs free in eastus; 1 node needs 96; "
-        "request 4 more vCPUs for lowPriorityCores (Azure portal › Quotas › Compute)")
+        "no low-priority quota for NC96ads_A100_v4 (family standardNCADSA100v4Family) in eastus: VM quota 'Total "
+        "Regional Low-priority vCPUs', which the low-priority nodes of every family share, has 8 of 100 vCPUs in use; "
+        "1 node × 96 vCPUs of NC96ads_A100_v4 need 96; request 4 more vCPUs for lowPriorityCores (a low-priority "
+        "limit of 104) (Azure portal › Quotas › Compute)")
     assert p("Standard_NC48ads_A100_v4", 1, "low-priority") == ""
     assert sorted(table.unavailable_sizes()) == sorted([
         "Standard_ND96isr_H100_v5", "Standard_ND96isr_MI300X_v5", "Standard_ND96asr_v4", "Standard_NC96ads_A100_v4",
@@ -441,8 +451,9 @@ def test_planner_reads_the_cached_check_and_respects_family_quota():
                                                                        sw.labels["machine"].index(
                                                                            "Standard_NC24ads_A100_v4")))
     assert eight.size and a.reason(int(eight[0])) == (
-        "no quota: Standard NCADSA100v4 Family has 24 of 96 vCPUs free in eastus; 8 nodes need 192; "
-        "request 168 more vCPUs for standardNCADSA100v4Family (Azure portal › Quotas › Compute)")
+        "no dedicated quota for family standardNCADSA100v4Family in eastus: VM quota 'Standard NCADSA100v4 Family "
+        "vCPUs' has 72 of 96 vCPUs in use; 8 nodes × 24 vCPUs of NC24ads_A100_v4 need 192; request 168 more vCPUs "
+        "for standardNCADSA100v4Family (a dedicated limit of 264) (Azure portal › Quotas › Compute)")
     note = next(n for n in a.notes if n.startswith("capacity and quota checked"))
     assert f"checked {TODAY}: 5 sizes unavailable" in note and "quota limits" in note
 
@@ -465,6 +476,104 @@ def test_a_check_of_another_region_is_not_applied():
     a = analyse(load_plan(PLAN), PLAN.parent, capacity=other)
     assert any("for westus, not the plan's region eastus" in n for n in a.notes)
     assert a.capacity is not None and a.capacity.region == "eastus"    # the cached eastus check is used instead
+
+
+def exhausted(rows: list[dict]) -> dict:
+    """Usage rows with every vCPU of every quota in use."""
+    return {"value": [{**r, "currentValue": r["limit"]} for r in rows]}
+
+
+def test_a_refusal_names_the_family_the_chosen_option_needs_not_another_sizes_reason():
+    plan = load_plan(PLAN)
+    base = analyse(plan, PLAN.parent)          # unchecked: the option the planner chooses
+    i = base.decision.recommended
+    sku, nodes = base.sweep.label("machine", i), int(base.sweep.grid.nodes[i])
+    prio = base.sweep.label("priority", i)
+    assert prio == "dedicated" and nodes > 1, "the fake's quota below is shaped for a multi-node dedicated choice"
+    t = FakeArm()                              # every quota in use; the MI300X size is not listed at all
+    t.normal["vm_usages"] = (200, exhausted(vm_usages()["value"]), {})
+    t.normal["aml_usages"] = (200, exhausted(aml_usages()["value"]), {})
+    table = C.refresh_capacity(Azure(WS, cred=FakeCred(), t=t), "eastus")
+    a = analyse(plan, PLAN.parent, capacity=table)
+    assert a.decision.recommended is None and a.decision.fastest is None
+    text = a.decision.impossible
+    family, need = FAMILIES[sku], nodes * VCPUS[sku]
+    aml = next(q for q in table.quotas if q.source == "aml" and q.name == family)
+    size = sku.removeprefix("Standard_")
+    assert (f"(the option it would choose, {nodes} × {size} dedicated: no dedicated quota for "
+            f"family {family} in eastus: Azure ML quota '{aml.label}' has {aml.used:,} of {aml.limit:,} vCPUs in use; "
+            f"{nodes} nodes × {VCPUS[sku]} vCPUs of {size} need {need:,}; request {need:,} "
+            f"more vCPUs for {family} (a dedicated limit of {aml.limit + need:,})") in text, text
+    # no other option's reason: not the size Azure does not list, not another family
+    assert "MI300X" not in text and "no such size" not in text
+    assert [f for f in set(FAMILIES.values()) if f in text] == [family]
+    with pytest.raises(RunError) as info:      # `distill run` / submit: the same sentence, from the cached check
+        resolve_run(plan, PLAN.parent)
+    assert f"request {need:,} more vCPUs for {family}" in str(info.value) and "MI300X" not in str(info.value)
+
+
+def no_low_priority_rows() -> FakeArm:
+    """Neither Azure ML's listing nor the VM quota has a low-priority total (a row Azure sometimes omits)."""
+    t = FakeArm()
+    t.normal["vm_usages"] = (200, {"value": [r for r in vm_usages()["value"]
+                                             if r["name"]["value"] != "lowPriorityCores"]}, {})
+    t.normal["aml_usages"] = (200, {"value": [r for r in aml_usages()["value"]
+                                              if "Low Priority" not in r["name"]["value"]]}, {})
+    return t
+
+
+def test_a_missing_low_priority_quota_row_is_unknown_never_unlimited(capsys):
+    t = no_low_priority_rows()
+    live = C.refresh_capacity(Azure(WS, cred=FakeCred(), t=t), "eastus")
+    table = K.load_capacity("eastus")
+    assert table is not None and table.quotas == live.quotas
+    assert table.missing_quota("Standard_NC4as_T4_v3", "low-priority") == ["lowPriorityCores"]
+    assert table.missing_quota("Standard_NC4as_T4_v3", "dedicated") == []
+    assert table.missing_quota("Standard_NV36ads_A10_v5", "low-priority") == []   # not offered low-priority at all
+    assert table.problem("Standard_NC4as_T4_v3", 16, "low-priority") == ""       # nothing to refuse on
+    rows = {r["sku"]: r for r in table.rows()}
+    t4 = rows["Standard_NC4as_T4_v3"]
+    assert t4["max_nodes"] == {"dedicated": K.MAX_NODES, "low-priority": None}
+    assert t4["missing_quota"]["low-priority"] == ["lowPriorityCores"]
+    assert rows["Standard_NV36ads_A10_v5"]["max_nodes"]["low-priority"] == 0
+
+    # `distill azure capacity`: the cached check as the terminal shows it
+    from distill_studio.engine.cli import main
+    assert main(["azure", "capacity", "--region", "eastus"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    head = next(line for line in lines if line.lstrip().startswith("size"))
+    low_col = head.index("low-priority")
+
+    def cells(sku):
+        line = next(line for line in lines if line.lstrip().startswith(sku + " "))
+        return line[:low_col].split()[-1], line[low_col:].strip()
+
+    assert cells("Standard_NC4as_T4_v3") == ("16+", "unknown")
+    assert cells("Standard_NC24ads_A100_v4") == ("1", "unknown")   # the family's 24 free vCPUs: one node, known
+    assert cells("Standard_NV36ads_A10_v5")[1] == "none"
+    assert "16+" not in "".join(line[low_col:] for line in lines if line.lstrip().startswith("Standard_"))
+    assert "low-priority unknown (no quota row listed)" in out
+    assert "quota unknown in eastus: Azure listed no row for the regional low-priority total (low-priority)" in out
+
+    # --json: unknown is null, never 16
+    assert C.cmd_capacity(SimpleNamespace(region="eastus", refresh=False, json=True)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    t4 = next(r for r in doc["sizes"] if r["sku"] == "Standard_NC4as_T4_v3")
+    assert t4["max_nodes"]["low-priority"] is None and t4["at_most"]["low-priority"] == K.MAX_NODES
+
+    # the planner's capacity text says so too (the app shows the planner's notes)
+    a = analyse(load_plan(PLAN), PLAN.parent)
+    note = next(n for n in a.notes if n.startswith("capacity and quota checked"))
+    assert "quota unknown in eastus: Azure listed no row for the regional low-priority total (low-priority)" in note
+    assert "not unlimited" in note
+
+
+def test_every_row_listed_leaves_nothing_unknown():
+    table, _ = refreshed()
+    assert table.unknown_note([o.sku for o in table.skus.values()]) == ""
+    assert not any("unknown" in line for line in table.describe().splitlines()
+                   if line.lstrip().startswith("Standard_"))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -199,3 +199,109 @@ def test_app_start_up_imports_no_torch_transformers_peft_or_azure(tmp_path):
     doc = last_json_line(r.stdout)
     assert doc["drawn"], "the demo plan was not drawn"
     assert doc["loaded"] == [] and doc["attempts"] == [], doc
+
+
+# --------------------------------------------------------------------------------------------------------
+# The house: capacity and quota are planning data; the command modules do not import each other
+
+def engine_import_graph() -> dict[str, set[str]]:
+    """Each engine module ("engine.azure.cli") with the engine modules it imports anywhere in its source, lazy
+    imports inside functions included (they close a circle as surely when they run)."""
+    import ast
+
+    def name_of(path: Path) -> str:
+        parts = list(path.relative_to(ENGINE_DIR).with_suffix("").parts)
+        return ".".join(["engine", *(parts[:-1] if parts[-1] == "__init__" else parts)])
+
+    modules = {name_of(p): p for p in ENGINE_DIR.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = (node.module or "").removeprefix("distill_studio.")
+                names = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name.removeprefix("distill_studio.") for a in node.names]
+            else:
+                continue
+            for n in names:   # importing a.b.c runs a and a.b too
+                parts = n.split(".")
+                found |= {m for k in range(1, len(parts) + 1) if (m := ".".join(parts[:k])) in modules}
+        graph[name] = found - {name}
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for m in graph.get(todo.pop(), ()):
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
+
+
+def test_the_import_graph_sees_lazy_imports():
+    # guards the guard: a function-level relative import is an edge
+    graph = engine_import_graph()
+    assert "engine.planner" in graph["engine.azure.job"]          # `from ..planner import resolve_run` in a function
+    assert "engine.azure.cli" in graph["engine.cli"]               # the `azure` subcommand, added in add_parser
+    assert "engine.catalog.capacity" in graph["engine.planner"]
+
+
+def test_the_planner_and_the_capacity_table_never_import_the_azure_package():
+    graph = engine_import_graph()
+    for start in ("engine.planner", "engine.catalog.capacity", "engine.report"):
+        azure = sorted(m for m in reachable(graph, start) if m == "engine.azure" or m.startswith("engine.azure."))
+        assert azure == [], f"{start} imports {azure}"
+
+
+def test_no_import_circle_between_the_command_modules():
+    graph = engine_import_graph()
+    assert "engine.cli" not in reachable(graph, "engine.azure.cli")
+    circles = sorted(m for m in reachable(graph, "engine.cli") if m.startswith("engine.azure")
+                     and "engine.cli" in graph[m])
+    assert circles == [], circles
+
+
+def test_planning_an_azure_plan_with_a_capacity_check_loads_nothing_of_engine_azure(tmp_path):
+    # in a fresh process: a cached capacity check is read and applied, and no module of the Azure package is loaded
+    r = run_python(f"""
+        import json
+        from distill_studio.engine.catalog.capacity import CapacityTable, Quota, SkuOffer, save_capacity
+        offer = SkuOffer(sku="Standard_NC24ads_A100_v4", offered=True, family="standardNCADSA100v4Family", vcpus=24)
+        save_capacity(CapacityTable(region="eastus", subscription_id="sub", checked_on="2026-12-01",
+                                    skus={{"standard_nc24ads_a100_v4": offer}},
+                                    quotas=[Quota("standardNCADSA100v4Family", "NCADSA100v4 Family vCPUs", 0, 96),
+                                            Quota("cores", "Total Regional vCPUs", 0, 400)]))
+        from distill_studio.engine.plan import load_plan
+        from distill_studio.engine.planner import analyse
+        a = analyse(load_plan({str(PLAN)!r}))
+        mine = sorted(m for m in sys.modules if m.startswith("distill_studio.engine.azure"))
+        print(json.dumps({{"checked": a.capacity is not None, "engine_azure": mine, "loaded": watched_loaded(),
+                          "attempts": sorted(set(ATTEMPTS))}}))
+    """, ("azure",), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = last_json_line(r.stdout)
+    assert doc == {"checked": True, "engine_azure": [], "loaded": [], "attempts": []}
+
+
+def test_the_azure_commands_import_no_engine_cli(tmp_path):
+    # `distill azure submit` names its run folder without going back through engine/cli.py
+    r = run_python("""
+        import json
+        from distill_studio.engine.azure import cli
+        folder = cli._run_dir("qwq plan")
+        print(json.dumps({"folder": str(folder), "engine_cli": "distill_studio.engine.cli" in sys.modules}))
+    """, (), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = last_json_line(r.stdout)
+    assert doc["engine_cli"] is False
+    folder = Path(doc["folder"])
+    assert folder.parent == tmp_path / "distill-data" / "runs" and folder.name.startswith("qwq-plan-")

@@ -33,7 +33,7 @@ def _azure(run_dir: Path | None = None):
 
 
 def _run_dir(plan_name: str) -> Path:
-    from ..cli import default_run_dir
+    from ..runs.folders import default_run_dir
 
     return default_run_dir(plan_name)
 

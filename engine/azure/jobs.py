@@ -281,7 +281,7 @@ def check_workspace(az: Azure, meta: dict[str, Any]) -> None:
 def _check_capacity(az: Azure, spec, say: Callable[[str], None]) -> None:
     """Refuse before submitting a job that cannot get its machines, where the checked capacity says so."""
     try:
-        from .capacity import load_capacity
+        from ..catalog.capacity import load_capacity
     except ImportError:  # pragma: no cover
         return
     table = load_capacity(az.ws.region)
