@@ -279,6 +279,12 @@ def cmd_rehearse(args) -> int:
     return run(args)
 
 
+def cmd_smoke(args) -> int:
+    from .smoke import cmd_smoke as run
+
+    return run(args)
+
+
 def add_parser(sub) -> None:
     az = sub.add_parser("azure", help="run plans on Azure Machine Learning")
     asub = az.add_subparsers(dest="azure_command", required=True)
@@ -349,6 +355,15 @@ def add_parser(sub) -> None:
     r.add_argument("--timeout", type=float, default=3600.0, help=argparse.SUPPRESS)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_rehearse)
+
+    sm = asub.add_parser("smoke", help="a short job (about 10 min) on the plan's VM size: CUDA, NCCL bandwidth, the "
+                                       "Hugging Face token, storage speed; costed and confirmed first")
+    sm.add_argument("plan", type=Path)
+    sm.add_argument("--yes", action="store_true", help="submit without asking (the cost is still printed)")
+    sm.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
+    sm.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    sm.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
+    sm.set_defaults(func=cmd_smoke)
 
 
 __all__ = ["add_parser", "AzureError"]
