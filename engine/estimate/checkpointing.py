@@ -48,7 +48,9 @@ def figures() -> dict:
 def young_daly(write_hours, mtbf_hours):
     """The checkpoint interval that minimises the time lost to writes and to rework: √(2 · W · M) (Young 1974; Daly
     2006's first-order term). Hours in, hours out; an infinite MTBF gives an infinite interval."""
-    return np.sqrt(2.0 * np.asarray(write_hours, dtype=float) * np.asarray(mtbf_hours, dtype=float))
+    with np.errstate(invalid="ignore"):
+        tau = np.sqrt(2.0 * np.asarray(write_hours, dtype=float) * np.asarray(mtbf_hours, dtype=float))
+    return np.where(np.isnan(tau), np.inf, tau)     # nothing to write and no failures: never
 
 
 def loss_without_checkpoints(work_hours, mtbf_hours, restart_hours):
