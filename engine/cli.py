@@ -282,9 +282,11 @@ def cmd_run(args) -> int:
         plan = load_plan(args.plan)  # fails here, before any process starts, on a bad plan
         if args.processes > 1:  # and on a plan for another number of processes
             from .planner import check_world, resolve_run
+            from .train.parallel import check_devices
 
-            check_world(resolve_run(plan, Path(args.plan).resolve().parent, stage=args.stage or "all"),
-                        args.processes, None)
+            resolved = resolve_run(plan, Path(args.plan).resolve().parent, stage=args.stage or "all")
+            check_devices(resolved)   # before N processes start, each to find the same
+            check_world(resolved, args.processes, None)
         if args.teacher_run is not None and args.stage != "student":
             raise DistillError("--teacher-run goes with --stage student")
         if args.stage == "student" and args.teacher_run is None:
@@ -316,16 +318,20 @@ def cmd_run(args) -> int:
         launch += ["--multi_gpu", "--mixed_precision", "no"]
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = launch + ["-m", "distill_studio.engine.train", *target, "--expect-world-size", str(args.processes)]
-    code = _launch_quietly(cmd, env)
+    failure: list[str] = []
+    code = _launch_quietly(cmd, env, failure)
     if code not in (0, 2, 130):
-        _record_failure(Path(run_dir), code)
+        _record_failure(Path(run_dir), code, failure[0] if failure else None)
+        print(f"the last checkpoint is kept; resume with `distill run --resume {run_dir} --processes "
+              f"{args.processes}`", file=sys.stderr)
     return code
 
 
-def _launch_quietly(cmd: list[str], env: dict) -> int:
+def _launch_quietly(cmd: list[str], env: dict, failure: list[str] | None = None) -> int:
     """Run the launcher, passing its ranks' output through but not the launcher's own reports (its log lines and
-    tracebacks when a rank fails or is stopped: the rank already said what happened, and a rank's traceback, if
-    any, is in logs/run.log). A SIGTERM (the app's Stop) is passed on, so the ranks checkpoint and stop (exit 130)."""
+    tracebacks when a rank fails or is stopped). From its report of a failed run, one message says which rank ended
+    first, how (its signal or exit code), and that the others stopped because of it; it is printed, and appended to
+    ``failure``. A SIGTERM (the app's Stop) is passed on, so the ranks checkpoint and stop (exit 130)."""
     import signal
     import subprocess
 
@@ -344,7 +350,7 @@ def _launch_quietly(cmd: list[str], env: dict) -> int:
                 pass
 
     previous = signal.signal(signal.SIGTERM, stop)
-    hidden, block, rules = 0, None, 0
+    hidden, block, rules, report = 0, None, 0, []
     try:
         for line in proc.stderr:
             text = line.rstrip("\n")
@@ -358,6 +364,8 @@ def _launch_quietly(cmd: list[str], env: dict) -> int:
                     block = "end"
             if block is not None or "torch/distributed/elastic" in text:
                 hidden += 1
+                if block in ("report", "end") and rules:
+                    report.append(text)
                 if block == "end":
                     block, rules = None, 0
                 continue
@@ -368,10 +376,64 @@ def _launch_quietly(cmd: list[str], env: dict) -> int:
         signal.signal(signal.SIGTERM, previous)
     if stopped:
         return 130  # the ranks checkpointed and said so; the launcher's own code says only that it was signalled
-    if code and hidden:
-        print(f"error: a training process failed (the launcher exited with {code}); see the messages above and "
-              "the run folder's logs/run.log", file=sys.stderr)
+    if code:
+        message = describe_rank_failure(report) if report else None
+        if message is None and hidden:
+            message = (f"a training process failed (the launcher exited with {code}); see the messages above and "
+                       "the run folder's logs/run.log")
+        if message:
+            print(f"error: {message}", file=sys.stderr)
+            if failure is not None:
+                failure.append(message)
     return code
+
+
+def describe_rank_failure(report: list[str]) -> str | None:
+    """One sentence from the launcher's report of a failed run (torch elastic's ChildFailedError: a "Root Cause"
+    entry and the "Failures" that followed, each with its rank and exit code): which rank ended first and how, and
+    that the others stopped because of it. None when the report names no rank."""
+    import re
+    import signal
+
+    entries, section = [], None
+    for text in report:
+        if text.startswith("Root Cause"):
+            section = "root"
+        elif text.startswith("Failures"):
+            section = "other"
+        m = re.match(r"\s*rank\s*:\s*(\d+)", text)
+        if m:
+            entries.append({"rank": int(m.group(1)), "root": section == "root", "code": None, "pid": None})
+        m = re.match(r"\s*exitcode\s*:\s*(-?\d+)(?:\s*\(pid:\s*(\d+)\))?", text)
+        if m and entries:
+            entries[-1]["code"], entries[-1]["pid"] = int(m.group(1)), m.group(2)
+    first = next((e for e in entries if e["root"] and e["code"] is not None), None)
+    if first is None:
+        return None
+    r, code = first["rank"], first["code"]
+    pid = f" (pid {first['pid']})" if first["pid"] else ""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        how = f"was killed by {name} (signal {-code}, exit {code})"
+        if -code == signal.SIGKILL:
+            how += ("; nothing in the run sends that: something outside ended it (the kernel's out-of-memory killer, "
+                    "see `dmesg`; a `kill -9`; the machine's scheduler)")
+        elif -code in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL):
+            how += "; a crash in native code (a library, the driver)"
+    else:
+        log = "logs/run.log" if r == 0 else f"logs/run.rank-{r}.log"
+        how = f"failed with exit code {code} (its error is above, its traceback in the run folder's {log})"
+    others = sorted({e["rank"] for e in entries if not e["root"] and e["rank"] != r})
+    if len(others) == 1:
+        after = f"The other rank ({others[0]}) stopped because of it."
+    elif others:
+        after = f"The other ranks ({', '.join(str(o) for o in others)}) stopped because of it."
+    else:
+        after = "The run's other processes stopped because of it."
+    return f"rank {r}{pid} {how}. {after}"
 
 
 def _ranks_of(launcher: int) -> list[int]:
@@ -385,7 +447,7 @@ def _ranks_of(launcher: int) -> list[int]:
         return []
 
 
-def _record_failure(run_dir: Path, code: int) -> None:
+def _record_failure(run_dir: Path, code: int, message: str | None = None) -> None:
     """A rank that failed alone ends the run without rank 0 writing its end (the launcher stops rank 0 in a
     collective): say in the run's events that it failed, so the run does not look alive or unfinished."""
     events = run_dir / "events.jsonl"
@@ -399,8 +461,10 @@ def _record_failure(run_dir: Path, code: int) -> None:
     step = max((e.get("step", 0) for e in found if e["type"] == "metric"), default=0)
     writer = EventWriter(events)
     writer.emit("run_finished", status="failed", step=step,
-                message=f"a training process failed (launcher exit code {code}); its message is in the run's "
-                        f"output and logs/ (run.rank-N.log for a rank other than 0); the last checkpoint is kept")
+                message=(f"{message} " if message else
+                         f"a training process failed (launcher exit code {code}); its message is in the run's "
+                         f"output and logs/ (run.rank-N.log for a rank other than 0); ") +
+                "the last checkpoint is kept")
     writer.close()
 
 

@@ -8,7 +8,9 @@ it. No Qt (the app and the command line both use it).
   between steps and polls; on Unix also SIGTERM to the run's process group (a detached run has its own), so a
   multi-process run hears it at once. Windows has no process-group signals for a process without a console, which
   is why the file is the portable request.
-- **Force**: SIGKILL to the group on Unix; on Windows the process and all its children are terminated (psutil).
+- **Force**: SIGKILL to the group on Unix, and to the group of every process under it: a launcher starts its ranks
+  in sessions of their own, which a signal to the run's group never reaches (and each rank dies with its launcher,
+  ``train/parallel.py``); on Windows the process and all its children are terminated (psutil).
 """
 from __future__ import annotations
 
@@ -72,14 +74,42 @@ def send_stop(pid: int, run_dir: str | Path | None = None, force: bool = False) 
     if sys.platform == "win32":
         return _windows_stop(pid, force)
     sig = signal.SIGKILL if force else signal.SIGTERM
+    # The ranks a launcher starts run in sessions of their own (torch elastic starts each with start_new_session),
+    # outside the run's process group: found before anything is signalled, while the tree still links them.
+    ranks = _descendant_groups(pid) if force else set()
     try:
         if os.getpgid(pid) != os.getpgid(0):       # its own group: reach every rank; never the app's own group
             os.killpg(os.getpgid(pid), sig)
         else:
             os.kill(pid, sig)
-        return True
     except (ProcessLookupError, PermissionError, OSError):
         return False
+    for group in ranks:                              # a force stop ends every rank now, not when it next notices
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    return True
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """The process groups of ``pid``'s descendants other than the caller's own (each rank's session)."""
+    import psutil
+
+    own = os.getpgid(0)
+    groups = set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return groups
+    for child in children:
+        try:
+            group = os.getpgid(child.pid)
+        except OSError:
+            continue
+        if group != own:
+            groups.add(group)
+    return groups
 
 
 def _windows_stop(pid: int, force: bool) -> bool:

@@ -11,6 +11,7 @@ the same global batches without any data-loader state to save.
 """
 from __future__ import annotations
 
+import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,26 +24,113 @@ from ..records import check_record as _check_record
 from ..records import data_files as _files
 
 IGNORE_INDEX = -100
-def _read_jsonl(file: Path, fmt: str) -> list[dict]:
+
+# A token of the tokenizers a run meets covers a few characters of text (3-5 on prose, more on code's runs of
+# spaces); 32 is far above any average. A record is cut to ``seq_len * MAX_CHARS_PER_TOKEN`` characters as it is
+# read: training keeps at most ``seq_len`` tokens of it, and a record of 100 MB is then never tokenised whole (a fast
+# tokenizer needs hundreds of bytes of memory per character it is given).
+MAX_CHARS_PER_TOKEN = 32
+# A line of a .jsonl file longer than this is refused (by its line number) without being read whole.
+MAX_LINE_BYTES = 256 << 20
+
+
+def char_budget(seq_len: int) -> int:
+    """The characters of a record that can matter to a sequence of ``seq_len`` tokens."""
+    return seq_len * MAX_CHARS_PER_TOKEN
+
+
+def cut_record(row: dict, budget: int) -> tuple[dict, bool]:
+    """``row`` with its text cut to ``budget`` characters in all, in reading order (a prompt before its response,
+    the turns of a conversation in order; turns after the budget is spent are left out); True when it was cut."""
+    if "messages" in row:
+        left, out, cut = budget, [], False
+        for m in row["messages"]:
+            if left <= 0:
+                cut = True
+                break
+            m2 = m
+            for key in ("reasoning_content", "content"):
+                text = m2.get(key)
+                if isinstance(text, str):
+                    if len(text) > left:
+                        m2, cut = {**m2, key: text[:left]}, True
+                    left -= len(m2[key])
+            out.append(m2)
+        return ({**row, "messages": out}, True) if cut else (row, False)
+    left, new, cut = budget, {}, False
+    for key in ("prompt", "response", "text"):
+        text = row.get(key)
+        if isinstance(text, str):
+            if len(text) > max(left, 0):
+                new[key], cut = text[:max(left, 0)], True
+            left -= len(new.get(key, text))
+    return ({**row, **new}, True) if cut else (row, False)
+
+
+def _not_utf8(field: str, file: Path, data: bytes, exc: UnicodeDecodeError, line: int, line_start: int) -> DataError:
+    at = line_start + exc.start
+    bad = data[exc.start:exc.start + 1].hex()
+    return DataError(f"{field}: {file}: line {line:,}: not UTF-8 text (byte 0x{bad} at byte {at:,} of the file, "
+                     f"column {exc.start + 1:,} of the line: {exc.reason}); save the file as UTF-8")
+
+
+def _lines(file: Path, field: str):
+    """(line number, byte offset of the line in the file, the line's bytes) of every line; a line longer than
+    MAX_LINE_BYTES is refused by its number without being read whole."""
+    with open(file, "rb") as f:
+        offset, n = 0, 0
+        while True:
+            line = f.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return
+            n += 1
+            if len(line) > MAX_LINE_BYTES:
+                raise DataError(f"{field}: {file}: line {n:,} is longer than {MAX_LINE_BYTES >> 20} MiB; a record "
+                                f"that long is refused (training uses at most data.seq_len tokens of a record, about "
+                                f"{MAX_CHARS_PER_TOKEN} characters each at most): split or shorten it")
+            start = offset
+            offset += len(line)
+            if n == 1 and line.startswith(codecs.BOM_UTF8):
+                line, start = line[len(codecs.BOM_UTF8):], start + len(codecs.BOM_UTF8)
+            yield n, start, line
+
+
+def _read_jsonl(file: Path, fmt: str, field: str = "data", budget: int | None = None) -> list[dict]:
     rows = []
-    with open(file, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{file}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            rows.append(_check_record(row, f"{file}:{n}", fmt))
+    for n, start, raw in _lines(file, field):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(field, file, raw, exc, n, start) from None
+        del raw
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{file}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        del line
+        row = _check_record(row, f"{file}:{n}", fmt)
+        rows.append(cut_record(row, budget)[0] if budget is not None else row)
     return rows
 
 
-def _read_txt(file: Path) -> list[dict]:
-    text = file.read_text(encoding="utf-8-sig")
-    return [{"text": doc.strip()} for doc in text.split("\n\n") if doc.strip()]
+def _read_txt(file: Path, field: str = "data", budget: int | None = None) -> list[dict]:
+    data = file.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at = skip + exc.start
+        line_start = data.rfind(b"\n", 0, at) + 1
+        exc.start = at - line_start   # the column within its line
+        raise _not_utf8(field, file, data[line_start:], exc, data.count(b"\n", 0, at) + 1, line_start) from None
+    del data
+    docs = (doc.strip() for doc in text.split("\n\n"))
+    return [{"text": doc[:budget] if budget is not None else doc} for doc in docs if doc]
 
 
-def _read_table(file: Path, fmt: str) -> list[dict]:
+def _read_table(file: Path, fmt: str, budget: int | None = None) -> list[dict]:
     try:
         import pyarrow.parquet as pq
         from pyarrow import ipc
@@ -54,27 +142,31 @@ def _read_table(file: Path, fmt: str) -> list[dict]:
     else:  # datasets' save_to_disk writes Arrow IPC streams
         with open(file, "rb") as f:
             rows = ipc.open_stream(f).read_all().to_pylist()
-    return [_check_record(row, f"{file}: row {n}", fmt) for n, row in enumerate(rows, 1)]
+    rows = [_check_record(row, f"{file}: row {n}", fmt) for n, row in enumerate(rows, 1)]
+    return [cut_record(r, budget)[0] for r in rows] if budget is not None else rows
 
 
 def read_records(path: str | Path, field: str = "data.train", base: Path | None = None,
-                 fmt: str = "auto") -> list[dict]:
+                 fmt: str = "auto", *, seq_len: int | None = None) -> list[dict]:
     """Every record under ``path`` (relative paths resolve from ``base``, the plan's folder), each in the shape
-    ``fmt`` names ("auto": any); OpenAI batch answers are joined to their requests."""
+    ``fmt`` names ("auto": any); OpenAI batch answers are joined to their requests. With ``seq_len``, each record's
+    text is cut to what a sequence of that many tokens can hold (:func:`char_budget`) as it is read, so a huge record
+    costs memory for its line only, never for tokenising it whole."""
     path = Path(path)
     if base is not None and not path.is_absolute():
         path = base / path
+    budget = char_budget(seq_len) if seq_len else None
     rows: list[dict[str, str]] = []
     for file in _files(path, field):
         try:
             if file.suffix == ".jsonl":
-                rows += _read_jsonl(file, fmt)
+                rows += _read_jsonl(file, fmt, field, budget)
             elif file.suffix == ".txt":
-                rows += _read_txt(file)
+                rows += _read_txt(file, field, budget)
             else:
-                rows += _read_table(file, fmt)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{field}: {file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+                rows += _read_table(file, fmt, budget)
+        except UnicodeDecodeError as exc:   # inside a table's strings
+            raise DataError(f"{field}: {file}: not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
             raise DataError(f"{field}: {file}: cannot read ({exc.strerror or exc})") from None
     rows = pair_batch(rows, field)
@@ -160,7 +252,9 @@ def encode(records: list[dict], tokenizer, seq_len: int, field: str = "data.trai
     Prompt + response: prompt tokens are masked, the response (or text) ends with the EOS token."""
     eos = tokenizer.eos_token_id
     examples, truncated, dropped = [], 0, 0
+    budget = char_budget(seq_len)
     for n, row in enumerate(records, 1):
+        row, cut = cut_record(row, budget)  # never tokenise more text than seq_len tokens can hold
         if "messages" in row:
             if not any(m["role"] == "assistant" for m in row["messages"]):
                 dropped += 1  # a prompt without an answer (a failed batch request): nothing to train on
@@ -179,7 +273,7 @@ def encode(records: list[dict], tokenizer, seq_len: int, field: str = "data.trai
                 answer_ids = answer_ids + [eos]
             ids = prompt_ids + answer_ids
             labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-        if len(ids) > seq_len:
+        if len(ids) > seq_len or cut:
             truncated += 1
             ids, labels = ids[:seq_len], labels[:seq_len]
         example = Example(ids, labels)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +36,136 @@ JOIN_TIMEOUT_S = 600.0        # how long the processes of a run wait for each ot
 COLLECTIVE_TIMEOUT_S = 3600.0  # one collective (a teacher pass on one rank can make the others wait long)
 
 
+@dataclass(frozen=True)
+class Devices:
+    """The accelerators this process finds: ``kind`` is "cuda" (NVIDIA), "rocm" (AMD, through HIP), "mps" (Apple),
+    "xpu" (Intel) or "none"; ``names`` and ``memory_bytes`` one per device; ``note`` why none was found."""
+
+    kind: str
+    names: tuple[str, ...] = ()
+    memory_bytes: tuple[int, ...] = ()
+    note: str = ""
+
+    def describe(self) -> str:
+        if not self.names:
+            return "no GPU" + (f" ({self.note})" if self.note else "")
+        counted: dict[str, int] = {}
+        for n in self.names:
+            counted[n] = counted.get(n, 0) + 1
+        return f"{len(self.names)} device(s): " + ", ".join(f"{c} × {n}" for n, c in counted.items())
+
+
+def probe_devices() -> Devices:
+    """What torch finds in this process (after CUDA_VISIBLE_DEVICES and the like)."""
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        props = [torch.cuda.get_device_properties(i) for i in range(n)]
+        return Devices("rocm" if torch.version.hip else "cuda", tuple(p.name for p in props),
+                       tuple(int(p.total_memory) for p in props))
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        n = xpu.device_count()
+        return Devices("xpu", tuple(xpu.get_device_name(i) for i in range(n)))
+    if torch.backends.mps.is_available():
+        return Devices("mps", ("Apple GPU (MPS)",))
+    if torch.version.cuda is None and torch.version.hip is None:
+        note = f"torch {torch.__version__} is a build without CUDA"
+    else:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else f"ROCm {torch.version.hip}"
+        note = f"torch {torch.__version__} is a {build} build, but no device is visible: no driver, a driver too old " \
+               f"for {build}, or none allowed"
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        note += f"; CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r}"
+    return Devices("none", note=note)
+
+
+_KINDS = {"nvidia": "cuda", "amd": "rocm"}   # the torch device kind of a catalog vendor's GPUs
+
+
+def _same_part(catalog_id: str, found_name: str) -> bool:
+    """Whether a device torch names is the catalog's part: its model ("h100", "a100", "mi300x", "t4") as a word of
+    the name ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"); "a10" is not "a100"."""
+    import re
+
+    part = catalog_id.split("-")[0].lower()
+    return re.search(rf"(?<![a-z0-9]){re.escape(part)}(?![a-z0-9])", found_name.lower()) is not None
+
+
+def device_problem(acc, per_node: int, found: Devices) -> str | None:
+    """What keeps this process from running a plan for ``per_node`` × ``acc`` (a catalog Accelerator) on ``found``,
+    or None. A CPU plan needs nothing."""
+    if acc.vendor == "cpu":
+        return None
+    kind = _KINDS.get(acc.vendor)
+    if not found.names:
+        return f"finds {found.describe()}"
+    if kind != found.kind or not all(_same_part(acc.id, n) for n in found.names):
+        return f"finds {found.describe()}: another accelerator than the plan's"
+    small = [m for m in found.memory_bytes if m < 0.9 * acc.hbm_gb * 1e9]
+    if small:
+        return (f"finds {found.describe()} with {min(small) / 1e9:.0f} GB each, less memory than the plan's "
+                f"{acc.hbm_gb:g} GB: another accelerator than the plan's")
+    if len(found.names) < per_node:
+        return f"finds {found.describe()}: fewer than the plan's {per_node} per node"
+    return None
+
+
+def check_devices(resolved, found: Devices | None = None, probe=probe_devices) -> None:
+    """Refuse a run whose plan needs GPUs that this process does not find (none, fewer than the plan's per node,
+    or another accelerator), naming what it found: a GPU plan never trains on the CPU, or on other hardware than
+    the one it was planned and priced for. ``found`` (or ``probe()``) is what this process sees."""
+    from ..catalog.hardware import load_accelerators, resolve_sku
+
+    plan = resolved.plan
+    hw = plan.hardware
+    option = resolved.estimate.get("option", {}) if isinstance(resolved.estimate, dict) else {}
+    acc_id = option.get("accelerator")
+    sku = option.get("sku") or (hw.sku if hw.target == "azure" else None)
+    if not acc_id:
+        acc_id = resolve_sku(sku).accelerator if hw.target == "azure" else hw.accelerator
+    acc = load_accelerators().get(acc_id)
+    if acc is None or acc.vendor == "cpu":
+        return
+    found = found if found is not None else probe()
+    problem = device_problem(acc, resolved.gpus_per_node, found)
+    if problem is None:
+        return
+    where = (f"{resolved.nodes} × {sku}, {resolved.gpus_per_node} × {acc.name} each" if hw.target == "azure"
+             else f"hardware.accelerator = \"{acc_id}\", {resolved.gpus_per_node} × {acc.name}")
+    fix = ("check the node's GPU driver (nvidia-smi) and that the environment's torch is a GPU build"
+           if hw.target == "azure" else
+           'run it where those GPUs are, or plan for this machine (hardware.accelerator = "cpu", or the '
+           "accelerator it has)")
+    raise RunError(f"hardware: the plan needs {resolved.gpus_per_node} GPU(s) per node ({where}), but this "
+                   f"process {problem}. Refused rather than run on other hardware than planned (a GPU plan never "
+                   f"trains on the CPU): {fix}")
+
+
+def die_with_launcher() -> bool:
+    """Under a launcher that starts ranks in sessions of their own (torchrun, ``accelerate launch``): end this rank
+    the moment its launcher ends (Linux's parent-death signal). A SIGKILL to the run's process group kills the
+    launcher but cannot reach the ranks; without this a rank trains on, and checkpoints, until a collective
+    notices, seconds later, holding its GPU's memory meanwhile. False where not applicable (one process, no
+    launcher, not Linux)."""
+    import sys
+
+    if not sys.platform.startswith("linux") or not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return False
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:   # PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:   # the launcher ended before the signal was set: as if it had come
+        os._exit(128 + int(signal.SIGKILL))
+    return True
+
+
 def join(cuda: bool) -> None:
     """Form the process group of a multi-process launch (no-op for one process or when already formed)."""
     import torch.distributed as dist
@@ -42,6 +173,7 @@ def join(cuda: bool) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or dist.is_initialized():
         return
+    die_with_launcher()
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
     if missing:
         raise RunError(f"WORLD_SIZE is {world} but {', '.join(missing)} is not set; start the run with "
