@@ -35,6 +35,9 @@ class AzureSettings(BaseModel):
                                                  "Face token (gated models such as Gemma); the job reads it with the "
                                                  "cluster's managed identity")
     region: str = Field("eastus", description="default region for prices and new plans")
+    smoke_test_above_usd: float = Field(200.0, ge=0, le=1e7, description=(
+        "Launch offers a smoke test (`distill azure smoke`: about 10 minutes on the plan's VM size) before an Azure "
+        "plan whose estimated cost at P80 is above this many US dollars; 0 offers it for every plan"))
 
 
 class Settings(BaseModel):

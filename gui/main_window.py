@@ -98,6 +98,38 @@ def _start_preflight(box: QMessageBox, submit, about: str, plan_path: str) -> No
     workers.start_for(box, run_preflight_process, plan_path, on_result=shown, on_error=error)
 
 
+def smoke_offer(plan_path: str, threshold_usd: float) -> dict | None:
+    """The smoke test Launch offers for an Azure plan whose estimated cost at P80 is above ``threshold_usd``
+    (Settings › Azure): ``{"p80", "range", "text"}``, or None (below it, or its cost unknown). Planning only."""
+    from ..engine.azure.smoke import plan_cost_at, plan_smoke, usd_range_text
+
+    p80 = plan_cost_at(Path(plan_path))
+    if p80 is None or p80 <= threshold_usd:
+        return None
+    sp = plan_smoke(Path(plan_path))
+    rng = usd_range_text(sp.cost)
+    return {"p80": p80, "range": rng, "nodes": sp.nodes, "sku": sp.sku,
+            "text": f"Run a smoke test first ({rng}, ~10 min)"}
+
+
+def run_smoke_process(plan_path: str) -> dict:
+    """``distill azure smoke PLAN --yes --json`` as its own process (the app never talks to Azure itself): the
+    results, or a DistillError with its message."""
+    import json
+    import subprocess
+
+    from .monitor.runs import engine_command
+
+    cmd = [*engine_command(), "azure", "smoke", plan_path, "--yes", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          cwd=str(Path(plan_path).parent))
+    try:
+        return json.loads(done.stdout)
+    except ValueError:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise DistillError(lines[-1].removeprefix("error: ") if lines else f"exit status {done.returncode}") from None
+
+
 class MainWindow(QMainWindow):
     sig_plan_opened = Signal(str)
     """A plan file was opened (its path)."""
@@ -388,9 +420,25 @@ class MainWindow(QMainWindow):
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         plan_path, name = self.plan_path, self.plan.name
+        try:
+            offer = smoke_offer(str(plan_path), self.settings.azure.smoke_test_above_usd)
+        except DistillError:
+            offer = None
+        smoke = None
+        if offer is not None:
+            smoke = box.addButton(offer["text"], QMessageBox.ButtonRole.ActionRole)
+            smoke.setObjectName("azure_smoke_button")
+            smoke.setToolTip(f"Estimated {'$' + format(offer['p80'], ',.0f')} at P80, above the "
+                             f"${self.settings.azure.smoke_test_above_usd:,.0f} set in Settings › Azure: check CUDA, "
+                             f"the GPUs, NCCL bandwidth, the model's token and storage speed on {offer['nodes']} × "
+                             f"{offer['sku']} first; its measurements refine the estimate")
+        box.setProperty("smoke_offer", offer["text"] if offer else "")
         _start_preflight(box, submit, about, str(plan_path))
 
         def done(button) -> None:
+            if smoke is not None and button is smoke:
+                self.start_smoke(str(plan_path), name)
+                return
             if button is submit and self.runs.launch_plan(plan_path, name, target="azure") is not None:
                 self.statusBar().showMessage(f"Submitting {name} to Azure ML; the run appears in Runs and keeps "
                                              "being watched if you close the app.", 15_000)
@@ -398,6 +446,30 @@ class MainWindow(QMainWindow):
         box.buttonClicked.connect(done)
         box.open()      # not exec(): the window stays live while the question is shown
         return box
+
+    def start_smoke(self, plan_path: str, name: str) -> None:
+        """The smoke test as its own process; its results in a message box when it ends (Launch again after)."""
+        from . import workers
+        from ..engine.azure.smoke import results_text
+
+        def shown(doc: dict) -> None:
+            results = doc.get("results", {})
+            ok = bool(results.get("ok"))
+            box = QMessageBox(QMessageBox.Icon.Information if ok else QMessageBox.Icon.Warning, "Smoke test",
+                              f"Smoke test of {name} {'passed' if ok else 'FAILED'} on {results.get('nodes')} × "
+                              f"{results.get('sku')}.", parent=self)
+            box.setObjectName("smoke_result")
+            box.setInformativeText(results_text(results) + "\n\nThe measured bandwidth and storage speed are kept "
+                                   "for the planner's estimates of this size.")
+            box.open()
+
+        def failed(message: str) -> None:
+            show_error(self, "The smoke test did not finish", message,
+                       "`distill azure smoke PLAN` in a terminal shows each step.")
+
+        self._smoke_worker = workers.start_for(self, run_smoke_process, plan_path, on_result=shown, on_error=failed)
+        self.statusBar().showMessage(f"Smoke test of {name} submitted to Azure ML (about 10 minutes once its nodes "
+                                     "are up); its results appear here when it ends.", 15_000)
 
     # ---- settings, about, window state -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QApplication, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QApplication, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
     QPushButton, QScrollArea, QTabWidget, QVBoxLayout, QWidget,
 )
 
@@ -179,6 +179,16 @@ class SettingsDialog(QDialog):
         self.sign_in_combo.setToolTip("The browser and the Azure CLI need no stored secret; a service principal's "
                                       "client secret is kept in the OS keyring only.")
         form.addRow("Sign in with:", self._field("sign_in_combo", self.sign_in_combo))
+        self.smoke_threshold_spin = QDoubleSpinBox(objectName="smoke_threshold_spin")
+        self.smoke_threshold_spin.setRange(0.0, 1e7)
+        self.smoke_threshold_spin.setDecimals(0)
+        self.smoke_threshold_spin.setSingleStep(50.0)
+        self.smoke_threshold_spin.setPrefix("$")
+        self.smoke_threshold_spin.setToolTip(
+            "Launch offers a smoke test first (about 10 minutes on the plan's VM size: CUDA, the GPUs, NCCL "
+            "bandwidth, the Hugging Face token, storage speed) for an Azure plan whose estimated cost at P80 is "
+            "above this. $0: offer it for every plan.")
+        form.addRow("Offer a smoke test above:", self._field("smoke_threshold_spin", self.smoke_threshold_spin))
         column.addWidget(ws)
 
         sp = QGroupBox("Service principal (for the service principal sign-in)")
@@ -217,6 +227,7 @@ class SettingsDialog(QDialog):
         self.compute_edit.setText(a.compute)
         self.hf_secret_edit.setText(a.hf_token_secret)
         self.sign_in_combo.setCurrentIndex(max(0, self.sign_in_combo.findData(a.sign_in)))
+        self.smoke_threshold_spin.setValue(a.smoke_test_above_usd)
         self.tenant_edit.setText(a.tenant_id)
         self.client_id_edit.setText(a.client_id)
 
@@ -341,6 +352,7 @@ class SettingsDialog(QDialog):
                 sign_in=self.sign_in_combo.currentData(),
                 compute=self.compute_edit.text().strip(),
                 hf_token_secret=self.hf_secret_edit.text().strip(),
+                smoke_test_above_usd=self.smoke_threshold_spin.value(),
             ),
         })
         try:

@@ -284,3 +284,82 @@ def test_launch_shows_a_failing_preflight_and_submits_nothing(qtbot, screenshot,
     assert not [r for r in fake_azure.requests() if r["method"] == "PUT"]
     confirm.close()
     win.close()
+
+
+def test_launch_offers_a_smoke_test_above_the_threshold(qtbot, screenshot, tmp_path, fake_azure):
+    """Settings › Azure holds the threshold; Launch of an Azure plan estimated above it (P80) offers a smoke test
+    with its cost range, below it does not; the offer starts `distill azure smoke PLAN --yes --json` as its own
+    process, and its results are shown when the job ends."""
+    from distill_studio.engine.azure.smoke import plan_cost_at
+
+    config = tmp_path / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "settings.json").write_text(json.dumps(F.settings_doc()))
+    keyring.set_password("distill-studio", f"azure:{F.TENANT}:{F.CLIENT}", SECRET)
+    plan = azure_plan(tmp_path)
+    p80 = plan_cost_at(plan)
+    assert p80 is not None and p80 > 0
+    _app, win = create_window([str(plan)])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.planner.analysis is not None, timeout=30_000)
+    assert win.settings.azure.smoke_test_above_usd == 200.0           # the default
+
+    # the threshold in Settings › Azure, saved
+    dialog = SettingsDialog(win.settings, win)
+    qtbot.addWidget(dialog)
+    assert dialog.smoke_threshold_spin.value() == 200.0
+    dialog.smoke_threshold_spin.setValue(round(p80) + 1)
+    dialog.tabs.setCurrentIndex(1)
+    screenshot(dialog, "settings_azure_smoke_threshold")
+    dialog.accept()
+    assert win.settings.azure.smoke_test_above_usd == round(p80) + 1
+    assert json.loads((config / "settings.json").read_text())["azure"]["smoke_test_above_usd"] == round(p80) + 1
+
+    # below the threshold: no offer
+    confirm = win.launch()
+    assert confirm.findChild(QPushButton, "azure_smoke_button") is None and confirm.property("smoke_offer") == ""
+    qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
+    confirm.close()
+
+    # above it: the offer, with the smoke job's cost as a range
+    win.settings.azure = win.settings.azure.model_copy(update={"smoke_test_above_usd": max(0.0, p80 - 0.01)})
+    confirm = win.launch()
+    smoke = confirm.findChild(QPushButton, "azure_smoke_button")
+    assert smoke is not None and smoke.isEnabled()
+    assert smoke.text().startswith("Run a smoke test first (≈ $") and "–" in smoke.text() and "~10 min" in smoke.text()
+    assert "P80" in smoke.toolTip() and "Standard_NC24ads_A100_v4" in smoke.toolTip()
+    qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
+    qtbot.wait(200)
+    screenshot(confirm, "azure_launch_confirm_smoke_offer")
+    assert not [r for r in fake_azure.requests() if r["method"] == "PUT"]
+
+    # the offer taken: its own process submits the smoke job (confirmed by the click); Azure runs it
+    smoke.click()
+    name = F.wait_for(lambda: next(iter(fake_azure.state()["jobs"]), None), timeout=120)
+    job = fake_azure.job(name)["properties"]
+    assert "smoke_node" in job["command"] and job["tags"].get("distill-smoke") == "1"
+    assert not win.runs.store.records                      # no training run was launched
+    output = job["outputs"]["smoke"]["uri"].split("/paths/", 1)[1].rstrip("/")
+    results = {"version": 1, "sku": "Standard_NC24ads_A100_v4", "nodes": 1, "gpus_per_node": 1, "world_size": 1,
+               "backend": "nccl", "ok": False, "collectives": [], "storage": {"read_gb_per_s": 0.9},
+               "checks": [{"name": "cuda", "ok": True, "text": "1 GPU(s) (NVIDIA A100 80GB PCIe), 1 expected"},
+                          {"name": "collectives", "ok": None, "text": "one process: there is no collective to measure"},
+                          {"name": "data_read", "ok": True, "text": "900 MB/s"},
+                          {"name": "output_write", "ok": False, "text": "writing failed: No space left on device"}]}
+    fake_azure.put_blob(f"azureml-blobstore/{output}/smoke.json", json.dumps(results).encode())
+    fake_azure.set_job(name, "Completed")
+    box = None
+
+    def result_box():
+        nonlocal box
+        box = win.findChild(QMessageBox, "smoke_result")
+        return box is not None and box.isVisible()
+
+    qtbot.waitUntil(result_box, timeout=120_000)
+    assert "FAILED" in box.text()
+    assert "FAIL output_write: writing failed: No space left on device" in box.informativeText()
+    assert "PASS cuda" in box.informativeText()
+    qtbot.wait(200)
+    screenshot(box, "azure_smoke_result")
+    box.close()
+    win.close()
