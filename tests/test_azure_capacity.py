@@ -609,3 +609,16 @@ def test_cmd_capacity_refresh_without_a_workspace_names_the_settings(monkeypatch
     with pytest.raises(AzureError) as info:
         C.cmd_capacity(SimpleNamespace(region="eastus", refresh=True))
     assert "Settings › Azure" in str(info.value)
+
+
+def test_preflight_warns_where_a_quota_row_is_missing_and_never_calls_it_free():
+    from distill_studio.engine.azure.preflight import Preflight, check_quota
+
+    az = Azure(WS, cred=FakeCred(), t=no_low_priority_rows())
+    report = Preflight(plan="p", workspace=WS.workspace)
+    check_quota(az, report, [("", "Standard_NC4as_T4_v3", 2, "low-priority"),
+                             ("", "Standard_NC4as_T4_v3", 2, "dedicated")])
+    low, dedicated = report.checks
+    assert low.status == "warn" and "quota unknown" in low.text and "lowPriorityCores" in low.text, low
+    assert "free" not in low.text
+    assert dedicated.status == "ok" and "quota is free" in dedicated.text

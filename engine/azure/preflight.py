@@ -233,6 +233,11 @@ def check_quota(az: Azure, report: Preflight, stages: list[tuple[str, str, int, 
                        "request the quota named (it is granted per region and family, often within a day), or "
                        "plan with another size or priority (the planner skips sizes the quota rules out once "
                        "`distill azure capacity --refresh` has run)")
+        elif table.missing_quota(sku, priority):
+            rows = ", ".join(table.missing_quota(sku, priority))
+            report.add("quota", "warn", f"{label}: quota unknown (Azure listed no {rows} row), checked {when}",
+                       "unknown is not unlimited: look the family up in the portal (Subscriptions › Usage + quotas) "
+                       "before a long run; a job short of quota waits in the queue")
         else:
             report.add("quota", "ok", f"{label}: quota is free, checked {when}")
 
