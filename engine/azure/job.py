@@ -162,7 +162,8 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     world = resolved.nodes * resolved.gpus_per_node
     run_key = run_key or name
     args = ["python -m distill_studio.engine.train plan.toml --run-dir ${{outputs.run}}",
-            f"--resume-if-started {run_key} --expect-world-size {world}"]
+            f"--resume-if-started {run_key} --expect-world-size {world}",
+            "--checkpoint-local auto"]   # the output is a blob mount: checkpoints go through the node's disk
     args += [f"--input {key}=${{{{inputs.{iname}}}}}" for iname, (key, _) in inputs.items()]
     job_inputs = {iname: Input(type="uri_file" if Path(v).suffix and not v.endswith("/") else "uri_folder", path=v)
                   for iname, (_, v) in inputs.items()}

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-local", metavar="DIR",
                         help="the run folder is a mount (an Azure ML job's output): write each checkpoint to DIR on "
                              "this node's own disk first, then copy it into the run folder, its manifest last; "
-                             "'auto': $DISTILL_LOCAL_DISK/checkpoints, else the system's temporary folder")
+                             "'auto': under $DISTILL_LOCAL_DISK, else Azure ML's job folder on the node's disk "
+                             "($AZUREML_CR_EXECUTION_WORKING_DIR_PATH), else the system's temporary folder")
     args = parser.parse_args(argv)
     from .run import execute, started_here
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint_local == "auto":
             import tempfile
 
-            local = Path(os.environ.get("DISTILL_LOCAL_DISK") or tempfile.gettempdir()) / "distill-checkpoints"
+            local = Path(os.environ.get("DISTILL_LOCAL_DISK") or os.environ.get("AZUREML_CR_EXECUTION_WORKING_DIR_PATH")
+                         or tempfile.gettempdir()) / "distill-checkpoints"
 
     if args.teacher_run is not None and args.stage != "student":
         parser.error("--teacher-run goes with --stage student")
