@@ -182,7 +182,7 @@ def test_rehearse_the_demo_job_killed_during_a_checkpoint_copy(tmp_path):
     output = next((work / "mnt").rglob("cap/data-capability/wd/run"))
     engine = read_events(output / "events.jsonl")
     # the node was killed during a copy, the copy left incomplete, and the restart resumed from the one before
-    assert "while checkpoint step" in tail
+    assert "while checkpoint step" in proc.stderr
     starts = [e for e in engine if e["type"] == "run_started"]
     assert out["resumed_from_step"] is not None and starts[-1]["resumed_from_step"] == out["resumed_from_step"]
     assert any(p.name.endswith("_attempt_2.txt") for p in (work / "logs" / "user_logs").iterdir())

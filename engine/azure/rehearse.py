@@ -475,6 +475,8 @@ def rehearse(plan_path: Path, *, processes: int | None = None, kill_during_check
 
     plan_path = Path(plan_path)
     plan = load_plan(plan_path)
+    if os.name == "nt":
+        raise AzureError("a rehearsal runs the job as an Azure ML node (Linux) runs it; run it on Linux or macOS")
     if processes is not None and processes < 1:
         raise AzureError(f"--processes: {processes}; give 1 or more processes per node")
     name = job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
