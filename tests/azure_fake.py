@@ -8,7 +8,12 @@ The state lives in a folder (``state.json``, ``requests.jsonl``, blobs), locked 
 ``DISTILL_AZURE_TRANSPORT=azure_fake:transport`` and ``AZURE_FAKE_DIR=<folder>``, with tests/ on PYTHONPATH.
 
 A test plays Azure's part with :class:`FakeAzure`: moves a job through its states, logs a run's events as the
-node's MLflow would, fails requests (429 with Retry-After, 5xx, 401, 404, the network gone) for a number of times.
+node's MLflow would, fails requests (429 with Retry-After, 5xx, 401, 404, the network gone, a proxy refusing, a
+server that never answers) for a number of times.
+
+Time: a server that never answers costs the request's timeout, and the retry policy's waits cost their length; with
+:meth:`FakeAzure.fake_time` both are added to a clock (:meth:`FakeAzure.clock`) instead of being slept, so a test of
+a minute's silence takes milliseconds and still measures what the user would wait.
 """
 from __future__ import annotations
 
@@ -26,7 +31,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import keyring.backend
 import requests
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import (
+    ServiceRequestError, ServiceRequestTimeoutError, ServiceResponseError, ServiceResponseTimeoutError,
+)
+from azure.core.configuration import ConnectionConfiguration
 from azure.core.pipeline.transport import HttpTransport
 from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
 
@@ -81,13 +89,41 @@ class FakeAzure:
 
     # ---- the test's controls ----------------------------------------------------------------------------------
     def fail(self, method: str, url_pattern: str, status: int = 0, times: int = 1, headers: dict | None = None,
-             code: str = "Failure", message: str = "injected", network: bool = False, after: bool = False) -> None:
+             code: str = "Failure", message: str = "injected", network: bool | str = False, after: bool = False,
+             silent: str = "") -> None:
         """The next ``times`` requests matching fail: with ``status`` and an ARM error body, or (``network``) as if
-        the connection was lost; ``after``: the request is carried out first and only its answer is lost."""
+        the connection was lost (``network="proxy"``: a proxy refused it, requests' ``ProxyError``); ``after``: the
+        request is carried out first and only its answer is lost; ``silent="read"``: the server takes the request
+        and never answers (the request waits its read timeout, ``after`` says whether Azure carried it out), or
+        ``silent="connect"``: the connection is never accepted (it waits its connect timeout)."""
         with self.locked() as s:
             s["faults"].append({"method": method, "url": url_pattern, "status": status, "times": times,
                                 "headers": headers or {}, "code": code, "message": message, "network": network,
-                                "after": after})
+                                "after": after, "silent": silent})
+
+    def fake_time(self, on: bool = True) -> None:
+        """Retry waits and timeouts are added to :meth:`clock` instead of being slept."""
+        with self.locked() as s:
+            s["fake_time"] = on
+
+    def clock(self) -> float:
+        """Seconds of waiting the fake has charged: timeouts of unanswered requests, and retry waits under
+        :meth:`fake_time`."""
+        return float(self.state().get("clock", 0.0))
+
+    def wait(self, seconds: float) -> None:
+        """A retry policy's wait: charged to the clock under :meth:`fake_time`, else slept."""
+        with self.locked() as s:
+            fake = s.get("fake_time", False)
+            if fake:
+                s["clock"] = s.get("clock", 0.0) + seconds
+        if not fake:
+            time.sleep(seconds)
+
+    def blob_puts(self, prefix: str = "") -> list[dict[str, Any]]:
+        """The blob uploads recorded (``PUT`` of a blob or block, not of its metadata)."""
+        return [r for r in self.requests() if r["method"] == "PUT" and ".blob.core.windows.net" in r["url"]
+                and "comp=metadata" not in r["url"] and urlsplit(r["url"]).path.startswith(prefix)]
 
     def serve(self, method: str, url_pattern: str, doc: Any, status: int = 200) -> None:
         """Answer requests matching ``url_pattern`` with ``doc`` (listings the fake has no model of, e.g. resource
@@ -145,15 +181,38 @@ class FakeAzure:
         p.write_bytes(data)
 
     # ---- answering ----------------------------------------------------------------------------------------------
-    def answer(self, method: str, url: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
+    def answer(self, method: str, url: str, headers: dict[str, str], body: bytes,
+               timeouts: tuple[float, float] = (300.0, 300.0)) -> tuple[int, dict, bytes]:
+        """``timeouts``: the request's connect and read timeouts, as the transport would apply them."""
         with self.locked() as s:
             self._record(method, url, headers, body)
             for f in s["faults"]:
                 if f["times"] > 0 and f["method"] in (method, "*") and re.search(f["url"], url):
                     f["times"] -= 1
+                    host = urlsplit(url).netloc
+                    if f.get("silent") == "connect":
+                        s["clock"] = s.get("clock", 0.0) + timeouts[0]
+                        err = requests.exceptions.ConnectTimeout(
+                            f"HTTPSConnectionPool(host='{host}', port=443): Max retries exceeded (Caused by "
+                            f"ConnectTimeoutError('Connection to {host} timed out. (connect timeout={timeouts[0]})'))")
+                        raise ServiceRequestTimeoutError(err, error=err)
+                    if f.get("silent") == "read":
+                        if f.get("after"):
+                            _route(self, s, method, url, headers, body)
+                        s["clock"] = s.get("clock", 0.0) + timeouts[1]
+                        err = requests.exceptions.ReadTimeout(
+                            f"HTTPSConnectionPool(host='{host}', port=443): Read timed out. "
+                            f"(read timeout={timeouts[1]})")
+                        raise ServiceResponseTimeoutError(err, error=err)
                     if f.get("after"):
                         _route(self, s, method, url, headers, body)
                         raise ServiceResponseError("Connection reset while reading the answer (fake)")
+                    if f["network"] == "proxy":
+                        err = requests.exceptions.ProxyError(
+                            f"HTTPSConnectionPool(host='{host}', port=443): Max retries exceeded (Caused by "
+                            "ProxyError('Unable to connect to proxy', OSError('Tunnel connection failed: 502 Bad "
+                            "Gateway')))")
+                        raise ServiceRequestError(err, error=err)
                     if f["network"]:
                         raise ServiceRequestError("Connection aborted: the network is unreachable (fake)")
                     return f["status"], {"content-type": "application/json", **f["headers"]}, json.dumps(
@@ -343,11 +402,15 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
         kind, name, version, pending = m.groups()
         key = f"{kind}/{name}/{version}"
         if pending:
+            # a new temporary place for each pending upload, as Azure ML gives one (never a place an earlier
+            # upload marked complete)
+            s["pending_uploads"] = s.get("pending_uploads", 0) + 1
+            where = name if s["pending_uploads"] == 1 else f"{name}-{s['pending_uploads']}"
             return _json(200, {"blobReferenceForConsumption": {
-                "blobUri": f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{name}",
+                "blobUri": f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{where}",
                 "credential": {"credentialType": "SAS", "sasUri":
-                               f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{name}?sv=2026&sig=fake"}},
-                "pendingUploadId": name, "pendingUploadType": "TemporaryBlobReference"})
+                               f"https://{ACCOUNT}.blob.core.windows.net/azureml-blobstore/{where}?sv=2026&sig=fake"}},
+                "pendingUploadId": where, "pendingUploadType": "TemporaryBlobReference"})
         if method == "GET":
             return _json(200, s["assets"][key]) if key in s["assets"] else _not_found(key)
         if method == "PUT":
@@ -358,7 +421,11 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
     m = re.fullmatch(r"/(environments|codes|data)/([^/]+)/versions", rest)
     if m and method == "GET":
         prefix = f"{m.group(1)}/{m.group(2)}/"
-        return _json(200, {"value": [v for k, v in s["assets"].items() if k.startswith(prefix)]})
+        found = [v for k, v in s["assets"].items() if k.startswith(prefix)]
+        if query.get("hash"):          # the versions holding that content (what azure-ai-ml asks before uploading)
+            found = [v for v in found if (v.get("properties", {}).get("properties") or {}).get("hash_sha256")
+                     == query["hash"][0]]
+        return _json(200, {"value": found})
     m = re.fullmatch(r"/(codes|data|environments)/([^/]+)", rest)
     if m and method in ("GET", "PUT"):
         doc = {"id": WS_ID + rest, "name": m.group(2), "properties": {"latestVersion": None}}
@@ -395,18 +462,24 @@ def _blob(fake: FakeAzure, s, method, path, query, headers, body):
                "<NextMarker /></EnumerationResults>")
         return 200, {"content-type": "application/xml"}, xml.encode()
     target = root / name
+    key = f"{container}/{name}"
+    meta = {k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ms-meta-")}
     if method == "PUT":
-        if query.get("comp") == ["metadata"]:
+        if query.get("comp") == ["metadata"]:      # kept, as blob storage keeps it (azure-ai-ml marks uploads done)
+            if not target.is_file():
+                return 404, {"x-ms-error-code": "BlobNotFound"}, b""
+            s.setdefault("blob_meta", {})[key] = meta
             return 200, {}, b""
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body or b"")
+        s.setdefault("blob_meta", {})[key] = meta
         return 201, {"ETag": '"0x1"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"}, b""
     if method in ("GET", "HEAD"):
         if not target.is_file():
             return 404, {"x-ms-error-code": "BlobNotFound"}, b""
         data = target.read_bytes()
         hdr = {"x-ms-blob-type": "BlockBlob", "ETag": '"0x1"', "Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT",
-               "content-type": "application/octet-stream"}
+               "content-type": "application/octet-stream", **s.get("blob_meta", {}).get(key, {})}
         if method == "HEAD":
             return 200, {**hdr, "Content-Length": str(len(data))}, b""
         return _ranged(data, headers, hdr)
@@ -464,10 +537,17 @@ class CannedTransport(HttpTransport):
 
 
 class FakeTransport(CannedTransport):
-    """An azure-core transport that answers from a :class:`FakeAzure`."""
+    """An azure-core transport that answers from a :class:`FakeAzure`. Its timeouts are configured and taken per
+    request as azure-core's ``RequestsTransport`` takes them (``connection_config``, ``connection_timeout`` and
+    ``read_timeout`` keywords; 300 s each unless set), and its :meth:`sleep` (the retry policy's waits) goes through
+    the fake's clock."""
 
-    def __init__(self, fake: FakeAzure) -> None:
+    def __init__(self, fake: FakeAzure, **kwargs) -> None:
         self.fake = fake
+        self.connection_config = ConnectionConfiguration(**kwargs)
+
+    def sleep(self, duration):
+        self.fake.wait(duration)
 
     def send(self, request, **kwargs):
         body = request.data if hasattr(request, "data") and isinstance(getattr(request, "data"), (bytes, str)) \
@@ -478,7 +558,10 @@ class FakeTransport(CannedTransport):
             body = body.read()
         if isinstance(body, str):
             body = body.encode()
-        status, headers, content = self.fake.answer(request.method, request.url, dict(request.headers), body or b"")
+        timeouts = (kwargs.get("connection_timeout", self.connection_config.timeout),
+                    kwargs.get("read_timeout", self.connection_config.read_timeout))
+        status, headers, content = self.fake.answer(request.method, request.url, dict(request.headers), body or b"",
+                                                    timeouts=timeouts)
         return self.reply(request, status, headers, content, stream=bool(kwargs.get("stream")))
 
 

@@ -172,41 +172,37 @@ def cmd_status(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    """The job's log, as far as it is written (the watcher's copy is brought up to date first); --follow keeps
-    printing it until the job ends."""
-    from .watch import Watcher
+    """The job's log as far as it is written, read from Azure ML; --follow keeps printing it until the job ends.
+    It only reads: nothing is written into the run folder (the watcher keeps the run's own copy), and a failed read
+    is one message, not retried in a loop."""
+    import codecs
 
-    from .watch import AlreadyWatched
+    from .client import status_text
+    from .jobs import TERMINAL, get_job, read_meta
+    from .watch import read_log
 
-    console = Path(args.run) / "logs" / "console.log"
-    try:
-        w = Watcher(args.run, _azure(args.run))
-    except AlreadyWatched:
-        w = None            # the app's watcher keeps the console log current: read it
+    meta = read_meta(args.run)
+    name = meta["job"]
+    az = _azure(args.run)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     offset = 0
-    try:
-        while True:
-            end = w.poll() if w is not None else _ended(Path(args.run))
-            if console.exists():
-                with open(console, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-                offset += len(data)
-                sys.stdout.write(data.decode("utf-8", errors="replace"))
-                sys.stdout.flush()
-            if end is not None or not args.follow:
-                return 0
-            time.sleep(args.interval)
-    finally:
-        if w is not None:
-            w.close()
-
-
-def _ended(run_dir: Path) -> str | None:
-    from ..runs.events import read_events
-
-    found = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") in ("run_started", "run_finished")]
-    return found[-1].get("status") if found and found[-1]["type"] == "run_finished" else None
+    while True:
+        job = get_job(az, name)
+        if job is None:
+            raise AzureError(f"job {name} of {args.run} is not in workspace {az.ws.workspace} (deleted, or another "
+                             "workspace: check Settings › Azure)")
+        status = status_text(job)
+        got = read_log(az, name, offset, az.pipeline(signed=False, retries=False))
+        if got is not None:
+            data, _ = got
+            offset += len(data)
+            sys.stdout.write(decoder.decode(data))
+            sys.stdout.flush()
+        elif offset == 0 and not args.follow:
+            _say(f"job {name} is {status}; it has no log yet")
+        if status in TERMINAL or not args.follow:
+            return 0
+        time.sleep(args.interval)
 
 
 def cmd_cancel(args) -> int:

@@ -10,6 +10,10 @@ every submission first looks the name up: a job that exists (a submission whose 
 a second click, a second terminal) is adopted, not sent again. The request carries a client request id too
 (``x-ms-client-request-id``, kept in ``azure.json``) so Azure's own logs can tie retries together.
 
+**The code, once per content.** The staged code folder (the engine and the resolved plan) is a code asset named
+:data:`CODE_ASSET` whose version is the folder's content hash: a submission whose code is already in the workspace
+refers to that version and uploads nothing; only changed code is uploaded.
+
 **Preemption.** A low-priority job whose node was taken back is submitted again as ``<name>-r2`` (``-r3``...),
 with the same output path: the engine finds its run folder there and continues from the last checkpoint.
 """
@@ -23,13 +27,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import AzureError
-from .client import Azure, Workspace, explain, status_text
+from .client import Azure, Workspace, explain, sdk_output, status_text
 
 RUN_FILE = "azure.json"
 # NotResponding is not an end: Azure ML says a job can come back from it (and it may still be training)
 TERMINAL = ("Completed", "Failed", "Canceled")
 MAX_ATTEMPTS = 4               # the first submission and three resubmissions after preemption
 PREEMPTED = re.compile(r"preempt|low.?priority node|evicted|spot", re.I)
+CODE_ASSET = "distill-studio-code"
+JOB_API = "2024-04-01"
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
@@ -69,7 +75,7 @@ def get_job(az: Azure, name: str):
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        return az.ml.jobs.get(name)
+        return az.fresh_on_401(az.ml.jobs.get, name)
     except ResourceNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001 — a 404 may also come wrapped by azure-ai-ml
@@ -86,7 +92,7 @@ def ensure_cluster(az: Azure, cluster, say: Callable[[str], None]) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        existing = az.ml.compute.get(cluster.name)
+        existing = az.fresh_on_401(az.ml.compute.get, cluster.name)
     except ResourceNotFoundError:
         existing = None
     except Exception as exc:  # noqa: BLE001
@@ -118,12 +124,16 @@ def send(az: Azure, spec_job, meta: dict[str, Any], say: Callable[[str], None]):
         say(f"job {name} is already in Azure ML ({status_text(found)}); not submitting it again")
         return found
     meta.setdefault("client_request_id", str(uuid.uuid4()))
+    code_once(az, spec_job, say)
     try:
-        job = az.ml_for_request(meta["client_request_id"]).jobs.create_or_update(spec_job)
+        with sdk_output(say):
+            job = az.ml_for_request(meta["client_request_id"]).jobs.create_or_update(spec_job)
     except Exception as exc:  # noqa: BLE001
-        # the answer may have been lost after Azure took the job: look before anyone submits again
+        # the answer may have been lost after Azure took the job: look (one try: the request before has had its
+        # retries) before anyone submits again
         try:
-            found = get_job(az, name)
+            taken = job_exists_once(az, name)
+            found = get_job(az, name) if taken else None
         except AzureError:
             found = None
         if found is not None:
@@ -132,6 +142,71 @@ def send(az: Azure, spec_job, meta: dict[str, Any], say: Callable[[str], None]):
         raise explain(exc, f"submitting job {name}", az.ws) from None
     say(f"job {name} submitted ({status_text(job)})")
     return job
+
+
+def job_exists_once(az: Azure, name: str) -> bool:
+    """Whether Azure ML has a job of that name: one GET, no retries (an :class:`AzureError` when it gets no answer)."""
+    from azure.core.rest import HttpRequest
+
+    url = f"https://management.azure.com{az.ws.arm_id}/jobs/{name}?api-version={JOB_API}"
+    try:
+        resp = az.pipeline(retries=False).send_request(HttpRequest("GET", url))
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"looking up job {name}", az.ws) from None
+    if resp.status_code == 404:
+        return False
+    if resp.status_code >= 400:
+        raise AzureError(f"looking up job {name}: Azure answered {resp.status_code}")
+    return True
+
+
+def content_hash(folder: Path) -> str:
+    """A hash of the folder's files: their paths relative to it and their bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix().encode()
+        h.update(len(rel).to_bytes(8, "little") + rel)
+        data = path.read_bytes()
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def code_once(az: Azure, spec_job, say: Callable[[str], None]) -> None:
+    """Point the job at the code asset of its staged folder's content, uploading the folder only when the workspace
+    has no such version yet."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    folder = getattr(spec_job, "code", None)
+    if not isinstance(folder, (str, Path)) or not Path(folder).is_dir():
+        return                       # a code asset already, or no code
+    version = content_hash(Path(folder))[:24]
+    try:
+        found = az.fresh_on_401(az.ml._code.get, CODE_ASSET, version)   # MLClient keeps its code operations private
+    except ResourceNotFoundError:
+        found = None
+    except Exception as exc:  # noqa: BLE001
+        if not _is_404(exc):
+            raise explain(exc, f"looking up the code asset {CODE_ASSET}:{version}", az.ws) from None
+        found = None
+    if found is not None:
+        say(f"the engine and the plan are in the workspace already ({CODE_ASSET}:{version}); not uploaded again")
+    else:
+        from azure.ai.ml.entities._assets._artifacts.code import Code   # not exported, but what `code=` becomes
+
+        say(f"uploading the engine and the plan ({CODE_ASSET}:{version})")
+        try:
+            with sdk_output(say):
+                found = az.ml._code.create_or_update(Code(name=CODE_ASSET, version=version, path=str(folder)))
+        except Exception as exc:  # noqa: BLE001
+            raise explain(exc, f"uploading the code asset {CODE_ASSET}:{version}", az.ws) from None
+    spec_job.code = found.id
+
+
+def _is_404(exc: BaseException) -> bool:
+    return 404 in (getattr(exc, "status_code", None), getattr(getattr(exc, "inner_exception", None),
+                                                                "status_code", None))
 
 
 class Stopped(AzureError):
@@ -152,18 +227,21 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
 
     run_dir = Path(run_dir)
     plan_path = Path(plan_path)
+    name = ""
     if (run_dir / RUN_FILE).exists():
         meta = read_meta(run_dir)
         found = get_job(az, meta["job"])
         if found is not None:
             say(f"job {meta['job']} is already in Azure ML ({status_text(found)}); not submitting it again")
             return meta
-        return _send_recorded(az, run_dir, meta, say, should_stop)
-    if (run_dir / "events.jsonl").exists():
+        if (run_dir / "plan.toml").exists():
+            return _send_recorded(az, run_dir, meta, say, should_stop)
+        name = meta["job"]   # it failed before the job was built (Azure not reached): build it now, same name
+    elif (run_dir / "events.jsonl").exists():
         raise AzureError(f"--run-dir: {run_dir} already holds a run; choose a new folder")
     plan = load_plan(plan_path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    name = J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
+    name = name or J.job_name(plan.name, time.strftime("%Y%m%d-%H%M%S"))
     meta = {"job": name, "jobs": [name], "run_key": name, "workspace": az.ws.public(),
             "plan_path": str(plan_path.resolve()), "created": time.time(), "data_uri": data_uri or "", **(record or {})}
     write_meta(run_dir, meta)          # the name is kept before anything is sent
@@ -248,7 +326,7 @@ def _send_spec(az: Azure, run_dir: Path, meta: dict[str, Any], spec, say: Callab
     if should_stop():
         raise Stopped("stopped before the job was submitted; nothing runs on Azure (the compute cluster is kept; "
                       "it has 0 nodes when idle)")
-    say("uploading the engine and the plan's local files (unchanged files are uploaded once)")
+    say("sending the job; the plan's local files are uploaded where the workspace does not have them yet")
     job = send(az, spec.job, meta, say)
     meta.update({"submitted": time.time(), "status": status_text(job), "studio_url": _studio(job)})
     write_meta(run_dir, meta)
@@ -263,7 +341,7 @@ def check_workspace(az: Azure, meta: dict[str, Any]) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
-        ws = az.ml.workspaces.get(az.ws.workspace)
+        ws = az.fresh_on_401(az.ml.workspaces.get, az.ws.workspace)
     except ResourceNotFoundError:
         raise AzureError(f"workspace {az.ws.workspace} was not found in resource group {az.ws.resource_group} of "
                          f"subscription {az.ws.subscription_id}; check Settings › Azure (or create it: "

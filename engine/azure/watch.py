@@ -61,7 +61,7 @@ def tracking_base(az: Azure, meta: dict[str, Any]) -> str:
     if meta.get("mlflow") and _trusted(meta["mlflow"]):
         return meta["mlflow"]
     try:
-        ws = az.ml.workspaces.get(az.ws.workspace)
+        ws = az.fresh_on_401(az.ml.workspaces.get, az.ws.workspace)
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
     uri = getattr(ws, "mlflow_tracking_uri", "") or ""
@@ -156,10 +156,14 @@ class Watcher:
 
         if self._pipeline is None:
             self._pipeline = self.az.pipeline()
-        try:
+
+        def get():
             resp = self._pipeline.send_request(HttpRequest("GET", url))
             resp.raise_for_status()
             return resp.json()
+
+        try:
+            return self.az.fresh_on_401(get)
         except Exception as exc:  # noqa: BLE001
             raise explain(exc, "reading the run's metrics", self.az.ws) from None
 
@@ -226,35 +230,13 @@ class Watcher:
         return e
 
     def _read_logs(self, name: str) -> None:
-        try:
-            details = self.az.ml.jobs._runs_operations.get_run_details(name)
-        except Exception as exc:  # noqa: BLE001
-            raise explain(exc, "reading the job's log", self.az.ws) from None
-        files = getattr(details, "log_files", None) or {}
-        names = sorted(k for k in files if LOG_NAMES.match(k))
-        if not names:
-            return
-        url = files[names[0]]
         cur = self._cursor()
-        from azure.core import PipelineClient
-        from azure.core.pipeline.policies import RetryPolicy
-        from azure.core.rest import HttpRequest
-
-        from .client import RETRY
-
-        if self._logs_pipeline is None:    # a SAS URL: no bearer token on it
-            kw = {"transport": self.az.transport} if self.az.transport is not None else {}
-            self._logs_pipeline = PipelineClient(base_url=url, policies=[RetryPolicy(**RETRY)], **kw)
-        try:
-            resp = self._logs_pipeline.send_request(HttpRequest("GET", url, headers={"Range": f"bytes={cur['log']}-"}))
-            if resp.status_code == 416:
-                return
-            resp.raise_for_status()
-            data = resp.read()
-        except Exception as exc:  # noqa: BLE001
-            raise explain(exc, "reading the job's log", self.az.ws) from None
-        if resp.status_code == 200:        # the whole file: skip what was copied already
-            data = data[cur["log"]:]
+        if self._logs_pipeline is None:
+            self._logs_pipeline = self.az.pipeline(signed=False)     # a SAS URL: no bearer token on it
+        got = read_log(self.az, name, cur["log"], self._logs_pipeline)
+        if got is None:
+            return
+        data, _ = got
         end = data.rfind(b"\n")
         if end < 0:
             return
@@ -400,6 +382,39 @@ class Watcher:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def log_url(az: Azure, name: str) -> str | None:
+    """The read-only (SAS) URL of the job's main log file, or None while the job has none."""
+    try:
+        details = az.fresh_on_401(az.ml.jobs._runs_operations.get_run_details, name)
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, "reading the job's log", az.ws) from None
+    files = getattr(details, "log_files", None) or {}
+    names = sorted(k for k in files if LOG_NAMES.match(k))
+    return files[names[0]] if names else None
+
+
+def read_log(az: Azure, name: str, offset: int = 0, pipeline=None) -> tuple[bytes, str] | None:
+    """The job's log from byte ``offset`` on (one ranged GET), and its URL; None while it has no log or nothing
+    new. Writes nothing anywhere."""
+    from azure.core.rest import HttpRequest
+
+    url = log_url(az, name)
+    if url is None:
+        return None
+    pipeline = pipeline if pipeline is not None else az.pipeline(signed=False)
+    try:
+        resp = pipeline.send_request(HttpRequest("GET", url, headers={"Range": f"bytes={offset}-"}))
+        if resp.status_code == 416:
+            return None
+        resp.raise_for_status()
+        data = resp.read()
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, "reading the job's log", az.ws) from None
+    if resp.status_code == 200:        # the whole file: skip what was read already
+        data = data[offset:]
+    return data, url
 
 
 def _event_key(e: dict[str, Any]) -> str:
