@@ -19,9 +19,10 @@ from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator,
 from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
 from .errors import CatalogError, PlanError, RunError
-from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency
+from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency, coefficients
 from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
+from .estimate.smoke_records import load_records as load_smoke_records, measured_interconnect, measured_text
 from .estimate.solve import Decision, decide, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
 from .estimate.ranges import add_ranges
@@ -101,9 +102,17 @@ def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
     return size / BYTES_PER_TOKEN_ESTIMATE, f"token count estimated from {size:,} bytes of data at 4 bytes a token"
 
 
-def azure_machines(prices: PriceTable) -> list[Machine]:
-    """Every Azure size of the catalog, priced for the region (a plan's `sku` narrows the choice, not the sweep)."""
+def azure_machines(prices: PriceTable, notes: list[str] | None = None,
+                   records: list[dict] | None = None) -> list[Machine]:
+    """Every Azure size of the catalog, priced for the region (a plan's `sku` narrows the choice, not the sweep).
+
+    A size a smoke job measured (``distill azure smoke``; ``records``: the store's by default) takes the measured
+    bus bandwidth within and across nodes, over ``[communication] bus_efficiency`` (the sweep multiplies link speeds
+    by it; a bus bandwidth already is the achieved figure), in place of the catalog's link speeds, and the measured
+    output write and data read in place of the assumed storage speeds; ``notes`` gains a line for each such size."""
     accs = load_accelerators()
+    records = load_smoke_records() if records is None else records
+    eff = float(coefficients()["communication"]["bus_efficiency"])
     out = []
     for s in load_skus().values():
         a = accs[s.accelerator]
@@ -112,12 +121,46 @@ def azure_machines(prices: PriceTable) -> list[Machine]:
             p = prices.lookup(s.id, prio)
             if p is not None:
                 usd[prio] = p.usd_per_hour
-        out.append(Machine(
+        machine = Machine(
             id=s.id, accelerator=a.id, gpus=s.gpus, peak_tflops=a.bf16_dense_tflops, hbm_gb=s.gpu_memory_gb,
             hbm_gb_per_s=a.hbm_gb_per_s, intra_gb_per_s=s.intra_node_gb_per_s if s.gpus > 1 else 0.0,
             inter_gb_per_s=s.inter_node_gb_per_s, usd_per_hour=usd,
-        ))
+        )
+        m = measured_interconnect(s.id, records) if records else None
+        out.append(_measured_machine(machine, m, eff, notes) if m is not None else machine)
     return out
+
+
+def _measured_machine(machine: Machine, m: dict, eff: float, notes: list[str] | None) -> Machine:
+    """``machine`` with what a smoke job measured on its size (``smoke_records.measured_interconnect``'s ``m``):
+    all-reduce bus bandwidth (all-gather's where only that was measured), output write, data read."""
+    intra = m.get("intra_node_busbw_gb_per_s") or m.get("intra_node_allgather_busbw_gb_per_s")
+    inter = m.get("inter_node_busbw_gb_per_s") or m.get("inter_node_allgather_busbw_gb_per_s")
+    write, read = m.get("output_write_gb_per_s"), m.get("data_read_gb_per_s")
+    intra = intra if machine.gpus > 1 else None         # one GPU a node: no link within it
+    inter = inter if machine.inter_gb_per_s > 0 else None
+    if not (intra or inter or write or read):
+        return machine
+    changes: dict = {}
+    said = []
+    if intra:
+        changes["intra_gb_per_s"] = intra / eff
+        said.append(f"{intra:,.0f} GB/s bus bandwidth within a node (catalog link {machine.intra_gb_per_s:,.0f})")
+    if inter:
+        changes["inter_gb_per_s"] = inter / eff
+        said.append(f"{inter:,.0f} GB/s across nodes (catalog link {machine.inter_gb_per_s:,.0f})")
+    if write:
+        changes["blob_copy_gb_per_s"] = write
+        said.append(f"output write {write:,.2f} GB/s")
+    if read:
+        said.append(f"data read {read:,.2f} GB/s")
+    if write or read:   # a split plan's cache is written by one stage and read by the other: the slower of the two
+        changes["cache_transfer_gb_per_s"] = min(x for x in (write, read) if x)
+    text = measured_text({**m, "intra_node_busbw_gb_per_s": intra, "inter_node_busbw_gb_per_s": inter})
+    if notes is not None:
+        notes.append(f"{machine.id.removeprefix('Standard_')}: {text}: {', '.join(said)}; used in place of the "
+                     "catalog's link speeds and the assumed storage speeds")
+    return replace(machine, **changes, measured=text)
 
 
 LOCAL_NETWORK_GB_PER_S = 12.5  # machines of a local cluster: 100 Gb/s Ethernet between them
@@ -330,7 +373,7 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         prices = prices or load_prices(hw.region)
         if prices.note:
             notes.append(prices.note)
-        machines = azure_machines(prices)
+        machines = azure_machines(prices, notes)
         if capacity is not None and capacity.region != hw.region:
             notes.append(f"the capacity check given is for {capacity.region}, not the plan's region {hw.region}; "
                          "ignored")

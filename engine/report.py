@@ -254,6 +254,7 @@ def _figures(a: Analysis, i: int) -> str:
               f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
     cal = r["calibration"]
     source = cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
+    source += f"; {cal['smoke']}" if cal.get("smoke") else ""      # a smoke job measured the size's links, storage
     per = "process" if r["accelerator"] == "cpu" else "GPU"
     return (f"  {hours_text(h['total'])} ({phases}) · {_money(r['cost_usd'])} · "
             f"{mem['total']:.1f} of {usable:.0f} GiB per {per} · {r['tokens_per_second_per_gpu']:,.0f} tokens/s per {per} "

@@ -31,7 +31,7 @@ from importlib import resources
 
 import numpy as np
 
-from .core import ADAPTERS, GB, OPTIMIZER_STATE, PRECISIONS, Grid, Job, coefficients
+from .core import ADAPTERS, GB, OPTIMIZER_STATE, PRECISIONS, Grid, Job, coefficients, per_row
 
 # out columns this module writes
 COLUMNS = ("checkpoint_bytes", "checkpoint_write_hours", "checkpoint_interval_hours", "checkpoint_interval_steps",
@@ -96,7 +96,8 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     writers = np.where(shard > 1, nodes, 1.0)
     per_node = size / writers
     write_h = per_node / (f["storage"]["local_write_gb_per_s"] * GB) / 3600.0
-    copy_h = per_node / (f["storage"]["blob_copy_gb_per_s"] * GB) / 3600.0
+    # the copy to the output datastore: as a smoke job measured the size's write speed, else the assumed figure
+    copy_h = per_node / (per_row(g, "blob_copy_gb_per_s", f["storage"]["blob_copy_gb_per_s"]) * GB) / 3600.0
 
     # failures per node-hour: hardware (per GPU) and, on low priority, evictions; none modelled on a local machine
     fail = f["failures"]

@@ -133,6 +133,15 @@ def _f(x) -> np.ndarray:
     return np.asarray(x, dtype=float)
 
 
+def per_row(g: Grid, key: str, default: float):
+    """A coefficient per option: the grid's column ``key`` (``Grid.extra``: a smoke job's figure for the option's
+    size, NaN where none) with ``default`` in its gaps; ``default`` alone when the grid has no such column."""
+    col = g.extra.get(key)
+    if col is None:
+        return default
+    return np.where(np.isnan(col), default, col)
+
+
 def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndarray]:
     """Throughput, memory, time and cost of every configuration in ``g``."""
     c = coeffs or coefficients()

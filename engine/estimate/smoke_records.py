@@ -118,12 +118,29 @@ def measured_interconnect(sku: str, records: list[dict[str, Any]] | None = None)
                   key=lambda r: float(r.get("recorded") or 0.0), reverse=True)
     out: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    used: list[float] = []
     for rec in mine:
         for name, value in figures(rec).items():
-            if value is not None and name not in out:
+            if value is not None and value > 0 and name not in out:
                 out[name] = float(value)
                 sources[name] = rec.get("job", "")
+                used.append(float(rec.get("recorded") or 0.0))
     if not out:
         return None
+    # "measured": when the newest record that gave a figure was kept (a newer one that measured nothing usable,
+    # a failed or gloo-only job, does not date the figures)
     return {"sku": mine[0]["sku"], **{k: out.get(k) for k in figures({})}, "jobs": sources,
-            "measured": float(mine[0].get("recorded") or 0.0)}
+            "measured": max(used)}
+
+
+def measured_text(m: dict[str, Any]) -> str:
+    """"interconnect and storage measured by a smoke job on 2025-06-01" for :func:`measured_interconnect`'s answer
+    (what it measured: the interconnect, storage or both; the local date the newest figure was kept)."""
+    what = [w for w, keys in (("interconnect", ("intra_node_busbw_gb_per_s", "inter_node_busbw_gb_per_s")),
+                              ("storage", ("output_write_gb_per_s", "data_read_gb_per_s")))
+            if any(m.get(k) is not None for k in keys)]
+    jobs = sorted({j for j in (m.get("jobs") or {}).values() if j})
+    day = time.strftime("%Y-%m-%d", time.localtime(float(m.get("measured") or 0.0)))
+    return (f"{' and '.join(what) or 'nothing'} measured by {'smoke jobs' if len(jobs) > 1 else 'a smoke job'} "
+            f"on {day}"
+            + (f" ({', '.join(jobs)})" if jobs else ""))

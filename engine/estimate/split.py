@@ -9,7 +9,8 @@ example the pre-pass on 2 × ND96isr H100 v5, then training on 4 × NC24ads A100
   training);
 - the cache goes through storage: tokens × k × 6 bytes for top-k (fp16 log-prob + int32 id per kept entry), the
   generated text for seq-KD. The pass's nodes write it (in parallel, each its shards), every training node reads it
-  all (its ranks read examples from every shard), at ``[time] cache_transfer_gb_per_s`` per node; the storage itself
+  all (its ranks read examples from every shard), at ``[time] cache_transfer_gb_per_s`` per node (a size a smoke job
+  measured: the smaller of its data read and output write, ``estimate/smoke_records.py``); the storage itself
   is billed per GB-month for the hours the run takes;
 - the two stages run one after the other: time is their sum, cost is each stage's node-hours at its own price.
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checkpointing import loss_without_checkpoints
-from .core import GB, TEACHER_MODES, Job, coefficients
+from .core import GB, TEACHER_MODES, Job, coefficients, per_row
 from .sweep import Sweep, pareto_front
 
 PASS_MODES = (TEACHER_MODES.index("offline-topk"), TEACHER_MODES.index("generate"))
@@ -50,7 +51,8 @@ def _stages(sw: Sweep) -> dict[str, np.ndarray]:
     g, o, job = sw.grid, sw.out, sw.job
     tm = coefficients()["time"]
     load = tm["weight_load_gb_per_s"] * GB * 3600.0
-    rate = tm["cache_transfer_gb_per_s"] * GB * 3600.0
+    # per node, each row's size as a smoke job measured it (the smaller of read and write), else the assumed figure
+    rate = per_row(g, "cache_transfer_gb_per_s", tm["cache_transfer_gb_per_s"]) * GB * 3600.0
     nbytes = np.zeros(len(sw))
     for mode in PASS_MODES:
         nbytes = np.where(g.teacher_mode == mode, cache_bytes(job, mode), nbytes)

@@ -28,6 +28,12 @@ class Machine:
     max_nodes: int = MAX_NODES
     priorities: tuple[str, ...] = ("dedicated", "low-priority")
     provision: str = "azure"      # "azure" | "local"
+    # storage as a smoke job measured it on this size (estimate/smoke_records.py); None: the global coefficient,
+    # [storage] blob_copy_gb_per_s (a checkpoint's copy to the output datastore) and [time] cache_transfer_gb_per_s
+    # (a split option's cache through storage), per node
+    blob_copy_gb_per_s: float | None = None
+    cache_transfer_gb_per_s: float | None = None
+    measured: str = ""            # "interconnect and storage measured by a smoke job on <date>"; "" when none
 
 
 CALIBRATION_SOURCES = ("extrapolated", "published fit", "corrected here", "measured here")   # codes 0..3
@@ -61,6 +67,12 @@ class Sweep:
         return f"teacher pass {int(self.grid.nodes[p])} × {self.label('machine', p).removeprefix('Standard_')}, " \
                f"then {here}"
 
+    def measured(self, i: int) -> str | None:
+        """"interconnect and storage measured by a smoke job on <date>" where option ``i``'s size was (None: the
+        catalog's link speeds and the assumed storage speeds)."""
+        texts = self.labels.get("measured")
+        return (texts[int(self.grid.extra["machine"][i])] or None) if texts else None
+
     def row(self, i: int) -> dict:
         """One configuration as plain values, for reports and JSON."""
         o = self.out
@@ -91,7 +103,9 @@ class Sweep:
                       "cost_usd": [float(o["cost_low"][i]), float(o["cost_high"][i])]} if "hours_low" in o else None,
             # where the speed comes from: measured here (N runs), corrected here, the published fit, extrapolated
             "calibration": {"source": CALIBRATION_SOURCES[int(o["calibration"][i])] if "calibration" in o
-                            else "published fit", "runs": int(o["calibration_runs"][i]) if "calibration" in o else 0},
+                            else "published fit", "runs": int(o["calibration_runs"][i]) if "calibration" in o else 0,
+                            # the size's interconnect and storage as a smoke job measured them; None: the catalog's
+                            "smoke": self.measured(i)},
             "hours": {
                 "setup": float(o["setup_hours"][i]),
                 "teacher_pass": float(o["prepass_hours"][i]),
@@ -202,7 +216,15 @@ def build_grid(
         "priority": list(priorities),
         "teacher_precision": list(precisions),
     }
+    # sizes a smoke job measured: their storage speeds per row (NaN: the global coefficient); no columns at all
+    # when none was, so an empty calibration store costs nothing
+    for key in ("blob_copy_gb_per_s", "cache_transfer_gb_per_s"):
+        if any(getattr(m, key) for m in machines):
+            grid.extra[key] = per_machine([getattr(m, key) or np.nan for m in machines])
+    if any(m.measured for m in machines):
+        labels["measured"] = [m.measured for m in machines]
     return grid, labels
+
 
 
 def run_sweep(job: Job, machines: list[Machine], teacher_modes: tuple[str, ...], nodes: int | None = None) -> Sweep:

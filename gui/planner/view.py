@@ -356,7 +356,8 @@ class PlannerView(QWidget):
             phases.append(f"failures (expected) {_hours(h['failures'])}")
         cal = r["calibration"]
         text += ("\n" + ", ".join(phases) + f" · MFU {r['mfu'] * 100:.0f}% · "
-                 + cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else ""))
+                 + cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
+                 + (f" · {cal['smoke']}" if cal.get("smoke") else ""))    # a smoke job measured links, storage
         rng = r.get("range")
         if rng:
             text += f"\nP10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}"
