@@ -255,3 +255,68 @@ def test_smoke_round_trip_through_the_fake(fake, tmp_path, monkeypatch):
     # measured on CPUs: storage figures kept, no interconnect figure for the GPU size
     m = R.measured_interconnect("Standard_NC24ads_A100_v4")
     assert m["intra_node_busbw_gb_per_s"] is None and m["data_read_gb_per_s"] > 0
+
+
+# ---- the smoke job's own pre-flight --------------------------------------------------------------------------------
+
+def test_smoke_preflight_stops_before_anything_is_created(fake, tmp_path, monkeypatch, capsys):
+    """Quota for the smoke job's 2 nodes (not the plan's), permission, the input it reads: checked before any PUT;
+    the data's size against the plan's tokens is not (the smoke job reads a sample)."""
+    from test_azure_preflight import nothing_created, serve_exhausted_quota
+
+    from distill_studio.engine.cli import main
+
+    (tmp_path / "config").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config" / "settings.json").write_text(json.dumps(F.settings_doc()))
+    monkeypatch.setenv("DISTILL_AZURE_TRANSPORT", "azure_fake:transport")
+    fake.set_permissions(["*/read"])
+    serve_exhausted_quota(fake)                 # ND A100 v4: no quota
+    plan = multi_node_plan(tmp_path)
+    plan.write_text(plan.read_text().replace("[data]", "[data]\ntokens = 100_000_000", 1))   # far more than held
+    rc = main(["azure", "smoke", str(plan), "--yes"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "smoke job on 2 × Standard_ND96asr_v4" in err                        # the cost, shown first
+    assert "not submitted: the smoke job's pre-flight found" in err and "--force" in err
+    assert f"may not create jobs in workspace {F.WS}" in err
+    assert "FAIL quota: smoke job: 2 × Standard_ND96asr_v4 (dedicated)" in err   # its 2 nodes, not the plan's
+    assert "bytes per token" not in err                                          # no size check for a sample
+    nothing_created(fake)
+    assert not fake.state()["jobs"]
+    assert not (tmp_path / "data" / "smoke").exists() or not any((tmp_path / "data" / "smoke").iterdir())
+
+
+def test_smoke_preflight_names_a_missing_input_and_force_submits_despite_it(fake, tmp_path, monkeypatch):
+    from test_azure import connect
+
+    az = connect(fake)
+    plan = azure_plan(tmp_path)
+    missing = "azureml://datastores/workspaceblobstore/paths/nope/"
+    said: list[str] = []
+    with pytest.raises(S.AzureError, match="pre-flight found 1 problem"):
+        S.run_smoke(plan, az, confirm=lambda text: True, data_uri=missing, say=said.append, interval=0.05)
+    assert any("FAIL data: data.train: nothing at " + missing in s for s in said), said
+    assert not fake.state()["jobs"]
+    # --force: the risk is said and kept; the job is sent once
+    codes, _, out = run_node(tmp_path)
+    results = json.loads((out / "smoke.json").read_text())
+    results["sku"] = "Standard_NC24ads_A100_v4"
+
+    def node():
+        name = F.wait_for(lambda: next(iter(fake.state()["jobs"]), None), timeout=60)
+        output = fake.job(name)["properties"]["outputs"]["smoke"]["uri"]
+        fake.put_blob(f"azureml-blobstore/{output.split('/paths/', 1)[1].rstrip('/')}/smoke.json",
+                      json.dumps(results).encode())
+        fake.set_job(name, "Completed")
+
+    t = threading.Thread(target=node, daemon=True)
+    t.start()
+    said.clear()
+    got = S.run_smoke(plan, az, confirm=lambda text: True, data_uri=missing, say=said.append, interval=0.05,
+                      force=True)
+    t.join(10)
+    assert any(s.startswith("--force: submitting the smoke job despite data: data.train: nothing at") for s in said)
+    assert got["preflight"]["forced"] and got["preflight"]["risks_taken"][0].startswith("data: ")
+    meta = json.loads((Path(got["folder"]) / "azure.json").read_text())
+    assert meta["preflight"]["risks_taken"] == got["preflight"]["risks_taken"]
+    assert len([r for r in fake.requests() if r["method"] == "PUT" and "/jobs/" in r["url"]]) == 1

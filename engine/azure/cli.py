@@ -357,6 +357,8 @@ def add_parser(sub) -> None:
     sm.add_argument("plan", type=Path)
     sm.add_argument("--yes", action="store_true", help="submit without asking (the cost is still printed)")
     sm.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
+    sm.add_argument("--force", action="store_true", help="submit even if its pre-flight (permission, quota, data, "
+                                                         "token) finds a problem; the risks are named")
     sm.add_argument("--json", action="store_true", help="print the results as one JSON document")
     sm.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
     sm.set_defaults(func=cmd_smoke)

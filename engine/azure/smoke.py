@@ -105,6 +105,7 @@ class SmokePlan:
     region: str
     cost: dict[str, Any]
     gated: list[str] = field(default_factory=list)
+    split: bool = False         # the planner splits the plan: its training size (the longer stage), on its own cluster
 
 
 def plan_smoke(plan_path: Path, prices=None, base: Path | None = None) -> SmokePlan:
@@ -125,7 +126,7 @@ def plan_smoke(plan_path: Path, prices=None, base: Path | None = None) -> SmokeP
     return SmokePlan(sku=hw.sku, nodes=nodes, plan_nodes=resolved.nodes, gpus_per_node=resolved.gpus_per_node,
                      priority=hw.priority, region=hw.region,
                      cost=smoke_cost(hw.sku, hw.priority, nodes, hw.region, prices),
-                     gated=[g.split(" ", 1)[1] for g in gated_models(resolved.plan)])
+                     gated=[g.split(" ", 1)[1] for g in gated_models(resolved.plan)], split=bool(resolved.split))
 
 
 def plan_cost_at(plan_path: Path, confidence: float = 0.8, base: Path | None = None) -> float | None:
@@ -142,6 +143,59 @@ def plan_cost_at(plan_path: Path, confidence: float = 0.8, base: Path | None = N
         return None
     cost = float(at_confidence(a.sweep, confidence)[1][i])
     return cost if known(cost) else None
+
+
+# ---- pre-flight -------------------------------------------------------------------------------------------------------
+
+def smoke_preflight(plan_path: Path, az, sp: SmokePlan, *, data_uri: str | None = None, say=None):
+    """Pre-flight (``preflight.py``) of the smoke job itself, before anything is created: may the signed-in identity
+    create the job (and the cluster, where it does not exist or is too small), is there quota for the smoke job's
+    nodes (1 or 2, not the plan's), does the training input it mounts exist, can a gated model's token be read,
+    is the image built. The data's size against the plan's tokens is not checked: the smoke job reads a sample."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from ..plan import load_plan
+    from . import job as J
+    from . import preflight as P
+    from .client import SETTINGS_HINT, explain, quiet_sdk
+
+    quiet_sdk()
+    plan_path = Path(plan_path)
+    plan = load_plan(plan_path)
+    base = plan_path.resolve().parent
+    report = P.Preflight(plan=f"{plan.name} (smoke job)", workspace=az.ws.workspace)
+    name = az.ws.compute if az.ws.compute and not sp.split else J.cluster_name(sp.sku, sp.priority)
+    # the cluster as the plan's job has it (grown to the plan's nodes); the smoke job uses 1 or 2 of them
+    report.cluster = {"name": name, "sku": sp.sku, "nodes": sp.plan_nodes, "priority": sp.priority}
+    try:
+        ws_doc = az.ml.workspaces.get(az.ws.workspace)
+    except ResourceNotFoundError:
+        report.add("workspace", "fail", f"workspace {az.ws.workspace} was not found in resource group "
+                   f"{az.ws.resource_group} of subscription {az.ws.subscription_id}", f"check {SETTINGS_HINT}")
+        return report
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
+    try:
+        compute = az.ml.compute.get(name)
+    except ResourceNotFoundError:
+        compute = None
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"looking up compute cluster {name}", az.ws) from None
+    size = str(getattr(compute, "size", "") or "").lower() if compute is not None else ""
+    if size and size != sp.sku.lower():
+        report.add("workspace", "fail", f"compute cluster {name} exists with VM size {compute.size}, not {sp.sku}",
+                   f"choose another cluster in {SETTINGS_HINT} › Compute cluster, or leave it empty to use one "
+                   "named after the VM size")
+    big_enough = compute is not None and (getattr(compute, "max_instances", 0) or 0) >= sp.plan_nodes and \
+        size == sp.sku.lower()
+    P.check_permissions(az, report, big_enough)
+    P.check_quota(az, report, [("smoke job: ", sp.sku, sp.nodes, sp.priority)])
+    train = data_uri or plan.data.train
+    if train:                   # the input the smoke job mounts and reads a sample of: it must exist
+        P._one_input(az, report, "data.train", str(train), base, [])
+    P.check_token(az, report, plan, ws_doc, compute)
+    P.check_environment(az, report)
+    return report
 
 
 # ---- the job --------------------------------------------------------------------------------------------------------
@@ -251,9 +305,10 @@ def smoke_dir(name: str) -> Path:
 
 def run_smoke(plan_path: Path, az, *, confirm: Callable[[str], bool], data_uri: str | None = None,
               say: Callable[[str], None] = print, interval: float = 15.0, wait_s: float = WAIT_S,
-              should_stop: Callable[[], bool] = lambda: False, prices=None) -> dict[str, Any]:
-    """Cost, confirm, send, follow, download, record. Returns ``{"job", "folder", "cost", "results", "record"}``
-    (``results`` the node's ``smoke.json``)."""
+              should_stop: Callable[[], bool] = lambda: False, prices=None, force: bool = False) -> dict[str, Any]:
+    """Cost, pre-flight, confirm, send, follow, download, record. Returns ``{"job", "folder", "cost", "preflight",
+    "results", "record"}`` (``results`` the node's ``smoke.json``). A pre-flight failure stops it before anything is
+    created, unless ``force`` (the risks are said and kept in the smoke job's ``azure.json``)."""
     from ..plan import load_plan
     from . import jobs as J
     from .client import status_text
@@ -262,6 +317,16 @@ def run_smoke(plan_path: Path, az, *, confirm: Callable[[str], bool], data_uri: 
     sp = plan_smoke(plan_path, prices)
     text = cost_text(sp.cost)
     say(text)
+    report = smoke_preflight(plan_path, az, sp, data_uri=data_uri, say=say)
+    say(report.describe().replace("`distill azure submit --force`", "`distill azure smoke --force`"))
+    risks = report.risks()
+    if risks and not force:
+        raise AzureError(f"not submitted: the smoke job's pre-flight found {len(risks)} "
+                         f"problem{'s' if len(risks) != 1 else ''} (listed above, each with what to do); nothing "
+                         "was created. Fix them and run it again, or add --force to accept the risks")
+    if risks:
+        say("--force: submitting the smoke job despite " + "; ".join(risks))
+    preflight = {"ok": report.ok, "forced": bool(risks), "risks_taken": risks, "checked": time.time()}
     if not confirm(text):
         raise NotConfirmed("not submitted: the smoke job's cost was not confirmed (nothing was created); confirm "
                            "with --yes")
@@ -273,7 +338,8 @@ def run_smoke(plan_path: Path, az, *, confirm: Callable[[str], bool], data_uri: 
     folder.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"job": name, "jobs": [name], "run_key": name, "kind": "smoke",
                             "workspace": az.ws.public(), "plan_path": str(plan_path.resolve()),
-                            "created": time.time(), "data_uri": data_uri or "", "cost": sp.cost}
+                            "created": time.time(), "data_uri": data_uri or "", "cost": sp.cost,
+                            "preflight": preflight}
     J.write_meta(folder, meta)                    # the name is kept before anything is sent
     J.check_workspace(az, meta)
     spec = build_smoke(plan_path, name, folder / "azure-code", data_uri=data_uri, compute=az.ws.compute,
@@ -301,7 +367,8 @@ def run_smoke(plan_path: Path, az, *, confirm: Callable[[str], bool], data_uri: 
     record = add_record(results, job=name, plan=plan.name, cost_usd=sp.cost.get("usd"))
     meta["ok"] = bool(results.get("ok"))
     J.write_meta(folder, meta)
-    return {"job": name, "folder": str(folder), "status": status, "cost": sp.cost, "results": results,
+    return {"job": name, "folder": str(folder), "status": status, "cost": sp.cost, "preflight": preflight,
+            "results": results,
             "record": {k: record[k] for k in ("sku", "recorded", "job")}}
 
 
@@ -392,7 +459,7 @@ def cmd_smoke(args) -> int:
     stop = _StopSignal()
     az = _azure()
     out = run_smoke(args.plan, az, confirm=confirm, data_uri=args.data, say=_say, interval=args.interval,
-                    should_stop=stop)
+                    should_stop=stop, force=getattr(args, "force", False))
     if args.json:
         print(json.dumps(out, indent=1))
     else:
