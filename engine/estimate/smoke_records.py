@@ -13,7 +13,10 @@ How the sweep uses it (``planner.azure_machines`` builds each size's :class:`~.s
 - ``output_write_gb_per_s`` replaces ``[storage] blob_copy_gb_per_s`` (the checkpoint's copy to the output
   datastore) and, with ``data_read_gb_per_s``, ``[time] cache_transfer_gb_per_s`` (a split plan's cache written
   and read back: the smaller of the two) for that size;
-- an option calibrated so is marked as measured (its range narrows like a watched run's).
+- an option calibrated so says so: ``Sweep.row``'s ``calibration.smoke`` ("interconnect and storage measured by a
+  smoke job on <date>", :func:`measured_text`), in the breakdown and ``--json``, and a planner note per size. Its
+  training speed's fit and range are the published fit's: the interconnect is one input of it, not a measurement of
+  the speed.
 
 A figure is ``None`` where the record did not measure it (one node: nothing across nodes) or the check failed;
 collectives measured without CUDA (gloo on CPUs) are never used for a GPU size.
