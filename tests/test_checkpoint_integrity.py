@@ -152,6 +152,8 @@ def test_when_every_checkpoint_is_damaged_the_run_starts_over_and_says_so(runs, 
     assert main(["run", "--resume", str(run)]) == 0
     err = capsys.readouterr().err
     assert err.count("is damaged") == 3 and "no earlier checkpoint is left" in err
+    assert "the run starts again from step 0" in err
+    assert [e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"][-1]["resumed_from_step"] == 0
     assert sorted(p.name for p in (run / "checkpoints/damaged").iterdir()) == [
         "step-00000001", "step-00000002", "step-00000003"]
     _same_student(run, runs["whole"])

@@ -421,6 +421,8 @@ def resume_checkpoint(par, run_dir: Path, module, optimizer, scheduler, world_si
     if loaded_any:
         raise RunError(f"{run_dir}: every checkpoint of this run is damaged (set aside in checkpoints/{DAMAGED}/) "
                        "and the model already holds part of one; start the run again in a new folder")
+    if candidates and main:
+        say("no intact checkpoint is left: the run starts again from step 0")
     return None, None
 
 
