@@ -183,6 +183,8 @@ def local_machine(plan: Plan) -> Machine:
 
 
 def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
+    from .catalog.staged_models import unstaged_bytes
+
     kd = plan.method.kind != "ce"
     return Job(
         student=shape_of(pair.student),
@@ -206,6 +208,8 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         max_tokens=(plan.training.max_steps * plan.data.global_batch_tokens if plan.training.max_steps else None),
         # "auto": the planner's interval on Azure (estimate/checkpointing.py), only the last checkpoint locally
         checkpoint_every=None if plan.training.checkpoint_every == "auto" else plan.training.checkpoint_every,
+        # hub models not staged in the workspace yet: a staging job downloads them once (catalog/staged_models.py)
+        staging_bytes=unstaged_bytes(plan, pair),
     )
 
 

@@ -175,6 +175,19 @@ class FakeAzure:
         with self.locked() as s:
             s.setdefault("role_assignments", []).append({"principalId": principal_id, "roleId": role_id})
 
+    def start_jobs_as(self, status: str) -> None:
+        """Jobs created from now on start in ``status`` (default "Queued"; e.g. "Failed": a job that fails at once)."""
+        with self.locked() as s:
+            s["new_job_status"] = status
+
+    def add_model(self, name: str, version: str, path: str, model_type: str = "custom_model") -> None:
+        """A model asset of the workspace (what ``ml_client.models.create_or_update`` leaves behind)."""
+        with self.locked() as s:
+            s["assets"][f"models/{name}/{version}"] = {
+                "id": f"{WS_ID}/models/{name}/versions/{version}", "name": version, "systemData": _system(),
+                "properties": {"modelType": model_type, "modelUri": path, "properties": {}, "tags": {},
+                               "flavors": {}}}
+
     def put_blob(self, path: str, data: bytes) -> None:
         p = self.dir / "blobs" / path
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -390,14 +403,14 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
             doc = json.loads(body)
             doc.update({"id": WS_ID + rest, "name": name, "type": "Microsoft.MachineLearningServices/workspaces/jobs",
                         "systemData": _system()})
-            doc["properties"]["status"] = "Queued"
+            doc["properties"]["status"] = s.get("new_job_status", "Queued")
             doc["properties"]["services"] = {"Studio": {"jobServiceType": "Studio", "endpoint":
                                                         f"https://ml.azure.com/runs/{name}?wsid={WS_ID}"}}
             s["jobs"][name] = doc
             return _json(201, doc)
     if re.fullmatch(r"/operationResults/cancel-[^/]+", rest):
         return 200, {"content-type": "application/json"}, b""
-    m = re.fullmatch(r"/(environments|codes|data)/([^/]+)/versions/([^/:]+)([/:]startPendingUpload)?", rest)
+    m = re.fullmatch(r"/(environments|codes|data|models)/([^/]+)/versions/([^/:]+)([/:]startPendingUpload)?", rest)
     if m:
         kind, name, version, pending = m.groups()
         key = f"{kind}/{name}/{version}"
@@ -416,9 +429,11 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
         if method == "PUT":
             doc = json.loads(body)
             doc.update({"id": WS_ID + rest, "name": version, "systemData": _system()})
+            if kind == "models":           # the service answers a model version with its flavors, {} for none
+                doc.setdefault("properties", {}).setdefault("flavors", {})
             s["assets"][key] = doc
             return _json(200, doc)
-    m = re.fullmatch(r"/(environments|codes|data)/([^/]+)/versions", rest)
+    m = re.fullmatch(r"/(environments|codes|data|models)/([^/]+)/versions", rest)
     if m and method == "GET":
         prefix = f"{m.group(1)}/{m.group(2)}/"
         found = [v for k, v in s["assets"].items() if k.startswith(prefix)]
@@ -426,7 +441,7 @@ def _route(fake: FakeAzure, s: dict, method: str, url: str, headers: dict, body:
             found = [v for v in found if (v.get("properties", {}).get("properties") or {}).get("hash_sha256")
                      == query["hash"][0]]
         return _json(200, {"value": found})
-    m = re.fullmatch(r"/(codes|data|environments)/([^/]+)", rest)
+    m = re.fullmatch(r"/(codes|data|environments|models)/([^/]+)", rest)
     if m and method in ("GET", "PUT"):
         doc = {"id": WS_ID + rest, "name": m.group(2), "properties": {"latestVersion": None}}
         return _json(200, doc)

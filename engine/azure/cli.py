@@ -281,6 +281,12 @@ def cmd_smoke(args) -> int:
     return run(args)
 
 
+def cmd_stage_models(args) -> int:
+    from .models import cmd_stage_models as run
+
+    return run(args)
+
+
 def add_parser(sub) -> None:
     az = sub.add_parser("azure", help="run plans on Azure Machine Learning")
     asub = az.add_subparsers(dest="azure_command", required=True)
@@ -362,6 +368,15 @@ def add_parser(sub) -> None:
     sm.add_argument("--json", action="store_true", help="print the results as one JSON document")
     sm.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
     sm.set_defaults(func=cmd_smoke)
+
+    st = asub.add_parser("stage-models", help="copy the plan's Hugging Face models into the workspace's storage once "
+                                              "(model assets): every job's nodes then read them from there")
+    st.add_argument("plan", type=Path)
+    st.add_argument("--no-wait", action="store_true",
+                    help="submit the staging jobs and return; run the command again to register them once done")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--interval", type=float, default=30.0, help=argparse.SUPPRESS)
+    st.set_defaults(func=cmd_stage_models)
 
 
 __all__ = ["add_parser", "AzureError"]

@@ -122,7 +122,8 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
           prices=None, base: Path | None = None, run_key: str | None = None, hf_token_secret: str = "",
-          key_vault_uri: str = "", stage: str = "all", teacher_uri: str = "") -> JobSpec:
+          key_vault_uri: str = "", stage: str = "all", teacher_uri: str = "",
+          model_assets: dict[str, str] | None = None) -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
     the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
     (default ``name``): the engine continues a run folder only if it holds that run. ``hf_token_secret``: the name
@@ -158,6 +159,8 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     notes = [f"{what + ': ' if what else ''}{resolved.nodes} × {sku} ({resolved.gpus_per_node} GPU(s) each), "
              f"{hw.priority}: {resolved.why}", *resolved.notes]
     inputs = _inputs(rplan, base, data_uri, notes)
+    # hub models staged in the workspace (models.py): {plan field: azureml:NAME:VERSION}, read from storage
+    inputs.update({key.replace(".", "_"): (key, asset) for key, asset in (model_assets or {}).items()})
     stage_code(code_dir, rplan)
     world = resolved.nodes * resolved.gpus_per_node
     run_key = run_key or name
@@ -165,8 +168,9 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
             f"--resume-if-started {run_key} --expect-world-size {world}",
             "--checkpoint-local auto"]   # the output is a blob mount: checkpoints go through the node's disk
     args += [f"--input {key}=${{{{inputs.{iname}}}}}" for iname, (key, _) in inputs.items()]
-    job_inputs = {iname: Input(type="uri_file" if Path(v).suffix and not v.endswith("/") else "uri_folder", path=v)
-                  for iname, (_, v) in inputs.items()}
+    from .models import job_input
+
+    job_inputs = {iname: job_input(v) for iname, (_, v) in inputs.items()}
     output_uri = f"{OUTPUT_ROOT}/{run_key}/"
     if stage == "teacher":
         args.append("--stage teacher")

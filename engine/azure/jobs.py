@@ -253,9 +253,14 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     split = resolve_run(plan, plan_path.resolve().parent, prices).split
     if split:
         meta.update({"stage": "teacher", "split": split})
+    from .models import staged_inputs
+
+    # hub models staged in the workspace: every attempt and node reads them from storage (models.py)
+    meta["model_assets"] = staged_inputs(az, plan_path, say)
     spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
                    prices=prices, run_key=name, hf_token_secret=meta["hf_token_secret"],
-                   key_vault_uri=meta.get("key_vault", ""), stage="teacher" if split else "all")
+                   key_vault_uri=meta.get("key_vault", ""), stage="teacher" if split else "all",
+                   model_assets=meta["model_assets"])
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")
@@ -279,7 +284,8 @@ def _send_recorded(az: Azure, run_dir: Path, meta: dict[str, Any], say: Callable
                    base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent,
                    run_key=meta.get("run_key", meta["jobs"][0] if meta.get("jobs") else meta["job"]),
                    hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""),
-                   stage=meta.get("stage", "all"), teacher_uri=meta.get("teacher_output", ""))
+                   stage=meta.get("stage", "all"), teacher_uri=meta.get("teacher_output", ""),
+                   model_assets=meta.get("model_assets"))
     if meta.get("output"):
         spec.job.outputs["run"].path = meta["output"]   # the first attempt's run folder: its checkpoints
     else:
@@ -309,7 +315,7 @@ def start_student_stage(az: Azure, run_dir: Path, say: Callable[[str], None] = p
                    data_uri=meta.get("data_uri") or None, compute=meta.get("compute", ""),
                    base=Path(meta.get("plan_path", Path(run_dir) / "plan.toml")).parent, run_key=meta["run_key"],
                    hf_token_secret=meta.get("hf_token_secret", ""), key_vault_uri=meta.get("key_vault", ""),
-                   stage="student", teacher_uri=meta["teacher_output"])
+                   stage="student", teacher_uri=meta["teacher_output"], model_assets=meta.get("model_assets"))
     meta.update({"output": spec.output_uri, "compute": spec.cluster.name, "sku": spec.sku, "nodes": spec.nodes,
                  "gpus_per_node": spec.gpus_per_node})
     write_meta(run_dir, meta)

@@ -124,7 +124,8 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     count = np.where(every > 0, np.ceil(steps / np.where(every > 0, every, 1.0)) - 1.0, 0.0)
     ckpt_h = count * write_h
 
-    restart = o["setup_hours"]
+    staging = o.get("staging_hours", np.zeros(n))     # once, before the first attempt: not part of a restart
+    restart = o["setup_hours"] - staging
     pass_loss = loss_without_checkpoints(o["prepass_hours"], mtbf, restart)
     without = loss_without_checkpoints(train, mtbf, restart)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -149,7 +150,9 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     o["loss_without_hours"] = pass_loss + without
     o["total_steps"] = steps
     o["total_hours"] = o["setup_hours"] + o["prepass_hours"] + train + ckpt_h + failure_h
-    o["cost_usd"] = o["total_hours"] * nodes * np.asarray(g.usd_per_node_hour, dtype=float)
+    # the staging runs on its own small VM: its hours are not the option's node-hours
+    o["cost_usd"] = (o["total_hours"] - staging) * nodes * np.asarray(g.usd_per_node_hour, dtype=float) + \
+        o.get("staging_usd", np.zeros(n))
 
 
 def summary(o: dict[str, np.ndarray], i: int, usd_per_hour: float | None) -> dict:

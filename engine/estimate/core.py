@@ -90,6 +90,8 @@ class Job:
     max_tokens: float | None = None  # training.max_steps × the global batch: the run stops there
     checkpoint_every: int | None = None  # steps between checkpoints as the plan fixes them (0: only the last);
                                          # None: the planner's choice on Azure (estimate/checkpointing.py)
+    staging_bytes: float = 0.0    # Azure: bytes of the plan's hub models not staged in the workspace yet, which a
+                                  # staging job downloads once before training (staging_hours)
 
     @property
     def train_tokens(self) -> float:
@@ -317,9 +319,13 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
 
 
     train_hours = job.train_tokens / (tokens_per_s_gpu * gpus) / 3600.0
-    # --- set-up; checkpoints and failures are added by estimate/checkpointing.py (below)
+    # --- set-up; checkpoints and failures are added by estimate/checkpointing.py (below). An Azure node reads the
+    # weights from the workspace's blob storage (the models staged there once, staging_hours); a local one from disk
     load_bytes = 2.0 * P + (2.0 * t.params if t is not None else 0.0)
-    setup_hours = _f(g.provision_hours) + load_bytes / (tm["weight_load_gb_per_s"] * GB) / 3600.0
+    local = np.asarray(g.extra.get("local", _f(g.provision_hours) == 0), dtype=bool)
+    read_gb_per_s = np.where(local, tm["weight_load_gb_per_s"], tm["storage_read_gb_per_s"])
+    staging = np.where(local, 0.0, staging_hours(job.staging_bytes, tm))
+    setup_hours = _f(g.provision_hours) + load_bytes / (read_gb_per_s * GB) / 3600.0 + staging
 
     out = {
         "tokens_per_second_per_gpu": tokens_per_s_gpu,
@@ -343,7 +349,9 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "fits_train": fits_train,
         "fits_prepass": fits_prepass,
         "fits": fits_train & fits_prepass,
-        "setup_hours": setup_hours,
+        "setup_hours": setup_hours,         # staging included: the time before training can start
+        "staging_hours": staging,           # on the staging VM, not the option's nodes (its cost: staging_usd)
+        "staging_usd": staging * tm["staging_usd_per_hour"],
         "prepass_hours": prepass_hours,
         "train_hours": train_hours,
         "transfer_hours": np.zeros(n),   # split-hardware options only (split.py): the cache through storage
@@ -352,6 +360,15 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
 
     apply(job, g, out)
     return out
+
+
+def staging_hours(nbytes: float, tm: dict) -> float:
+    """Hours of the job that stages ``nbytes`` of hub models into the workspace (engine/azure/models.py): its VM
+    started, the files downloaded from Hugging Face, then uploaded to the datastore (0 when nothing is to stage)."""
+    if nbytes <= 0:
+        return 0.0
+    return float(tm["staging_provision_hours"] + nbytes / (tm["hub_download_gb_per_s"] * GB) / 3600.0
+                 + nbytes / (tm["staging_upload_gb_per_s"] * GB) / 3600.0)
 
 
 def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict, *, held, replicated,

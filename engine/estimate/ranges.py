@@ -79,7 +79,11 @@ def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarra
 def cost_for(sw, hours: np.ndarray) -> np.ndarray:
     """Cost at ``hours``: node-hours at the option's price (a split option's two stages: their blended rate)."""
     rate = sw.out.get("usd_per_hour")
-    return hours * (rate if rate is not None else sw.grid.nodes * sw.grid.usd_per_node_hour)
+    rate = rate if rate is not None else sw.grid.nodes * sw.grid.usd_per_node_hour
+    staging = sw.out.get("staging_hours")      # on the staging VM, at its own price (estimate/core.py)
+    if staging is None:
+        return hours * rate
+    return (hours - staging) * rate + sw.out["staging_usd"]
 
 
 def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:

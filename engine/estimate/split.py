@@ -50,7 +50,7 @@ def _stages(sw: Sweep) -> dict[str, np.ndarray]:
     the pass, writing the cache) and of training (set-up, reading the cache, training, checkpoints)."""
     g, o, job = sw.grid, sw.out, sw.job
     tm = coefficients()["time"]
-    load = tm["weight_load_gb_per_s"] * GB * 3600.0
+    load = tm["storage_read_gb_per_s"] * GB * 3600.0        # from the workspace's storage (staged models)
     # per node, each row's size as a smoke job measured it (the smaller of read and write), else the assumed figure
     rate = per_row(g, "cache_transfer_gb_per_s", tm["cache_transfer_gb_per_s"]) * GB * 3600.0
     nbytes = np.zeros(len(sw))
@@ -136,7 +136,8 @@ def add_split_options(sw: Sweep, pass_ok: np.ndarray, train_ok: np.ndarray) -> i
             o[name] = np.concatenate([value, value[tt]])
     new = slice(n0, None)
     tm = coefficients()["time"]
-    o["setup_hours"][new] = st["pass_setup"][pp] + st["train_setup"][tt]
+    staging = o["staging_hours"][new]              # the training row's (copied): staged once, before the pass
+    o["setup_hours"][new] = st["pass_setup"][pp] + st["train_setup"][tt] + staging
     o["prepass_hours"][new] = o["prepass_hours"][pp]
     o["transfer_hours"][new] = st["upload"][pp] + st["download"][tt]
     # training's checkpoint columns are the training row's (copied above); failures: each stage's own
@@ -149,12 +150,12 @@ def add_split_options(sw: Sweep, pass_ok: np.ndarray, train_ok: np.ndarray) -> i
     o["pass_setup_hours"][new] = st["pass_setup"][pp]
     o["upload_hours"][new] = st["upload"][pp]
     o["cache_bytes"][new] = st["bytes"][pp]
-    total = st["pass_hours"][pp] + st["train_hours"][tt]
+    total = st["pass_hours"][pp] + st["train_hours"][tt] + staging
     o["total_hours"][new] = total
     storage = st["bytes"][pp] / GB * tm["storage_usd_per_gb_month"] * total / 730.0
-    cost = st["pass_cost"][pp] + st["train_cost"][tt] + storage
+    cost = st["pass_cost"][pp] + st["train_cost"][tt] + storage + o["staging_usd"][new]
     o["cost_usd"][new] = cost
-    o["usd_per_hour"][new] = cost / total
+    o["usd_per_hour"][new] = (cost - o["staging_usd"][new]) / (total - staging)   # the nodes' blended rate
     o["fits_prepass"][new] = True
     o["fits"][new] = True
     return int(pp.size)
