@@ -321,9 +321,9 @@ def cmd_run(args) -> int:
     failure: list[str] = []
     code = _launch_quietly(cmd, env, failure)
     if code not in (0, 2, 130):
-        _record_failure(Path(run_dir), code, failure[0] if failure else None)
-        print(f"the last checkpoint is kept; resume with `distill run --resume {run_dir} --processes "
-              f"{args.processes}`", file=sys.stderr)
+        if _record_failure(Path(run_dir), code, failure[0] if failure else None):   # rank 0 did not say it
+            print(f"the last checkpoint is kept; resume with `distill run --resume {run_dir} --processes "
+                  f"{args.processes}`", file=sys.stderr)
     return code
 
 
@@ -447,25 +447,26 @@ def _ranks_of(launcher: int) -> list[int]:
         return []
 
 
-def _record_failure(run_dir: Path, code: int, message: str | None = None) -> None:
+def _record_failure(run_dir: Path, code: int, message: str | None = None) -> bool:
     """A rank that failed alone ends the run without rank 0 writing its end (the launcher stops rank 0 in a
-    collective): say in the run's events that it failed, so the run does not look alive or unfinished."""
+    collective, or rank 0 was the one killed): say in the run's events that it failed, and how, so the run does not
+    look alive or unfinished. True when it wrote that end (rank 0 had not)."""
     events = run_dir / "events.jsonl"
     if not events.is_file():
-        return
+        return False
     from .runs.events import EventWriter, read_events
 
     found = read_events(events)
     if found and found[-1]["type"] == "run_finished":
-        return
+        return False
     step = max((e.get("step", 0) for e in found if e["type"] == "metric"), default=0)
     writer = EventWriter(events)
     writer.emit("run_finished", status="failed", step=step,
-                message=(f"{message} " if message else
-                         f"a training process failed (launcher exit code {code}); its message is in the run's "
-                         f"output and logs/ (run.rank-N.log for a rank other than 0); ") +
-                "the last checkpoint is kept")
+                message=f"{message} The last checkpoint is kept." if message else
+                f"a training process failed (launcher exit code {code}); its message is in the run's output and "
+                f"logs/ (run.rank-N.log for a rank other than 0); the last checkpoint is kept")
     writer.close()
+    return True
 
 
 class _Parser(argparse.ArgumentParser):
