@@ -525,12 +525,32 @@ def rehearse(plan_path: Path, *, processes: int | None = None, kill_during_check
     watcher = local_watcher(run_dir, reader, say=None)
     watcher.meta["mlflow"] = MLFLOW_BASE
 
+    from .jobs import write_meta
+
+    reading: list = [None, None]      # the read-back under way (a thread), and its error
+
     def read_back() -> None:
         reader.refresh()
         watcher._read_events(name)
-        from .jobs import write_meta
-
         write_meta(run_dir, watcher.meta)
+
+    def read_back_aside() -> None:
+        """While the node runs: off the loop, which must see a checkpoint copy within its pause."""
+        def work() -> None:
+            try:
+                read_back()
+            except BaseException as exc:  # noqa: BLE001 — raised again by settle()
+                reading[1] = exc
+
+        if reading[0] is None or not reading[0].is_alive():
+            reading[0] = threading.Thread(target=work, daemon=True)
+            reading[0].start()
+
+    def settle() -> None:
+        if reading[0] is not None:
+            reading[0].join()
+        if reading[1] is not None:
+            raise reading[1]
 
     port = free_port()
     envs = [rank_environment(env, rank=n * per_node + r, local_rank=r, node_rank=n, per_node=per_node, world=world,
@@ -562,7 +582,7 @@ def rehearse(plan_path: Path, *, processes: int | None = None, kill_during_check
                         f"the last complete one is step {found[1]}")
                     break
             if time.monotonic() > next_read:
-                read_back()
+                read_back_aside()
                 next_read = time.monotonic() + 20
             time.sleep(0.05)
         codes = attempt.wait()
@@ -570,6 +590,7 @@ def rehearse(plan_path: Path, *, processes: int | None = None, kill_during_check
             raise AzureError("the node was to be stopped during a checkpoint copy, but no copy was seen after a "
                              "complete checkpoint; checkpoint more often (training.checkpoint_every)")
         if result.killed_at is not None:
+            settle()
             read_back()
             env_restart = [{k: v for k, v in e.items() if k != COPY_PAUSE_ENV} for e in envs]
             port = free_port()
@@ -578,12 +599,15 @@ def rehearse(plan_path: Path, *, processes: int | None = None, kill_during_check
             say(f"attempt 2 (the job restarted): {command}")
             attempt = Attempt(command, env_restart, node.code, node.logs, 2, say if echo else (lambda _t: None))
             codes = attempt.wait(timeout=max(1.0, deadline - time.monotonic()))
+        settle()
         read_back()
     except BaseException:
         if attempt is not None:
             attempt.kill()          # never a node process left behind
         raise
     finally:
+        if reading[0] is not None:
+            reading[0].join(timeout=120)
         watcher.close()
     code = next((c for c in codes if c != 0), 0)
     return _conclude(result, code, run_dir, out_events, say)
