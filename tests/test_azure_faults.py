@@ -261,6 +261,16 @@ def test_no_colour_escapes_reach_the_terminal(fake, tmp_path, monkeypatch, capfd
     out, err = capfd.readouterr()
     assert ANSI not in out and ANSI not in err, repr(err[-400:])
     assert "submitted" in err
+    # the student downloaded: no progress bars, no colour codes
+    meta = json.loads((tmp_path / "run" / "azure.json").read_text())
+    student = meta["output"].split("/paths/", 1)[1] + "student"
+    fake.put_blob(f"azureml-blobstore/{student}/config.json", b'{"model_type": "llama"}')
+    fake.put_blob(f"azureml-blobstore/{student}/model.safetensors", b"weights" * 1000)
+    code = main(["azure", "download", str(tmp_path / "run")])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert ANSI not in out and ANSI not in err and "\r" not in err, repr(err[-400:])
+    assert (tmp_path / "run" / "student" / "config.json").is_file()
     fake.fail("PUT", r"/jobs/", status=400, code="BadRequest", message="\x1b[31mbad input\x1b[39m", times=5)
     assert main(["azure", "submit", str(azure_plan(tmp_path)), "--run-dir", str(tmp_path / "run-b")]) == 2
     out, err = capfd.readouterr()

@@ -459,7 +459,8 @@ def download(az: Azure, run_dir: Path, say: Callable[[str], None] = print) -> Pa
     uri = meta["output"].rstrip("/") + "/student/"
     with tempfile.TemporaryDirectory(dir=run_dir) as tmp:
         try:
-            download_artifact_from_aml_uri(uri=uri, destination=tmp, datastore_operation=az.ml.datastores)
+            with sdk_output():         # its progress bars and colour codes are dropped
+                download_artifact_from_aml_uri(uri=uri, destination=tmp, datastore_operation=az.ml.datastores)
         except Exception as exc:  # noqa: BLE001
             raise explain(exc, f"downloading the student from {uri}", az.ws) from None
         files = [p for p in Path(tmp).rglob("*") if p.is_file()]
