@@ -236,6 +236,7 @@ def test_a_stop_whose_grace_period_cannot_hold_a_checkpoint_skips_it_and_the_las
     assert proc.returncode == 130, out
     events = read_events(run / "events.jsonl")
     stopped = events[-1]["step"]
+    print("stopped at step", stopped)
     assert events[-1]["status"] == "cancelled" and stopped >= 7
     latest = C.latest_checkpoint(run)
     if stopped % 7:   # between two periodic checkpoints: the stop's own is skipped, with a note
