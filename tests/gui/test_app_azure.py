@@ -181,7 +181,7 @@ def test_check_capacity_from_the_planner(qtbot, screenshot, tmp_path, fake_azure
     assert chart.unavailable.data.size > 0 and chart._unavailable_in_legend
     drawn_blocked = set(int(d) for d in chart.unavailable.data["data"])
     assert drawn_blocked and not drawn_blocked & set(int(d) for d in chart.grey.data["data"])
-    extra = drawn_blocked - set(blocked) - {i for i in range(len(a.sweep)) if "no quota" in a.reason(i)}
+    extra = drawn_blocked - set(blocked) - {i for i in range(len(a.sweep)) if " quota for " in a.reason(i)}
     assert not extra, [a.reason(i) for i in sorted(extra)[:3]]
     qtbot.wait(500)
     screenshot(win, "planner_capacity_checked")
