@@ -375,6 +375,10 @@ def _check_capacity(az: Azure, spec, say: Callable[[str], None]) -> None:
     problem = table.problem(spec.sku, spec.nodes, spec.priority)
     if problem:
         raise AzureError(f"{spec.nodes} × {spec.sku} ({spec.priority}): {problem}")
+    unknown = table.missing_quota(spec.sku, spec.priority)
+    if unknown:
+        say(f"quota for {spec.sku} ({spec.priority}) unknown: Azure listed no {', '.join(unknown)} row; "
+            "a job short of quota waits in the queue")
 
 
 def _studio(job) -> str:
