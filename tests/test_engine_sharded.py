@@ -97,11 +97,16 @@ def test_sharded_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert "run_finished" not in [e["type"] for e in read_events(run / "events.jsonl")]
     resumed = _cli("run", "--resume", str(run), "--processes", "2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the kill landed mid-run (the ranks died with their launcher): the resume trained the steps after it again
+    started = [e for e in read_events(run / "events.jsonl") if e["type"] == "run_started"]
+    assert started[-1]["resumed_from_step"] in (2, 4)
 
     a, b = _weights(tmp_path / "whole/student"), _weights(run / "student")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [m["step"] for m in _metrics(run)] == list(range(1, 7))
     assert [m["loss"] for m in _metrics(run)] == [m["loss"] for m in _metrics(tmp_path / "whole")]
+    # the clipping norm too: over every parameter the optimiser updates, whether or not an evaluation came first
+    assert [m["grad_norm"] for m in _metrics(run)] == [m["grad_norm"] for m in _metrics(tmp_path / "whole")]
 
     # a checkpoint from another world size is refused, naming the size it needs
     doc = tomllib.loads((run / "plan.toml").read_text())

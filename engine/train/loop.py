@@ -144,7 +144,12 @@ class Loop:
         self.cfg = cfg
         self.on_metric, self.on_eval, self.on_checkpoint = on_metric, on_eval, on_checkpoint
         self.should_stop = should_stop
-        self.params = [p for p in module.parameters() if p.requires_grad]
+        # the parameters the optimiser updates, whose gradients are clipped: the optimiser's own, never what the
+        # module lists at this moment. Sharded, a module whose root unit (embeddings, final norm, head) is still
+        # gathered from a forward (the evaluation before the first step) lists the gathered copies, whose gradients
+        # are moved to the shards in the backward: the clipping would miss the root unit, and a run resumed (no
+        # evaluation first) would clip differently from one that was not.
+        self.params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
 
     def _global_tokens(self, step: int) -> int:
         return sum(self.examples[i].trained_tokens for i in self.order.global_batch_indices(step))
