@@ -19,6 +19,7 @@ from distill_studio.engine.azure.preflight import (  # noqa: E402
 )
 from distill_studio.engine.cli import main  # noqa: E402
 from distill_studio.engine.plan import load_plan  # noqa: E402
+from distill_studio.engine.planner import resolve_run  # noqa: E402
 
 AZURE_PLANS = [p for p in PLANS if load_plan(p).hardware.target == "azure"]
 DATA_SCIENTIST = {   # the built-in role AzureML Data Scientist, as ARM's permissions API returns it
@@ -124,12 +125,14 @@ def test_preflight_of_each_bundled_plan_names_every_missing_piece(plan, cli_env,
 
 def test_the_quota_failure_names_the_family_and_the_vcpus_to_request(cli_env, tmp_path, capsys):
     serve_exhausted_quota(cli_env)
-    plan = next(p for p in AZURE_PLANS if p.stem == "gemma3-27b-to-4b-3h")     # 10 × NC24ads A100 v4
+    plan = next(p for p in AZURE_PLANS if p.stem == "gemma3-27b-to-4b-3h")     # N × NC24ads A100 v4
+    nodes = resolve_run(load_plan(plan), plan.parent).nodes
+    assert nodes > 1
     assert main(["azure", "preflight", str(plan)]) == 1
     out = capsys.readouterr().out
-    # 10 nodes × 24 vCPUs against 24 free of 48 in Azure ML's family quota
-    assert "request 216 more vCPUs for standardNCADSA100v4Family" in out
-    assert "FAIL quota: 10 × Standard_NC24ads_A100_v4 (dedicated)" in out
+    # N nodes × 24 vCPUs against 24 free of 48 in Azure ML's family quota
+    assert f"FAIL quota: {nodes} × Standard_NC24ads_A100_v4 (dedicated)" in out
+    assert f"request {nodes * 24 - 24} more vCPUs for standardNCADSA100v4Family" in out
 
 
 # ---- submit stops on them, or --force names the risks -------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_a_watched_run_makes_the_next_estimate_measured_here(tmp_path, monkeypat
     plan_path = demo_plan(tmp_path, steps=12)
     plan = loads_plan(plan_path.read_text())
     before = recommended(analyse(plan, DEMO))
-    assert before["calibration"] == {"source": "extrapolated", "runs": 0}      # a CPU: no published fit
+    assert before["calibration"] == {"source": "extrapolated", "runs": 0, "smoke": None}   # a CPU: no published fit
     assert execute(plan_path, tmp_path / "run", resume=False) == 0
     (rec,) = load_records()
     m = rec["measured"]
@@ -65,7 +65,7 @@ def test_a_watched_run_makes_the_next_estimate_measured_here(tmp_path, monkeypat
 
     after_a = analyse(plan, DEMO)
     after = recommended(after_a)
-    assert after["calibration"] == {"source": "measured here", "runs": 1}
+    assert after["calibration"] == {"source": "measured here", "runs": 1, "smoke": None}
     assert after["tokens_per_second_per_gpu"] == pytest.approx(m["tokens_per_second_per_device"])
     # the planned training time is the run's own (its tokens at its speed), the set-up its own
     assert after["hours"]["training"] * 3600 == pytest.approx(m["training_seconds"], rel=0.01)
@@ -110,7 +110,7 @@ def test_records_apply_only_to_the_same_machine_and_models(tmp_path):
         f.write(json.dumps(dict(rec, key=key)) + "\n")
     b = analyse(plan, DEMO)
     mine = b.sweep.row(row["index"])
-    assert mine["calibration"] == {"source": "measured here", "runs": 1}
+    assert mine["calibration"] == {"source": "measured here", "runs": 1, "smoke": None}
     assert mine["tokens_per_second_per_gpu"] == 10.0
     assert main(["calibration", "show"]) == 0
     assert main(["calibration", "clear"]) == 0
