@@ -193,5 +193,7 @@ def test_rehearse_the_demo_job_killed_during_a_checkpoint_copy(tmp_path):
     assert max(steps) == plan.training.max_steps and len(steps) >= plan.training.max_steps
     final = [e for e in engine if e["type"] == "eval"][-1]
     assert out["task_score"] == pytest.approx(final["task_score"]) and 0.0 <= out["task_score"] <= 1.0
+    # the local demo's result: the student reaches ~94% of the teacher's held-out score in 100 steps
+    assert final["task_score"] >= 0.85 * final["teacher_task_score"], final
     assert seen[-1]["type"] == "run_finished" and seen[-1]["status"] == "succeeded"
     assert f"task score: {out['task_score']:.4g}" in tail

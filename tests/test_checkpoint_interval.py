@@ -102,7 +102,8 @@ def test_a_longer_write_time_gives_a_longer_interval(monkeypatch, long_analysis)
     _ded, low = _pair(long_analysis)
     before = {k: v.copy() for k, v in sw.out.items()}
     slow = json.loads(json.dumps(checkpointing.figures()))
-    slow["storage"]["local_write_gb_per_s"] /= 4.0                # each write takes 4 × as long
+    slow["storage"]["local_write_gb_per_s"] /= 4.0                # each write (the local write and the copy to the
+    slow["storage"]["blob_copy_gb_per_s"] /= 4.0                  # output, which training waits for) 4 × as long
     monkeypatch.setattr(checkpointing, "figures", lambda: slow)
     after = dict(before)
     checkpointing.apply(sw.job, sw.grid, after)
@@ -277,3 +278,23 @@ def test_the_planner_view_shows_the_checkpoint_line(qtbot, tmp_path):
     shots = Path(os.environ.get("DISTILL_STUDIO_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     assert v.grab().save(str(shots / "planner_checkpoint_interval.png"))
+
+
+def test_an_azure_checkpoint_counts_the_copy_to_the_output_that_training_waits_for(monkeypatch, long_analysis):
+    """The engine copies each checkpoint into the mounted run folder before training goes on: its time is part of
+    every checkpoint's time, as the local write is."""
+    sw = long_analysis.sweep
+    _ded, low = _pair(long_analysis)
+    before = {k: v.copy() for k, v in sw.out.items()}
+    f = checkpointing.figures()
+    size = before["checkpoint_bytes"][low]
+    writers = sw.grid.nodes[low] if before["shard_degree"][low] > 1 else 1
+    per_node_gb = size / writers / 1e9
+    expected = (per_node_gb / f["storage"]["local_write_gb_per_s"] + per_node_gb / f["storage"]["blob_copy_gb_per_s"])
+    assert before["checkpoint_write_hours"][low] * 3600 == pytest.approx(expected, rel=1e-6)
+    slow = json.loads(json.dumps(f))
+    slow["storage"]["blob_copy_gb_per_s"] /= 2.0
+    monkeypatch.setattr(checkpointing, "figures", lambda: slow)
+    after = dict(before)
+    checkpointing.apply(sw.job, sw.grid, after)
+    assert after["checkpoint_write_hours"][low] > before["checkpoint_write_hours"][low]

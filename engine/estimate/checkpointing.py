@@ -8,16 +8,17 @@ For every option of a sweep at once (numpy columns, like the rest of the estimat
   2 bytes a parameter in bf16, QLoRA's 4-bit base as held); sharded, torch.distributed.checkpoint skips frozen
   parameters.
 - **write time** W: the size over the node's local write bandwidth, on one node (replicated: rank 0 writes all)
-  or spread over the nodes (sharded: every rank writes its shard). The copy to blob storage runs beside training;
-  it is added to what a failure loses (a checkpoint is usable only once it is there).
+  or spread over the nodes (sharded: every rank writes its shard), then, on Azure, the copy of it to the output
+  datastore (the engine copies each checkpoint file by file into the mounted run folder, its manifest last, before
+  training goes on: ``engine/train/checkpoint.py``), so W is the local write plus the copy.
 - **failure rate**: per node, hardware faults (Llama 3's fleet figure, per GPU) and, on low priority, evictions;
   the run's mean time between failures M is the node's over the option's nodes.
 - **interval** τ by the Young–Daly rule, τ = √(2·W·M), capped at ``[interval] max_hours`` and at half of
   training (every run has a periodic checkpoint to resume from); a plan that fixes
   ``training.checkpoint_every`` in steps keeps its own (0: none but the last).
 - **what the checkpoints add**: (number of periodic checkpoints) × W, in time and at the option's price.
-- **expected loss**: with checkpoints, each failure costs a restart (set-up again, the checkpoint read back), the
-  copy's lag and half a segment; without, a failure loses everything trained so far: for exponential failures the
+- **expected loss**: with checkpoints, each failure costs a restart (set-up again, the checkpoint read back from
+  storage) and half a segment; without, a failure loses everything trained so far: for exponential failures the
   expected time to finish T hours of work is (M + R)·(e^{T/M} − 1), so the loss is that less T (≈ T/M·(T/2 + R)
   when T ≪ M). The teacher's own pass is not checkpointed: its loss is counted the second way in both.
 
@@ -96,8 +97,10 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     writers = np.where(shard > 1, nodes, 1.0)
     per_node = size / writers
     write_h = per_node / (f["storage"]["local_write_gb_per_s"] * GB) / 3600.0
-    # the copy to the output datastore: as a smoke job measured the size's write speed, else the assumed figure
+    # the copy to the output datastore: as a smoke job measured the size's write speed, else the assumed figure.
+    # Training waits for it (the engine copies before it goes on), so it is part of every checkpoint's time.
     copy_h = per_node / (per_row(g, "blob_copy_gb_per_s", f["storage"]["blob_copy_gb_per_s"]) * GB) / 3600.0
+    write_h = write_h + np.where(_is_local(g), 0.0, copy_h)
 
     # failures per node-hour: hardware (per GPU) and, on low priority, evictions; none modelled on a local machine
     fail = f["failures"]
@@ -131,8 +134,8 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         failures = np.where(np.isfinite(mtbf), (train + ckpt_h) / mtbf, 0.0)
         segment = np.minimum(tau, train)
-        # a failure: set-up again, the checkpoint read back from storage, the copy's lag, half a segment of rework
-        with_ckpt = failures * (restart + 2.0 * copy_h + (segment + write_h) / 2.0)
+        # a failure: set-up again, the checkpoint read back from storage, half a segment of rework
+        with_ckpt = failures * (restart + copy_h + (segment + write_h) / 2.0)
     train_loss = np.where(every > 0, np.minimum(with_ckpt, without), without)
     failure_h = pass_loss + train_loss
 
