@@ -87,9 +87,18 @@ def cost_for(sw, hours: np.ndarray) -> np.ndarray:
 
 
 def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """(hours, cost) each option stays under with probability ``confidence``."""
+    """(hours, cost) each option stays under with probability ``confidence``.
+
+    Kept on the sweep for as long as its times are the same arrays (whatever recomputes them replaces them), so
+    asking why each of thousands of options was rejected costs one evaluation, not one per option."""
+    key = (float(confidence), sw.out["total_hours"], sw.out.get("cost_usd"))
+    cached = sw.__dict__.get("_at_confidence")
+    if cached is not None and cached[0][0] == key[0] and cached[0][1] is key[1] and cached[0][2] is key[2]:
+        return cached[1]
     h = hours_at(sw, confidence)
-    return h, cost_for(sw, h)
+    result = (h, cost_for(sw, h))
+    sw.__dict__["_at_confidence"] = (key, result)
+    return result
 
 
 def add_ranges(sw) -> None:
