@@ -452,8 +452,8 @@ def check_token(az: Azure, report: Preflight, plan, ws_doc, compute, *, created:
     if compute is None:
         report.add("token", "fail", f"gated models ({what}) need secret '{secret}' readable by cluster {name}'s identity, and "
                    "the cluster does not exist yet",
-                   f"create the cluster first (0 nodes when idle, nothing billed): `distill azure preflight "
-                   f"PLAN --create-cluster`; it prints the role to grant to the cluster's identity; then submit")
+                   "create the cluster first (0 nodes when idle, nothing billed): `distill azure preflight "
+                   "PLAN --create-cluster`; it prints the role to grant to the cluster's identity; then submit")
         return
     principal = _principal_of(compute)
     if not principal:
@@ -526,12 +526,45 @@ def check_environment(az: Azure, report: Preflight) -> None:
 # The whole check
 
 
+def workspace_and_cluster(az: Azure, report: Preflight, compute_name: str):
+    """(the workspace, its cluster ``compute_name`` or None) as Azure has them; None (and a failure in ``report``)
+    when the workspace is not there."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        ws_doc = az.ml.workspaces.get(az.ws.workspace)
+    except ResourceNotFoundError:
+        report.add("workspace", "fail", f"workspace {az.ws.workspace} was not found in resource group "
+                   f"{az.ws.resource_group} of subscription {az.ws.subscription_id}",
+                   f"check {SETTINGS_HINT}, or create it: az ml workspace create -n {az.ws.workspace} "
+                   f"-g {az.ws.resource_group}")
+        return None
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
+    try:
+        compute = az.ml.compute.get(compute_name)
+    except ResourceNotFoundError:
+        compute = None
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, f"looking up compute cluster {compute_name}", az.ws) from None
+    return ws_doc, compute
+
+
+def cluster_fits(report: Preflight, compute, compute_name: str, sku: str, nodes: int) -> bool:
+    """Whether the existing cluster has the VM size and at least ``nodes`` nodes (a cluster of another size is a
+    failure in ``report``; one too small is grown by submit, which needs the right to write computes)."""
+    size = str(getattr(compute, "size", "") or "").lower() if compute is not None else ""
+    if size and size != sku.lower():
+        report.add("workspace", "fail", f"compute cluster {compute_name} exists with VM size {compute.size}, not "
+                   f"{sku}", f"choose another cluster in {SETTINGS_HINT} › Compute cluster, or leave it empty "
+                   "to use one named after the VM size")
+    return compute is not None and (getattr(compute, "max_instances", 0) or 0) >= nodes and size == sku.lower()
+
+
 def run_preflight(plan_path: Path, az: Azure, *, data_uri: str | None = None, prices=None,
                   create_cluster: bool = False, say: Callable[[str], None] | None = None) -> Preflight:
     """Check ``plan_path`` against the workspace of ``az``. Reads only, unless ``create_cluster`` (then the plan's
     compute cluster is created, 0 nodes when idle, so its identity can be given a role before the first job)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
     from ..plan import load_plan
     from ..planner import resolve_run
     from . import job as J
@@ -555,23 +588,10 @@ def run_preflight(plan_path: Path, az: Azure, *, data_uri: str | None = None, pr
     compute_name = az.ws.compute if az.ws.compute and not resolved.split else J.cluster_name(hw.sku, hw.priority)
     report.cluster = {"name": compute_name, "sku": hw.sku, "nodes": resolved.nodes, "priority": hw.priority}
 
-    try:
-        ws_doc = az.ml.workspaces.get(az.ws.workspace)
-    except ResourceNotFoundError:
-        report.add("workspace", "fail", f"workspace {az.ws.workspace} was not found in resource group "
-                   f"{az.ws.resource_group} of subscription {az.ws.subscription_id}",
-                   f"check {SETTINGS_HINT}, or create it: az ml workspace create -n {az.ws.workspace} "
-                   f"-g {az.ws.resource_group}")
+    found = workspace_and_cluster(az, report, compute_name)
+    if found is None:
         return report
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
-
-    try:
-        compute = az.ml.compute.get(compute_name)
-    except ResourceNotFoundError:
-        compute = None
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"looking up compute cluster {compute_name}", az.ws) from None
+    ws_doc, compute = found
     created = False
     if compute is None and create_cluster:
         from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
@@ -584,12 +604,7 @@ def run_preflight(plan_path: Path, az: Azure, *, data_uri: str | None = None, pr
         ensure_cluster(az, cluster, say or (lambda _t: None))
         compute = az.ml.compute.get(compute_name)
         created = True
-    big_enough = compute is not None and (getattr(compute, "max_instances", 0) or 0) >= resolved.nodes and \
-        str(getattr(compute, "size", "")).lower() == hw.sku.lower()
-    if compute is not None and str(getattr(compute, "size", "") or "").lower() not in ("", hw.sku.lower()):
-        report.add("workspace", "fail", f"compute cluster {compute_name} exists with VM size {compute.size}, not "
-                   f"{hw.sku}", f"choose another cluster in {SETTINGS_HINT} › Compute cluster, or leave it empty "
-                   "to use one named after the VM size")
+    big_enough = cluster_fits(report, compute, compute_name, hw.sku, resolved.nodes)
 
     check_permissions(az, report, big_enough)
     check_quota(az, report, stages)

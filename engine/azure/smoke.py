@@ -152,12 +152,10 @@ def smoke_preflight(plan_path: Path, az, sp: SmokePlan, *, data_uri: str | None 
     create the job (and the cluster, where it does not exist or is too small), is there quota for the smoke job's
     nodes (1 or 2, not the plan's), does the training input it mounts exist, can a gated model's token be read,
     is the image built. The data's size against the plan's tokens is not checked: the smoke job reads a sample."""
-    from azure.core.exceptions import ResourceNotFoundError
-
     from ..plan import load_plan
     from . import job as J
     from . import preflight as P
-    from .client import SETTINGS_HINT, explain, quiet_sdk
+    from .client import quiet_sdk
 
     quiet_sdk()
     plan_path = Path(plan_path)
@@ -167,27 +165,11 @@ def smoke_preflight(plan_path: Path, az, sp: SmokePlan, *, data_uri: str | None 
     name = az.ws.compute if az.ws.compute and not sp.split else J.cluster_name(sp.sku, sp.priority)
     # the cluster as the plan's job has it (grown to the plan's nodes); the smoke job uses 1 or 2 of them
     report.cluster = {"name": name, "sku": sp.sku, "nodes": sp.plan_nodes, "priority": sp.priority}
-    try:
-        ws_doc = az.ml.workspaces.get(az.ws.workspace)
-    except ResourceNotFoundError:
-        report.add("workspace", "fail", f"workspace {az.ws.workspace} was not found in resource group "
-                   f"{az.ws.resource_group} of subscription {az.ws.subscription_id}", f"check {SETTINGS_HINT}")
+    found = P.workspace_and_cluster(az, report, name)
+    if found is None:
         return report
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"reading workspace {az.ws.workspace}", az.ws) from None
-    try:
-        compute = az.ml.compute.get(name)
-    except ResourceNotFoundError:
-        compute = None
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"looking up compute cluster {name}", az.ws) from None
-    size = str(getattr(compute, "size", "") or "").lower() if compute is not None else ""
-    if size and size != sp.sku.lower():
-        report.add("workspace", "fail", f"compute cluster {name} exists with VM size {compute.size}, not {sp.sku}",
-                   f"choose another cluster in {SETTINGS_HINT} › Compute cluster, or leave it empty to use one "
-                   "named after the VM size")
-    big_enough = compute is not None and (getattr(compute, "max_instances", 0) or 0) >= sp.plan_nodes and \
-        size == sp.sku.lower()
+    ws_doc, compute = found
+    big_enough = P.cluster_fits(report, compute, name, sp.sku, sp.plan_nodes)
     P.check_permissions(az, report, big_enough)
     P.check_quota(az, report, [("smoke job: ", sp.sku, sp.nodes, sp.priority)])
     train = data_uri or plan.data.train
