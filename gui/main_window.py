@@ -78,6 +78,8 @@ def _start_preflight(box: QMessageBox, submit, about: str, plan_path: str) -> No
     from . import workers
 
     box.setProperty("preflight", "checking")
+    submit.setEnabled(False)          # nothing is committed before the check has answered
+    submit.setToolTip("Waiting for the pre-flight (a few seconds)")
 
     def shown(doc: dict) -> None:
         summary, details = preflight_text(doc)
@@ -86,13 +88,17 @@ def _start_preflight(box: QMessageBox, submit, about: str, plan_path: str) -> No
         failed = not doc.get("ok", False)
         if failed:
             box.setIcon(QMessageBox.Icon.Warning)
-            submit.setEnabled(False)
             submit.setToolTip("Pre-flight found problems: fix them and Launch again")
+        else:
+            submit.setEnabled(True)
+            submit.setToolTip("")
         box.setProperty("preflight", "failed" if failed else "passed")
 
     def error(message: str) -> None:
         box.setInformativeText(f"{about}\n\nPre-flight could not run: {message}. Submit runs it again first and "
                                "stops on a problem.")
+        submit.setEnabled(True)
+        submit.setToolTip("Submit runs the pre-flight again first and stops on a problem")
         box.setProperty("preflight", "error")
 
     workers.start_for(box, run_preflight_process, plan_path, on_result=shown, on_error=error)

@@ -78,6 +78,7 @@ def test_launch_watch_and_cancel_an_azure_run(qtbot, screenshot, tmp_path, fake_
     assert "Standard_NC24ads_A100_v4" in text and "$" in text and F.WS in text
     # the pre-flight runs as its own process while the question is shown: it reads, and creates nothing
     assert confirm.property("preflight") == "checking" and "Pre-flight: checking" in text
+    assert not confirm.findChild(QPushButton, "azure_submit_button").isEnabled()
     qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
     assert confirm.property("preflight") == "passed", confirm.informativeText()
     assert "Pre-flight passed" in confirm.informativeText()
@@ -221,7 +222,11 @@ def test_one_launch_runs_a_split_plans_two_jobs(qtbot, screenshot, tmp_path, fak
     text = confirm.informativeText()
     assert "Two jobs" in text and "Standard_ND96isr_H100_v5" in text and "Standard_NC24ads_A100_v4" in text
     screenshot(confirm, "azure_launch_confirm_split")
-    confirm.findChild(QPushButton, "azure_submit_button").click()
+    submit = confirm.findChild(QPushButton, "azure_submit_button")
+    assert not submit.isEnabled()             # nothing can be submitted while the pre-flight is still checking
+    qtbot.waitUntil(lambda: confirm.property("preflight") != "checking", timeout=120_000)
+    assert confirm.property("preflight") == "passed", confirm.informativeText()
+    submit.click()
     run = Path(win.runs.store.records[0].run_dir)
     meta = F.wait_for(lambda: json.loads((run / "azure.json").read_text()) if (run / "azure.json").exists()
                       and "submitted" in (run / "azure.json").read_text() else None, timeout=120)
