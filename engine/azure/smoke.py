@@ -26,7 +26,7 @@ from statistics import NormalDist
 from typing import Any, Callable
 
 from ..errors import AzureError
-from .job import DATASTORE, known
+from .job import DATASTORE, JobSpec, known
 
 SMOKE_ROOT = f"azureml://datastores/{DATASTORE}/paths/distill-studio/smoke"
 NODE_MINUTES = (5.0, 10.0)       # the node's own time: the checks take about 5 minutes, at most 10
@@ -182,19 +182,6 @@ def smoke_preflight(plan_path: Path, az, sp: SmokePlan, *, data_uri: str | None 
 
 # ---- the job --------------------------------------------------------------------------------------------------------
 
-@dataclass
-class SmokeSpec:
-    job: object                 # azure.ai.ml.entities.Command
-    cluster: object             # azure.ai.ml.entities.AmlCompute
-    name: str
-    output_uri: str
-    sku: str
-    nodes: int
-    gpus_per_node: int
-    priority: str
-    notes: list[str] = field(default_factory=list)
-
-
 def expected_busbw(sku: str) -> tuple[float, float]:
     """The catalog's link speeds within and across nodes at the estimator's bus efficiency (GB/s): half of it is
     the smoke job's pass mark (a size far below its published interconnect is misconfigured)."""
@@ -211,7 +198,7 @@ def expected_busbw(sku: str) -> tuple[float, float]:
 
 
 def build_smoke(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
-                prices=None, hf_token_secret: str = "", key_vault_uri: str = "") -> SmokeSpec:
+                prices=None, hf_token_secret: str = "", key_vault_uri: str = "") -> JobSpec:
     """The smoke job: the plan's job as ``job.build`` makes it (code, environment, variables, cluster, training
     input), with the smoke command, 1 or 2 nodes, one process per GPU, and its own output folder."""
     from azure.ai.ml import Output, PyTorchDistribution, command
@@ -269,8 +256,8 @@ def build_smoke(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | N
     if gated:
         notes.append(f"gated model{'s' if len(gated) > 1 else ''} {', '.join(gated)}: the token is checked"
                      + ("" if hf_token_secret else " (no token secret in Settings › Azure: the check will fail)"))
-    return SmokeSpec(job=job, cluster=spec.cluster, name=name, output_uri=output_uri, sku=spec.sku, nodes=nodes,
-                     gpus_per_node=spec.gpus_per_node, priority=spec.priority, notes=notes)
+    return JobSpec(job=job, cluster=spec.cluster, name=name, output_uri=output_uri, sku=spec.sku, nodes=nodes,
+                     gpus_per_node=spec.gpus_per_node, priority=spec.priority, estimate={}, notes=notes)
 
 
 # ---- running it -----------------------------------------------------------------------------------------------------
