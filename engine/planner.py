@@ -18,7 +18,7 @@ from .catalog.capacity import REFRESH_COMMAND, STALE_DAYS, CapacityTable, load_c
 from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
 from .catalog.prices import PriceTable, load_prices
 from .checks import Pair, check_plan
-from .errors import CatalogError, PlanError, RunError
+from .errors import CatalogError, DistillError, PlanError, RunError
 from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency, coefficients
 from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
@@ -111,7 +111,13 @@ def azure_machines(prices: PriceTable, notes: list[str] | None = None,
     by it; a bus bandwidth already is the achieved figure), in place of the catalog's link speeds, and the measured
     output write and data read in place of the assumed storage speeds; ``notes`` gains a line for each such size."""
     accs = load_accelerators()
-    records = load_smoke_records() if records is None else records
+    if records is None:
+        try:
+            records = load_smoke_records()
+        except DistillError as exc:       # an optional calibration file never stops planning
+            records = []
+            if notes is not None:
+                notes.append(f"smoke-job measurements not used: {exc}")
     eff = float(coefficients()["communication"]["bus_efficiency"])
     out = []
     for s in load_skus().values():

@@ -268,3 +268,28 @@ def test_the_rehearsal_and_grace_knobs_refuse_bad_values(monkeypatch):
         C.copy_pause()
     monkeypatch.setenv(C.PAUSE_ENV, "2.5")
     assert C.copy_pause() == 2.5
+
+
+def test_an_intact_checkpoint_that_fails_to_load_for_another_reason_is_kept_and_the_run_stops(tmp_path):
+    """Bytes that verify against the manifest but fail to load for a reason that is not damage (out of memory, a
+    read error, another library version) stop the resume with the cause; the checkpoint is not set aside."""
+    from types import SimpleNamespace
+
+    run = tmp_path / "run"
+    ckpt = C.checkpoint_dir(run, 4)
+    ckpt.mkdir(parents=True)
+    (ckpt / C.STATE_FILE).write_text(json.dumps({"step": 4, "world_size": 1, "sharded": False}))
+    (ckpt / "model.safetensors").write_bytes(b"\0" * 64)
+    C.write_manifest(ckpt, 4, C.hash_files(ckpt, C._files(ckpt)), 1.0)
+
+    def no_memory(_path):
+        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    par = SimpleNamespace(sharded=False, acc=SimpleNamespace(load_state=no_memory))
+    one = SimpleNamespace(rank=0, world=1, gather=lambda x: [x], barrier=lambda: None)
+    said = []
+    with pytest.raises(RunError) as info:
+        C.resume_checkpoint(par, run, None, None, None, 1, collective=one, mount=False, say=said.append)
+    assert "MemoryError" in str(info.value) and "kept" in str(info.value)
+    assert ckpt.is_dir() and C.list_checkpoints(run) == [ckpt] and not said
+    assert not (run / "checkpoints" / C.DAMAGED).exists()

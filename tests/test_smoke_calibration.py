@@ -204,3 +204,14 @@ def test_the_label_in_the_breakdown_notes_and_json_row(baseline, capsys):
     assert rows and all(r["calibration"]["smoke"] == want for r in rows)
     assert all(r["calibration"]["smoke"] is None for r in doc["options"] if r["sku"] != SIZE)
     assert any(want in n for n in doc["notes"])
+
+
+def test_a_damaged_smoke_store_never_stops_planning(baseline):
+    """An optional calibration file that cannot be read is named in the notes; the plan is made as without it."""
+    R.store_path().parent.mkdir(parents=True, exist_ok=True)
+    R.store_path().write_text("{ not json", encoding="utf-8")
+    a = plan_analysis()
+    assert any("smoke-job measurements not used" in n and "smoke.json" in n for n in a.notes), a.notes
+    assert a.decision.recommended == baseline.decision.recommended
+    assert a.sweep.out["total_hours"][a.decision.recommended] == baseline.sweep.out["total_hours"][
+        baseline.decision.recommended]

@@ -100,7 +100,7 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     # the copy to the output datastore: as a smoke job measured the size's write speed, else the assumed figure.
     # Training waits for it (the engine copies before it goes on), so it is part of every checkpoint's time.
     copy_h = per_node / (per_row(g, "blob_copy_gb_per_s", f["storage"]["blob_copy_gb_per_s"]) * GB) / 3600.0
-    write_h = write_h + np.where(_is_local(g), 0.0, copy_h)
+    write_h = write_h + np.where(local, 0.0, copy_h)
 
     # failures per node-hour: hardware (per GPU) and, on low priority, evictions; none modelled on a local machine
     fail = f["failures"]
@@ -128,7 +128,7 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
     ckpt_h = count * write_h
 
     staging = o.get("staging_hours", np.zeros(n))     # once, before the first attempt: not part of a restart
-    restart = o["setup_hours"] - staging
+    restart = np.maximum(o["setup_hours"] - staging, 0.0)
     pass_loss = loss_without_checkpoints(o["prepass_hours"], mtbf, restart)
     without = loss_without_checkpoints(train, mtbf, restart)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -141,7 +141,7 @@ def apply(job: Job, g: Grid, o: dict[str, np.ndarray]) -> None:
 
     o["checkpoint_bytes"] = size
     o["checkpoint_write_hours"] = write_h
-    o["checkpoint_interval_hours"] = np.where(every > 0, np.minimum(tau, np.inf), 0.0)
+    o["checkpoint_interval_hours"] = np.where(every > 0, tau, 0.0)
     o["checkpoint_interval_steps"] = every
     o["checkpoint_count"] = count
     o["checkpoint_hours"] = ckpt_h

@@ -215,6 +215,7 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
         return []
     dkey = data_key(plan, base)
     tps, setup = o["tokens_per_second_per_gpu"].copy(), o["setup_hours"].copy()
+    staging = o.get("staging_hours", np.zeros(len(sw)))
     by_option: dict[tuple, list[dict]] = {}
     for r in mine:
         by_option.setdefault(tuple(r["option"]), []).append(r)
@@ -227,12 +228,14 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     if ratio is not None and watched_machines:
         near = np.isin(g.extra["machine"], watched_machines)
         tps = np.where(near, tps * ratio, tps)
-        setup = np.where(near, statistics.median(r["measured"]["setup_seconds"] for r in mine) / 3600.0, setup)
+        # a watched run's set-up is its nodes' own; staging the models (once, on its own VM) stays as estimated
+        setup = np.where(near, statistics.median(r["measured"]["setup_seconds"] for r in mine) / 3600.0 + staging,
+                         setup)
         code[near], runs[near] = 2, len(mine)
     for key, found in by_option.items():          # a handful of watched configurations: one mask each
         same = _rows_of(sw, key)
         tps[same] = statistics.median(r["measured"]["tokens_per_second_per_device"] for r in found)
-        setup[same] = statistics.median(r["measured"]["setup_seconds"] for r in found) / 3600.0
+        setup[same] = statistics.median(r["measured"]["setup_seconds"] for r in found) / 3600.0 + staging[same]
         code[same], runs[same] = 3, len(found)
     same_data = [r for r in mine if r.get("data") == dkey]
     tokens = (statistics.median(r["measured"]["train_tokens"] for r in same_data) if same_data

@@ -402,12 +402,21 @@ def resume_checkpoint(par, run_dir: Path, module, optimizer, scheduler, world_si
             except RunError:
                 raise
             except Exception as exc:  # noqa: BLE001 — a file the libraries cannot read: the checkpoint is damaged
-                error = f"it could not be loaded ({_what_failed(exc)})"
+                why = _what_failed(exc)
+                # intact bytes that fail for another reason (out of memory, a read error, another library version)
+                # are not damage: setting good checkpoints aside one after another would lose the run
+                error = (("damaged", f"it could not be loaded ({why})") if why else
+                         ("fatal", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"))
             loaded_any = True
             errors = [e for e in collective.gather(error) if e]
+            fatal = [text for kind, text in errors if kind == "fatal"]
+            if fatal:
+                raise RunError(f"{path}: its files verify against the manifest but could not be loaded ({fatal[0]}); "
+                               "it is kept as it is: fix the cause (memory, the storage, the library versions the "
+                               "run was started with) and resume again")
             if not errors:
                 return path, state
-            problems = errors
+            problems = [text for _kind, text in errors]
         if main:
             rel = path.relative_to(run_dir)
             dest = set_aside(path, "; ".join(problems), mount=mount)
@@ -427,16 +436,21 @@ def resume_checkpoint(par, run_dir: Path, module, optimizer, scheduler, world_si
 
 
 def _what_failed(exc: BaseException) -> str:
-    """A library's error as the user needs it: which kind of file failed, not the library's text."""
+    """A library's error as the user needs it: which kind of file failed, not the library's text; "" when the error
+    is not one of a damaged file."""
     kind = type(exc).__name__
     text = str(exc)
     if "Safetensor" in kind or "safetensors" in text.lower() or "header" in text.lower():
         return "a weights file (.safetensors) is unreadable"
-    if "PytorchStreamReader" in text or "zip archive" in text or "Unpickl" in kind or "pickle" in text.lower():
+    import errno
+
+    if "PytorchStreamReader" in text or "zip archive" in text or "Unpickl" in kind or "pickle" in text.lower() \
+            or isinstance(exc, EOFError) or (isinstance(exc, OSError) and exc.errno == errno.EINVAL):
+        # (a truncated torch file fails to seek: EINVAL; a read error of the storage, EIO, is not damage)
         return "a saved state file (.bin, .pt or .pkl) is unreadable"
     if isinstance(exc, ValueError) and "JSON" in kind + text or kind == "JSONDecodeError":
         return f"{STATE_FILE} is unreadable"
-    return "a file does not fit the run's model or optimiser"
+    return ""
 
 
 def load_checkpoint(par, path: Path, module, optimizer, scheduler, world_size: int) -> dict[str, Any]:

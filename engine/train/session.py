@@ -147,7 +147,8 @@ class Session:
                         if plan.data.eval else [])
         prompts = []
         if mode == "generate":
-            rows = read_records(plan.data.prompts, "data.prompts", base, fmt) if plan.data.prompts else records
+            rows = (read_records(plan.data.prompts, "data.prompts", base, fmt, seq_len=plan.data.seq_len)
+                    if plan.data.prompts else records)
             prompts = [r for r in rows if has_prompt(r)]
             if not prompts:
                 raise DataError("data.prompts: no record has a `prompt` or a user turn for the teacher to answer")
