@@ -136,6 +136,7 @@ def time_collective(op: str, size_bytes: int, group, n: int, device, iters: int,
 
 
 def check_collectives(res: Results, args, device, deadline: float) -> None:
+    import torch
     import torch.distributed as dist
 
     world, rank = dist.get_world_size(), dist.get_rank()
@@ -157,7 +158,11 @@ def check_collectives(res: Results, args, device, deadline: float) -> None:
         for op in ("all_reduce", "all_gather"):
             rows = []
             for size in sizes:
-                if time.time() > deadline:
+                # every rank stops at the same size: ranks that started at other times would otherwise disagree,
+                # and the ones still measuring would wait in a collective the others never join
+                late = torch.tensor([1.0 if time.time() > deadline else 0.0], device=device)
+                dist.all_reduce(late, op=dist.ReduceOp.MAX)
+                if late.item() > 0:
                     break
                 rows.append({"op": op, "scope": scope, "ranks": n, **time_collective(
                     op, size, group, n, device, args.iters, args.warmup)})
