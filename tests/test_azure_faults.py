@@ -307,3 +307,21 @@ def test_logs_only_reads(fake, tmp_path, monkeypatch, capsys):
     assert "Could not reach Azure while reading the job's log" in capsys.readouterr().err
     assert len([r for r in fake.requests()[n0:] if "ExperimentRun/dcid." in r["url"]]) == 1
     assert snapshot(run) == before                                    # nothing in the run folder was written
+
+
+def test_a_retry_after_an_outage_keeps_what_the_first_try_recorded(fake, tmp_path):
+    """A submission that failed before its job was built is sent again under its name; the pre-flight it recorded
+    (and the risks a --force took) stay in azure.json."""
+    from distill_studio.engine.azure.jobs import submit
+
+    fake.fake_time()
+    fake.fail("GET", r"/workspaces/distill-ws\?", network="proxy", times=50)
+    forced = {"preflight": {"ok": False, "forced": True, "risks_taken": ["data: nothing on the datastore"]}}
+    with pytest.raises(AzureError):
+        submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None, record=forced)
+    with fake.locked() as s:
+        s["faults"] = []
+    meta = submit(azure_plan(tmp_path), tmp_path / "run", connect(fake), say=lambda s: None)
+    kept = json.loads((tmp_path / "run" / "azure.json").read_text())
+    assert kept["preflight"] == forced["preflight"] and kept["job"] == meta["job"]
+    assert jobs_in_azure(fake) == [meta["job"]]

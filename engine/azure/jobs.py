@@ -237,6 +237,8 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
         if (run_dir / "plan.toml").exists():
             return _send_recorded(az, run_dir, meta, say, should_stop)
         name = meta["job"]   # it failed before the job was built (Azure not reached): build it now, same name
+        # what the first try recorded (its pre-flight, the risks a --force took) stays with the run
+        record = {**({"preflight": meta["preflight"]} if "preflight" in meta else {}), **(record or {})}
     elif (run_dir / "events.jsonl").exists():
         raise AzureError(f"--run-dir: {run_dir} already holds a run; choose a new folder")
     plan = load_plan(plan_path)

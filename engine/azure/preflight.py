@@ -198,14 +198,11 @@ def _assignee(az: Azure) -> str:
 
 
 def _capacity():
-    """The capacity functions (the table and its cache live beside prices; refreshing it is Azure's)."""
-    from . import capacity as live
+    """The capacity functions: refreshing is Azure's, the table and its cache live beside prices."""
+    from ..catalog.capacity import load_capacity
+    from .capacity import refresh_capacity
 
-    try:
-        from ..catalog import capacity as cached  # type: ignore[attr-defined]
-    except ImportError:
-        cached = live
-    return live.refresh_capacity, getattr(cached, "load_capacity", None) or live.load_capacity
+    return refresh_capacity, load_capacity
 
 
 def check_quota(az: Azure, report: Preflight, stages: list[tuple[str, str, int, str]]) -> None:
