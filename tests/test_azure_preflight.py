@@ -203,6 +203,23 @@ def test_data_on_the_datastore_is_listed_and_its_size_compared_with_the_tokens(f
     nothing_created(fake)
 
 
+def test_data_the_sign_in_may_not_read_is_a_warning_not_a_stop(fake, tmp_path):
+    """AzureML Data Scientist may neither read a datastore's key nor list its blobs; the job reads the data with the
+    workspace's own credentials, so pre-flight warns instead of stopping the submission."""
+    plan = azure_plan(tmp_path)
+    uri = "azureml://datastores/workspaceblobstore/paths/corpus/v1/"
+    fake.put_blob("azureml-blobstore/corpus/v1/part-0.jsonl", b"x" * 2500)
+    fake.fail("POST", r"/datastores/workspaceblobstore/listSecrets", status=403, times=5,
+              code="AuthorizationFailed", message="no listSecrets right")
+    fake.fail("GET", r"\.blob\.core\.windows\.net/azureml-blobstore\?.*comp=list", status=403, times=5,
+              code="AuthorizationPermissionMismatch", message="not authorized")
+    report = run_preflight(plan, connect(fake), data_uri=uri)
+    train = [c for c in report.checks if c.what == "data" and c.text.startswith("data.train")]
+    assert [c.status for c in train] == ["warn"], train
+    assert "Storage Blob Data Reader" in train[0].text and "workspace's own credentials" in train[0].fix
+    assert not [c for c in report.checks if c.what == "data" and c.status == "fail"]
+
+
 # ---- a gated model: the order that works for the first job ---------------------------------------------------------
 
 def test_gated_model_token_steps_in_an_order_that_works(cli_env, tmp_path, capsys):

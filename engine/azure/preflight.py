@@ -260,15 +260,30 @@ def _local_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+class NoReadAccess(AzureError):
+    """The signed-in identity may not list the datastore's data; the job reads it with the workspace's own
+    credentials, so this is not a reason to stop."""
+
+
+def _denied(exc: BaseException) -> bool:
+    return getattr(exc, "status_code", None) in (401, 403)
+
+
 def datastore_size(az: Azure, store: str, blob_path: str) -> tuple[int, int]:
-    """(files, bytes) under ``blob_path`` of datastore ``store``: the file itself, or everything under the folder."""
+    """(files, bytes) under ``blob_path`` of datastore ``store``: the file itself, or everything under the folder.
+    :class:`NoReadAccess` where the signed-in identity may read neither the datastore's key nor its blobs."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import ContainerClient
 
     from .client import client_kwargs
 
     try:
-        ds = az.ml.datastores.get(store, include_secrets=True)
+        try:
+            ds = az.ml.datastores.get(store, include_secrets=True)
+        except Exception as exc:  # noqa: BLE001 — its key may be withheld (listing secrets is a right of its own)
+            if not _denied(getattr(exc, "inner_exception", None) or exc):
+                raise
+            ds = az.ml.datastores.get(store)
     except ResourceNotFoundError:
         raise AzureError(f"datastore {store} is not in workspace {az.ws.workspace}; the workspace's default is "
                          "workspaceblobstore") from None
@@ -293,6 +308,9 @@ def datastore_size(az: Azure, store: str, blob_path: str) -> tuple[int, int]:
                 files += 1
                 size += int(blob.size or 0)
     except Exception as exc:  # noqa: BLE001
+        if _denied(exc):
+            raise NoReadAccess(f"your sign-in may not list storage account {account} (it needs Storage Blob Data "
+                               "Reader there)") from None
         raise explain(exc, f"listing {store}/{prefix} (storage account {account})", az.ws) from None
     return files, size
 
@@ -326,6 +344,11 @@ def _one_input(az: Azure, report: Preflight, key: str, value: str, base: Path, n
         store, path = m.group(1), m.group(2)
         try:
             files, size = datastore_size(az, store, path)
+        except NoReadAccess as exc:
+            report.add("data", "warn", f"{key}: {value} could not be checked: {exc}",
+                       "the job reads it with the workspace's own credentials, so this does not stop it; to have it "
+                       "checked, give your sign-in Storage Blob Data Reader on that account")
+            return None
         except AzureError as exc:
             report.add("data", "fail", f"{key}: {value} could not be checked: {exc}",
                        "check the datastore name in the URI, and that the signed-in identity may read it")
