@@ -252,3 +252,19 @@ def test_gated_model_token_steps_in_an_order_that_works(cli_env, tmp_path, capsy
     assert checks(doc, "token") == []
     assert any(f"identity ({principal}) may read secrets" in t for t in checks(doc, "token", "ok"))
     assert not any(c["what"] == "permission" and c["status"] == "fail" for c in doc["checks"])
+
+
+def test_a_gated_model_staged_in_the_workspace_needs_no_token(cli_env, tmp_path, capsys):
+    """The nodes read a staged model from workspace storage: no token secret is needed for it."""
+    from distill_studio.engine.catalog.staged_models import STAGED_VERSION, asset_name
+
+    fake = cli_env
+    plan = next(p for p in AZURE_PLANS if p.stem == "gemma3-27b-to-4b-3h")
+    assert main(["azure", "preflight", str(plan), "--json"]) == 1
+    assert checks(json.loads(capsys.readouterr().out), "token")          # not staged, no secret: a failure
+    for hub in ("google/gemma-3-27b-it", "google/gemma-3-4b-it"):
+        fake.add_model(asset_name(hub), STAGED_VERSION, f"azureml://datastores/workspaceblobstore/paths/m/{hub}")
+    main(["azure", "preflight", str(plan), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert checks(doc, "token") == []
+    assert any("staged in the workspace" in t and "no Hugging Face token" in t for t in checks(doc, "token", "note"))

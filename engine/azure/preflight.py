@@ -430,6 +430,14 @@ def _principal_of(compute) -> str:
 
 def check_token(az: Azure, report: Preflight, plan, ws_doc, compute, *, created: bool = False) -> None:
     gated = gated_models(plan)
+    if gated:                  # a model staged in the workspace is read from storage: no token is used for it
+        from .models import lookup
+
+        staged = [g for g in gated if lookup(az, g.split(" ", 1)[1]) is not None]
+        if staged:
+            report.add("token", "note", f"{' and '.join(staged)} staged in the workspace: the job reads "
+                       f"{'it' if len(staged) == 1 else 'them'} from storage, with no Hugging Face token")
+        gated = [g for g in gated if g not in staged]
     if not gated:
         return
     from .node import vault_uri
