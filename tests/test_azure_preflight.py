@@ -268,3 +268,18 @@ def test_a_gated_model_staged_in_the_workspace_needs_no_token(cli_env, tmp_path,
     doc = json.loads(capsys.readouterr().out)
     assert checks(doc, "token") == []
     assert any("staged in the workspace" in t and "no Hugging Face token" in t for t in checks(doc, "token", "note"))
+
+
+def test_a_split_plan_checks_and_creates_the_cluster_of_each_job(fake, tmp_path):
+    """The teacher's pass (the first job, the one that downloads the teacher) runs on its own size's cluster:
+    pre-flight looks at both and --create-cluster creates both."""
+    from test_azure import split_plan
+
+    from distill_studio.engine.azure.job import cluster_name
+
+    plan = split_plan(tmp_path)
+    report = run_preflight(plan, connect(fake), create_cluster=True)
+    made = set(fake.state()["computes"])
+    teacher = cluster_name("Standard_ND96isr_H100_v5", "dedicated")
+    assert teacher in made and len(made) == 2, made
+    assert report.cluster["name"] == teacher and report.cluster["sku"] == "Standard_ND96isr_H100_v5"

@@ -74,7 +74,8 @@ class Preflight:
 
     def add(self, what: str, status: str, text: str, fix: str = "") -> Check:
         c = Check(what, status, text, fix)
-        self.checks.append(c)
+        if c not in self.checks:        # the same finding for two clusters of a split plan is said once
+            self.checks.append(c)
         return c
 
     @property
@@ -613,31 +614,48 @@ def run_preflight(plan_path: Path, az: Azure, *, data_uri: str | None = None, pr
         tp = resolved.split["teacher_pass"]
         stages = [("teacher's pass: ", tp["sku"], int(tp["nodes"]), hw.priority),
                   ("training: ", hw.sku, resolved.nodes, hw.priority)]
-    compute_name = az.ws.compute if az.ws.compute and not resolved.split else J.cluster_name(hw.sku, hw.priority)
-    report.cluster = {"name": compute_name, "sku": hw.sku, "nodes": resolved.nodes, "priority": hw.priority}
-
-    found = workspace_and_cluster(az, report, compute_name)
+    # each job's cluster: a split plan's teacher pass runs on its own size (job.build names it the same way), and
+    # that first job is the one that downloads the teacher
+    clusters = [{"name": az.ws.compute if az.ws.compute and not resolved.split else J.cluster_name(hw.sku, hw.priority),
+                 "sku": hw.sku, "nodes": resolved.nodes, "priority": hw.priority}]
+    if resolved.split:
+        tp = resolved.split["teacher_pass"]
+        clusters.insert(0, {"name": J.cluster_name(tp["sku"], hw.priority), "sku": tp["sku"],
+                            "nodes": int(tp["nodes"]), "priority": hw.priority})
+    report.cluster = dict(clusters[0])
+    found = workspace_and_cluster(az, report, clusters[0]["name"])
     if found is None:
         return report
-    ws_doc, compute = found
-    created = False
-    if compute is None and create_cluster:
-        from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
+    ws_doc = found[0]
+    computes, created, short = [], [], []
+    for c in clusters:
+        compute = found[1] if c is clusters[0] else workspace_and_cluster(az, report, c["name"])[1]
+        made = False
+        if compute is None and create_cluster:
+            from azure.ai.ml.entities import AmlCompute, IdentityConfiguration
 
-        from .jobs import ensure_cluster
+            from .jobs import ensure_cluster
 
-        cluster = AmlCompute(name=compute_name, size=hw.sku, min_instances=0, max_instances=resolved.nodes,
-                             tier="low_priority" if hw.priority == "low-priority" else "dedicated",
-                             idle_time_before_scale_down=600, identity=IdentityConfiguration(type="system_assigned"))
-        ensure_cluster(az, cluster, say or (lambda _t: None))
-        compute = az.ml.compute.get(compute_name)
-        created = True
-    big_enough = cluster_fits(report, compute, compute_name, hw.sku, resolved.nodes)
+            cluster = AmlCompute(name=c["name"], size=c["sku"], min_instances=0, max_instances=c["nodes"],
+                                 tier="low_priority" if c["priority"] == "low-priority" else "dedicated",
+                                 idle_time_before_scale_down=600,
+                                 identity=IdentityConfiguration(type="system_assigned"))
+            ensure_cluster(az, cluster, say or (lambda _t: None))
+            compute = az.ml.compute.get(c["name"])
+            made = True
+        if not cluster_fits(report, compute, c["name"], c["sku"], c["nodes"]):
+            short.append(c)
+        computes.append(compute)
+        created.append(made)
 
-    check_permissions(az, report, big_enough)
+    report.cluster = dict(short[0] if short else clusters[0])
+    check_permissions(az, report, not short)
     check_quota(az, report, stages)
     check_data(az, report, plan, base, data_uri)
-    check_token(az, report, plan, ws_doc, compute, created=created)
+    for c, compute, made in zip(clusters, computes, created):
+        report.cluster = c          # check_token adds the cluster identity's principal id to it
+        check_token(az, report, plan, ws_doc, compute, created=made)
+    report.cluster = clusters[0]
     check_environment(az, report)
     return report
 
