@@ -476,11 +476,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(run `{self.prog} --help` for the options)\n")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: ours and the training libraries' (read when asked, not at every start)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .version import version_text
+
+        print(version_text("distill"))       # on stdout, as argparse's own version action prints
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .version import VERSION
 
     ap = _Parser(prog="distill", description="Plan, estimate and run knowledge distillation.")
-    ap.add_argument("--version", action="version", version=f"distill {VERSION}")
+    ap.add_argument("--version", action=_VersionAction, help="the version, and those of torch, transformers, peft "
+                    f"and accelerate it runs with (distill {VERSION})")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", help="options, Pareto front and recommendation for a plan file")

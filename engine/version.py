@@ -27,3 +27,26 @@ def _version() -> str:
 
 
 VERSION = _version()
+
+# The libraries a run's numbers depend on, in the order people ask for them
+LIBRARIES = ("torch", "transformers", "peft", "accelerate")
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed versions of ``LIBRARIES`` (None where one is not installed), from package metadata: nothing is
+    imported, so ``--version`` stays instant."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def version_text(program: str = "distill") -> str:
+    """What ``--version`` prints: the product's version, then the versions it runs with."""
+    libs = ", ".join(f"{name} {v or 'not installed'}" for name, v in library_versions().items())
+    return f"{program} {VERSION}\n{libs}"

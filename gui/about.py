@@ -12,12 +12,12 @@ from importlib import metadata
 
 from PySide6.QtCore import Qt
 
-from ..engine.version import VERSION
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from ..engine.version import LIBRARIES as TRAINING_PACKAGES  # what `distill --version` prints too
+from ..engine.version import VERSION
+
 APP_NAME = "Distill Studio"
-# Distribution names as published (the import names can differ, e.g. PySide6 ships as PySide6-Essentials).
-TRAINING_PACKAGES = ("torch", "transformers", "peft", "accelerate")
 
 
 def _dist_version(*names: str, missing: str = "not installed") -> str:

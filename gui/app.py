@@ -89,9 +89,9 @@ def create_window(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.version:
-        from ..engine.version import VERSION
+        from ..engine.version import version_text
 
-        print(VERSION)
+        print(version_text("distill-studio"))
         return 0
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):

@@ -37,24 +37,35 @@ def test_the_base_image_is_pinned_by_version():
 def test_the_image_installs_exactly_the_pins_into_its_own_python():
     text = dockerfile()
     assert f"python={env.NODE_PYTHON} " in text
-    assert "COPY requirements.txt" in text and "pip install --no-cache-dir -r /opt/distill/requirements.txt" in text
+    assert "COPY requirements.txt" in text
+    assert "pip install --no-cache-dir --require-hashes -r /opt/distill/requirements.txt" in text
     assert "ENV PATH=/opt/distill/bin:$PATH" in text       # the job's `python` is that interpreter
-    # every requirement is pinned to one version (the node builds what CI resolved, not what is newest that day)
+    # every requirement is pinned to one version and its files' hashes (the node builds what CI resolved, not what
+    # is newest that day, and no file other than the one resolved)
     reqs = env.node_requirements()
-    assert reqs and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+]+", r) for r in reqs), reqs
-    names = [re.split(r"==", r)[0].lower() for r in reqs]
-    assert len(names) == len(set(names))
+    pattern = r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+]+( --hash=sha256:[0-9a-f]{64})+"
+    assert reqs and all(re.fullmatch(pattern, r) for r in reqs), [r for r in reqs if not re.fullmatch(pattern, r)]
+    names = list(env.pinned_versions(reqs))
+    assert len(names) == len(reqs) == len(set(names))
     for needed in ("torch", "transformers", "accelerate", "peft", "mlflow-skinny", "azureml-mlflow",
                    "azure-identity", "azure-keyvault-secrets", "filelock", "psutil", "platformdirs"):
         assert needed in names
 
 
-def test_the_rehearsal_installs_the_node_pins_with_this_machines_torch():
-    node, rehearsal = env.node_requirements(), env.rehearsal_requirements()
-    assert len(node) == len(rehearsal)
-    changed = [(a, b) for a, b in zip(node, rehearsal) if a != b]
-    assert changed == [(next(r for r in node if r.startswith("torch==")), env.CPU_TORCH)]
-    assert env.CPU_TORCH in (ROOT / "constraints.txt").read_text()
+def test_the_rehearsal_installs_the_node_pins_with_torchs_cpu_build():
+    """The rehearsal's venv: every package of the node at the node's version, but CUDA's and torch, which is the CPU
+    build the checkout runs (the same line of the checkout's lock, hashes and all)."""
+    node, rehearsal = env.pinned_versions(env.node_requirements()), env.pinned_versions(env.rehearsal_requirements())
+    cuda = {n for n in node if n.startswith(("nvidia-", "cuda-")) or n in ("triton", "torch")}
+    assert cuda and {n for n in node if n not in cuda} <= set(rehearsal)
+    assert all(rehearsal[n] == v for n, v in node.items() if n not in cuda)
+    assert not any(n.startswith(("nvidia-", "cuda-")) for n in rehearsal)
+    assert rehearsal["torch"].endswith("+cpu") and node["torch"] != rehearsal["torch"]
+    checkout = env.read_requirements(ROOT / "lock" / "linux-x86_64-cpu.txt")
+    torch_line = next(r for r in env.rehearsal_requirements() if r.startswith("torch=="))
+    assert torch_line in checkout
+    # what the rehearsal adds besides torch is only what torch's CPU build needs beyond the node's (setuptools)
+    assert set(rehearsal) - set(node) <= {"setuptools"}
 
 
 def test_node_torch_is_a_cuda_12_build_on_pypi():
@@ -91,9 +102,8 @@ def resolve() -> dict:
 def test_the_node_requirements_resolve_for_the_nodes_python_and_platform():
     report = resolve()
     got = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"] for i in report["install"]}
-    for req in env.node_requirements():
-        name, version = req.split("==")
-        assert got.get(name.lower().replace("_", "-")) == version, (req, got.get(name.lower()))
+    for name, version in env.pinned_versions(env.node_requirements()).items():
+        assert got.get(name) == version, (name, version, got.get(name))
     # wheels only, each for this platform and Python
     for item in report["install"]:
         wheel = item["download_info"]["url"].rsplit("/", 1)[-1]

@@ -158,11 +158,6 @@ def test_the_venv_key_follows_the_requirements():
     a = R.venv_key(["torch==2.13.0", "numpy==2.4.6"])
     assert a == R.venv_key(["torch==2.13.0", "numpy==2.4.6"])
     assert a != R.venv_key(["torch==2.13.0", "numpy==2.4.5"])
-    pin = R.torch_constraint(["torch==2.13.0"])
-    import torch
-
-    if torch.__version__.split("+")[0] == "2.13.0":
-        assert pin == f"torch=={torch.__version__}"      # this machine's build, never another from an index
 
 
 def test_rehearse_the_demo_job_killed_during_a_checkpoint_copy(tmp_path):

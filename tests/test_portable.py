@@ -49,7 +49,7 @@ def test_the_entry_runs_the_distill_command_as_python_m_does():
                           "--version"], capture_output=True, text=True, timeout=120)
     from distill_studio.engine.version import VERSION
 
-    assert out.returncode == 0 and out.stdout.strip() == f"distill {VERSION}"
+    assert out.returncode == 0 and out.stdout.splitlines()[0] == f"distill {VERSION}"
 
 
 def test_one_version_everywhere():
@@ -63,7 +63,12 @@ def test_one_version_everywhere():
     assert dict(about_rows())["Distill Studio"].startswith(want)
     out = subprocess.run([sys.executable, "-m", "distill_studio.engine.cli", "--version"], capture_output=True,
                          text=True, timeout=60)
-    assert out.stdout.strip() == f"distill {want}"
+    first, libs = out.stdout.strip().splitlines()
+    assert first == f"distill {want}"
+    # and the versions of the libraries it runs with, as installed (the bundle carries their metadata)
+    from importlib import metadata
+
+    assert libs == ", ".join(f"{n} {metadata.version(n)}" for n in ("torch", "transformers", "peft", "accelerate"))
     sys.path.insert(0, str(ROOT / "packaging"))
     try:
         import build

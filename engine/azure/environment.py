@@ -14,8 +14,11 @@ from pathlib import Path
 
 CONTEXT_DIR = Path(__file__).with_name("node_image")     # the Docker build context: Dockerfile, requirements.txt
 DOCKERFILE = CONTEXT_DIR / "Dockerfile"
-ENVIRONMENT_FILE = CONTEXT_DIR / "requirements.txt"       # the node's pins, one requirement a line
-CPU_TORCH = "torch==2.13.0"     # the CPU build on developers' and CI's machines (constraints.txt)
+# The node's pins and the rehearsal's, with hashes: both outputs of the project's one lock (`make lock`,
+# packaging/deps.py), resolved with the checkout's own pins as constraints, so every package but torch has the same
+# version on the node, in the rehearsal and in CI.
+ENVIRONMENT_FILE = CONTEXT_DIR / "requirements.txt"
+REHEARSAL_FILE = Path(__file__).with_name("rehearsal-requirements.txt")   # the node's pins with torch's CPU build
 
 # What the image build installs into: the node's Python and platform (Dockerfile: ``python=3.11`` on Ubuntu 22.04,
 # glibc 2.35, x86_64). CI resolves the pins for exactly these.
@@ -35,19 +38,41 @@ def _base_image() -> str:
 IMAGE = _base_image()   # mcr.microsoft.com/azureml/curated/acpt-pytorch-2.8-cuda12.6:<version>, never :latest
 
 
+def read_requirements(path: Path) -> list[str]:
+    """A requirements file's requirements, one string each, continuation lines joined (``name==1.0 --hash=...``)."""
+    out, parts = [], []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        text = "" if raw.lstrip().startswith("#") else raw.split(" #", 1)[0].strip()
+        if not text:
+            continue
+        if text.endswith("\\"):
+            parts.append(text[:-1].strip())
+            continue
+        out.append(" ".join([*parts, text]))
+        parts = []
+    if parts:
+        out.append(" ".join(parts))
+    return out
+
+
 def node_requirements() -> list[str]:
-    """The pip requirement lines the node installs, in order, as ``node_image/requirements.txt`` pins them."""
-    lines = []
-    for raw in ENVIRONMENT_FILE.read_text(encoding="utf-8").splitlines():
-        text = raw.split("#", 1)[0].strip()
-        if text:
-            lines.append(text)
-    return lines
+    """The requirements the node installs (``node_image/requirements.txt``), hashes included."""
+    return read_requirements(ENVIRONMENT_FILE)
 
 
 def rehearsal_requirements() -> list[str]:
-    """The node's requirements with torch replaced by the CPU build this machine has (everything else as pinned)."""
-    return [CPU_TORCH if re.match(r"^torch\s*(==|>=|~=|$)", r) else r for r in node_requirements()]
+    """The node's requirements for a machine with no GPU: the same pins, torch's CPU build and none of CUDA's."""
+    return read_requirements(REHEARSAL_FILE)
+
+
+def pinned_versions(requirements: list[str]) -> dict[str, str]:
+    """``{name: version}`` of ``name==version`` requirements (names lower case, ``_`` and ``.`` as ``-``)."""
+    out = {}
+    for req in requirements:
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([^\s;]+)", req)
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return out
 
 
 def node_platform_tags() -> list[str]:

@@ -5,8 +5,9 @@ What is the job's own (``job.build()``, as ``submit`` builds it):
 - **Code**: only the staged code folder that would be uploaded, as the working directory and ``PYTHONPATH``; the
   checkout's engine is not importable (the venv does not have the project installed, and the rehearsal checks that
   the engine a node process imports is the staged one).
-- **Environment**: a venv of :func:`environment.rehearsal_requirements` (the node's pins, the CPU build of torch),
-  cached in the user cache folder under a hash of those requirements, so a second rehearsal reuses it.
+- **Environment**: a venv of :func:`environment.rehearsal_requirements` (the node's locked pins, hashes checked,
+  torch's CPU build), cached in the user cache folder under a hash of those requirements, so a second rehearsal
+  reuses it.
 - **Command line**: the Command job's, with ``${{inputs.X}}`` and ``${{outputs.run}}`` set to mount-like folders
   (``<rehearsal>/mnt/azureml/cr/j/<job>/cap/data-capability/wd/INPUT_x``, the inputs copied there, and ``…/wd/run``).
 - **Process environment**: the job's ``environment_variables``; Azure ML's PyTorch distribution's per-process
@@ -45,6 +46,7 @@ from ..errors import AzureError
 
 Say = Callable[[str], None]
 VENV_STAMP = ".rehearsal-ready"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"   # PyTorch's index of its CPU builds (Linux)
 MNT = Path("mnt") / "azureml" / "cr" / "j"
 COPY_PAUSE_ENV = "DISTILL_CHECKPOINT_COPY_PAUSE_S"
 COPY_PAUSE_S = 5.0          # how long the engine holds a checkpoint copy open before its marker, when asked to
@@ -67,24 +69,8 @@ def venv_root() -> Path:
     return Path(platformdirs.user_cache_dir("distill-studio", appauthor=False)) / "rehearsal"
 
 
-def torch_constraint(requirements: list[str]) -> str | None:
-    """The exact torch this machine runs where the requirements ask for its version (``torch==2.13.0`` is met by
-    ``2.13.0+cpu``): pip then takes that build and never another (a CUDA build from the index)."""
-    try:
-        from importlib import metadata
-
-        have = metadata.version("torch")
-    except Exception:  # noqa: BLE001 — no torch here: pip resolves the pin as it is
-        return None
-    for req in requirements:
-        m = re.match(r"^torch\s*==\s*([^\s;,]+)$", req)
-        if m and have.split("+")[0] == m.group(1).split("+")[0]:
-            return f"torch=={have}"
-    return None
-
-
 def venv_key(requirements: list[str]) -> str:
-    text = "\n".join([sys.version.split()[0], sys.platform, torch_constraint(requirements) or "", *requirements])
+    text = "\n".join([sys.version.split()[0], sys.platform, *requirements])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -110,14 +96,24 @@ def ensure_venv(requirements: list[str], say: Say = _say, root: Path | None = No
         t0 = time.monotonic()
         # built in place (a venv's scripts name its folder), and marked ready last
         _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "creating the venv")
-        req_file, con_file = venv / "requirements.txt", venv / "constraints.txt"
+        req_file = venv / "requirements.txt"
         req_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        pin = torch_constraint(requirements)
-        con_file.write_text((pin + "\n") if pin else "", encoding="utf-8")
-        cmd = [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--progress-bar", "off",
-               "--no-input", "-r", str(req_file), "-c", str(con_file)]
-        _run(cmd, "installing the job's pins", say=say, show=re.compile(r"^(Collecting|Installing|Successfully)"))
-        (venv / VENV_STAMP).write_text(json.dumps({"requirements": requirements, "torch": pin,
+        pip = [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "install", "--progress-bar", "off",
+               "--no-input"]
+        shown = re.compile(r"^(Collecting|Installing|Successfully)")
+        torch = next((r for r in requirements if re.match(r"^torch\s*==\s*\S+\+cpu\b", r)), None)
+        if torch is not None:
+            # torch's CPU build is not on PyPI: a wheel folder pip is configured with, else PyTorch's own index
+            # (asked for torch alone, so pip never looks there for the other packages)
+            one = venv / "torch-requirement.txt"
+            one.write_text(torch + "\n", encoding="utf-8")
+            try:
+                _run(pip + ["--no-deps", "-r", str(one)], "installing torch's CPU build", say=say, show=shown)
+            except AzureError:
+                _run(pip + ["--no-deps", "--extra-index-url", TORCH_CPU_INDEX, "-r", str(one)],
+                     f"installing torch's CPU build from {TORCH_CPU_INDEX}", say=say, show=shown)
+        _run(pip + ["-r", str(req_file)], "installing the job's pins", say=say, show=shown)
+        (venv / VENV_STAMP).write_text(json.dumps({"requirements": requirements,
                                                    "seconds": round(time.monotonic() - t0, 1)}), encoding="utf-8")
         say(f"node environment ready in {time.monotonic() - t0:.0f} s")
     return venv
