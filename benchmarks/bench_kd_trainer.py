@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_kd_trainer.py --case gemma   # Gemma 3's 262,144-token vocabulary, batch 2 x 256
     .venv/bin/python benchmarks/bench_kd_trainer.py --vocab 1024   # a small vocabulary
 
-Needs TRL (``.venv/bin/pip install -c constraints.txt trl``). Nothing is downloaded: the models, the tokenizer and
+Needs TRL (``.venv/bin/pip install trl``). Nothing is downloaded: the models, the tokenizer and
 the data are made here, in a temporary folder, from a fixed seed. Prints a table; writes it with the settings and
 versions as markdown to ``--out`` (default /tmp/bench_kd_trainer.md).
 
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     if s.warmup < 1 or s.steps < 1 or s.repeats < 1:
         ap.error("--steps, --warmup and --repeats must be at least 1")
     if importlib.util.find_spec("trl") is None:
-        ap.error("TRL is not installed: .venv/bin/pip install -c constraints.txt trl")
+        ap.error("TRL is not installed: .venv/bin/pip install trl")
 
     root = Path(tempfile.mkdtemp(prefix="bench-kd-trainer-"))
     t_start = time.perf_counter()
