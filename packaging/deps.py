@@ -284,8 +284,8 @@ def check(pyproject_text: str | None = None) -> list[str]:
 
 # ---- install -------------------------------------------------------------------------------------------------------
 def install(target: Target, editable: bool = True, say=print) -> None:
-    """``target``'s pins into this Python with pip, every file checked against its hash; then the checkout itself
-    (editable, no dependencies of its own: the lock has them all), then ``pip check``."""
+    """``target``'s pins into this Python with pip (the locked pip first), every file checked against its hash; then
+    the checkout itself (editable, no dependencies of its own: the lock has them all), then ``pip check``."""
     have = f"{sys.version_info.major}.{sys.version_info.minor}"
     if have != target.python:
         raise LockError(f"{target.output} is made for Python {target.python}; this is Python {have} "
@@ -293,7 +293,13 @@ def install(target: Target, editable: bool = True, say=print) -> None:
                         "after `make clean`).")
     lockfile = ROOT / target.output
     pip = [sys.executable, "-m", "pip", "install", "--require-hashes", "--progress-bar", "off", "--no-input"]
-    torch = read_pins(lockfile).get("torch")
+    pins = read_pins(lockfile)
+    if "pip" in pins:             # the locked pip first: the one a venv comes with may be years older
+        with tempfile.TemporaryDirectory() as tmp:
+            one = Path(tmp) / "pip.txt"
+            one.write_text(pins["pip"].line + "\n", encoding="utf-8")
+            _run(pip + ["--quiet", "--no-deps", "-r", str(one)])
+    torch = pins.get("torch")
     if target.cpu_torch and torch is not None:
         # torch's CPU build is not on PyPI: a wheel folder pip is configured with, else PyTorch's own index. Asked
         # first without that index, so pip never looks there for the other packages.
@@ -305,7 +311,7 @@ def install(target: Target, editable: bool = True, say=print) -> None:
                 _run(pip + ["--no-deps", "--extra-index-url", TORCH_CPU_INDEX, "-r", str(one)])
     _run(pip + ["--quiet", "-r", str(lockfile)])
     if editable:
-        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+        _run([sys.executable, "-m", "pip", "install", "-qq", "--no-deps", "--no-build-isolation", "-e", str(ROOT)])
     _run([sys.executable, "-m", "pip", "check"])
 
 
