@@ -117,6 +117,10 @@ def summary_dict(a: Analysis, top: int) -> dict:
         row = sw.row(int(i))
         if row.get("range") is not None:
             row["range"]["confidence"] = p.budget.confidence   # the budget was checked at this quantile
+            if d.hours is not None:     # the figures at that quantile: what the budget and the ranking use
+                c = float(d.cost[int(i)])
+                row["range"]["at_confidence"] = {"hours": float(d.hours[int(i)]),
+                                                 "cost_usd": round(c, 2) if np.isfinite(c) else None}
         return row
 
     for i in planned_idx:
