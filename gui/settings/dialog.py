@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
     QPushButton, QScrollArea, QTabWidget, QVBoxLayout, QWidget,
@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from .. import dialogs, workers
 from . import secrets
-from .model import AzureSettings, Settings, save_settings, settings_path
+from .model import AzureSettings, Settings, normalise_region, save_settings, settings_path
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 REGION_RE = re.compile(r"^[a-z0-9]+$")
@@ -41,13 +41,43 @@ def _error_colour() -> str:
     return "#ff7b72" if app is not None and is_dark(app) else "#c62828"
 
 
+def _ok_colour() -> str:
+    from ..theme import is_dark
+
+    app = QApplication.instance()
+    return "#7ee787" if app is not None and is_dark(app) else "#2e7d32"
+
+
 class _PageScroll(QScrollArea):
     """A scroll area as tall as its page would like to be: the dialog opens showing the page whole, and scrolls
-    only when made smaller than that."""
+    only when made smaller than that.
+
+    The page is never shorter than its wrapped text needs at the width it has: a scroll area sizes its page from the
+    page's size hint, which is worked out at the page's preferred width, so a message that wraps onto one more line
+    at the real width (a narrower dialog, the scroll bar appearing) would lose its last line. The page's minimum
+    height follows its width instead."""
 
     def sizeHint(self):  # noqa: N802 (Qt API)
         hint = self.widget().sizeHint() if self.widget() is not None else super().sizeHint()
         return hint.grownBy(self.contentsMargins()) if hasattr(hint, "grownBy") else hint
+
+    def setWidget(self, page: QWidget) -> None:  # noqa: N802 (Qt API)
+        super().setWidget(page)
+        page.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if watched is self.widget() and event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest):
+            self.fit_page()
+        return False
+
+    def fit_page(self) -> None:
+        page = self.widget()
+        layout = page.layout() if page is not None else None
+        if layout is None or not layout.hasHeightForWidth():
+            return
+        need = layout.totalHeightForWidth(page.width())
+        if need > 0 and need != page.minimumHeight():
+            page.setMinimumHeight(need)
 
 
 class SettingsDialog(QDialog):
@@ -159,7 +189,8 @@ class SettingsDialog(QDialog):
         self.resource_group_edit = self._line("resource_group_edit", "e.g. ml-rg")
         self.workspace_edit = self._line("workspace_edit", "e.g. distill-ws")
         self.region_edit = self._line("region_edit", "eastus")
-        self.region_edit.setToolTip("Used for prices and as the region of new plans.")
+        self.region_edit.setToolTip("Used for prices and as the region of new plans. Written as Azure names it "
+                                    "(eastus, westeurope); “East US” is accepted and saved as eastus.")
         form.addRow("Subscription id:", self._field("subscription_edit", self.subscription_edit))
         form.addRow("Resource group:", self._field("resource_group_edit", self.resource_group_edit))
         form.addRow("Workspace:", self._field("workspace_edit", self.workspace_edit))
@@ -189,9 +220,27 @@ class SettingsDialog(QDialog):
             "bandwidth, the Hugging Face token, storage speed) for an Azure plan whose estimated cost at P80 is "
             "above this. $0: offer it for every plan.")
         form.addRow("Offer a smoke test above:", self._field("smoke_threshold_spin", self.smoke_threshold_spin))
+        # signs in and reads the workspace with the values above, before any plan is submitted
+        self.test_button = QPushButton("Test connection", objectName="test_connection_button")
+        self.test_button.setToolTip("Sign in with the method chosen above and read the workspace, with the values "
+                                    "typed here (nothing is saved or submitted)")
+        self.test_button.clicked.connect(self.test_connection)
+        self.test_status = QLabel(objectName="test_connection_label", wordWrap=True)
+        self.test_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.test_status.hide()
+        self.connection_result: tuple[bool, str] | None = None   # the last test's outcome, once it answered
+        test_row = QWidget()
+        row = QHBoxLayout(test_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.test_button)
+        row.addStretch(1)
+        form.addRow("", test_row)
+        form.addRow(self.test_status)
         column.addWidget(ws)
 
-        sp = QGroupBox("Service principal (for the service principal sign-in)")
+        # only the service principal sign-in uses these: shown when it is chosen (or something is typed in them)
+        sp = QGroupBox("Service principal", objectName="service_principal_group")
+        self.sp_group = sp
         form = QFormLayout(sp)
         self.tenant_edit = self._line("tenant_edit", "00000000-0000-0000-0000-000000000000")
         self.client_id_edit = self._line("client_id_edit", "00000000-0000-0000-0000-000000000000")
@@ -214,7 +263,20 @@ class SettingsDialog(QDialog):
         form.addRow(self.keyring_status_label)
         column.addWidget(sp)
         column.addStretch(1)
+        self.sign_in_combo.currentIndexChanged.connect(lambda *_: self._show_service_principal())
+        self.region_edit.editingFinished.connect(self._normalise_region_field)
         return page
+
+    def _show_service_principal(self, force: bool = False) -> None:
+        typed = any(e.text().strip() for e in (self.tenant_edit, self.client_id_edit, self.secret_edit))
+        self.sp_group.setVisible(force or typed or self.sign_in_combo.currentData() == "service-principal")
+        self._fit()
+
+    def _normalise_region_field(self) -> None:
+        """"East US" becomes "eastus" as the user leaves the field: what is saved is what is shown."""
+        text = self.region_edit.text()
+        if text.strip() and REGION_RE.match(normalise_region(text)) and normalise_region(text) != text:
+            self.region_edit.setText(normalise_region(text))
 
     def _load(self, s: Settings) -> None:
         self.runs_dir_edit.setText(s.runs_dir)
@@ -230,6 +292,7 @@ class SettingsDialog(QDialog):
         self.smoke_threshold_spin.setValue(a.smoke_test_above_usd)
         self.tenant_edit.setText(a.tenant_id)
         self.client_id_edit.setText(a.client_id)
+        self._show_service_principal()
 
     def _browse_runs_dir(self) -> None:
         path = dialogs.open_folder(self, self._settings, "runs_dir", "Folder for new runs")
@@ -274,10 +337,10 @@ class SettingsDialog(QDialog):
         if ws and not WORKSPACE_RE.match(ws):
             errors["workspace_edit"] = ("Workspace name must be 3 to 33 letters, digits, '-' or '_', starting with "
                                         "a letter or digit.")
-        region = self.region_edit.text().strip()
+        region = normalise_region(self.region_edit.text())
         if not REGION_RE.match(region):
-            errors["region_edit"] = ("Default region must be lowercase letters and digits only, with no spaces, "
-                                     "like eastus or westeurope.")
+            errors["region_edit"] = ("Default region must be an Azure region name: letters and digits, like eastus, "
+                                     "East US or westeurope.")
         cluster = self.compute_edit.text().strip()
         if cluster and not CLUSTER_RE.match(cluster):
             errors["compute_edit"] = ("Compute cluster name must be 2 to 16 letters, digits or '-', starting with a "
@@ -313,20 +376,69 @@ class SettingsDialog(QDialog):
             self.keyring_status_label.setStyleSheet(f"color: {_error_colour()}")
         self._fit()
 
+    def _show_errors(self, errors: dict[str, str]) -> bool:
+        """Show each message under its field, on the tab that holds the first; True when there was any."""
+        self._clear_errors()
+        if not errors:
+            return False
+        if errors.keys() & {"tenant_edit", "client_id_edit", "secret_edit"}:
+            self._show_service_principal(force=True)
+        for name, message in errors.items():
+            self._show_error(name, message)
+        first = next(iter(errors))
+        for index in range(self.tabs.count()):
+            if self.tabs.widget(index).findChild(QWidget, first) is not None:
+                self.tabs.setCurrentIndex(index)
+        self.findChild(QWidget, first).setFocus()
+        QTimer.singleShot(0, self._fit)      # once the messages are laid out: grow to show them whole
+        return True
+
+    # --- test connection ----------------------------------------------------------------------------------------
+
+    def _azure_values(self) -> dict[str, str]:
+        return {"subscription_id": self.subscription_edit.text().strip(),
+                "resource_group": self.resource_group_edit.text().strip(),
+                "workspace": self.workspace_edit.text().strip(), "region": normalise_region(self.region_edit.text()),
+                "sign_in": self.sign_in_combo.currentData(), "tenant_id": self.tenant_edit.text().strip(),
+                "client_id": self.client_id_edit.text().strip()}
+
+    def _say_connection(self, text: str, colour: str = "") -> None:
+        self.test_status.setText(text)
+        self.test_status.setStyleSheet(f"color: {colour}" if colour else "")
+        self.test_status.setVisible(bool(text))
+        QTimer.singleShot(0, self._fit)
+
+    def test_connection(self) -> None:
+        """Sign in and read the workspace with the values typed (on a worker); the answer is shown under the
+        button, in green when the workspace was reached, in red with what to do when not."""
+        from .connection import test_connection
+
+        errors = self.validate()
+        if self._show_errors(errors):
+            self._say_connection("Fix the fields marked in red first; nothing was tried.", _error_colour())
+            return
+        self.connection_result = None
+        self.test_button.setEnabled(False)
+        values = self._azure_values()
+        self._say_connection(f"Signing in and reading workspace {values['workspace'] or '…'}…")
+        workers.start_for(self, test_connection, values, self.secret_edit.text().strip(),
+                          on_result=lambda text: self._connection_tested(True, text),
+                          on_error=lambda text: self._connection_tested(False, text))
+
+    def _connection_tested(self, ok: bool, text: str) -> None:
+        if not ok:  # the engine's message points to this page; here "above" says where
+            text = text.replace("in Settings › Azure", "above").replace("Settings › Azure", "these settings")
+            text = text.replace("..", ".")
+        self.connection_result = (ok, text)
+        self.test_button.setEnabled(True)
+        self._say_connection(text, _ok_colour() if ok else _error_colour())
+
     def accept(self) -> None:
         """Validate, store a typed secret, save, and only then close. Every failure leaves the dialog open with the
         reason shown, and the passed ``Settings`` untouched."""
-        self._clear_errors()
-        errors = self.validate()
-        if errors:
-            for name, message in errors.items():
-                self._show_error(name, message)
-            first = next(iter(errors))
-            for index in range(self.tabs.count()):
-                if self.tabs.widget(index).findChild(QWidget, first) is not None:
-                    self.tabs.setCurrentIndex(index)
-            self.findChild(QWidget, first).setFocus()
+        if self._show_errors(self.validate()):
             return
+        self._normalise_region_field()
 
         tenant, client = self.tenant_edit.text().strip(), self.client_id_edit.text().strip()
         secret = self.secret_edit.text().strip()
@@ -348,7 +460,7 @@ class SettingsDialog(QDialog):
                 workspace=self.workspace_edit.text().strip(),
                 tenant_id=tenant,
                 client_id=client,
-                region=self.region_edit.text().strip(),
+                region=normalise_region(self.region_edit.text()),
                 sign_in=self.sign_in_combo.currentData(),
                 compute=self.compute_edit.text().strip(),
                 hf_token_secret=self.hf_secret_edit.text().strip(),

@@ -16,6 +16,7 @@ from ...engine.catalog.hardware import load_accelerators, load_skus
 from ...engine.errors import DistillError
 from ...engine.plan import Budget, Hardware
 from ..settings import Settings
+from ..settings.model import normalise_region
 from .common import add_row, form_grid, hint, next_row
 
 AZURE_REGIONS = ("eastus", "eastus2", "westus", "westus2", "westus3", "centralus", "southcentralus",
@@ -27,11 +28,6 @@ PRESETS = {"budget_3h": ("Under 3 hours", 3.0), "budget_27h": ("About 27 hours",
 
 
 REGION_RE = re.compile(r"[a-z0-9]{2,40}")
-
-
-def normalise_region(text: str) -> str:
-    """'East US 2' -> 'eastus2', the ARM spelling the plan wants."""
-    return "".join(text.split()).lower()
 
 
 class HardwarePage(QWizardPage):

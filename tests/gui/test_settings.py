@@ -9,6 +9,7 @@ import keyring
 import keyring.backend
 import pytest
 from keyring.backends import fail
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QDialogButtonBox
 
 from distill_studio.gui.about import about_text, show_about
@@ -173,7 +174,7 @@ def test_invalid_guid_blocks_ok_and_names_the_field(qtbot, memory_keyring):
     qtbot.addWidget(dialog)
     dialog.show()
     dialog.subscription_edit.setText("not-a-guid")
-    dialog.region_edit.setText("East US")
+    dialog.region_edit.setText("East US/2")
     with qtbot.assertNotEmitted(dialog.sig_settings_changed):
         ok_button(dialog).click()
     assert dialog.isVisible() and dialog.result() == 0
@@ -182,17 +183,20 @@ def test_invalid_guid_blocks_ok_and_names_the_field(qtbot, memory_keyring):
     assert "Subscription id" in err.text() and "GUID" in err.text()
     assert "c62828" in err.styleSheet() or "ff7b72" in err.styleSheet()
     region_err = dialog.findChild(type(dialog.save_error), "region_edit_error")
-    assert "Default region" in region_err.text() and "lowercase" in region_err.text()
+    assert "Default region" in region_err.text() and "eastus" in region_err.text()
     assert dialog.tabs.currentIndex() == 1  # the Azure tab, where the bad field is
     assert s == Settings()
     assert not settings_path().exists()
 
+    # "East US" is how the portal writes it: accepted, and saved in the ARM spelling the wizard and prices use
     dialog.subscription_edit.setText(SUB)
-    dialog.region_edit.setText("eastus")
+    dialog.region_edit.setText("East US 2")
     with qtbot.waitSignal(dialog.sig_settings_changed, timeout=1000):
         ok_button(dialog).click()
-    assert not err.isVisible()
-    assert s.azure.subscription_id == SUB
+    assert not err.isVisible() and not region_err.isVisible()
+    assert s.azure.subscription_id == SUB and s.azure.region == "eastus2"
+    assert dialog.region_edit.text() == "eastus2"
+    assert json.loads(settings_path().read_text())["azure"]["region"] == "eastus2"
 
 
 def test_ok_updates_in_place_saves_and_keeps_secret_out_of_file(qtbot, memory_keyring, tmp_path):
@@ -357,6 +361,7 @@ def test_settings_messages_are_never_cut_off(qtbot, screenshot):
     qtbot.addWidget(dialog)
     dialog.show()
     qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=10_000)
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))  # shows the keyring
     for index in range(dialog.tabs.count()):
         dialog.tabs.setCurrentIndex(index)
         qtbot.wait(50)
@@ -371,3 +376,130 @@ def test_settings_messages_are_never_cut_off(qtbot, screenshot):
     dialog.resize(600, 320)
     qtbot.wait(50)
     assert area.verticalScrollBar().maximum() > 0           # small: it scrolls
+
+
+def test_validation_messages_are_whole_at_every_size(qtbot, no_keyring):
+    """Five invalid fields at once, the long keyring message, and the dialog made narrower and shorter: every
+    message keeps its last line (the page grows with its wrapped text, and scrolls instead of squeezing it)."""
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: dialog.keyring_checked, timeout=10_000)
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))
+    for name, value in (("subscription_edit", "not-a-guid"), ("resource_group_edit", "rg."),
+                        ("workspace_edit", "ws"), ("region_edit", "East US/2"), ("hf_secret_edit", "hf_abc TOKEN!"),
+                        ("tenant_edit", "nope")):
+        dialog.findChild(type(dialog.runs_dir_edit), name).setText(value)
+    ok_button(dialog).click()
+    shown = [n for n, label in dialog._errors.items() if label.isVisible()]
+    assert len(shown) >= 6, shown
+    for size in ((600, 530), (600, 420), (640, 700), (980, 500)):
+        dialog.resize(*size)
+        qtbot.wait(30)
+        assert _clipped(dialog) == [], size
+
+
+def test_service_principal_fields_only_for_that_sign_in(qtbot, memory_keyring):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.tabs.setCurrentIndex(1)
+    assert not dialog.sp_group.isVisible()            # the browser sign-in needs none of them
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))
+    assert dialog.sp_group.isVisible()
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("azure-cli"))
+    assert not dialog.sp_group.isVisible()
+    dialog.tenant_edit.setText("not-a-guid")           # a bad value in a hidden field is shown, never hidden
+    ok_button(dialog).click()
+    assert dialog.sp_group.isVisible() and dialog.findChild(type(dialog.save_error), "tenant_edit_error").isVisible()
+
+
+# --- test connection: the real azure SDK objects against the fake Azure at the HTTP transport ---------------------
+
+@pytest.fixture
+def fake_azure(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parents[1])
+    monkeypatch.syspath_prepend(tests)
+    import azure_fake
+
+    monkeypatch.setenv(azure_fake.FAKE_DIR_ENV, str(tmp_path / "azure"))
+    monkeypatch.setenv("DISTILL_AZURE_TRANSPORT", "azure_fake:transport")
+    before = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    yield azure_fake.FakeAzure(tmp_path / "azure"), azure_fake
+    keyring.set_keyring(before)
+
+
+def _connection_dialog(qtbot, F, region="eastus"):
+    dialog = SettingsDialog(Settings())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.tabs.setCurrentIndex(1)
+    dialog.sign_in_combo.setCurrentIndex(dialog.sign_in_combo.findData("service-principal"))
+    for name, value in (("subscription_edit", F.SUB), ("resource_group_edit", F.RG), ("workspace_edit", F.WS),
+                        ("region_edit", region), ("tenant_edit", F.TENANT), ("client_id_edit", F.CLIENT)):
+        dialog.findChild(type(dialog.runs_dir_edit), name).setText(value)
+    return dialog
+
+
+def _test(qtbot, dialog):
+    qtbot.mouseClick(dialog.test_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: dialog.connection_result is not None, timeout=60_000)
+    assert dialog.test_button.isEnabled() and dialog.test_status.isVisible()
+    return dialog.connection_result
+
+
+def test_test_connection_signs_in_and_reads_the_workspace(qtbot, fake_azure, screenshot):
+    fake, F = fake_azure
+    dialog = _connection_dialog(qtbot, F, region="East US")
+    dialog.secret_edit.setText(SECRET)                 # typed, not stored yet: used for this sign-in only
+    ok, text = _test(qtbot, dialog)
+    assert ok, text
+    assert text.startswith("Connected") and F.WS in text and F.RG in text and F.CLIENT in text
+    assert dialog.test_status.text() == text and "2e7d32" in dialog.test_status.styleSheet()
+    sent = fake.requests()
+    assert any("/token" in r["url"] for r in sent)                       # a real sign-in (Entra ID's token)
+    assert any(r["url"].split("?")[0].endswith(f"/workspaces/{F.WS}") for r in sent)
+    assert all(SECRET not in r["url"] for r in sent)
+    assert SECRET not in text and not settings_path().exists()            # nothing saved, nothing stored
+    assert keyring.get_keyring().store == {}
+    qtbot.wait(30)
+    assert _clipped(dialog) == []
+    screenshot(dialog, "settings_test_connection_ok")
+
+
+def test_test_connection_names_a_missing_workspace(qtbot, fake_azure, screenshot):
+    fake, F = fake_azure
+    with fake.locked() as s:
+        s["workspace"] = False
+    keyring.get_keyring().set_password(secrets.SERVICE, f"azure:{F.TENANT}:{F.CLIENT}", SECRET)   # stored earlier
+    dialog = _connection_dialog(qtbot, F)
+    ok, text = _test(qtbot, dialog)
+    assert not ok
+    assert "Not found" in text and F.WS in text and "workspace above" in text and ".." not in text
+    assert "c62828" in dialog.test_status.styleSheet()
+    qtbot.wait(30)
+    screenshot(dialog, "settings_test_connection_failed")
+
+
+def test_test_connection_says_the_sign_in_was_refused(qtbot, fake_azure):
+    fake, F = fake_azure
+    fake.fail("POST", r"login\.microsoftonline\.com/.*/token", status=401, times=10, code="invalid_client",
+              message="AADSTS7000215: Invalid client secret provided.")
+    dialog = _connection_dialog(qtbot, F)
+    dialog.secret_edit.setText("wrong-secret")
+    ok, text = _test(qtbot, dialog)
+    assert not ok and "refused the sign-in" in text and "client secret" in text
+    assert "wrong-secret" not in text
+
+
+def test_test_connection_checks_the_fields_first(qtbot, fake_azure):
+    fake, F = fake_azure
+    dialog = _connection_dialog(qtbot, F)
+    dialog.subscription_edit.setText("not-a-guid")
+    qtbot.mouseClick(dialog.test_button, Qt.MouseButton.LeftButton)
+    assert "Fix the fields" in dialog.test_status.text() and dialog.connection_result is None
+    assert dialog.findChild(type(dialog.save_error), "subscription_edit_error").isVisible()
+    assert fake.requests() == []                       # nothing was sent
