@@ -51,6 +51,7 @@ _INITIAL_CAPACITY = 1024
 _LINE_WIDTH = 1          # a cosmetic 1 px pen: the fast path in Qt's stroker; wider pens cost several times more
 _SYMBOL_SIZE = 7
 _CURVE_OPTS = {"connect": "all", "skipFiniteCheck": True}
+_MARKER_LABEL_HEIGHTS = (0.04, 0.36, 0.68)   # where marker labels sit, up the plot, in turn
 
 
 def _as_1d(values: Any) -> np.ndarray:
@@ -76,13 +77,19 @@ def _finite_pairs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def elapsed_text(seconds: float) -> str:
-    """A short elapsed time for an axis tick: 45s, 12m, 3h05."""
+    """An elapsed time for an axis tick, in the app's words for durations (45 s, 2 min 30 s, 1 h 05 min), the
+    parts that are zero left out (2 min, 1 h): ticks sit at round times."""
     s = int(round(max(0.0, seconds)))
     if s < 60:
-        return f"{s}s"
+        return f"{s} s"
     if s < 3600:
-        return f"{s // 60}m{s % 60:02d}" if s < 600 else f"{s // 60}m"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}"
+        return f"{s // 60} min" + (f" {s % 60:02d} s" if s % 60 else "")
+    return f"{s // 3600} h" + (f" {(s % 3600) // 60:02d} min" if (s % 3600) // 60 else "")
+
+
+# round spacings for elapsed-time ticks, in seconds
+_TIME_SPACINGS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                  172800, 432000)
 
 
 def trailing_mean(y: np.ndarray, window: int) -> np.ndarray:
@@ -105,11 +112,36 @@ class _CompactAxis(pg.AxisItem):
         self.clock: tuple[np.ndarray, np.ndarray] | None = None
         """(steps, seconds since the run began): ticks read as the elapsed time at that step (a wall-clock axis)."""
 
+    def tickValues(self, minVal: float, maxVal: float, size: float):  # noqa: N802 (pyqtgraph API)
+        """On a wall-clock axis, ticks at round elapsed times (every 30 s, 2 min, 1 h...), placed at the step where
+        the run was at that time; a pause (a stop, then a resume) gets no crowd of ticks."""
+        if self.clock is None or not len(self.clock[0]) or maxVal <= minVal or size <= 0:
+            return super().tickValues(minVal, maxVal, size)
+        steps, seconds = self.clock
+        seconds = np.maximum.accumulate(seconds)
+        lo = float(np.interp(max(minVal, steps[0]), steps, seconds))
+        hi = float(np.interp(maxVal, steps, seconds))
+        room = max(2, int(size // 95))          # a tick per ~95 px: "1 h 05 min" fits between two
+        spacing = next((sp for sp in _TIME_SPACINGS if (hi - lo) / sp <= room), _TIME_SPACINGS[-1])
+        times = np.arange(math.ceil(lo / spacing) * spacing, hi + 1e-9, spacing)
+        at = np.interp(times, seconds, steps)
+        ticks: dict[float, float] = {}         # step -> the round time it marks
+        last = None
+        min_gap = (maxVal - minVal) * 70 / size
+        for t, x in zip(times, at):
+            if last is None or x - last >= min_gap:
+                ticks[float(x)] = float(t)
+                last = x
+        self._tick_times = ticks
+        return [(spacing, list(ticks))]
+
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
         if self.clock is not None and len(self.clock[0]) and values:
             steps, seconds = self.clock
-            return [elapsed_text(float(np.interp(v * scale, steps, seconds))) if v * scale >= steps[0] - 1e-9
-                    else "" for v in values]
+            seconds = np.maximum.accumulate(seconds)
+            known = getattr(self, "_tick_times", {})
+            return [elapsed_text(known.get(v, float(np.interp(v * scale, steps, seconds))))
+                    if v * scale >= steps[0] - 1e-9 else "" for v in values]
         if self.logMode or not values or spacing <= 0:
             return super().tickStrings(values, scale, spacing)
         biggest = max(abs(v * scale) for v in values)
@@ -302,7 +334,8 @@ class LiveChart(QWidget):
         if line is None:
             line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#7f8c8d", width=1.5,
                                                                          style=Qt.PenStyle.DashLine),
-                                   label="", labelOpts={"position": 0.3, "color": "#7f8c8d", "anchors": [(0.5, 0), (0.5, 0)]})
+                                   label="", labelOpts={"position": 0.03, "color": "#7f8c8d",
+                                                               "anchors": [(0, 0), (0, 0)]})
             self.plot_item.addItem(line)
             self._reference = line
         line.setPos(value)
@@ -324,8 +357,13 @@ class LiveChart(QWidget):
             self.plot_item.removeItem(m)
         self._markers.clear()
         self.set_clock(None, None)
-        self.plot_item.enableAutoRange(x=True)
-        self._schedule()
+        self.redraw()        # the curves let go of the old points now, before any autorange can see them
+        # nothing of the previous data's ranges stays: an empty chart shows 0-1 until its own points come
+        self.plot_item.setXRange(0, 1, padding=0.02)
+        if not self.fixed_y:
+            self.plot_item.setYRange(0, 1, padding=0.02)
+            self._flat = False
+        self.plot_item.enableAutoRange(x=True, y=not self.fixed_y)
 
     def set_smoothing(self, window: int) -> None:
         """Draw the dense series (those without markers) as their trailing mean over ``window`` steps, with the
@@ -340,10 +378,18 @@ class LiveChart(QWidget):
         return self._smoothing
 
     def add_marker(self, x: float, label: str) -> None:
-        """A vertical dotted line at step ``x`` with a short label (a stop, a resume)."""
+        """A vertical dotted line at step ``x`` with a short label (a stop, a resume). A second marker at the same
+        step joins the first ("stopped · resumed"); labels of markers close together sit at different heights, so
+        they never print over each other."""
+        for m in self._markers:
+            if float(m.value()) == float(x):
+                if label and label not in m.label.format.split(" · "):
+                    m.label.setFormat(" · ".join(t for t in (m.label.format, label) if t))
+                return
+        position = _MARKER_LABEL_HEIGHTS[len(self._markers) % len(_MARKER_LABEL_HEIGHTS)]
         line = pg.InfiniteLine(pos=x, angle=90, movable=False,
                                pen=pg.mkPen("#8e44ad", width=1.2, style=Qt.PenStyle.DotLine), label=label,
-                               labelOpts={"position": 0.04, "color": "#8e44ad", "rotateAxis": (1, 0),
+                               labelOpts={"position": position, "color": "#8e44ad", "rotateAxis": (1, 0),
                                           "anchors": [(0, 1), (0, 1)]})
         self.plot_item.addItem(line, ignoreBounds=True)
         self._markers.append(line)
@@ -355,7 +401,7 @@ class LiveChart(QWidget):
         """Label the x axis with the elapsed time at each step (``steps`` ascending) or, with None, with steps."""
         axis = self.plot_item.getAxis("bottom")
         axis.clock = None if steps is None or seconds is None else (np.asarray(steps, float), np.asarray(seconds, float))
-        self.plot_item.setLabel("bottom", "elapsed time (at each step)" if axis.clock is not None else "step")
+        self.plot_item.setLabel("bottom", "elapsed time" if axis.clock is not None else "step")
         axis.picture = None
         axis.update()
 
@@ -379,6 +425,15 @@ class LiveChart(QWidget):
                     x, y = fine, np.interp(fine, x[order], y[order])
                 xs.append(x)
                 ys.append(np.log10(np.maximum(y, 1e-300)) if self._log_y else y)
+        for ov in self._overlays.values():
+            if len(ov.x):
+                stride = max(1, len(ov.x) // 2000)
+                xs.append(ov.x[::stride])
+                ys.append(np.log10(np.maximum(ov.y[::stride], 1e-300)) if self._log_y else ov.y[::stride])
+        ref = self.reference()
+        if ref is not None:              # the reference line and its label count as points across the plot
+            xs.append(np.linspace(x0, x1, 200))
+            ys.append(np.full(200, math.log10(max(ref, 1e-300)) if self._log_y else ref))
         if not xs:
             return self.legend_corner
         u = (np.concatenate(xs) - x0) / (x1 - x0)
@@ -424,6 +479,8 @@ class LiveChart(QWidget):
     def set_log_y(self, on: bool) -> None:
         """Log-scale y axis. Points at or below zero are hidden while it is on."""
         on = bool(on)
+        if on and self.fixed_y:          # a fixed 0-1 scale stays linear: log of a score near 0 is unreadable
+            return
         if on == self._log_y and self.plot_item.ctrl.logYCheck.isChecked() == on:
             return
         self._log_y = on
@@ -438,9 +495,10 @@ class LiveChart(QWidget):
     def log_y(self) -> bool:
         return self._log_y
 
-    def set_overlay(self, name: str, x: Any, y: Any, label: str) -> None:
+    def set_overlay(self, name: str, x: Any, y: Any, label: str, legend: bool = True) -> None:
         """Show a comparison run's curve for series ``name``: dashed, in a lighter shade of the series' colour, with
-        ``label`` in the legend. Empty data with an empty label removes it."""
+        ``label`` in the legend (``legend=False``: not in the legend; the owner says what the dashed curves are).
+        Empty data with an empty label removes it."""
         xa, ya = _finite_pairs(x, y)
         xa, ya = xa.copy(), ya.copy()  # the caller may reuse its arrays; an overlay is set rarely
         if xa.size == 0 and not label:
@@ -453,7 +511,7 @@ class LiveChart(QWidget):
             self._remove_overlay(name)
             ov = None
         if ov is None:
-            item = pg.PlotDataItem(name=label or f"{name} (compare)", **_CURVE_OPTS)
+            item = pg.PlotDataItem(name=(label or f"{name} (compare)") if legend else None, **_CURVE_OPTS)
             item.setZValue(-1)  # under the live curves
             ov = _Overlay(item=item, label=label, x=xa, y=ya)
             self._overlays[name] = ov

@@ -6,6 +6,7 @@ whether the curves must be cut back first because the run resumed from an earlie
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,33 @@ from ...engine.runs.eta import Eta
 
 METRIC_SERIES = ("loss", "kd_loss", "ce_loss", "lr", "tokens_per_second", "grad_norm")
 EVAL_SERIES = ("kl", "perplexity", "top1_agreement", "task_score", "teacher_task_score")
+
+
+_WARNING = re.compile(r"\b\w*Warning\b|^\s*warnings\.warn|^\[warning\]", re.IGNORECASE)
+_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b:?\s*(.*)$")
+
+
+def failure_reason(lines: list[str]) -> str:
+    """The run's own error among its console lines: the last ``error: ...`` line the engine prints, else the last
+    line of a Python traceback (``ValueError: ...``). Warnings (a numpy RuntimeWarning, the code line under it) are
+    never the reason. "" when none is found."""
+    found, traceback_end = "", ""
+    in_traceback = False
+    for raw in lines:
+        line = raw.rstrip()
+        text = line.strip()
+        if text.startswith("error:"):
+            found = text[len("error:"):].strip()
+        elif not text or _WARNING.search(text):
+            continue
+        elif text.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and not raw[:1].isspace():
+            m = _EXCEPTION.match(text)
+            if m:
+                traceback_end = text
+            in_traceback = False
+    return found or traceback_end
 
 
 @dataclass
@@ -109,6 +137,7 @@ class RunState:
                 step = int(e.get("step", self.step))
                 for name in EVAL_SERIES:
                     add(name, step, e.get(name))
+                self.latest["eval_step"] = float(step)      # the step the latest held-out figures are from
             elif kind == "checkpoint":
                 self.last_checkpoint = int(e.get("step", 0))
             elif kind == "log":

@@ -1,20 +1,23 @@
 """The Runs screen: every run the app knows of (kept across restarts), and the monitor of the selected one."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
 from ...engine.errors import DistillError
-from .runs import RunRecord, RunStore, launch, record_from_folder
-from .view import MonitorView
-from .watch import quick_status
+from .digest import failure_reason
+from .runs import RunRecord, RunStore, is_alive, launch, record_from_folder
+from .view import FAILED_COLOR, MonitorView, list_text, started_text
+from .watch import RECENT_S
 
 LIST_REFRESH_MS = 2_000
 
@@ -29,9 +32,66 @@ def new_run_dir(root: Path, plan_name: str) -> Path:
     return d
 
 
+def _tail(path: Path, size: int = 8192) -> list[bytes]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def list_status(record: RunRecord) -> tuple[str, int]:
+    """A run's status for the runs list, in the monitor's terms (``view.STATUS_TEXT``), and the step it stands at,
+    from the last 8 KiB of its events and of its console output (never the whole files). A run whose process is
+    gone without an end event failed when it printed an error, or when it was launched here and never started."""
+    alive = is_alive(record.pid, record.run_dir)
+    step, lifecycle, started = 0, None, False
+    for line in reversed(_tail(record.events_path)):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(e, dict):
+            continue
+        kind = e.get("type")
+        if not step and isinstance(e.get("step"), int):
+            step = e["step"]
+        if lifecycle is None and kind in ("run_started", "run_finished"):
+            lifecycle = e
+        started = started or kind in ("run_started", "metric")
+        if step and lifecycle is not None:
+            break
+    finished = lifecycle if lifecycle is not None and lifecycle.get("type") == "run_finished" else None
+    if finished is not None:
+        status = str(finished.get("status", "failed"))
+        step = int(finished.get("step") or step or 0)
+        if alive:        # resumed after that end, or still saving and exiting
+            resumed = record.resumed_at and (finished.get("time") or 0) < record.resumed_at
+            return ("resuming" if resumed else "stopping"), step
+        return status, step
+    if alive:
+        return ("running" if started else "starting"), step
+    if record.pid <= 0 and started:
+        try:
+            if time.time() - record.events_path.stat().st_mtime < RECENT_S:
+                return "elsewhere", step
+        except OSError:
+            pass
+    if not Path(record.run_dir).exists():
+        return "missing", 0
+    error = failure_reason([b.decode("utf-8", "replace") for b in _tail(record.console_path)])
+    if error or (record.pid > 0 and not started):
+        return "failed", step
+    return "stopped", step
+
+
 class RunsPage(QWidget):
     sig_run_launched = Signal(str)
     """A run was started (its folder)."""
+    sig_edit_plan_requested = Signal(str)
+    """The user asked to edit a run's plan (the plan file)."""
 
     def __init__(self, settings: Settings, store: RunStore | None = None, parent=None) -> None:
         super().__init__(parent)
@@ -44,6 +104,10 @@ class RunsPage(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
+        self.table.setWordWrap(False)                 # a long run name is elided on one line; its tooltip has it all
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 10)
         h = self.table.horizontalHeader()
         h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         h.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
@@ -53,13 +117,13 @@ class RunsPage(QWidget):
         add.setToolTip("Watch a run started elsewhere, e.g. with `distill run` in a terminal")
         add.clicked.connect(self.add_folder)
         remove = QPushButton("Remove from list")
-        remove.setToolTip("Forget this run here; its folder stays on disk")
+        remove.setObjectName("remove_run_button")
+        remove.setToolTip("Forget the selected run here; its folder stays on disk")
         remove.clicked.connect(self.remove_selected)
-        self.empty_hint = QLabel("No runs yet. Open a plan and press Launch (Ctrl+R).")
-        self.empty_hint.setWordWrap(True)
+        remove.setEnabled(False)
+        self.remove_button = remove
         left = QVBoxLayout()
         left.addWidget(self.table, 1)
-        left.addWidget(self.empty_hint)
         row = QHBoxLayout()
         row.addWidget(add)
         row.addWidget(remove)
@@ -68,10 +132,33 @@ class RunsPage(QWidget):
         lw.setLayout(left)
         self.monitor = MonitorView()
         self.monitor.sig_resume_requested.connect(self.resume)
-        self.monitor.sig_status_changed.connect(lambda d, s: self._set_status(d, s))
+        self.monitor.sig_status_changed.connect(self._monitor_status)
+        self.monitor.sig_edit_plan_requested.connect(self._edit_plan)
+        # no runs yet: a sentence and what to do, not five empty charts
+        self.empty_state = QWidget()
+        self.empty_state.setObjectName("runs_empty_state")
+        self.empty_state_text = QLabel(
+            "<h3>No runs yet</h3>"
+            "<p>A run starts from a plan: open one (or the demo) in the Planner and press <b>Launch</b> "
+            "(Ctrl+R). Its progress, curves, cost and result appear here while it trains, and it keeps running if "
+            "you close the app.</p>"
+            "<p>A run started elsewhere, in a terminal or on another machine, can be watched here too.</p>")
+        self.empty_state_text.setWordWrap(True)
+        self.empty_state_text.setMaximumWidth(560)
+        add_here = QPushButton("Add run folder…")
+        add_here.setObjectName("empty_add_run_folder")
+        add_here.clicked.connect(self.add_folder)
+        es = QVBoxLayout(self.empty_state)
+        es.addStretch(1)
+        es.addWidget(self.empty_state_text, 0, Qt.AlignmentFlag.AlignHCenter)
+        es.addWidget(add_here, 0, Qt.AlignmentFlag.AlignHCenter)
+        es.addStretch(2)
+        self.right = QStackedWidget()
+        self.right.addWidget(self.empty_state)
+        self.right.addWidget(self.monitor)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(lw)
-        split.addWidget(self.monitor)
+        split.addWidget(self.right)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 3)
         split.setSizes([300, 900])
@@ -80,6 +167,7 @@ class RunsPage(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
         self._refreshing = False
+        self._status: dict[str, str] = {}     # run folder -> the list's words for it
         self._timer = QTimer(self)
         self._timer.setInterval(LIST_REFRESH_MS)
         self._timer.timeout.connect(self.refresh_statuses)
@@ -89,26 +177,42 @@ class RunsPage(QWidget):
     # ---- list --------------------------------------------------------------------------------------------------
 
     def reload(self, select: str | None = None) -> None:
+        """Fill the list from the store; select ``select`` (else keep the selection, else the first run) and show
+        that run in the monitor. Statuses follow their run folder, never a row."""
         current = select or (self.selected().run_dir if self.selected() else None)
         self.table.blockSignals(True)
         self.table.setRowCount(len(self.store.records))
         for row, r in enumerate(self.store.records):
             name = QTableWidgetItem(r.name)
             name.setData(Qt.ItemDataRole.UserRole, r.run_dir)
-            name.setToolTip(r.run_dir)
+            name.setToolTip(f"{r.name}\n{r.run_dir}")
             self.table.setItem(row, 0, name)
-            self.table.setItem(row, 1, QTableWidgetItem(self.table.item(row, 1).text() if self.table.item(row, 1)
-                                                         else "…"))
-            self.table.setItem(row, 2, QTableWidgetItem(time.strftime("%Y-%m-%d %H:%M",
-                                                                      time.localtime(r.launched_at))))
+            self.table.setItem(row, 1, self._status_item(r.run_dir))
+            self.table.setItem(row, 2, QTableWidgetItem(started_text(r)))
+        if current and not any(r.run_dir == current for r in self.store.records):
+            current = None
+        row = self._row_of(current) if current else (0 if self.store.records else -1)
+        self.table.clearSelection()
+        if row >= 0:
+            self.table.selectRow(row)
         self.table.blockSignals(False)
-        self.empty_hint.setVisible(not self.store.records)
+        self.right.setCurrentWidget(self.monitor if self.store.records else self.empty_state)
         self.monitor.set_compare_choices(self.store.records)
-        if current:
-            self.select(current)
-        elif self.store.records and not self.table.selectedItems():
-            self.table.selectRow(0)
+        # selectRow on a row already selected emits nothing, and the signals were blocked: the monitor is told here
+        self._selection_changed()
         self.refresh_statuses()
+
+    def _row_of(self, run_dir: str) -> int:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_dir:
+                return row
+        return -1
+
+    def _status_item(self, run_dir: str) -> QTableWidgetItem:
+        item = QTableWidgetItem(self._status.get(run_dir, "…"))
+        if item.text().startswith("Failed"):
+            item.setForeground(QColor(FAILED_COLOR))
+        return item
 
     def selected(self) -> RunRecord | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
@@ -117,34 +221,56 @@ class RunsPage(QWidget):
         return self.store.find(self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole))
 
     def select(self, run_dir: str) -> None:
-        for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_dir:
-                self.table.selectRow(row)
-                return
+        row = self._row_of(run_dir)
+        if row >= 0:
+            self.table.selectRow(row)
+            self._selection_changed()       # the monitor follows even when the row was selected already
 
     def _selection_changed(self) -> None:
         r = self.selected()
+        self.remove_button.setEnabled(r is not None)
+        if r is None and self.monitor.record is None:
+            return
         if self.monitor.record is None or r is None or r.run_dir != self.monitor.record.run_dir:
             self.monitor.show_run(r)
             self.monitor.set_compare_choices(self.store.records)
 
-    def _set_status(self, run_dir: str, status: str) -> None:
-        for row in range(self.table.rowCount()):
-            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == run_dir:
-                self.table.item(row, 1).setText(status)
+    def _set_status(self, run_dir: str, text: str) -> None:
+        self._status[run_dir] = text
+        row = self._row_of(run_dir)
+        if row >= 0 and self.table.item(row, 1) is not None and self.table.item(row, 1).text() != text:
+            self.table.setItem(row, 1, self._status_item(run_dir))
+
+    def _monitor_status(self, run_dir: str, _status: str) -> None:
+        """The monitor's status of the run it shows (it knows more: resuming, finishing, a stop being asked)."""
+        snap = self.monitor.snapshot
+        if snap is not None and self.monitor.record is not None and self.monitor.record.run_dir == run_dir:
+            self._set_status(run_dir, list_text(snap.status, snap.step))
 
     def refresh_statuses(self) -> None:
         if self._refreshing or not self.store.records:
             return
         self._refreshing = True
         records = list(self.store.records)
-        workers.start_for(self, lambda: {r.run_dir: quick_status(r) for r in records}, on_result=self._statuses,
-                      on_finished=lambda: setattr(self, "_refreshing", False))
+        workers.start_for(self, lambda: {r.run_dir: list_status(r) for r in records}, on_result=self._statuses,
+                          on_finished=lambda: setattr(self, "_refreshing", False))
 
-    def _statuses(self, statuses: dict[str, str]) -> None:
-        for run_dir, status in statuses.items():
-            if self.monitor.record is None or run_dir != self.monitor.record.run_dir:
-                self._set_status(run_dir, status)
+    def _statuses(self, statuses: dict[str, tuple[str, int]]) -> None:
+        for run_dir, (status, step) in statuses.items():
+            if self.monitor.record is not None and run_dir == self.monitor.record.run_dir:
+                self._monitor_status(run_dir, "")       # the monitor's word, with the step it shows now
+            else:
+                self._set_status(run_dir, list_text(status, step))
+
+    def _edit_plan(self, plan_path: str) -> None:
+        """Edit a failed run's plan: the main window opens it in the wizard (``sig_edit_plan_requested``); a window
+        that does not listen for it but can open and edit plans is asked directly."""
+        if self.receivers(self.sig_edit_plan_requested) > 0:     # noqa: SIM114 - the window connects it
+            self.sig_edit_plan_requested.emit(plan_path)
+            return
+        win = self.window()
+        if hasattr(win, "open_plan") and hasattr(win, "edit_plan") and win.open_plan(plan_path):
+            win.edit_plan()
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
@@ -215,6 +341,8 @@ class RunsPage(QWidget):
             if self.monitor.record and self.monitor.record.run_dir == r.run_dir:
                 self.monitor.show_run(None)
             self.store.remove(r.run_dir)
+            self._status.pop(r.run_dir, None)
+            self.table.clearSelection()
             self.reload()
 
     def shutdown(self) -> None:

@@ -7,6 +7,7 @@ finished run with half a million points, never stalls the window.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import numpy as np
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit,
+                               QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
 from ...engine.plan import Plan, load_plan
 from .. import workers
 from .chart import LiveChart
+from .digest import failure_reason
 from .runs import RunRecord, force_overdue, schedule_force, send_stop
 from .watch import Snapshot, Watch, read_whole
 
@@ -50,6 +52,20 @@ STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Runn
                "succeeded": "Finished", "failed": "Failed", "cancelled": "Stopped (checkpoint saved)",
                "stopped": "Stopped without finishing", "missing": "Run folder missing",
                "elsewhere": "Running (started elsewhere)"}
+# the runs list says the same in fewer words (its column is narrow); the header's longer words start the same way
+LIST_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
+             "resuming": "Resuming…", "finishing": "Finishing…", "succeeded": "Finished", "failed": "Failed",
+             "cancelled": "Stopped", "stopped": "Stopped", "missing": "Folder missing",
+             "elsewhere": "Running elsewhere"}
+FAILED_COLOR = "#c0392b"
+
+
+def list_text(status: str, step: int | None = None) -> str:
+    """A run's status in the runs list: the header's word, and the step where it stands or stopped."""
+    word = LIST_TEXT.get(status, status[:1].upper() + status[1:])
+    if step and status in ("running", "elsewhere", "cancelled", "stopped", "failed"):
+        return f"{word} · step {step:,}"
+    return word
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -61,6 +77,17 @@ def fmt_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def started_text(record: RunRecord) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(record.launched_at)) if record.launched_at else ""
+
+
+def compare_label(record: RunRecord) -> str:
+    """A run as the Compare box and the dashed curves' note name it: its name and when it started (two runs of one
+    plan share a name)."""
+    when = started_text(record)
+    return f"{record.name}, started {when}" if when else f"{record.name} ({Path(record.run_dir).name})"
 
 
 def price_per_hour(plan: Plan) -> float | None:
@@ -85,6 +112,8 @@ class MonitorView(QWidget):
     """The user asked to resume the run in this folder."""
     sig_status_changed = Signal(str, str)
     """run folder, new status."""
+    sig_edit_plan_requested = Signal(str)
+    """The user asked to edit the plan of the run shown (its plan file)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -96,6 +125,7 @@ class MonitorView(QWidget):
         self._polling = False
         self._stop_asked_at: float | None = None
         self._price: float | None = None
+        self._console_error = ""        # the run's own error, from its console output
         self._build()
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -155,6 +185,23 @@ class MonitorView(QWidget):
         self.result_card.setStyleSheet("QLabel#result_card { border: 1px solid #27ae60; border-radius: 4px; "
                                        "padding: 6px; }")
         self.result_card.hide()
+        # a failed run: what went wrong, in its own words, and what to do next
+        self.failure_card = QLabel("")
+        self.failure_card.setObjectName("failure_card")
+        self.failure_card.setWordWrap(True)
+        self.failure_card.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.edit_plan_button = QPushButton("Edit plan…")
+        self.edit_plan_button.setObjectName("edit_plan_button")
+        self.edit_plan_button.setToolTip("Open this run's plan in the wizard, change it and launch it again")
+        self.edit_plan_button.clicked.connect(self._edit_plan_clicked)
+        self.failure_box = QFrame()
+        self.failure_box.setObjectName("failure_box")
+        self.failure_box.setStyleSheet(f"QFrame#failure_box {{ border: 1px solid {FAILED_COLOR}; border-radius: 4px; }}")
+        fb = QHBoxLayout(self.failure_box)
+        fb.setContentsMargins(6, 4, 6, 4)
+        fb.addWidget(self.failure_card, 1)
+        fb.addWidget(self.edit_plan_button, 0, Qt.AlignmentFlag.AlignVCenter)
+        self.failure_box.hide()
 
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("stop_button")
@@ -169,7 +216,8 @@ class MonitorView(QWidget):
         self.folder_button.clicked.connect(self._open_folder)
         self.log_scale = QCheckBox("Log scale")
         self.log_scale.setObjectName("log_scale")
-        self.log_scale.setToolTip("Logarithmic y axis for the loss and evaluation charts (Ctrl+L)")
+        self.log_scale.setToolTip("Logarithmic y axis for the loss chart (Ctrl+L); the held-out scores keep "
+                                  "their fixed 0–1 scale")
         self.log_scale.toggled.connect(self._set_log)
         self.smoothing = QComboBox()
         self.smoothing.setObjectName("smoothing_combo")
@@ -192,6 +240,9 @@ class MonitorView(QWidget):
         self.compare.setMinimumContentsLength(18)
         self.compare.setToolTip("Draw another run's curves, dashed, on the same charts")
         self.compare.currentIndexChanged.connect(self._compare_changed)
+        self.compare_note = QLabel("")
+        self.compare_note.setObjectName("compare_note")
+        self.compare_note.hide()
 
         top = QHBoxLayout()
         top.addWidget(self.title, 1)
@@ -223,6 +274,7 @@ class MonitorView(QWidget):
             if key == "eval":
                 c.plot_item.setYRange(0.0, 1.05, padding=0)   # scores are 0-1: a fixed scale reads at a glance
                 c.fixed_y = True
+                c.plot_item.ctrl.logYCheck.setEnabled(False)  # nor from the chart's menu
             self.charts[key] = c
             row, col, span = CHART_CELLS[key]
             grid.addWidget(c, row, col, span, 1)
@@ -249,8 +301,10 @@ class MonitorView(QWidget):
         lay.addWidget(self.figures)
         lay.addWidget(self.warning)
         lay.addWidget(self.result_card)
+        lay.addWidget(self.failure_box)
         lay.addLayout(buttons)
         lay.addLayout(view_row)
+        lay.addWidget(self.compare_note, 0, Qt.AlignmentFlag.AlignRight)
         lay.addWidget(split, 1)
         self._update_buttons()
 
@@ -272,7 +326,12 @@ class MonitorView(QWidget):
         self._clock_steps, self._clock_seconds = [], []
         self._set_smoothing()
         self.log.clear()
+        self._console_error = ""
         self.warning.hide()
+        self.failure_box.hide()
+        self.result_card.hide()
+        self.compare_note.hide()
+        self.status_label.setStyleSheet("")
         self.figures.setText("")
         self.progress.setValue(0)
         self.progress.setFormat("")
@@ -312,7 +371,8 @@ class MonitorView(QWidget):
         self.compare.addItem("(none)", None)
         for r in records:
             if self.record is None or r.run_dir != self.record.run_dir:
-                self.compare.addItem(r.name + "  ·  " + Path(r.run_dir).name, r.run_dir)
+                self.compare.addItem(compare_label(r), r.run_dir)
+                self.compare.setItemData(self.compare.count() - 1, r.run_dir, Qt.ItemDataRole.ToolTipRole)
         i = self.compare.findData(current)
         self.compare.setCurrentIndex(max(0, i))
         self.compare.blockSignals(False)
@@ -360,6 +420,10 @@ class MonitorView(QWidget):
             self.charts["eval"].set_reference(score, f"teacher {score:.2f}")
         if batch.logs:
             self.log.appendPlainText("\n".join(batch.logs))
+            reason = failure_reason(batch.logs)
+            if reason:
+                self._console_error = reason
+        snap = self._judge(snap)
         old = self.snapshot.status if self.snapshot else None
         self.snapshot = snap
         self._show(snap)
@@ -369,6 +433,28 @@ class MonitorView(QWidget):
             self._stop_asked_at = None
         if snap.alive:
             self._resume_asked_at = None
+
+    def _judge(self, snap: Snapshot) -> Snapshot:
+        """A run that ended without saying how is told as failed when it failed: its process is gone and it printed
+        an error, or it was launched here and ended before it ever started training. A failed run's reason is its
+        own: the engine's message, else its console's error line."""
+        if snap.alive or self.record is None:
+            return snap
+        if snap.status == "stopped" and (self._console_error or (self.record.pid > 0 and not snap.total_steps)):
+            return dataclasses.replace(snap, status="failed", message=self._console_error or (
+                "the run ended before its first step without saying why; its output is below"))
+        if snap.status == "failed" and not snap.message and self._console_error:
+            return dataclasses.replace(snap, message=self._console_error)
+        return snap
+
+    def _ended_after(self) -> float | None:
+        """Seconds from the launch of the run shown to its last output (a run that failed before its first step)."""
+        if self.record is None or not self.record.launched_at:
+            return None
+        try:
+            return max(0.0, self.record.console_path.stat().st_mtime - self.record.launched_at)
+        except OSError:
+            return None
 
     def _show(self, s: Snapshot) -> None:
         self._attach_plan()
@@ -382,11 +468,22 @@ class MonitorView(QWidget):
         if self._stop_asked_at is not None and s.alive:
             status = ("Stopping: cancelling the job, the engine saves a checkpoint…" if s.remote else
                       "Stopping: saving a checkpoint…")
+        failed = s.status == "failed"
         self.status_label.setText(status)
+        self.status_label.setStyleSheet(f"color: {FAILED_COLOR}; font-weight: bold;" if failed else "")
         self.progress.setValue(int(s.fraction * 1000))
-        self.progress.setFormat(f"step {s.step:,} of {s.total_steps:,}  ({s.fraction:.0%})" if s.total_steps
-                                else "waiting for the first step…")
-        parts = [f"elapsed {fmt_duration(s.elapsed_seconds)}"]
+        if s.total_steps:
+            self.progress.setFormat(f"step {s.step:,} of {s.total_steps:,}  ({s.fraction:.0%})"
+                                    + ("  · failed" if failed else ""))
+        else:
+            self.progress.setFormat("failed before the first step" if failed else
+                                    "ended before the first step" if not s.alive and s.status != "starting"
+                                    else "waiting for the first step…")
+        if failed and not s.total_steps:
+            after = self._ended_after()
+            parts = [f"ended {fmt_duration(after)} after its launch" if after is not None else "never started"]
+        else:
+            parts = [f"elapsed {fmt_duration(s.elapsed_seconds)}"]
         if s.eta_seconds is not None:
             spread = (f"{fmt_duration(s.eta_range[0])} to {fmt_duration(s.eta_range[1])}, "
                       if s.eta_range and s.eta_range[1] - s.eta_range[0] >= 1 else "")
@@ -394,9 +491,11 @@ class MonitorView(QWidget):
                          f"{time.strftime('%H:%M', time.localtime(time.time() + s.eta_seconds))})")
         if s.tokens_per_second:
             parts.append(f"{s.tokens_per_second:,.0f} tokens/s")
-        for key, label in (("task_score", "task score"), ("kl", "KL")):
-            if key in s.latest:
-                parts.append(f"{label} {s.latest[key]:.3f}")
+        held_out = [f"{label} {s.latest[key]:.3f}" for key, label in (("task_score", "task score"), ("kl", "KL"))
+                    if key in s.latest]
+        if held_out:
+            at = s.latest.get("eval_step")
+            parts.append(" · ".join(held_out) + (f" (step {int(at):,})" if at is not None else ""))
         if self._price is not None:
             spent = self._price * s.elapsed_seconds / 3600
             cost = f"cost so far ${spent:,.2f}"
@@ -407,7 +506,7 @@ class MonitorView(QWidget):
             parts.append(cost)
         elif self.plan is not None:
             parts.append("no hourly price for this hardware, cost not counted")
-        if s.status in ("failed", "stopped") and s.message:
+        if s.status == "stopped" and s.message:
             parts.append(s.message)
         self.figures.setText("  ·  ".join(parts))
         self.warning.setText(self._budget_warning(s))
@@ -415,7 +514,42 @@ class MonitorView(QWidget):
         card = self._result(s)
         self.result_card.setText(card)
         self.result_card.setVisible(bool(card))
+        failure = self._failure(s)
+        self.failure_card.setText(failure)
+        self.failure_box.setVisible(bool(failure))
+        self.edit_plan_button.setVisible(bool(failure) and self._plan_to_edit() is not None)
         self._update_buttons()
+
+    def _failure(self, s: Snapshot) -> str:
+        """The card of a run that failed ("" otherwise): its reason in red, and what to do next."""
+        if s.status != "failed":
+            return ""
+        from html import escape
+
+        reason = s.message or "the run did not say why; its output is below"
+        if s.last_checkpoint is not None:
+            todo = (f"Fix the cause, then Resume continues from the checkpoint at step {s.last_checkpoint:,}; or "
+                    "Edit plan to change it and launch it again. The run's output is below.")
+        elif not s.total_steps:
+            todo = "Nothing was trained. Edit plan to change what the error names, then launch it again."
+        else:
+            todo = "No checkpoint was saved. Edit plan to change what the error names, then launch it again."
+        return (f'<span style="color:{FAILED_COLOR}"><b>Failed:</b> {escape(reason)}</span>'
+                f"<br>What to do: {todo}")
+
+    def _plan_to_edit(self) -> str | None:
+        """The plan file behind the run shown: the one it was launched from, else the copy in its folder."""
+        if self.record is None:
+            return None
+        for path in (self.record.plan_path, str(Path(self.record.run_dir) / "plan.toml")):
+            if path and Path(path).is_file():
+                return path
+        return None
+
+    def _edit_plan_clicked(self) -> None:
+        path = self._plan_to_edit()
+        if path:
+            self.sig_edit_plan_requested.emit(path)
 
     def _result(self, s: Snapshot) -> str:
         """The card of a run that succeeded ("" otherwise)."""
@@ -500,8 +634,8 @@ class MonitorView(QWidget):
             c.set_clock(steps, seconds)
 
     def _set_log(self, on: bool) -> None:
-        for key in ("loss", "eval"):
-            self.charts[key].set_log_y(on)
+        # the losses only: the scores chart keeps its fixed 0-1 scale (log of a score of 0 is nowhere)
+        self.charts["loss"].set_log_y(on)
 
     def _open_folder(self) -> None:
         if self.record:
@@ -513,8 +647,10 @@ class MonitorView(QWidget):
             c.clear_overlays()
         run_dir = self.compare.currentData()
         other = getattr(self, "_compare_records", {}).get(run_dir)
+        self.compare_note.setVisible(other is not None)
         if other is None:
             return
+        self.compare_note.setText(f"Dashed curves: {compare_label(other)}")
         self._compare_generation += 1
         gen = self._compare_generation
         workers.start_for(self, read_whole, other, on_result=lambda b, name=other.name: self._overlay(b, name, gen))
@@ -526,7 +662,8 @@ class MonitorView(QWidget):
             for s in series:
                 if s in batch.points:
                     x, y = batch.points[s]
-                    self.charts[key].set_overlay(s, x, y, f"{LABELS.get(s, s)} · {name}")
+                    # not in the legends: the line above the charts names the run the dashed curves are of
+                    self.charts[key].set_overlay(s, x, y, f"{LABELS.get(s, s)} · {name}", legend=False)
 
     def stop_watching(self) -> None:
         self._redraw_timer.stop()

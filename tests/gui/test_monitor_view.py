@@ -253,7 +253,7 @@ def test_smoothing_gradient_norm_wall_clock_markers_and_legends(qtbot, monitor, 
     axis = loss.plot_item.getAxis("bottom")
     assert axis.clock is not None
     # step 20 (the checkpoint) 20 s in; step 40 after the resume (92 s) and 20 more steps: 112 s
-    assert axis.tickStrings([20, 40], 1.0, 10) == ["20s", "1m52"]
+    assert axis.tickStrings([20, 40], 1.0, 10) == ["20 s", "1 min 52 s"]
     assert "elapsed" in axis.labelText
 
     # legends: a score curve that climbs into the top right moves the legend to an empty corner

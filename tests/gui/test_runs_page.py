@@ -1,0 +1,224 @@
+"""The Runs screen: the list keyed by run folder, the monitor always on the run just launched, Stop and Resume on
+the run shown, failed and cancelled runs told as such, the empty state. Runs are folders written here; a launch
+starts a stand-in process (its command line names the run folder, as the real one does) instead of training."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill_studio.engine.plan import load_plan, save_plan
+from distill_studio.engine.runs.events import EventWriter
+from distill_studio.engine.runs.process import stop_file
+from distill_studio.engine.settings import Settings
+from distill_studio.gui.monitor import runs_page as runs_page_module
+from distill_studio.gui.monitor.runs import CONSOLE_LOG, RunRecord, RunStore
+from distill_studio.gui.monitor.runs_page import RunsPage
+
+DEMO_PLAN = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
+PROCESSES: list[subprocess.Popen] = []
+
+
+def write_run(root: Path, name: str, steps: int, total: int, end: str | None = None, message: str = "") -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    save_plan(load_plan(DEMO_PLAN), d / "plan.toml")
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit("run_started", plan={}, total_steps=total, total_tokens=total, examples=1, global_batch=1,
+               processes=1, device="cpu", trainable_parameters=1, teacher_mode="online")
+        for s in range(1, steps + 1):
+            w.emit("metric", step=s, tokens_seen=s * 10, loss=2.0 / s, kd_loss=2.2 / s, ce_loss=1.0 / s, lr=1e-3,
+                   grad_norm=1.0, tokens_per_second=100.0, step_seconds=1.0)
+        if end == "cancelled":
+            w.emit("checkpoint", step=steps, path=f"checkpoints/step-{steps:08d}")
+        if end:
+            w.emit("run_finished", status=end, step=steps, message=message)
+    return d
+
+
+def stand_in(run_dir: Path, lines: tuple[str, ...] = (), exit_now: bool = False) -> int:
+    """A process that looks like the run to the app: its command line names the run folder; it writes ``lines``
+    to the run's console log, and lives on unless ``exit_now``."""
+    console = run_dir / CONSOLE_LOG
+    console.parent.mkdir(parents=True, exist_ok=True)
+    console.write_text("".join(line + "\n" for line in lines))
+    code = "import sys, time\n" + ("" if exit_now else "time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], start_new_session=True)
+    PROCESSES.append(p)
+    if exit_now:
+        p.wait()
+    return p.pid
+
+
+@pytest.fixture(autouse=True)
+def _end_stand_ins():
+    yield
+    while PROCESSES:
+        p = PROCESSES.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def fake_launch(monkeypatch):
+    """``launch`` as the runs page calls it, starting a stand-in: records each call; ``script`` says what the next
+    launched run prints and whether it lives."""
+    calls: list[dict] = []
+    script = {"lines": (), "exit_now": False}
+
+    def launch(plan_path, run_dir, resume=False, target="local"):
+        calls.append({"plan_path": plan_path, "run_dir": run_dir, "resume": resume})
+        return stand_in(Path(run_dir), script["lines"], script["exit_now"])
+
+    monkeypatch.setattr(runs_page_module, "launch", launch)
+    return calls, script
+
+
+def make_page(qtbot, tmp_path, records: list[RunRecord]) -> RunsPage:
+    store = RunStore(tmp_path / "runs.json")
+    for r in reversed(records):
+        store.add(r)
+    page = RunsPage(Settings(runs_dir=str(tmp_path / "runs")), store=store)
+    page.resize(1200, 760)
+    qtbot.addWidget(page)
+    page.show()
+    return page
+
+
+def row_status(page: RunsPage, run_dir: str) -> str:
+    for row in range(page.table.rowCount()):
+        if page.table.item(row, 0).data(0x0100) == run_dir:     # Qt.UserRole
+            return page.table.item(row, 1).text()
+    raise AssertionError(f"{run_dir} is not listed")
+
+
+def statuses_shown(page: RunsPage, records: list[RunRecord]) -> bool:
+    return all(row_status(page, r.run_dir) not in ("", "…") for r in records)
+
+
+def test_launch_switches_the_monitor_to_the_new_run_when_row_0_was_selected(qtbot, tmp_path, fake_launch):
+    calls, _ = fake_launch
+    old = write_run(tmp_path, "old", steps=7, total=30, end="cancelled", message="stopped by SIGTERM at step 7")
+    page = make_page(qtbot, tmp_path, [RunRecord(run_dir=str(old), name="old", launched_at=time.time() - 600)])
+    qtbot.waitUntil(lambda: page.monitor.snapshot is not None and page.monitor.snapshot.status == "cancelled",
+                    timeout=10_000)
+    assert page.selected().run_dir == str(old)           # row 0, selected
+
+    record = page.launch_plan(str(DEMO_PLAN), "new")
+    assert record is not None and calls[-1]["run_dir"] == record.run_dir
+    assert page.selected().run_dir == record.run_dir      # the new run is selected in the list...
+    assert page.monitor.record is not None and page.monitor.record.run_dir == record.run_dir   # ...and shown
+    assert page.monitor.title.text() == "new"
+    qtbot.waitUntil(lambda: page.monitor.snapshot is not None and page.monitor.snapshot.alive, timeout=10_000)
+    assert page.monitor.stop_button.isEnabled() and not page.monitor.resume_button.isEnabled()
+
+    # Stop acts on the run shown: the new one ends, the old folder gets no stop request
+    page.monitor.request_stop()
+    assert stop_file(record.run_dir).exists() and not stop_file(old).exists()
+    qtbot.waitUntil(lambda: PROCESSES[-1].poll() is not None, timeout=10_000)
+
+
+def test_resume_acts_on_the_run_shown(qtbot, tmp_path, fake_launch):
+    calls, _ = fake_launch
+    a = write_run(tmp_path, "a", steps=7, total=30, end="cancelled", message="stopped")
+    b = write_run(tmp_path, "b", steps=5, total=30, end="cancelled", message="stopped")
+    page = make_page(qtbot, tmp_path, [RunRecord(run_dir=str(a), name="a"), RunRecord(run_dir=str(b), name="b")])
+    page.select(str(b))
+    qtbot.waitUntil(lambda: page.monitor.snapshot is not None and page.monitor.record.run_dir == str(b)
+                    and page.monitor.resume_button.isEnabled(), timeout=10_000)
+    page.monitor.resume_button.click()
+    assert calls and calls[-1] == {"plan_path": None, "run_dir": str(b), "resume": True}
+
+
+def test_statuses_are_keyed_by_run_folder_not_by_row(qtbot, tmp_path, fake_launch):
+    """A run cancelled at step 7 stays "Stopped" when a new run is added above it; it is never shown as finished,
+    and the list uses the monitor's words, not the engine's."""
+    finished = write_run(tmp_path, "finished", steps=30, total=30, end="succeeded", message="student saved")
+    cancelled = write_run(tmp_path, "cancelled", steps=7, total=30, end="cancelled", message="stopped at step 7")
+    failed = write_run(tmp_path, "failed", steps=3, total=30, end="failed", message="CUDA out of memory")
+    records = [RunRecord(run_dir=str(d), name=d.name) for d in (finished, cancelled, failed)]
+    page = make_page(qtbot, tmp_path, records)
+    qtbot.waitUntil(lambda: statuses_shown(page, records), timeout=10_000)
+    qtbot.wait(200)
+    before = {r.run_dir: row_status(page, r.run_dir) for r in records}
+    page.launch_plan(str(DEMO_PLAN), "newest")               # a new row 0: every other row moves down
+    assert {r.run_dir: row_status(page, r.run_dir) for r in records} == before     # at once, not at the refresh
+
+    def check() -> None:
+        assert row_status(page, str(finished)) == "Finished"
+        assert row_status(page, str(cancelled)).startswith("Stopped")
+        assert row_status(page, str(failed)).startswith("Failed")
+
+    check()
+    words = {page.table.item(r, 1).text() for r in range(page.table.rowCount())}
+    assert not words & {"succeeded", "cancelled", "failed", "stopped"}
+    qtbot.wait(2_500)                                        # and after the list's own refresh too
+    check()
+
+
+def test_a_run_that_fails_before_its_first_step_says_failed_with_its_own_error(qtbot, tmp_path, fake_launch,
+                                                                               screenshot):
+    calls, script = fake_launch
+    done = write_run(tmp_path, "done", steps=30, total=30, end="succeeded", message="student saved")
+    page = make_page(qtbot, tmp_path, [RunRecord(run_dir=str(done), name="done")])
+    qtbot.waitUntil(lambda: page.monitor.snapshot is not None and page.monitor.snapshot.step == 30, timeout=10_000)
+    script["exit_now"] = True
+    script["lines"] = (
+        "/venv/lib/python3.12/site-packages/numpy/_core/fromnumeric.py:3596: RuntimeWarning: Mean of empty slice.",
+        "  return hours * (rate if rate is not None else sw.grid.nodes * sw.grid.usd_per_node_hour)",
+        "error: hardware: the plan fits no GPU it can use: its smallest configuration needs 22.4 GiB per GPU of "
+        "21.2 GiB usable; use more GPUs or nodes, or a smaller teacher",
+    )
+    record = page.launch_plan(str(DEMO_PLAN), "unfit")
+    monitor = page.monitor
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "failed", timeout=10_000)
+    assert monitor.status_label.text().startswith("Failed")
+    assert "c0392b" in monitor.status_label.styleSheet()                       # red
+    text = monitor.failure_card.text()
+    assert monitor.failure_card.isVisible() and "Failed:" in text
+    assert "the plan fits no GPU it can use" in text and "RuntimeWarning" not in text
+    assert monitor.edit_plan_button.isVisible()
+    assert "Stopped without finishing" not in monitor.status_label.text()
+    assert "waiting for the first step" not in monitor.progress.format()
+    assert "elapsed 0 s" not in monitor.figures.text()
+    # the previous run's 30 steps do not stay on the axes
+    (x0, x1), _ = monitor.charts["loss"].plot_item.viewRange()
+    assert x1 < 30
+    qtbot.waitUntil(lambda: row_status(page, record.run_dir).startswith("Failed"), timeout=10_000)
+    assert row_status(page, str(done)) == "Finished"
+    screenshot(page, "runs_failed_before_first_step")
+
+
+def test_a_failed_run_shows_the_engines_reason_and_how_to_go_on(qtbot, tmp_path):
+    d = write_run(tmp_path, "oom", steps=12, total=100, end="failed",
+                  message="CUDA out of memory: tried to allocate 2.00 GiB. The last checkpoint is kept.")
+    page = make_page(qtbot, tmp_path, [RunRecord(run_dir=str(d), name="oom")])
+    monitor = page.monitor
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "failed", timeout=10_000)
+    assert monitor.status_label.text().startswith("Failed")
+    assert "CUDA out of memory" in monitor.failure_card.text() and "Edit" in monitor.failure_card.text()
+    assert not monitor.result_card.isVisible()
+    assert row_status(page, str(d)).startswith("Failed")
+
+
+def test_list_words_selection_buttons_and_one_line_names(qtbot, tmp_path):
+    long_name = "demo-costed-tight-budget-with-a-name-that-does-not-fit-the-column"
+    d = write_run(tmp_path, long_name, steps=30, total=30, end="succeeded", message="student saved")
+    page = make_page(qtbot, tmp_path, [RunRecord(run_dir=str(d), name=long_name)])
+    assert not page.table.wordWrap()
+    assert page.table.rowHeight(0) <= page.table.fontMetrics().height() + 16        # one line
+    assert page.remove_button.isEnabled()
+    page.table.clearSelection()
+    assert not page.remove_button.isEnabled()
+
+
+def test_empty_runs_tab_shows_an_empty_state_not_empty_charts(qtbot, tmp_path, screenshot):
+    page = make_page(qtbot, tmp_path, [])
+    assert page.empty_state.isVisible() and not page.monitor.isVisible()
+    assert "Launch" in page.empty_state_text.text()
+    assert not page.remove_button.isEnabled()
+    screenshot(page, "runs_empty_state_page")
