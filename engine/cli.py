@@ -280,11 +280,14 @@ def cmd_run(args) -> int:
         from .plan import load_plan
 
         plan = load_plan(args.plan)  # fails here, before any process starts, on a bad plan
+        from .planner import check_launch_risks, check_world, resolve_run
+
+        # a plan that fits nothing fails here; one the planner does not stand behind starts only with --force
+        resolved = resolve_run(plan, Path(args.plan).resolve().parent, stage=args.stage or "all")
+        check_launch_risks(resolved, args.force, "distill run")
         if args.processes > 1:  # and on a plan for another number of processes
-            from .planner import check_world, resolve_run
             from .train.parallel import check_devices
 
-            resolved = resolve_run(plan, Path(args.plan).resolve().parent, stage=args.stage or "all")
             check_devices(resolved)   # before N processes start, each to find the same
             check_world(resolved, args.processes, None)
         if args.teacher_run is not None and args.stage != "student":
@@ -539,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes its answers) and stops; 'student' trains on that output (--teacher-run)")
     r.add_argument("--teacher-run", type=Path, metavar="RUN_DIR", help="with --stage student: the teacher stage's "
                    "run folder")
+    r.add_argument("--force", action="store_true", help="start even when the planner recommends no option or the "
+                   "run misses the plan's deadline or cost cap (the risks are printed)")
     r.add_argument("--processes", type=_positive("--processes", 1, 4096), default=1,
                    help="processes to train with (GPUs of this machine; CPU ranks in tests)")
     r.set_defaults(func=cmd_run)

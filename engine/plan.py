@@ -147,7 +147,9 @@ class Hardware(_Strict):
     )
     accelerator: str | None = Field(None, description="local: the accelerator in this machine")
     gpus: int = Field(1, ge=1, le=64, description="local: number of GPUs (on a CPU: processes) in each machine")
-    usd_per_hour: float | None = Field(None, ge=0.0, le=10_000.0, description="local: cost of this machine per hour")
+    usd_per_hour: float | None = Field(
+        None, ge=0.0, le=10_000.0, description="local: cost of this machine per hour; azure: the price per node-hour "
+        "confirmed for hardware.sku where the region's price table has none (the app asks for it at launch)")
     split: Literal["auto", "yes", "no"] = Field(
         "auto", description="run the teacher's pass (offline top-k, generation) on other hardware than training: "
         "auto (where it pays), yes (always), no (never)")
@@ -162,6 +164,9 @@ class Hardware(_Strict):
                              "local plan has one machine; run its stages with `distill run --stage teacher|student`")
         if self.split == "no" and self.teacher_pass is not None:
             raise ValueError('split "no" does not fit [hardware.teacher_pass]: remove one of them')
+        if self.target == "azure" and self.usd_per_hour is not None and not self.sku:
+            raise ValueError("usd_per_hour on Azure is the price of hardware.sku (per node-hour): set sku too, or "
+                             "leave usd_per_hour out to use the region's price table")
         return self
 
     @property
@@ -208,6 +213,19 @@ class Budget(_Strict):
     usd: float | None = Field(None, gt=0.0, le=100_000_000.0, description="cost cap in US dollars")
     confidence: float = Field(0.8, ge=0.5, le=0.99, description="how sure the recommendation must be to meet the "
                                                                 "deadline and the cost cap (0.8: P80)")
+    stop_at: Literal["none", "deadline", "cap", "either"] = Field(
+        "none", description="stop the run by itself (a checkpoint is saved; an Azure job ends) when its time reaches "
+        "the deadline, its cost the cap, or either; none: the budget only guides the planner")
+
+    @model_validator(mode="after")
+    def _stop_needs_its_limit(self) -> "Budget":
+        if self.stop_at == "deadline" and self.hours is None:
+            raise ValueError('stop_at "deadline" needs budget.hours')
+        if self.stop_at == "cap" and self.usd is None:
+            raise ValueError('stop_at "cap" needs budget.usd')
+        if self.stop_at == "either" and self.hours is None and self.usd is None:
+            raise ValueError('stop_at "either" needs budget.hours or budget.usd')
+        return self
 
 
 class Plan(_Strict):

@@ -9,6 +9,7 @@ quota allows at that priority. Those are never chosen, and their reason says why
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from .catalog.capacity import REFRESH_COMMAND, STALE_DAYS, CapacityTable, load_capacity
 from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator, resolve_sku
 from .catalog.prices import PriceTable, load_prices
+from .catalog.types import Price
 from .checks import Pair, check_plan
 from .errors import CatalogError, DistillError, PlanError, RunError
 from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency, coefficients
@@ -361,6 +363,24 @@ def add_splits(sw: Sweep, plan: Plan, pinned: bool = False) -> int:
     return add_split_options(sw, pass_ok, train_ok)
 
 
+def with_confirmed_price(prices: PriceTable, hw, notes: list[str]) -> PriceTable:
+    """The region's prices, plus the price per node-hour the user confirmed for ``hw.sku`` (``hardware.usd_per_hour``)
+    where the table has none. A published price wins over a confirmed one."""
+    if hw.target != "azure" or hw.usd_per_hour is None or not hw.sku:
+        return prices
+    known = prices.lookup(hw.sku, hw.priority)
+    if known is not None:
+        notes.append(f"hardware.usd_per_hour (${hw.usd_per_hour:,.2f}) ignored: the region's price table has "
+                     f"{hw.sku} {hw.priority} at ${known.usd_per_hour:,.2f} per node-hour")
+        return prices
+    sku = resolve_sku(hw.sku).id
+    notes.append(f"{sku} {hw.priority}: ${hw.usd_per_hour:,.2f} per node-hour, the price confirmed at launch (the "
+                 f"region's price table has none)")
+    confirmed = Price(sku=sku, region=hw.region, priority=hw.priority, usd_per_hour=float(hw.usd_per_hour),
+                      source="confirmed at launch", source_date=time.strftime("%Y-%m-%d"))
+    return replace(prices, prices=[*prices.prices, confirmed])
+
+
 def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
             capacity: CapacityTable | None = None, pinned: bool = False) -> Analysis:
     """Everything `distill plan` reports, for one plan. ``pinned``: the plan was resolved already (a resumed run, an
@@ -383,6 +403,7 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         prices = prices or load_prices(hw.region)
         if prices.note:
             notes.append(prices.note)
+        prices = with_confirmed_price(prices, hw, notes)
         machines = azure_machines(prices, notes)
         if capacity is not None and capacity.region != hw.region:
             notes.append(f"the capacity check given is for {capacity.region}, not the plan's region {hw.region}; "
@@ -453,6 +474,12 @@ class ResolvedRun:
     notes: list[str] = field(default_factory=list)  # what resolving changed beyond an "auto"
     stage: str = "all"       # "all" | "teacher" (the teacher's pass alone) | "student" (training on its cache)
     split: dict | None = None  # a split-hardware option: Sweep.row's "split" (the teacher pass's hardware)
+    recommended: bool = True   # the planner's recommendation (False: its fallback, no option meets the budget)
+    # what launching it risks, one sentence each: a missed deadline or cap at the plan's confidence, no
+    # recommendation, an unknown price. `distill run` and `distill azure submit` refuse a new run with risks unless
+    # --force; an unknown price on Azure needs --usd-per-hour, whatever --force says.
+    risks: list[str] = field(default_factory=list)
+    unpriced: bool = False     # an Azure option with no price in the region's table nor a confirmed one
 
     @property
     def world_size(self) -> int:
@@ -463,7 +490,7 @@ STAGES = ("all", "teacher", "student")
 
 
 def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None = None,
-                pinned: bool = False, stage: str = "all") -> ResolvedRun:
+                pinned: bool = False, stage: str = "all", usd_per_hour: float | None = None) -> ResolvedRun:
     """The planner's choice for ``plan``, as ``distill run`` and the app's Launch both execute it.
 
     The recommendation when the plan has one; otherwise (no option meets the budget) the fastest option as planned
@@ -473,7 +500,25 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
 
     ``stage``: "teacher" resolves the teacher's pass alone (on a split option: its own hardware, nodes and
     placement, and the pass stage's estimate), "student" the training on that pass's cache; both need a teacher
-    pass (offline top-k or generation)."""
+    pass (offline top-k or generation).
+
+    With no recommendation, the fallback is the fastest option with a known price (the fastest overall only where
+    none has one), and ``why`` says so. ``usd_per_hour``: the price per node-hour the user confirmed for an Azure
+    option the region's table has no price for; the run is then pinned to that option (its size and nodes) and
+    priced with it. ``risks`` lists what launching the result risks."""
+    if usd_per_hour is not None and plan.hardware.target == "azure":
+        first = resolve_run(plan, base, prices, pinned=pinned, stage=stage)
+        if first.unpriced:
+            if first.split:
+                raise RunError("--usd-per-hour: the option chosen runs on two sizes (a split teacher pass); a "
+                               "price confirmed at launch prices one size. Set hardware.split = \"no\", or choose a "
+                               "hardware.sku the region's price table has")
+            hw = first.plan.hardware
+            plan = plan.model_copy(update={"hardware": plan.hardware.model_copy(update={
+                "sku": hw.sku, "nodes": hw.nodes, "split": "no", "teacher_pass": None,
+                "usd_per_hour": float(usd_per_hour)})})
+        else:
+            return first       # priced already: the table's price stands
     if stage not in STAGES:
         raise RunError(f"--stage: {stage!r} is not a stage; allowed: {', '.join(STAGES)}")
     if stage != "all" and (plan.method.kind == "ce" or plan.method.teacher_mode == "online"):
@@ -488,8 +533,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
     i = a.decision.recommended
     why = a.decision.rationale
     if i is None:
-        i = a.decision.fastest
-        why = f"the fastest option as planned ({a.decision.impossible or 'none meets the budget'})"
+        i, why = fallback_option(a)
     if i is None:
         planned = np.flatnonzero(a.planned)
         if planned.size == 0:
@@ -581,9 +625,115 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
                 notes.append(f"the plan runs the teacher's pass on {tp_text(split)} apart from training; run here "
                              "in one process group, both stages use this launch's hardware (`--stage teacher` then "
                              "`--stage student` run them apart)")
+    estimate["range"] = option_range(sw, i, plan.budget.confidence)
+    estimate["price"] = option_price(a, row)
+    risks, unpriced = launch_risks(a, i, estimate)
     return ResolvedRun(plan=resolved, nodes=nodes, gpus_per_node=gpn,
                        sharding=sharding_kind(sharding, nodes, gpn), estimate=estimate, why=why,
-                       notes=notes, stage=stage, split=split)
+                       notes=notes, stage=stage, split=split, recommended=a.decision.recommended is not None,
+                       risks=risks, unpriced=unpriced)
+
+
+def fallback_option(a: Analysis) -> tuple[int | None, str]:
+    """The option a plan with no recommendation runs, and why: the fastest with a known price, so a launch never
+    takes an unpriced size where a priced one exists; the fastest overall only where no option has a price."""
+    d, o = a.decision, a.sweep.out
+    missed = d.impossible or "none meets the budget"
+    i = d.fastest
+    if i is None:
+        return None, missed
+    cost = o["cost_usd"]
+    if np.isfinite(cost[i]):
+        return i, f"the fastest option as planned, with no option meeting the budget ({missed})"
+    priced = np.flatnonzero(d.candidates & np.isfinite(cost))
+    if priced.size == 0:
+        return i, f"the fastest option as planned (no option meets the budget, {missed}; no option has a known price)"
+    j = int(priced[np.argmin(o["total_hours"][priced])])
+    return j, (f"the fastest option with a known price, with no option meeting the budget ({missed}); the fastest "
+               f"overall, {a.sweep.hardware(i)} at {float(o['total_hours'][i]):.2f} h, has no price in the region")
+
+
+def option_range(sw: Sweep, i: int, confidence: float) -> dict:
+    """Option ``i``'s time (hours) and cost (US$) at P10, at the plan's confidence and at P90 (cost None where
+    unknown), as the confirmation before a launch shows them."""
+    from .estimate.ranges import at_confidence
+
+    o = sw.out
+    hq, uq = (float(x[i]) for x in at_confidence(sw, confidence))
+
+    def usd(v: float) -> float | None:
+        return round(v, 2) if np.isfinite(v) else None
+
+    return {"confidence": confidence,
+            "hours": [float(o["hours_low"][i]), hq, float(o["hours_high"][i])],
+            "cost_usd": [usd(float(o["cost_low"][i])), usd(uq), usd(float(o["cost_high"][i]))],
+            "median_hours": float(o["total_hours"][i]), "median_cost_usd": usd(float(o["cost_usd"][i]))}
+
+
+def option_price(a: Analysis, row: dict) -> dict | None:
+    """The price the option's cost comes from: per node-hour, its source and date (None where unknown)."""
+    hw = a.plan.hardware
+    if hw.target != "azure":
+        if hw.usd_per_hour is None:
+            return None
+        return {"usd_per_node_hour": hw.usd_per_hour, "nodes": row["nodes"], "source": "the plan (this machine)",
+                "date": ""}
+    price = a.prices.lookup(row["sku"], a.plan.hardware.priority) if a.prices is not None and row.get("sku") else None
+    if price is None:
+        return None
+    return {"usd_per_node_hour": price.usd_per_hour, "nodes": row["nodes"],
+            "source": price.source or a.prices.origin, "date": price.source_date or a.prices.fetched_on}
+
+
+def launch_risks(a: Analysis, i: int, estimate: dict) -> tuple[list[str], bool]:
+    """What launching option ``i`` risks, one sentence each, and whether its price is unknown (Azure)."""
+    budget, hw = a.plan.budget, a.plan.hardware
+    rng = estimate["range"]
+    at = f"P{round(budget.confidence * 100)}"
+    hq, uq = rng["hours"][1], rng["cost_usd"][1]
+    risks = []
+    if a.decision.recommended is None:
+        risks.append(f"the planner recommends no option: {a.decision.impossible or 'none meets the budget'}")
+    if budget.hours is not None and hq > budget.hours:
+        risks.append(f"it misses the deadline: {fmt_hours(hq)} at {at} against {fmt_hours(budget.hours)}")
+    unpriced = hw.target == "azure" and estimate.get("cost_usd") is None
+    if budget.usd is not None:
+        if uq is None:
+            risks.append(f"its cost cannot be held to the ${budget.usd:,.2f} cap: no price is known")
+        elif uq > budget.usd:
+            risks.append(f"it goes over the cost cap: ${uq:,.2f} at {at} against ${budget.usd:,.2f}")
+    if unpriced:
+        opt = estimate["option"]
+        risks.append(f"no price is known for {opt['sku']} ({hw.priority}) in {hw.region}: its cost is unknown "
+                     "until an hourly price is confirmed")
+    return risks, unpriced
+
+
+def check_launch_risks(resolved: ResolvedRun, force: bool, command: str) -> None:
+    """A new run the planner does not stand behind (no recommendation, a missed deadline or cost cap at the plan's
+    confidence) starts only with --force, which prints the risks it takes (``distill run``, ``distill azure
+    submit``)."""
+    import sys
+
+    if not resolved.risks:
+        return
+    listed = "\n".join(f"  - {r}" for r in resolved.risks)
+    what = (f"{resolved.nodes} × {resolved.plan.hardware.sku}" if resolved.plan.hardware.target == "azure" else
+            "this machine")
+    if not force:
+        raise RunError(f"not started: the planner does not stand behind this run on {what}:\n{listed}\n"
+                       f"Change the plan (budget.hours, budget.usd, the hardware), or run `{command} ... --force` "
+                       "to accept these risks")
+    print(f"--force: starting on {what} ({resolved.why}) despite:\n{listed}", file=sys.stderr, flush=True)
+
+
+def fmt_hours(h: float) -> str:
+    """Hours as people read them: "46 s", "45 min", "2.3 h", "27 h"."""
+    if h * 3600 < 90:
+        return f"{max(1, round(h * 3600))} s"
+    if h < 1:
+        return f"{round(h * 60)} min"
+    return f"{h:.1f} h" if h < 10 else f"{h:,.0f} h"
 
 
 def checkpoint_steps(plan: Plan, row: dict) -> int:

@@ -88,19 +88,44 @@ def cmd_submit(args) -> int:
     plan = load_plan(args.plan)
     run_dir = args.run_dir or _run_dir(plan.name)
     stop = _StopSignal(Path(run_dir))
+    new = not (Path(run_dir) / "azure.json").exists()
+    # a new run: the planner's word on it first (no Azure needed), then pre-flight, before anything is created
+    record = _budget_before_submit(args, plan) if new else None
     az = _azure()
-    record = None
-    if not (Path(run_dir) / "azure.json").exists():   # a new run: checked before anything is created or uploaded
-        record = _preflight_before_submit(args, az)
+    if new:
+        record.update(_preflight_before_submit(args, az))
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     try:
-        submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop, record=record)
+        submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop, record=record,
+               usd_per_hour=args.usd_per_hour)
     except Stopped as exc:
         return _stopped(run_dir, exc)
     if args.watch:
         return _watch_after(run_dir, az, stop, args.interval)
     print(f"watch it with `distill azure watch {run_dir}`", file=sys.stderr)
     return 0
+
+
+def _budget_before_submit(args, plan) -> dict:
+    """The planner's word on the run about to be paid for: an option with no known price is never submitted without
+    --usd-per-hour; one the planner does not stand behind (no recommendation, a missed deadline or cap at the plan's
+    confidence) only with --force. Returns what ``azure.json`` records of it."""
+    from ..planner import check_launch_risks, resolve_run
+
+    if args.usd_per_hour is not None and not 0 < args.usd_per_hour <= 10_000:
+        raise AzureError(f"--usd-per-hour: {args.usd_per_hour:g} is not a price per node-hour; give one between "
+                         "0 and 10,000 US$")
+    resolved = resolve_run(plan, Path(args.plan).resolve().parent, usd_per_hour=args.usd_per_hour)
+    if resolved.unpriced:
+        raise AzureError(f"not submitted: {resolved.risks[-1]}. Find the price per node-hour of "
+                         f"{resolved.plan.hardware.sku} ({resolved.plan.hardware.priority}) on Azure's pricing page "
+                         "and submit with --usd-per-hour PRICE, or choose a size the price table has "
+                         "(distill prices show)")
+    check_launch_risks(resolved, args.force, "distill azure submit")
+    est = resolved.estimate
+    return {"planned": {"why": resolved.why, "recommended": resolved.recommended, "risks_taken": resolved.risks,
+                        "range": est.get("range"), "price": est.get("price"),
+                        **({"usd_per_hour_confirmed": args.usd_per_hour} if args.usd_per_hour is not None else {})}}
 
 
 def _preflight_before_submit(args, az) -> dict:
@@ -297,7 +322,11 @@ def add_parser(sub) -> None:
     s.add_argument("--data", metavar="URI", help="training data on a datastore (azureml://...), instead of data.train")
     s.add_argument("--watch", action="store_true", help="then watch it until it ends (what the app does)")
     s.add_argument("--force", action="store_true",
-                   help="submit even when pre-flight finds a problem (the risks are printed and recorded)")
+                   help="submit even when pre-flight finds a problem, the planner recommends no option, or the run "
+                        "misses the plan's deadline or cost cap (the risks are printed and recorded)")
+    s.add_argument("--usd-per-hour", type=float, metavar="PRICE",
+                   help="the price per node-hour of a VM size the region's price table has none for: the run is "
+                        "priced with it (required for such a size, --force or not)")
     s.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_submit)
 

@@ -123,7 +123,7 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
           prices=None, base: Path | None = None, run_key: str | None = None, hf_token_secret: str = "",
           key_vault_uri: str = "", stage: str = "all", teacher_uri: str = "",
-          model_assets: dict[str, str] | None = None) -> JobSpec:
+          model_assets: dict[str, str] | None = None, usd_per_hour: float | None = None) -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
     the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
     (default ``name``): the engine continues a run folder only if it holds that run. ``hf_token_secret``: the name
@@ -148,7 +148,8 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
         raise AzureError(f'hardware.target: this plan runs on "{plan.hardware.target}"; an Azure ML job needs '
                          'target = "azure" (run it here with `distill run`)')
     base = Path(base) if base is not None else plan_path.resolve().parent
-    resolved = resolve_run(plan, base, prices, pinned=stage != "all" and plan.hardware.split_only, stage=stage)
+    resolved = resolve_run(plan, base, prices, pinned=stage != "all" and plan.hardware.split_only, stage=stage,
+                           usd_per_hour=usd_per_hour)
     rplan = resolved.plan
     hw = rplan.hardware
     if resolved.split and stage == "all":

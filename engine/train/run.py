@@ -53,10 +53,61 @@ class StopFlag:
         self.requested = True
         self.signal = signal.Signals(signum).name
 
+    def until(self, monotonic_deadline: float, reason: str) -> None:
+        """Ask for a stop by itself at ``monotonic_deadline`` (``budget.stop_at``), ``reason`` saying why."""
+        self.limit = (monotonic_deadline, reason)
+
     def __call__(self) -> bool:
         if not self.requested and self.file is not None and self.file.exists():   # a stat: microseconds a step
             self.requested, self.signal, self.at = True, "the stop file", time.monotonic()
+        limit = getattr(self, "limit", None)
+        if not self.requested and limit is not None and time.monotonic() >= limit[0]:
+            self.requested, self.signal, self.at = True, limit[1], time.monotonic()
         return self.requested
+
+
+def prior_active_seconds(events: Path) -> float:
+    """The time a run has already been running in its earlier sessions (each from its ``run_started`` to its last
+    event), from its events file: what a resumed run's budget stop counts on from."""
+    total, start, last = 0.0, None, None
+    try:
+        lines = events.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        try:
+            e = json.loads(line)
+            t = float(e["time"])
+        except (ValueError, KeyError, TypeError):
+            continue                      # a torn last line of a killed run
+        if e.get("type") == "run_started":
+            if start is not None and last is not None:
+                total += max(0.0, last - start)
+            start = t
+        last = t
+    if start is not None and last is not None:
+        total += max(0.0, last - start)
+    return total
+
+
+def budget_stop(plan, resolved, events: Path) -> tuple[float, str] | None:
+    """(seconds left, why) of ``budget.stop_at``: the deadline, the cost cap at the run's price per hour, or the
+    nearer of the two; None when the plan asks for no such stop (or the cap has no price to count it by)."""
+    from ..planner import fmt_hours
+
+    b = plan.budget
+    limits = []
+    if b.stop_at in ("deadline", "either") and b.hours is not None:
+        limits.append((b.hours * 3600, f"the deadline ({fmt_hours(b.hours)}), as budget.stop_at asks"))
+    price = (resolved.estimate.get("price") if resolved is not None else None) or {}
+    rate = price.get("usd_per_node_hour", 0) * price.get("nodes", 1)
+    if b.stop_at in ("cap", "either") and b.usd is not None and rate > 0:
+        limits.append((b.usd / rate * 3600, f"the cost cap (${b.usd:,.2f} at ${rate:,.2f} an hour), as "
+                       "budget.stop_at asks"))
+    if not limits:
+        return None
+    seconds, why = min(limits)
+    return seconds - prior_active_seconds(events), why
 
 
 @dataclass
@@ -293,6 +344,12 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     from ..runs.process import stop_file
 
     stop.watch(stop_file(paths.run_dir))
+    limit = budget_stop(plan, resolved, paths.events)
+    if limit is not None:
+        stop.until(time.monotonic() + limit[0], limit[1])
+        if main:
+            print(f"budget: the run stops by itself in {limit[0] / 3600:.2f} h, at {limit[1].split(',')[0]}",
+                  file=sys.stderr, flush=True)
     set_seed(plan.training.seed)
     from .session import Session  # torch, transformers, peft
 
