@@ -6,6 +6,8 @@ thousands of options re-sorts and redraws in milliseconds. Only visible cells ar
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
@@ -15,18 +17,41 @@ from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
 from ...engine.report import hours_text
 
-COLUMNS = ("Hours", "Cost", "Machine", "GPUs", "Priority", "Adapter", "Teacher", "Recompute", "Sharding",
-           "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Set-up", "Teacher pass", "Training", "MFU",
-           "Status")
-GIB_COL, TOKENS_COL, RANGE_COL, SOURCE_COL = 9, 10, 11, 12
-SETUP_COL, PREPASS_COL, TRAIN_COL, MFU_COL, STATUS_COL = 13, 14, 15, 16, 17
+# The time and cost at the plan's confidence come first: the budget is judged and the options ranked on them (their
+# headers name the confidence, "Hours P80"); the medians beside them; then why an option is not a choice, in view
+COLUMNS = ("Hours P80", "Cost P80", "Hours median", "Cost median", "Status", "Machine", "GPUs", "Priority", "Adapter",
+           "Teacher", "Recompute", "Sharding", "GiB/GPU", "Tokens/s/GPU", "Hours P10–P90", "Estimate", "Set-up",
+           "Teacher pass", "Training", "MFU")
+HOURS_AT_COL, COST_AT_COL, HOURS_COL, COST_COL, STATUS_COL = 0, 1, 2, 3, 4
+MACHINE_COL, GPUS_COL, PRIORITY_COL, ADAPTER_COL, TEACHER_COL, RECOMPUTE_COL, SHARDING_COL = 5, 6, 7, 8, 9, 10, 11
+GIB_COL, TOKENS_COL, RANGE_COL, SOURCE_COL = 12, 13, 14, 15
+SETUP_COL, PREPASS_COL, TRAIN_COL, MFU_COL = 16, 17, 18, 19
 _DURATION_COLS = (SETUP_COL, PREPASS_COL, TRAIN_COL)
+_HOURS_COLS = (HOURS_AT_COL, HOURS_COL)
+_COST_COLS = (COST_AT_COL, COST_COL)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 INDEX_ROLE = Qt.ItemDataRole.UserRole + 2
-_NUMERIC = (0, 1, 3, GIB_COL, TOKENS_COL, RANGE_COL, SETUP_COL, PREPASS_COL, TRAIN_COL, MFU_COL)
+_NUMERIC = (HOURS_AT_COL, COST_AT_COL, HOURS_COL, COST_COL, GPUS_COL, GIB_COL, TOKENS_COL, RANGE_COL, SETUP_COL,
+            PREPASS_COL, TRAIN_COL, MFU_COL)
 # how each model is placed, as the engine runs it: DDP, FSDP inside each node, FSDP over every GPU
 _SHARDING = {"none": "none (DDP)", "within-node": "in node", "all-gpus": "all GPUs"}
 _GREY = QColor("#8a8a8a")
+
+# the engine's messages name its commands; in the app the same actions are buttons of the planner
+_COMMANDS = ((re.compile(r"run `distill prices refresh[^`]*` to fetch current prices"),
+              "press Refresh prices (above) to fetch current prices"),
+             (re.compile(r"\brun `distill prices refresh[^`]*`"), "press Refresh prices (above)"),
+             (re.compile(r"`distill prices refresh[^`]*`"), "Refresh prices (above)"),
+             (re.compile(r"\brun `distill azure capacity --refresh[^`]*`"), "press Check capacity (above)"),
+             (re.compile(r"`distill azure capacity --refresh[^`]*`"), "Check capacity (above)"))
+
+
+def for_the_app(text: str) -> str:
+    """An engine message as the app says it: "Refresh prices (above)" and "Check capacity (above)", the planner's
+    buttons, where the engine names `distill prices refresh` or `distill azure capacity --refresh`."""
+    for pattern, words in _COMMANDS:
+        text = pattern.sub(words, text)
+    return text
 
 
 class OptionsModel(QAbstractTableModel):
@@ -37,7 +62,8 @@ class OptionsModel(QAbstractTableModel):
         self.ok = np.zeros(0, dtype=bool)           # over the whole sweep
         self._cols: dict[int, np.ndarray] = {}      # column -> values over the whole sweep (None: not a column)
         self._reasons: dict[int, str] = {}
-        self._sort = (1, Qt.SortOrder.AscendingOrder)
+        self._sort = (STATUS_COL, Qt.SortOrder.AscendingOrder)
+        self.confidence = 0.8
 
     def set_analysis(self, analysis, ok: np.ndarray, only_ok: bool = False) -> None:
         """Show ``analysis``'s options as planned (``only_ok``: only those meeting the budget)."""
@@ -48,6 +74,14 @@ class OptionsModel(QAbstractTableModel):
             self._sweep = sweep
         self.analysis = analysis
         self.ok = ok
+        d = analysis.decision if analysis is not None else None
+        if d is not None and d.hours is not None:     # the figures at the confidence the budget was judged at
+            self._cols[HOURS_AT_COL], self._cols[COST_AT_COL] = d.hours, d.cost
+            if d.confidence != self.confidence:
+                self.confidence = d.confidence
+                self.headerDataChanged.emit(Qt.Orientation.Horizontal, HOURS_AT_COL, COST_AT_COL)
+        elif analysis is not None:
+            self._cols[HOURS_AT_COL], self._cols[COST_AT_COL] = self._cols[HOURS_COL], self._cols[COST_COL]
         shown = (analysis.planned & ok) if (analysis is not None and only_ok) else (
             analysis.planned if analysis is not None else None)
         self.rows = np.flatnonzero(shown) if shown is not None else np.zeros(0, dtype=np.int64)
@@ -89,9 +123,11 @@ class OptionsModel(QAbstractTableModel):
         return {RANGE_COL: high, "range_low": low, SOURCE_COL: source,
                 SETUP_COL: o["setup_hours"], PREPASS_COL: o["prepass_hours"], TRAIN_COL: o["train_hours"],
                 MFU_COL: o["mfu"],
-                0: o["total_hours"], 1: o["cost_usd"], 2: machine.astype(object), 3: o["gpus"].astype(np.int64),
-                4: labels("priority"), 5: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
-                6: teacher, 7: np.where(g.recompute.astype(bool), "on", "off").astype(object), 8: sharding,
+                HOURS_COL: o["total_hours"], COST_COL: o["cost_usd"], MACHINE_COL: machine.astype(object),
+                GPUS_COL: o["gpus"].astype(np.int64), PRIORITY_COL: labels("priority"),
+                ADAPTER_COL: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
+                TEACHER_COL: teacher, RECOMPUTE_COL: np.where(g.recompute.astype(bool), "on", "off").astype(object),
+                SHARDING_COL: sharding,
                 GIB_COL: o["mem_total"] / GIB, TOKENS_COL: o["tokens_per_second_per_gpu"]}
 
     # ---- Qt model ----------------------------------------------------------------------------------------------
@@ -103,13 +139,21 @@ class OptionsModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        at = f"P{round(self.confidence * 100)}"
+        if role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section].replace("P80", at) if section in (HOURS_AT_COL, COST_AT_COL) else COLUMNS[section]
+        if role == Qt.ItemDataRole.ToolTipRole and section in (HOURS_AT_COL, COST_AT_COL):
+            return (f"The time and cost the option stays under in {round(self.confidence * 100)} runs out of 100 "
+                    "(the Confidence above): the deadline and the cost cap are judged on these")
+        if role == Qt.ItemDataRole.ToolTipRole and section in (HOURS_COL, COST_COL):
+            return "The model's median figure: half the runs take longer or cost more"
         return None
 
     def reason(self, i: int) -> str:
         if i not in self._reasons:
-            self._reasons[i] = "meets the budget" if self.ok[i] else (self.analysis.reason(i) or "not chosen")
+            self._reasons[i] = "meets the budget" if self.ok[i] else for_the_app(self.analysis.reason(i) or "not chosen")
         return self._reasons[i]
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
@@ -121,9 +165,9 @@ class OptionsModel(QAbstractTableModel):
             if col == STATUS_COL:
                 return self.reason(i)
             v = self._cols[col][i]
-            if col == 0:
+            if col in _HOURS_COLS:
                 return f"{v:.2f}" if v < 1 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
-            if col == 1:
+            if col in _COST_COLS:
                 return "unknown" if np.isnan(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
             if col == GIB_COL:
                 return f"{v:.1f}"
@@ -173,8 +217,8 @@ class OptionsModel(QAbstractTableModel):
             else:
                 key = np.where(np.isnan(key), np.inf, key) if key.dtype.kind == "f" else key
         # ties keep a stable, sensible order: by cost, then time
-        tie = np.nan_to_num(self._cols[1][rows], nan=np.inf)
-        perm = np.lexsort((self._cols[0][rows], tie, key))
+        tie = np.nan_to_num(self._cols[COST_AT_COL][rows], nan=np.inf)
+        perm = np.lexsort((self._cols[HOURS_AT_COL][rows], tie, key))
         if order == Qt.SortOrder.DescendingOrder:
             perm = perm[::-1]
         self.rows = rows[perm]

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView,
                                QLabel, QPushButton, QScrollArea, QSplitter, QTableView, QVBoxLayout, QWidget)
 
-from ...engine.estimate.solve import decide
+from ...engine.estimate.solve import confidence_text, decide, usd_text
 from ...engine.planner import Analysis, all_modes_mask, analyse, planned_mask
 from ...engine.plan import Plan
 from ...engine.report import choices
@@ -23,11 +23,12 @@ from ...engine.report import checkpoint_text, hours_text as _hours
 from .. import workers
 from .chart import CostTimeChart
 from .memory_bar import MemoryBar
-from .table import INDEX_ROLE, OptionsModel
+from .table import INDEX_ROLE, STATUS_COL, OptionsModel, for_the_app
 
 
 def _money(v: float) -> str:
-    return "price unknown" if not np.isfinite(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
+    """"$1,234", "$0.20" (cents below $10, never "$0"), or "price unknown"."""
+    return usd_text(float(v))
 
 
 _SHARDING_TEXT = {"none": "no sharding (DDP)", "within-node": "FSDP within each node", "all-gpus": "FSDP over all GPUs"}
@@ -139,20 +140,31 @@ class PlannerView(QWidget):
         self.capacity_button.clicked.connect(self.check_capacity)
         shown.addWidget(self.capacity_button)
 
+        # an error of the planner's own actions (prices, capacity), in full: the status bar may cut it
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("planner_error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #c0392b")
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.hide()
+
         self.chart = CostTimeChart(tip=self.describe)
-        self.chart.sig_option_clicked.connect(self.select_option)
+        self.chart.sig_option_clicked.connect(self._option_clicked)
         self.memory = MemoryBar()
         self.memory.setObjectName("memory_bar")
         self.option_label = QLabel("")
         self.option_label.setObjectName("option_label")
         self.option_label.setWordWrap(True)
+        self.option_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._user_picked = False      # the user clicked an option: a re-solve keeps it, else follows the recommendation
         self.model = OptionsModel(self)
         self.proxy = self.model     # sorting happens inside the model (numpy), see table.py
         self.table = QTableView()
         self.table.setObjectName("options_table")
         self.table.setModel(self.model)
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+        # what meets the budget first, cheapest at the confidence first: the recommendation is the top row
+        self.table.sortByColumn(STATUS_COL, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().hide()
@@ -169,31 +181,45 @@ class PlannerView(QWidget):
         self.notes.setWordWrap(True)
         self.notes.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        upper = QWidget()
-        ul = QVBoxLayout(upper)
-        ul.setContentsMargins(0, 0, 0, 0)
-        ul.addWidget(self.chart, 1)
-        ul.addWidget(self.option_label)
-        ul.addWidget(self.memory)
-        self.chart.setMinimumHeight(260)
+        # The chart, the selected option (its line and memory bar), the table and the notes are the panes of one
+        # splitter, each with a floor it keeps: at the window's minimum size (960×640) nothing paints over another,
+        # the selected option's details scroll inside their pane and the table keeps a few rows in view.
+        self.chart.setMinimumHeight(150)
+        details = QWidget()
+        dl = QVBoxLayout(details)
+        dl.setContentsMargins(0, 2, 0, 2)
+        dl.addWidget(self.option_label)
+        dl.addWidget(self.memory)
+        dl.addStretch(1)
+        self.details = QScrollArea()
+        self.details.setObjectName("option_details")
+        self.details.setWidget(details)
+        self.details.setWidgetResizable(True)
+        self.details.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.details.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.details.setMinimumHeight(3 * self.fontMetrics().lineSpacing() + 6)    # the rest scrolls
+        self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height()
+                                    + 4 * self.table.verticalHeader().defaultSectionSize()
+                                    + self.table.horizontalScrollBar().sizeHint().height() + 4)
         self.notes.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         notes_area = QScrollArea()
+        notes_area.setObjectName("notes_area")
         notes_area.setWidget(self.notes)
         notes_area.setWidgetResizable(True)
         notes_area.setFrameShape(QScrollArea.Shape.NoFrame)
+        notes_area.setMinimumHeight(self.fontMetrics().height() + 6)
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(upper)
-        split.addWidget(self.table)
-        split.addWidget(notes_area)
-        split.setStretchFactor(0, 5)
-        split.setStretchFactor(1, 3)
-        split.setStretchFactor(2, 1)
-        split.setSizes([520, 260, 70])
+        split.setChildrenCollapsible(False)
+        for k, (w, stretch) in enumerate(((self.chart, 6), (self.details, 1), (self.table, 4), (notes_area, 1))):
+            split.addWidget(w)
+            split.setStretchFactor(k, stretch)
+        split.setSizes([440, 120, 260, 60])
         self.splitter = split
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
         lay.addLayout(controls)
         lay.addLayout(shown)
+        lay.addWidget(self.error_label)
         lay.addWidget(split, 1)
 
     # ---- analysis ----------------------------------------------------------------------------------------------
@@ -232,7 +258,7 @@ class PlannerView(QWidget):
         else:
             self.prices_label.setText(f"Prices {a.prices.region} · {a.prices.fetched_on or 'undated'} "
                                       f"({a.prices.origin})")
-            self.prices_label.setToolTip(a.prices.note)
+            self.prices_label.setToolTip(for_the_app(a.prices.note))
             self.refresh_button.setEnabled(True)
         azure = a.plan.hardware.target == "azure"
         self.capacity_button.setEnabled(azure)
@@ -240,6 +266,8 @@ class PlannerView(QWidget):
                                      "Check capacity")
         self.layout().activate()
         self.selected = None
+        self._user_picked = False
+        self._show_error("")
         self._controls_changed()
         self.sig_analysis_ready.emit()
 
@@ -251,6 +279,7 @@ class PlannerView(QWidget):
         # nothing of the previous plan stays under this one's title
         self.analysis = self.base_analysis = None
         self.selected = None
+        self._user_picked = False
         self.model.set_analysis(None, np.zeros(0, dtype=bool))
         self.chart.clear_options()
         self.memory.set_breakdown(None)
@@ -282,20 +311,40 @@ class PlannerView(QWidget):
         self.analysis = a
         ok = choices(a)
         o = sw.out
-        self.chart.show_options(o["total_hours"], o["cost_usd"], ok, o["fits"], planned, a.decision.pareto,
+        d = a.decision
+        # drawn at the confidence the budget is judged at: left of the deadline line means it meets the deadline,
+        # under the cap line means it meets the cap; the whiskers are each option's P10-P90
+        self.chart.show_options(d.hours, d.cost, ok, o["fits"], planned, a.decision.pareto,
                                 a.decision.recommended, hours, usd, available=o.get("available"),
                                 low=o.get("hours_low"), high=o.get("hours_high"), cost_low=o.get("cost_low"),
                                 cost_high=o.get("cost_high"),
-                                split=sw.grid.extra["pass_row"] >= 0 if "pass_row" in sw.grid.extra else None)
+                                split=sw.grid.extra["pass_row"] >= 0 if "pass_row" in sw.grid.extra else None,
+                                confidence=confidence)     # the axes name the quantile the points are drawn at
         self.model.set_analysis(a, ok, only_ok=self.only_ok.isChecked())
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()
+            # the reason is in view beside the figures; a long one is cut, whole in its tooltip
+            self.table.setColumnWidth(STATUS_COL, min(self.table.columnWidth(STATUS_COL), 300))
             self._columns_sized = True
         self._summarise(a, ok)
-        self.select_option(self.selected if self.selected is not None and planned[self.selected]
-                           else a.decision.recommended)
+        # the selection follows the recommendation after a re-solve, unless the user picked an option themselves
+        keep = self._user_picked and self.selected is not None and planned[self.selected]
+        if not keep:
+            self._user_picked = False
+        self.select_option(self.selected if keep else a.decision.recommended)
         self.layout().activate()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
+
+    def _figures(self, i: int) -> str:
+        """"2.5 h, $117 at P80 (median 2.0 h, $91)": the option's time and cost at the confidence the budget is
+        judged at, and the model's median beside them (at P50 the median alone)."""
+        a = self.analysis
+        d, o = a.decision, a.sweep.out
+        at = confidence_text(d.confidence)
+        text = f"{_hours(d.hours[i])}, {_money(d.cost[i])}{at}"
+        if at:
+            text += f" (median {_hours(o['total_hours'][i])}, {_money(o['cost_usd'][i])})"
+        return text
 
     def _summarise(self, a: Analysis, ok: np.ndarray) -> None:
         d, o, p = a.decision, a.sweep.out, a.plan
@@ -307,22 +356,28 @@ class PlannerView(QWidget):
             i = d.recommended
             r = a.sweep.row(i)
             head += (f"<br><span style='color:#27ae60'><b>Recommended:</b></span> {_where(a.sweep, i)} "
-                     f"({_devices(r)}, {r['adapter']}, teacher "
-                     f"{r['teacher_mode']}): <b>{_hours(o['total_hours'][i])}</b>, <b>{_money(o['cost_usd'][i])}</b>"
-                     f" — {d.rationale}.")
-        elif d.impossible:
-            head += f"<br><span style='color:#c0392b'><b>No option:</b> {d.impossible}</span>"
+                     f"({_devices(r)}, {r['adapter']}, teacher {r['teacher_mode']}): "
+                     f"<b>{self._figures(i)}</b> — {d.rationale}.")
         else:
-            fast = d.fastest
-            head += "<br><span style='color:#c0392b'><b>Nothing meets the budget.</b></span>"
-            if fast is not None:
-                head += (f" Fastest: {_hours(o['total_hours'][fast])} at {_money(o['cost_usd'][fast])}.")
+            if d.impossible:
+                head += f"<br><span style='color:#c0392b'><b>No option:</b> {for_the_app(d.impossible)}</span>"
+            else:
+                head += "<br><span style='color:#c0392b'><b>Nothing meets the budget.</b></span>"
+            fast, priced = d.fastest, d.fastest_priced
+            if fast is not None and np.isfinite(d.cost[fast]):
+                head += f" Fastest: {_where(a.sweep, fast)}, {self._figures(fast)}."
+            elif priced is not None:       # the fastest has no price: name the fastest one that has
+                head += (f" Fastest with a known price: {_where(a.sweep, priced)}, {self._figures(priced)}"
+                         f" (the fastest, {_where(a.sweep, fast)}, {_hours(d.hours[fast])}"
+                         f"{confidence_text(d.confidence)}, has no known price here).")
+            elif fast is not None:
+                head += f" Fastest: {_where(a.sweep, fast)}, {self._figures(fast)}."
         unpriced = int((a.planned & ~np.isfinite(o["cost_usd"])).sum())
         self.summary.setText(head)
-        notes = list(a.notes)
+        notes = [for_the_app(n) for n in a.notes]
         if unpriced:
-            notes.insert(0, f"{unpriced:,} options have no known price in this region: they are drawn hollow along "
-                            "the chart's top edge at their time; Refresh prices (above) fetches current ones.")
+            notes.insert(0, f"{unpriced:,} options have no known price in this region: they are drawn hollow at their "
+                            "time, apart from the priced ones; Refresh prices (above) fetches current ones.")
         self.notes.setText("\n".join("• " + n for n in notes))
 
     # ---- one option --------------------------------------------------------------------------------------------
@@ -333,9 +388,9 @@ class PlannerView(QWidget):
             return ""
         r = a.sweep.row(i)
         why = "" if choices(a)[i] else a.reason(i)
+        per = "process" if r["accelerator"] == "cpu" else "GPU"
         text = (f"{_where(a.sweep, i)} · {_devices(r)} · {r['priority']}\n"
-                f"{_hours(r['hours']['total'])} · {_money(r['cost_usd'] if r['cost_usd'] is not None else np.nan)}"
-                f" · {r['memory_gib_per_gpu']['total']:.1f} GiB/GPU\n"
+                f"{self._figures(i)} · {r['memory_gib_per_gpu']['total']:.1f} GiB/{per}\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
                 f"recompute {'on' if r['recompute'] else 'off'}"
                 + (f", {_SHARDING_TEXT[r['sharding']].replace('GPUs', 'processes')}" if r["gpus"] > 1
@@ -360,11 +415,13 @@ class PlannerView(QWidget):
                  + (f" · {cal['smoke']}" if cal.get("smoke") else ""))    # a smoke job measured links, storage
         rng = r.get("range")
         if rng:
-            text += f"\nP10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}"
+            text += (f"\nP10–P90 {_hours(rng['hours'][0])} to {_hours(rng['hours'][1])}"
+                     + (f", {_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}"
+                        if np.isfinite(rng["cost_usd"][0]) else ""))
         ckpt = checkpoint_text(r)       # the interval, what it adds, the expected loss without it
         if ckpt:
             text += "\n" + ckpt[0].upper() + ckpt[1:]
-        return text + (f"\n✗ {why}" if why else "\n✓ meets the budget")
+        return text + (f"\n✗ {for_the_app(why)}" if why else "\n✓ meets the budget")
 
     def select_option(self, i: int | None) -> None:
         a = self.analysis
@@ -374,9 +431,8 @@ class PlannerView(QWidget):
             self.option_label.setText("")
             self.chart.mark(None, np.zeros(0), np.zeros(0))
             return
-        o = a.sweep.out
         r = a.sweep.row(i)
-        self.chart.mark(i, o["total_hours"], o["cost_usd"])
+        self.chart.mark(i, a.decision.hours, a.decision.cost)     # where the option is drawn: at the confidence
         self.memory.set_breakdown(r["memory_gib_per_gpu"], r["usable_gib_per_gpu"])
         self.option_label.setText("Selected: " + self.describe(i).replace("\n", " · "))
         # select the row in the table without re-entering
@@ -388,10 +444,17 @@ class PlannerView(QWidget):
             sm.blockSignals(False)
             self.table.scrollTo(self.model.index(row, 0))
 
+    def _option_clicked(self, i: int) -> None:
+        """The user picked option ``i`` (chart or table): a re-solve keeps it selected, unless it is the
+        recommendation, which the selection then goes on following."""
+        a = self.analysis
+        self._user_picked = a is None or i != a.decision.recommended
+        self.select_option(i)
+
     def _table_selected(self, *_args) -> None:
         rows = self.table.selectionModel().selectedRows()
         if rows:
-            self.select_option(int(rows[0].data(INDEX_ROLE)))
+            self._option_clicked(int(rows[0].data(INDEX_ROLE)))
 
     # ---- prices ------------------------------------------------------------------------------------------------
 
@@ -417,8 +480,14 @@ class PlannerView(QWidget):
         workers.start_for(self, _refresh_capacity, region, on_result=lambda _t: self.set_plan(self.plan, self.base),
                       on_error=self._capacity_failed, on_finished=lambda: self.capacity_button.setEnabled(True))
 
+    def _show_error(self, message: str) -> None:
+        """An error of the planner's own actions, in full above the chart (and in the status bar); "" clears it."""
+        self.error_label.setText(message)
+        self.error_label.setVisible(bool(message))
+
     def _capacity_failed(self, message: str) -> None:
         self.capacity_button.setText("Check capacity")
+        self._show_error(f"Capacity and quota could not be checked: {for_the_app(message)}")
         self.sig_error.emit(f"Capacity and quota could not be checked: {message}")
 
     def _refresh_failed(self, message: str) -> None:
@@ -426,6 +495,7 @@ class PlannerView(QWidget):
         when = f"{a.prices.origin}, {a.prices.fetched_on}" if a and a.prices else "unknown"
         self.prices_label.setText(f"Prices: {when} (refresh failed)")
         self.prices_label.setToolTip(message)
+        self._show_error(f"Prices could not be refreshed: {for_the_app(message)}")
         self.sig_error.emit(f"Prices could not be refreshed: {message}")
 
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from distill_studio.engine.plan import load_plan
 from distill_studio.engine.report import choices
-from distill_studio.gui.planner.table import GIB_COL, STATUS_COL
+from distill_studio.gui.planner.table import GIB_COL, SHARDING_COL, STATUS_COL
 from distill_studio.gui.planner.view import PlannerView
 
 PLANS = Path(__file__).resolve().parents[2] / "resources" / "plans"
@@ -108,12 +108,12 @@ def test_table_sorts_by_any_column(qtbot, planner):
 def test_options_that_differ_only_in_sharding_say_so(qtbot, planner, screenshot):
     a = _open(qtbot, planner, "gemma3-27b-to-4b-27h.toml")
     model = planner.proxy
-    sharding = {model.index(r, 8).data() for r in range(model.rowCount())}
+    sharding = {model.index(r, SHARDING_COL).data() for r in range(model.rowCount())}
     assert "none (DDP)" in sharding
     assert any(t.startswith("all GPUs, teacher sharded") for t in sharding)
     assert any(t.startswith("all GPUs, teacher whole") or t.startswith("in node, teacher whole") for t in sharding)
-    planner.table.sortByColumn(8, Qt.SortOrder.AscendingOrder)  # text columns sort too
-    shown = [model.index(r, 8).data() for r in range(model.rowCount())]
+    planner.table.sortByColumn(SHARDING_COL, Qt.SortOrder.AscendingOrder)  # text columns sort too
+    shown = [model.index(r, SHARDING_COL).data() for r in range(model.rowCount())]
     assert shown == sorted(shown)
     rec = a.decision.recommended
     assert a.sweep.row(rec)["sharding"] in ("none", "within-node", "all-gpus")
@@ -186,9 +186,11 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     # options without a price are drawn at their time along the top edge, not dropped
     unpriced = np.flatnonzero(a.planned & a.sweep.out["fits"] & ~np.isfinite(o["cost_usd"]))
     assert unpriced.size and planner.chart.unpriced.data.size == unpriced.size and planner.chart._unpriced_in_legend
-    assert "top edge" in planner.notes.text()
+    assert "no known price" in planner.notes.text() and "Refresh prices" in planner.notes.text()
     # the selected option says where its time goes, how fast it runs, how sure the figure is
-    planner.select_option(i)
+    cached = np.flatnonzero(a.planned & choices(a) & (o["prepass_hours"] > o["train_hours"]))
+    assert cached.size           # options that cache the teacher's top-k first: most of their time is that pass
+    planner.select_option(int(cached[0]))
     label = planner.option_label.text()
     assert "teacher pass" in label and "training" in label and "MFU" in label and "P10–P90" in label
     x, _y = planner.chart.whiskers.getData()
@@ -214,7 +216,7 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     from distill_studio.gui.planner.table import MFU_COL, PREPASS_COL, TRAIN_COL
 
     planner.only_ok.setChecked(False)
-    rec = chosen[0.8]          # the P80 pick caches the teacher's top-k first (at P95 an online teacher is surer)
+    rec = int(cached[0])
     hours = planner.analysis.sweep.row(rec)["hours"]
     row = planner.model.row_of(rec)
     assert row is not None and hours["teacher_pass"] > hours["training"]
@@ -223,3 +225,216 @@ def test_ranges_and_the_confidence_the_budget_is_met_at(qtbot, planner, screensh
     assert planner.model.index(row, MFU_COL).data() == f"{planner.analysis.sweep.row(rec)['mfu'] * 100:.0f}%"
     assert planner.model.row_of(planner.analysis.decision.recommended) is not None
     assert "P95" in planner.analysis.decision.rationale
+
+
+# ---- one meaning of time and cost: the figure at the chosen confidence -----------------------------------------
+
+def _amounts(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\$[\d,]+(?:\.\d\d)?", text)
+
+
+def test_the_recommendation_and_the_cap_message_name_the_same_cheapest(qtbot, planner):
+    """The review's "$172 recommended, $206 cheapest in the cap message": one option, one figure, at P80."""
+    from distill_studio.engine.estimate.ranges import at_confidence
+    from distill_studio.engine.estimate.solve import usd_text
+    from distill_studio.gui.planner.table import COST_AT_COL, COST_COL, HOURS_AT_COL
+
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    hq, cq = at_confidence(a.sweep, 0.8)
+    rec = a.decision.recommended
+    said = planner.summary.text()
+    assert f"{usd_text(cq[rec])} at P80" in said, said
+    # a cap under it: nothing meets the budget, and the cheapest within 3 h is the same option at the same figure
+    planner.cap.setValue(float(np.floor(cq[rec])) - 1)
+    assert planner.analysis.decision.recommended is None
+    message = planner.summary.text()
+    assert f"the cheapest option within 3 h at P80 costs {usd_text(cq[rec])} at P80 ({a.sweep.hardware(rec)})" \
+        in message, message
+    # the table has both figures; its header names the confidence
+    planner.cap.setValue(0)
+    model = planner.model
+    row = model.row_of(rec)
+    assert model.headerData(COST_AT_COL, Qt.Orientation.Horizontal) == "Cost P80"
+    assert model.headerData(HOURS_AT_COL, Qt.Orientation.Horizontal) == "Hours P80"
+    assert model.index(row, COST_AT_COL).data() == usd_text(cq[rec])
+    assert model.index(row, COST_COL).data() == usd_text(a.sweep.out["cost_usd"][rec])
+    assert float(model.index(row, HOURS_AT_COL).data(Qt.ItemDataRole.UserRole + 1)) == pytest.approx(hq[rec])
+    planner.confidence.setCurrentIndex(planner.confidence.findData(0.95))
+    assert model.headerData(COST_AT_COL, Qt.Orientation.Horizontal) == "Cost P95"
+    r95 = planner.analysis.decision.recommended
+    assert model.index(model.row_of(r95), COST_AT_COL).data() == usd_text(at_confidence(a.sweep, 0.95)[1][r95])
+
+
+def test_a_point_left_of_the_deadline_line_meets_the_deadline(qtbot, planner):
+    from distill_studio.engine.estimate.ranges import at_confidence
+
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    sw = a.sweep
+    hq, _ = at_confidence(sw, 0.8)
+    cand = a.decision.candidates
+    # a deadline some options meet at their median and none at P80 (the review's 0.5 h case)
+    deadline = round(float(sw.out["total_hours"][cand].min() + hq[cand].min()) / 2, 2)
+    planner.deadline.setValue(deadline)
+    line = planner.chart.deadline.value()
+    assert line == pytest.approx(np.log10(deadline))
+    assert planner.chart.ok.data.size == 0 and planner.analysis.decision.recommended is None
+    drawn = np.concatenate([planner.chart.grey.data["x"], planner.chart.front.getData()[0]])
+    assert drawn.size and np.all(drawn > line)          # nothing that misses it sits left of the line
+    assert np.any(np.log10(sw.out["total_hours"][cand]) < line)     # though some medians would have
+    text = planner.summary.text()
+    assert f"no option finishes within {deadline:g} h at P80" in text and "the fastest takes" in text
+    assert "P80" in planner.chart.plot.getAxis("bottom").labelText          # the axes say what is drawn
+    assert "P80" in planner.chart.plot.getAxis("left").labelText
+    # with a deadline the options meet: every blue point is left of the line
+    planner.deadline.setValue(3)
+    ok_x = planner.chart.ok.data["x"]
+    assert ok_x.size and np.all(ok_x <= np.log10(3) + 1e-9)
+    rec = planner.analysis.decision.recommended
+    rx = planner.chart.recommended.data["x"]
+    assert rx[0] == pytest.approx(np.log10(hq[rec]))
+
+
+def test_caps_under_ten_dollars_keep_their_cents(qtbot, planner):
+    _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    planner.deadline.setValue(0)
+    planner.cap.setValue(0.2)
+    text = planner.summary.text()
+    assert "no option costs under $0.20 at P80" in text, text
+    assert "$0 " not in text and "$0." in text
+    i = int(planner.chart.grey.data["data"][0])
+    assert "> $0.20" in planner.describe(i)
+
+
+def test_the_selection_follows_the_recommendation_unless_the_user_picked(qtbot, planner):
+    from distill_studio.gui.planner.table import INDEX_ROLE
+
+    def shown() -> int:
+        rows = planner.table.selectionModel().selectedRows()
+        assert len(rows) == 1
+        return int(rows[0].data(INDEX_ROLE))
+
+    a = _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    r80 = a.decision.recommended
+    assert planner.selected == r80 == shown()
+    assert planner.model.row_of(r80) == 0      # what meets the budget first, cheapest first: it tops the list
+    planner.confidence.setCurrentIndex(planner.confidence.findData(0.95))
+    b = planner.analysis
+    r95 = b.decision.recommended
+    assert r95 != r80
+    # the selection, its line, the memory bar and the table row follow the new recommendation
+    assert planner.selected == r95 == shown()
+    assert planner.option_label.text().startswith(f"Selected: {b.sweep.hardware(r95)}")
+    assert "✓ meets the budget" in planner.option_label.text()
+    assert planner.memory.parts["total"] == pytest.approx(b.sweep.row(r95)["memory_gib_per_gpu"]["total"])
+    # an option the user clicks stays selected through a re-solve
+    mine = int(planner.chart.grey.data["data"][3])
+    planner.chart.sig_option_clicked.emit(mine)
+    planner.confidence.setCurrentIndex(planner.confidence.findData(0.5))
+    assert planner.selected == mine == shown()
+    planner.deadline.setValue(5)
+    assert planner.selected == mine
+    # clicking the recommendation goes back to following it
+    rec = planner.analysis.decision.recommended
+    planner.chart.sig_option_clicked.emit(rec)
+    planner.confidence.setCurrentIndex(planner.confidence.findData(0.95))
+    assert planner.selected == planner.analysis.decision.recommended == shown()
+    # a new plan starts with its own recommendation
+    planner.chart.sig_option_clicked.emit(mine)
+    c = _open(qtbot, planner, "qwq32b-to-qwen7b-3h.toml")
+    assert planner.selected == c.decision.recommended == shown()
+
+
+def test_fastest_with_a_known_price_and_notes_that_point_to_the_buttons(qtbot, planner):
+    from distill_studio.engine.estimate.solve import usd_text
+
+    a = _open(qtbot, planner, "qwq32b-to-qwen7b-3h.toml")
+    planner.deadline.setValue(0.3)
+    d = planner.analysis.decision
+    assert d.recommended is None and d.fastest is not None and d.fastest_priced is not None
+    text = planner.summary.text()
+    if not np.isfinite(d.cost[d.fastest]):
+        assert "Fastest with a known price: " + a.sweep.hardware(d.fastest_priced) in text, text
+        assert "has no known price" in text
+    assert usd_text(d.cost[d.fastest_priced]) + " at P80" in text
+    for label in (planner.notes, planner.summary):
+        assert "distill prices refresh" not in label.text() and "distill azure capacity" not in label.text()
+    assert "distill prices" not in planner.prices_label.toolTip()
+
+
+def test_an_error_of_the_planners_own_actions_is_shown_in_full(qtbot, planner):
+    _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    long = ("the Azure Retail Prices API could not be reached (no network: name resolution failed for "
+            "prices.azure.com); the bundled prices from 2026-11-02 are kept and used for every option shown")
+    planner._refresh_failed(long)
+    assert planner.error_label.isVisible() and long in planner.error_label.text()
+    assert planner.error_label.wordWrap()
+    # it is gone with the next plan drawn
+    _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    assert not planner.error_label.isVisible()
+
+
+# ---- the layout, at the app's sizes ------------------------------------------------------------------------------
+
+def _no_overlap(win) -> None:
+    """Nothing of the selected option paints over the chart; the table shows a usable number of rows."""
+    from PySide6.QtCore import QRect
+
+    v = win.planner
+
+    def rect(w) -> QRect:
+        return QRect(w.mapTo(win, w.rect().topLeft()), w.size())
+
+    chart = rect(v.chart)
+    details = rect(v.details)
+    assert not chart.intersects(details), (chart, details)
+    for w in (v.option_label, v.memory):
+        visible = w.visibleRegion().boundingRect()
+        shown = QRect(w.mapTo(win, visible.topLeft()), visible.size())
+        assert not shown.intersects(chart), (w.objectName(), shown, chart)
+    table = rect(v.table)
+    assert not table.intersects(chart) and not table.intersects(details)
+    rows = v.table.viewport().height() // v.table.verticalHeader().defaultSectionSize()
+    assert rows >= 4, rows
+    assert v.chart.height() >= 150
+
+
+@pytest.mark.parametrize("size", [(1320, 860), (960, 640)])
+def test_planner_states_at_the_apps_sizes(qtbot, size):
+    """The planner states the review named, at the usual size and at the window's minimum, each saved as a PNG:
+    no overlap, the table usable, the selected option's line and memory bar in their own pane."""
+    from distill_studio.gui.app import create_window
+    from tests.gui.conftest import SCREENSHOTS
+
+    _app, win = create_window([])
+    qtbot.addWidget(win)
+    win.resize(*size)
+    qtbot.waitExposed(win)
+    v = win.planner
+    tag = f"{size[0]}x{size[1]}"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def shot(name: str) -> None:
+        qtbot.wait(50)
+        _no_overlap(win)
+        assert win.grab().save(str(SCREENSHOTS / f"planner_{name}_{tag}.png"))
+
+    def open_plan(name: str) -> None:
+        with qtbot.waitSignal(v.sig_analysis_ready, timeout=30_000):
+            assert win.open_plan(PLANS / name)
+
+    assert win.width() == size[0] and win.height() == size[1]
+    open_plan("gemma3-27b-to-4b-3h.toml")
+    shot("gemma_3h")
+    v.confidence.setCurrentIndex(v.confidence.findData(0.95))
+    assert v.selected == v.analysis.decision.recommended
+    shot("gemma_3h_p95_resolved")
+    v.confidence.setCurrentIndex(v.confidence.findData(0.8))
+    v.deadline.setValue(0.5)
+    shot("gemma_deadline_0.5h")
+    open_plan("qwq32b-to-qwen7b-3h.toml")
+    v.cap.setValue(150)
+    shot("qwq_cap_150")
+    v.cap.setValue(0.2)
+    shot("qwq_cap_0.20")
