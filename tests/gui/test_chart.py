@@ -334,3 +334,284 @@ def test_live_redraws_keep_references_to_none_and_true(chart, qtbot):
     for i in range(1, 3):
         cycle(i)
     assert sys.getrefcount(None) - none0 > -10 and sys.getrefcount(True) - true0 > -10
+
+
+# ---- the planner's cost-time chart ------------------------------------------------------------------------------
+
+from distill_studio.gui.planner.chart import CostTimeChart  # noqa: E402
+
+
+def _sweep(n: int = 400, seed: int = 0, absurd: bool = False, unpriced: int = 0, cheap: bool = False):
+    """A small sweep as the planner hands it over: times from 20 min to 2 days, costs that fall with time, P10-P90
+    ranges, some that do not fit. ``absurd``: three 35-year options as well; ``unpriced``: so many without a price;
+    ``cheap``: a local machine's cents."""
+    rng = np.random.default_rng(seed)
+    hours = np.exp(rng.uniform(np.log(1 / 3), np.log(48), n))
+    cost = 400.0 / np.sqrt(hours) * rng.uniform(0.8, 1.6, n)
+    if cheap:
+        hours, cost = hours / 600, cost / 5000
+    if absurd:
+        hours[:3] = [312_881.0, 150_000.0, 90_000.0]
+    if unpriced:
+        cost[3:3 + unpriced] = np.nan
+    fits = rng.uniform(size=n) > 0.1
+    planned = np.ones(n, bool)
+    order = np.argsort(hours)
+    best, front = np.inf, []
+    for i in order:                       # cheapest so far, going slower: the Pareto front
+        if fits[i] and np.isfinite(cost[i]) and cost[i] < best:
+            best = cost[i]
+            front.append(int(i))
+    return dict(hours=hours, cost=cost, fits=fits, planned=planned, front=np.asarray(front),
+                low=hours * 0.7, high=hours * 1.5, cost_low=cost * 0.7, cost_high=cost * 1.5)
+
+
+def _draw(c: CostTimeChart, s: dict, hours_cap, usd_cap, recommended="auto"):
+    ok = s["fits"] & np.isfinite(s["cost"]) & (s["hours"] <= (hours_cap or np.inf)) & (s["cost"] <= (usd_cap or np.inf))
+    if recommended == "auto":
+        cands = np.flatnonzero(ok)
+        recommended = int(cands[np.argmin(s["cost"][cands])]) if cands.size else None
+    c.show_options(s["hours"], s["cost"], ok, s["fits"], s["planned"], s["front"], recommended, hours_cap, usd_cap,
+                   low=s["low"], high=s["high"], cost_low=s["cost_low"], cost_high=s["cost_high"])
+    return ok, recommended
+
+
+@pytest.fixture
+def cost_chart(qtbot):
+    c = CostTimeChart()
+    c.resize(900, 520)
+    qtbot.addWidget(c)
+    c.show()
+    qtbot.waitExposed(c)
+    return c
+
+
+def _label(line) -> str:
+    return line.label.toPlainText()
+
+
+def test_budget_labels_show_their_value_on_first_draw_and_after_another_plan(cost_chart):
+    s = _sweep()
+    _draw(cost_chart, s, 3.0, 150.0)
+    assert cost_chart.deadline.isVisible() and cost_chart.cost_cap.isVisible()
+    assert _label(cost_chart.deadline) == "deadline 3 h"
+    assert _label(cost_chart.cost_cap) == "cap $150"
+    # a plan that fails clears the chart; the next one shows its own values, never the previous plan's
+    cost_chart.clear_options()
+    assert not cost_chart.deadline.isVisible() and not cost_chart.cost_cap.isVisible()
+    _draw(cost_chart, s, 0.3, 0.2)
+    assert _label(cost_chart.deadline) == "deadline 18 min"
+    assert _label(cost_chart.cost_cap) == "cap $0.20"            # cents kept, not "$0"
+    _draw(cost_chart, s, 27.0, None)
+    assert _label(cost_chart.deadline) == "deadline 27 h" and not cost_chart.cost_cap.isVisible()
+
+
+def _view_range(c: CostTimeChart):
+    (x0, x1), (y0, y1) = c.vb.viewRange()
+    return x0, x1, y0, y1
+
+
+def _ticks(c: CostTimeChart, side: str) -> list[tuple[float, str]]:
+    axis = c.plot_item.getAxis(side)
+    x0, x1, y0, y1 = _view_range(c)
+    lo, hi = (y0, y1) if side == "left" else (x0, x1)
+    values = axis.tickValues(lo, hi, 400)[0][1]
+    return list(zip(values, axis.tickStrings(values, 1.0, 1.0)))
+
+
+def test_unpriced_options_sit_in_a_labelled_band_above_the_dollar_scale(cost_chart):
+    s = _sweep(unpriced=40)
+    _ok, rec = _draw(cost_chart, s, 3.0, None)
+    unpriced = np.flatnonzero(~np.isfinite(s["cost"]) & s["fits"])
+    drawn = cost_chart.unpriced.data["data"].astype(int)
+    assert set(drawn) == set(unpriced)
+    band_y = cost_chart.unpriced.data["y"]
+    assert np.allclose(band_y, band_y[0])
+    lo, hi = cost_chart.band.getRegion()
+    assert cost_chart.band.isVisible() and lo < band_y[0] < hi
+    ticks = _ticks(cost_chart, "left")
+    dollars = [v for v, text in ticks if text.startswith("$")]
+    # the band is labelled on the cost axis, and every dollar tick lies below it: none level with a triangle
+    assert ("price unknown" in [text for _v, text in ticks])
+    assert dollars and max(dollars) < lo
+    priced_y = np.concatenate([cost_chart.ok.data["y"], cost_chart.grey.data["y"]])
+    assert priced_y.max() < lo
+    assert "price unknown" in cost_chart.legend_labels()
+    # selecting an unpriced option shows the selection ring on it, with its time range along the band
+    i = int(unpriced[0])
+    cost_chart.mark(i, s["hours"], s["cost"])
+    sx, sy = cost_chart.selected.getData()
+    assert len(sx) == 1 and sy[0] == pytest.approx(band_y[0])
+    assert sx[0] == pytest.approx(np.clip(np.log10(s["hours"][i]), *cost_chart.vb.viewRange()[0]), abs=0.1)
+    wx, wy = cost_chart.whiskers.getData()
+    assert len(wx) == 4 and wy[2] == wy[3] == pytest.approx(band_y[0])      # the recommendation's, then this one
+    # a plan with every option priced has no band and no such label
+    _draw(cost_chart, _sweep(), 3.0, None)
+    assert not cost_chart.band.isVisible() and "price unknown" not in [t for _v, t in _ticks(cost_chart, "left")]
+    assert "price unknown" not in cost_chart.legend_labels()
+
+
+def test_absurd_options_do_not_hijack_the_time_axis(cost_chart):
+    s = _sweep(absurd=True)
+    _ok, rec = _draw(cost_chart, s, 3.0, None)
+    x0, x1, y0, y1 = _view_range(cost_chart)
+    # a sensible range: the fastest option to the front (here 2 days), not 35 years
+    assert 10 ** x1 < 500 and 10 ** x0 <= s["hours"][s["fits"]].min()
+    assert 10 ** x1 >= s["hours"][s["front"]][s["hours"][s["front"]] < 1000].max()
+    # the far-off options are drawn at the edge, each marked with an arrow, and still clickable
+    for i in range(3):
+        item = cost_chart.nofit if not s["fits"][i] else cost_chart.grey
+        k = list(item.data["data"].astype(int)).index(i)
+        assert x0 < item.data["x"][k] < x1
+    marked = cost_chart.beyond.data["data"].astype(int)
+    assert {0, 1, 2} <= set(marked)
+    assert "beyond the axis" in cost_chart.legend_labels()
+    # whiskers only for the recommendation and the selection, not every Pareto point
+    wx, _wy = cost_chart.whiskers.getData()
+    assert len(wx) == 2 and wx[0] == pytest.approx(np.log10(s["low"][rec]))
+    other = int(s["front"][0])
+    cost_chart.mark(other, s["hours"], s["cost"])
+    wx, _wy = cost_chart.whiskers.getData()
+    assert len(wx) == 4 and len(s["front"]) > 2
+
+
+def test_budget_lines_in_view_even_outside_the_data_and_no_si_prefix(cost_chart):
+    s = _sweep(cheap=True)          # a local plan: seconds to minutes, fractions of a cent to a few cents
+    _draw(cost_chart, s, 0.001, 0.2)    # a 3.6 s deadline and a $0.20 cap: both outside every option
+    x0, x1, y0, y1 = _view_range(cost_chart)
+    assert x0 < np.log10(0.001) < x1 and y0 < np.log10(0.2) < y1
+    for side in ("left", "bottom"):
+        axis = cost_chart.plot_item.getAxis(side)
+        assert not axis.autoSIPrefix and "(x" not in axis.labelString()
+    assert _label(cost_chart.deadline) == "deadline 4 s" and _label(cost_chart.cost_cap) == "cap $0.20"
+    # the axis titles name no unit the ticks do not use: the ticks say "s", "min", "h" and "$"
+    assert "hours" not in cost_chart.plot_item.getAxis("bottom").labelString()
+    texts = [t for _v, t in _ticks(cost_chart, "bottom")]
+    assert texts and all(t.endswith((" s", " min", " h")) for t in texts)
+
+
+def test_the_legend_sits_outside_the_plot_area(cost_chart, qtbot):
+    s = _sweep(absurd=True, unpriced=10)
+    split = np.zeros(s["hours"].size, bool)
+    split[::7] = True
+    cost_chart.show_options(s["hours"], s["cost"], s["fits"] & np.isfinite(s["cost"]), s["fits"], s["planned"],
+                            s["front"], None, 3.0, 300.0, low=s["low"], high=s["high"], cost_low=s["cost_low"],
+                            cost_high=s["cost_high"], split=split)
+    qtbot.wait(50)
+    labels = cost_chart.legend_labels()
+    assert {"meets the budget", "Pareto front", "price unknown", "split hardware (◆)"} <= set(labels)
+    plot_area = cost_chart.vb.sceneBoundingRect()
+    legend = cost_chart.legend.sceneBoundingRect()
+    assert legend.height() > 0 and legend.top() >= plot_area.bottom() and not legend.intersects(plot_area)
+    assert legend.right() <= cost_chart.plot.sceneRect().right() + 1     # within the widget, not cut off
+    cost_chart.clear_options()
+    assert cost_chart.legend_labels() == [] and not cost_chart.legend.isVisible()
+
+
+def test_follows_the_dark_theme(cost_chart, qtbot):
+    s = _sweep(unpriced=10)
+    _draw(cost_chart, s, 3.0, 200.0)
+    light_bg = cost_chart.plot.backgroundBrush().color()
+    palette = cost_chart.palette()
+    palette.setColor(QPalette.ColorRole.Base, QColor("#1e1e1e"))
+    palette.setColor(QPalette.ColorRole.Text, QColor("#e6e6e6"))
+    cost_chart.setPalette(palette)
+    assert cost_chart.plot.backgroundBrush().color() == QColor("#1e1e1e") != light_bg
+    cost_chart.plot.setLabel("bottom", "time to finish, at P80")       # a title the view sets keeps its text
+    cost_chart.setPalette(QPalette())
+    cost_chart.setPalette(palette)
+    for side in ("left", "bottom"):
+        axis = cost_chart.plot_item.getAxis(side)
+        assert axis.textPen().color() == QColor("#e6e6e6")
+        assert "#e6e6e6" in axis.labelString() and ("time to finish, at P80" if side == "bottom" else "cost") \
+            in axis.labelString()
+    assert all(label.opts["color"] == QColor("#e6e6e6") for _s, label in cost_chart.legend.items)
+    assert cost_chart.legend.opts["brush"].color().lightness() < 60
+    fill = cost_chart.deadline.label.fill.color()
+    assert fill.lightness() < 60                                   # the line labels are not white boxes
+    assert cost_chart.deadline.label.color.lightness() > QColor("#c0392b").lightness()
+    cost_chart.grab()                                              # paints
+
+
+def test_planner_chart_states_in_the_main_window(qtbot, tmp_path, screenshot):
+    """The chart as a user meets it, at the window's usual (1320×860) and minimum (960×640) size: a cloud plan with
+    unpriced sizes, an unpriced option selected, a plan whose slowest options run for years, a cheap local plan
+    whose deadline and cap lie outside every option, the labels after a failed plan, and the dark theme."""
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QApplication
+
+    from distill_studio.gui.app import create_window
+    from distill_studio.gui.theme import apply_theme
+
+    root = Path(__file__).resolve().parents[2]
+    plans = root / "resources" / "plans"
+    demo = root / "resources" / "demo"
+    costed = tmp_path / "costed.toml"
+    text = (demo / "plan.toml").read_text()
+    for name in ("teacher", "student", "train.jsonl", "eval.jsonl", "prompts.jsonl"):
+        text = text.replace(f'= "{name}"', f'= "{(demo / name).as_posix()}"')
+    costed.write_text(text.replace('name = "demo-column-addition"', 'name = "demo-costed-tight-budget"')
+                      .replace('accelerator = "cpu"', 'accelerator = "cpu"\nusd_per_hour = 2.0')
+                      + "\n[budget]\nhours = 0.01\nusd = 0.2\n")
+    bad = tmp_path / "too-long.toml"
+    bad.write_text((plans / "gemma3-27b-to-4b-3h.toml").read_text().replace("seq_len = 2048", "seq_len = 900000"))
+    _app, win = create_window([])
+    qtbot.addWidget(win)
+    view = win.planner
+    chart = view.chart
+
+    def open_(path: Path):
+        view.analysis = None
+        assert win.open_plan(path)
+        qtbot.waitUntil(lambda: view.analysis is not None and view.analysis.plan.name in view.summary.text(),
+                        timeout=30_000)
+        qtbot.wait(30)
+
+    try:
+        for w, h in ((1320, 860), (960, 640)):
+            win.resize(w, h)
+            qtbot.wait(30)
+            open_(plans / "gemma3-27b-to-4b-3h.toml")
+            assert _label(chart.deadline) == "deadline 3 h" and chart.band.isVisible()
+            screenshot(win, f"chart_gemma_3h_{w}x{h}")
+            # the fastest unpriced option, selected: the ring is on it, in the band
+            o = view.analysis.sweep.out
+            unpriced = np.flatnonzero(view.analysis.planned & o["fits"] & ~np.isfinite(o["cost_usd"]))
+            fastest = int(unpriced[np.argmin(o["total_hours"][unpriced])])
+            chart.sig_option_clicked.emit(fastest)
+            sx, sy = chart.selected.getData()
+            assert len(sx) == 1 and chart.band.getRegion()[0] < sy[0] < chart.band.getRegion()[1]
+            screenshot(win, f"chart_unpriced_selected_{w}x{h}")
+
+            open_(plans / "phi4-to-phi4mini-27h.toml")
+            (x0, x1), _ = chart.vb.viewRange()
+            a = view.analysis
+            slowest = float(np.nanmax(a.sweep.out["total_hours"][a.planned & a.sweep.out["fits"]]))
+            assert 10 ** x1 < 1000 < slowest and chart.beyond.data.size        # years-long options: at the edge
+            screenshot(win, f"chart_phi4_27h_axis_{w}x{h}")
+
+            open_(costed)
+            (x0, x1), (y0, y1) = chart.vb.viewRange()
+            assert x0 < np.log10(0.01) < x1 and y0 < np.log10(0.2) < y1
+            assert _label(chart.cost_cap) == "cap $0.20" and "(x" not in chart.plot_item.getAxis("left").labelString()
+            screenshot(win, f"chart_costed_demo_lines_outside_data_{w}x{h}")
+
+            # a plan that fails, then another with a cost cap: the labels are the new plan's
+            with qtbot.waitSignal(view.sig_plan_failed, timeout=30_000):
+                assert win.open_plan(bad)
+            assert not chart.deadline.isVisible()
+            open_(plans / "qwq32b-to-qwen7b-3h.toml")
+            view.cap.setValue(150)
+            assert _label(chart.deadline) == "deadline 3 h" and _label(chart.cost_cap) == "cap $150"
+            screenshot(win, f"chart_labels_after_failed_plan_{w}x{h}")
+
+            apply_theme(QApplication.instance(), "dark")
+            qtbot.wait(30)
+            assert chart.plot.backgroundBrush().color().lightness() < 60
+            screenshot(win, f"chart_qwq_dark_{w}x{h}")
+            apply_theme(QApplication.instance(), "light")
+            qtbot.wait(30)
+            assert chart.plot.backgroundBrush().color().lightness() > 200
+    finally:
+        apply_theme(QApplication.instance(), "light")
