@@ -294,8 +294,14 @@ def cmd_run(args) -> int:
             raise DistillError("--teacher-run goes with --stage student")
         if args.stage == "student" and args.teacher_run is None:
             raise DistillError("--stage student: give --teacher-run RUN_DIR, the folder of a finished teacher stage")
+        if args.stop_at:
+            from .plan import with_stop_at
+
+            with_stop_at(plan, args.stop_at)     # a stop at a limit the plan does not have: a clear error here
         run_dir = args.run_dir or default_run_dir(plan.name + (f"-{args.stage}" if args.stage else ""))
         target = [str(args.plan), "--run-dir", str(run_dir)]
+        if args.stop_at:
+            target += ["--stop-at", args.stop_at]
         if args.stage:
             target += ["--stage", args.stage]
         if args.teacher_run is not None:
@@ -544,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "run folder")
     r.add_argument("--force", action="store_true", help="start even when the planner recommends no option or the "
                    "run misses the plan's deadline or cost cap (the risks are printed)")
+    r.add_argument("--stop-at", choices=["deadline", "cap", "either"],
+                   help="stop the run by itself (a checkpoint saved) at the plan's deadline, its cost cap, or either "
+                        "(budget.stop_at for this run)")
     r.add_argument("--processes", type=_positive("--processes", 1, 4096), default=1,
                    help="processes to train with (GPUs of this machine; CPU ranks in tests)")
     r.set_defaults(func=cmd_run)

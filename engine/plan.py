@@ -313,6 +313,15 @@ def _range_text(kind: str, ctx: dict[str, Any]) -> str:
     return "out of range"
 
 
+def with_stop_at(plan: Plan, stop_at: str | None, origin: str = "--stop-at") -> Plan:
+    """``plan`` with ``budget.stop_at`` set (a launch's choice), checked as the plan file's own would be."""
+    if not stop_at:
+        return plan
+    doc = plan.model_dump(mode="json", exclude_none=True)
+    doc.setdefault("budget", {})["stop_at"] = stop_at
+    return plan_from_dict(doc, origin)
+
+
 def plan_from_dict(doc: dict[str, Any], origin: str = "plan") -> Plan:
     """Validate a parsed document; every problem in one ``PlanError``."""
     try:

@@ -161,3 +161,17 @@ def test_the_budget_stop_counts_the_earlier_sessions_and_the_nearer_limit(tmp_pa
     flag = StopFlag()
     flag.until(0.0, why)           # already past: the loop's next check stops the run, saying why
     assert flag() and flag.signal == why
+
+
+def test_stop_at_chosen_at_launch_is_checked_and_kept(tmp_path):
+    from distill_studio.engine.plan import with_stop_at
+
+    assert with_stop_at(qwq(), "either").budget.stop_at == "either"
+    with pytest.raises(DistillError, match=r"(?s)--stop-at.*needs budget.usd"):
+        with_stop_at(qwq(usd=None), "cap")
+    # the Azure job's staged plan carries it (the node's engine stops by it)
+    from distill_studio.engine.azure.job import build
+
+    spec = build(QWQ, "job-x", tmp_path / "code", stop_at="deadline")
+    assert load_plan(tmp_path / "code" / "plan.toml").budget.stop_at == "deadline"
+    assert spec.estimate["range"]["hours"][1] <= 3.0

@@ -97,7 +97,7 @@ def cmd_submit(args) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr, flush=True)
     try:
         submit(args.plan, run_dir, az, data_uri=args.data, say=_say, should_stop=stop, record=record,
-               usd_per_hour=args.usd_per_hour)
+               usd_per_hour=args.usd_per_hour, stop_at=args.stop_at)
     except Stopped as exc:
         return _stopped(run_dir, exc)
     if args.watch:
@@ -115,6 +115,9 @@ def _budget_before_submit(args, plan) -> dict:
     if args.usd_per_hour is not None and not 0 < args.usd_per_hour <= 10_000:
         raise AzureError(f"--usd-per-hour: {args.usd_per_hour:g} is not a price per node-hour; give one between "
                          "0 and 10,000 US$")
+    from ..plan import with_stop_at
+
+    plan = with_stop_at(plan, args.stop_at)
     resolved = resolve_run(plan, Path(args.plan).resolve().parent, usd_per_hour=args.usd_per_hour)
     if resolved.unpriced:
         raise AzureError(f"not submitted: {resolved.risks[-1]}. Find the price per node-hour of "
@@ -327,6 +330,8 @@ def add_parser(sub) -> None:
     s.add_argument("--usd-per-hour", type=float, metavar="PRICE",
                    help="the price per node-hour of a VM size the region's price table has none for: the run is "
                         "priced with it (required for such a size, --force or not)")
+    s.add_argument("--stop-at", choices=["deadline", "cap", "either"],
+                   help="the job stops by itself (a checkpoint saved) at the plan's deadline, its cost cap, or either")
     s.add_argument("--interval", type=float, default=15.0, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_submit)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import AzureError
-from ..plan import INPUT_FIELDS, Plan, load_plan, save_plan
+from ..plan import INPUT_FIELDS, Plan, load_plan, save_plan, with_stop_at
 
 from .environment import ENVIRONMENT_FILE, IMAGE  # noqa: F401  (the node's image and pins: environment.py)
 EXPERIMENT = "distill-studio"
@@ -123,7 +123,8 @@ def _inputs(plan: Plan, base: Path, data_uri: str | None, notes: list[str]) -> d
 def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = None, compute: str = "",
           prices=None, base: Path | None = None, run_key: str | None = None, hf_token_secret: str = "",
           key_vault_uri: str = "", stage: str = "all", teacher_uri: str = "",
-          model_assets: dict[str, str] | None = None, usd_per_hour: float | None = None) -> JobSpec:
+          model_assets: dict[str, str] | None = None, usd_per_hour: float | None = None,
+          stop_at: str | None = None) -> JobSpec:
     """The job for ``plan_path`` as the planner resolves it, its code staged in ``code_dir``. ``base``: the folder
     the plan's relative paths are read from (default: the plan's own). ``run_key`` names the run across attempts
     (default ``name``): the engine continues a run folder only if it holds that run. ``hf_token_secret``: the name
@@ -143,7 +144,7 @@ def build(plan_path: Path, name: str, code_dir: Path, *, data_uri: str | None = 
     quiet_sdk()
 
     plan_path = Path(plan_path)
-    plan = load_plan(plan_path)
+    plan = with_stop_at(load_plan(plan_path), stop_at)
     if plan.hardware.target != "azure":
         raise AzureError(f'hardware.target: this plan runs on "{plan.hardware.target}"; an Azure ML job needs '
                          'target = "azure" (run it here with `distill run`)')

@@ -216,7 +216,7 @@ class Stopped(AzureError):
 def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = None,
            say: Callable[[str], None] = print, prices=None,
            should_stop: Callable[[], bool] = lambda: False, record: dict[str, Any] | None = None,
-           usd_per_hour: float | None = None) -> dict[str, Any]:
+           usd_per_hour: float | None = None, stop_at: str | None = None) -> dict[str, Any]:
     """Submit ``plan_path`` as a new Azure run in ``run_dir``; returns the run's ``azure.json`` (``record``: more
     for it, e.g. the pre-flight's result and the risks a forced submission took).
 
@@ -224,7 +224,7 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     recorded: its job is adopted if Azure has it, sent as recorded if not; the plan given now is not read again.
     ``should_stop`` is asked before anything is created; once true, :class:`Stopped` is raised. ``usd_per_hour``:
     the price per node-hour confirmed for a size the region's table has none for (the run is pinned to that size,
-    its resolved plan records the price)."""
+    its resolved plan records the price). ``stop_at``: the run's ``budget.stop_at``, as the launch asked."""
     from ..plan import load_plan, save_plan
     from . import job as J
 
@@ -265,7 +265,7 @@ def submit(plan_path: Path, run_dir: Path, az: Azure, *, data_uri: str | None = 
     spec = J.build(plan_path, name, run_dir / "azure-code", data_uri=data_uri, compute=az.ws.compute,
                    prices=prices, run_key=name, hf_token_secret=meta["hf_token_secret"],
                    key_vault_uri=meta.get("key_vault", ""), stage="teacher" if split else "all",
-                   model_assets=meta["model_assets"], usd_per_hour=usd_per_hour)
+                   model_assets=meta["model_assets"], usd_per_hour=usd_per_hour, stop_at=stop_at)
     for note in spec.notes:
         say(note)
     save_plan(load_plan(run_dir / "azure-code" / "plan.toml"), run_dir / "plan.toml")

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                              "this node's own disk first, then copy it into the run folder, its manifest last; "
                              "'auto': under $DISTILL_LOCAL_DISK, else Azure ML's job folder on the node's disk "
                              "($AZUREML_CR_EXECUTION_WORKING_DIR_PATH), else the system's temporary folder")
+    parser.add_argument("--stop-at", choices=["deadline", "cap", "either"],
+                        help="a new run: stop by itself at the plan's deadline, cost cap or either (budget.stop_at)")
     args = parser.parse_args(argv)
     from .run import execute, started_here
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             return execute(None, args.run_dir, resume=True, expect_world_size=args.expect_world_size,
                            inputs=inputs, **common)
     return execute(args.plan, args.run_dir, resume=False, expect_world_size=args.expect_world_size, inputs=inputs,
-                   run_key=args.resume_if_started, **common)
+                   run_key=args.resume_if_started, stop_at=args.stop_at, **common)
 
 
 def leave(code: int) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DistillError, RunError
-from ..plan import INPUT_FIELDS, Plan, load_plan
+from ..plan import INPUT_FIELDS, Plan, load_plan, with_stop_at
 from ..planner import check_world, resolve_run
 from ..runs.events import EventWriter
 
@@ -253,8 +253,10 @@ def started_here(run_dir: Path, run_key: str) -> bool:
 
 def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
             keep_process_group: bool = False, inputs: dict[str, str] | None = None, run_key: str | None = None,
-            stage: str | None = None, teacher_run: Path | None = None, checkpoint_local: Path | None = None) -> int:
+            stage: str | None = None, teacher_run: Path | None = None, checkpoint_local: Path | None = None,
+            stop_at: str | None = None) -> int:
     """Run (or resume) a plan; returns the exit status. Errors a user can act on never become tracebacks.
+    ``stop_at``: a new run's ``budget.stop_at``, as its launch asked (kept in the run folder's plan).
     ``keep_process_group``: leave the process group up for another run in the same processes (tests).
     ``inputs``: plan fields set to paths on this machine (see :data:`INPUT_FIELDS`).
     ``checkpoint_local``: the run folder is a mount (an Azure ML job's output); checkpoints are written to this
@@ -262,7 +264,7 @@ def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world
     try:
         return _execute(plan_path, run_dir, resume=resume, expect_world_size=expect_world_size,
                         keep_process_group=keep_process_group, inputs=inputs or {}, run_key=run_key,
-                        stage=stage, teacher_run=teacher_run, checkpoint_local=checkpoint_local)
+                        stage=stage, teacher_run=teacher_run, checkpoint_local=checkpoint_local, stop_at=stop_at)
     finally:
         release_run_dir()
 
@@ -270,7 +272,7 @@ def execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world
 def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_world_size: int | None = None,
              keep_process_group: bool = False, inputs: dict[str, str], run_key: str | None = None,
              stage: str | None = None, teacher_run: Path | None = None,
-             checkpoint_local: Path | None = None) -> int:
+             checkpoint_local: Path | None = None, stop_at: str | None = None) -> int:
     t_begin = time.monotonic()
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
@@ -310,7 +312,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
             stage = stage or kept.get("stage")
             teacher_run = teacher_run or (Path(kept["teacher_run"]) if kept.get("teacher_run") else None)
         else:
-            plan, paths = load_plan(plan_path), RunPaths(run_dir, plan_path.resolve().parent)
+            plan, paths = with_stop_at(load_plan(plan_path), stop_at), RunPaths(run_dir, plan_path.resolve().parent)
         plan = with_inputs(plan, inputs)  # again on every start: mount paths change from one job to the next
         # the configuration the planner chose, every "auto" fixed; the world must be the plan's
         # a resumed run, or a job submitted with a plan resolved on the desktop, runs that configuration exactly
