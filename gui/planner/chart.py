@@ -124,6 +124,7 @@ class CostTimeChart(QWidget):
         self.legend = _Legend(colCount=4, horSpacing=2, verSpacing=-4, labelTextSize="9pt")
         self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.plot_item.layout.addItem(self.legend, 4, 1, alignment=Qt.AlignmentFlag.AlignLeft)
+        self._legend_place = "below"
         self._legend_entries: list = []
         self._tip = tip or (lambda i: str(i))
         kw = dict(hoverable=True, tip=lambda x, y, data: self._tip(int(data)), pxMode=True)
@@ -274,12 +275,35 @@ class CostTimeChart(QWidget):
         self._fit_legend()
 
     def _fit_legend(self) -> None:
-        """As many columns as the plot's width holds, so the legend takes the fewest rows."""
+        """The legend under the plot in as many columns as the width holds, or beside it in one or two columns,
+        whichever leaves the plot more room (a short, wide chart at the window's minimum size: beside it)."""
         if not self.legend.items:
             return
-        widest = max(20 + label.item.boundingRect().width() for _sample, label in self.legend.items) + 10
-        room = self.width() - self.plot_item.getAxis("left").width() - 20
-        self.legend.setColumnCount(int(max(1, min(len(self.legend.items), room // max(widest, 1)))))
+        row_h = max(label.item.boundingRect().height() for _s, label in self.legend.items) + 1
+        widths = [20 + self.legend.layout.horizontalSpacing() * 2 + label.item.boundingRect().width() + 6
+                  for _sample, label in self.legend.items]
+        n = len(widths)
+        axis_w = self.plot_item.getAxis("left").width() + 24
+        plot_h = max(1.0, self.height() - self.plot_item.getAxis("bottom").height() - 16)
+        room = self.width() - axis_w
+
+        def columns_width(cols: int) -> float:      # entries fill rows left to right: column k holds k, k+cols, ...
+            return sum(max(widths[k::cols]) for k in range(cols))
+
+        below = next((c for c in range(n, 0, -1) if columns_width(c) <= room), 1)
+        rows_below = -(-n // below)
+        area_below = room * max(0.0, plot_h - rows_below * row_h - 8)
+        beside = next((c for c in (1, 2, 3) if -(-n // c) * row_h + 8 <= plot_h), None)
+        area_beside = (room - columns_width(beside) - 8) * plot_h if beside else -1.0
+        place, cols = ("beside", beside) if area_beside > area_below else ("below", below)
+        if place != getattr(self, "_legend_place", None):
+            self.plot_item.layout.removeItem(self.legend)
+            if place == "below":
+                self.plot_item.layout.addItem(self.legend, 4, 1, alignment=Qt.AlignmentFlag.AlignLeft)
+            else:
+                self.plot_item.layout.addItem(self.legend, 2, 3, alignment=Qt.AlignmentFlag.AlignTop)
+            self._legend_place = place
+        self.legend.setColumnCount(cols)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().resizeEvent(event)
@@ -319,24 +343,27 @@ class CostTimeChart(QWidget):
             hi = max(min(max(anchors), reach), near, hours_cap or 0.0, fastest)
         else:
             lo, hi = (hours_cap / 3, hours_cap * 3) if hours_cap else (0.1, 100.0)
-        x0, x1 = self._padded(np.log10(lo), np.log10(hi), MIN_SPAN[0])
+        x0, x1 = self._padded(np.log10(lo), np.log10(hi), MIN_SPAN[0], self.vb.width())
         in_time = pool & (hours >= 10 ** x0) & (hours <= 10 ** x1) & np.isfinite(cost)
         costs = list(cost[in_time])
         if usd_cap:
             costs.append(usd_cap)
         if costs:
             ys = self._y(np.asarray(costs, dtype=float))
-            y0, y1 = self._padded(float(ys.min()), float(ys.max()), MIN_SPAN[1])
+            y0, y1 = self._padded(float(ys.min()), float(ys.max()), MIN_SPAN[1], self.vb.height())
         else:
             y0, y1 = 0.0, 3.0        # $1 to $1,000: nothing priced to show
         self._x_range, self._dollars = (x0, x1), (y0, y1)
 
     @staticmethod
-    def _padded(lo: float, hi: float, min_span: float) -> tuple[float, float]:
+    def _padded(lo: float, hi: float, min_span: float, pixels: float = 0.0) -> tuple[float, float]:
+        """``lo``-``hi`` widened to ``min_span`` and a margin: MARGIN of the span, and at least 14 pixels (a tick
+        label's half height) on a small chart, so what sits at either end (a budget line) is never on the frame."""
         if hi - lo < min_span:
             mid = (hi + lo) / 2
             lo, hi = mid - min_span / 2, mid + min_span / 2
-        pad = (hi - lo) * MARGIN
+        frac = max(MARGIN, min(0.2, 14.0 / pixels)) if pixels > 0 else MARGIN
+        pad = (hi - lo) * frac
         return lo - pad, hi + pad
 
     def _apply_ranges(self, any_unpriced: bool) -> None:
@@ -345,8 +372,8 @@ class CostTimeChart(QWidget):
         if any_unpriced:
             span = y1 - y0
             lo = y1 + 0.03 * span
-            # at least about 22 pixels high, so its label fits beside it on a short chart
-            frac = min(0.3, max(0.14, 22.0 / self.vb.height())) if self.vb.height() > 0 else 0.14
+            # at least 24 pixels high, so its label and the selection ring (20 px) fit in it on a short chart
+            frac = min(0.35, max(0.14, 24.0 / self.vb.height())) if self.vb.height() > 0 else 0.14
             hi = lo + max(frac * span, 0.12)
             self._band = (lo, hi)
             self.band.setRegion((lo, hi))

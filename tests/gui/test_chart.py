@@ -502,8 +502,15 @@ def test_the_legend_sits_outside_the_plot_area(cost_chart, qtbot):
     assert {"meets the budget", "Pareto front", "price unknown", "split hardware (◆)"} <= set(labels)
     plot_area = cost_chart.vb.sceneBoundingRect()
     legend = cost_chart.legend.sceneBoundingRect()
-    assert legend.height() > 0 and legend.top() >= plot_area.bottom() and not legend.intersects(plot_area)
+    assert legend.height() > 0 and not legend.intersects(plot_area.adjusted(1, 1, -1, -1))
+    assert legend.top() >= plot_area.bottom() or legend.left() >= plot_area.right()      # under it or beside it
     assert legend.right() <= cost_chart.plot.sceneRect().right() + 1     # within the widget, not cut off
+    # a short, wide chart (the window's minimum size) keeps the plot's height: the legend moves beside it
+    cost_chart.resize(940, 200)
+    qtbot.wait(50)
+    plot_area, legend = cost_chart.vb.sceneBoundingRect(), cost_chart.legend.sceneBoundingRect()
+    assert not legend.intersects(plot_area.adjusted(1, 1, -1, -1)) and legend.bottom() <= cost_chart.plot.sceneRect().bottom() + 1
+    assert plot_area.height() > 100
     cost_chart.clear_options()
     assert cost_chart.legend_labels() == [] and not cost_chart.legend.isVisible()
 
