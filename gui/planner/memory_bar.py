@@ -22,19 +22,21 @@ class MemoryBar(QWidget):
         super().__init__(parent)
         self.parts: dict[str, float] = {}
         self.usable = 0.0
-        self.caption = "Select an option to see its memory per GPU"
+        self.caption = "Select an option to see its memory"
         self.setMinimumHeight(64)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_breakdown(self, parts: dict[str, float] | None, usable_gib: float = 0.0, caption: str = "") -> None:
+    def set_breakdown(self, parts: dict[str, float] | None, usable_gib: float = 0.0, caption: str = "",
+                      per: str = "GPU") -> None:
+        """``per``: what the memory is counted per, "GPU" or, on a CPU, "process"."""
         self.parts = dict(parts or {})
         self.usable = usable_gib
         total = self.parts.get("total", sum(v for k, v in self.parts.items() if k != "total"))
         if parts:
             verdict = "fits" if total <= usable_gib else "does NOT fit"
-            self.caption = caption or f"{total:.1f} GiB of {usable_gib:.1f} GiB usable per GPU: {verdict}"
+            self.caption = caption or f"{total:.1f} GiB of {usable_gib:.1f} GiB usable per {per}: {verdict}"
         else:
-            self.caption = "Select an option to see its memory per GPU"
+            self.caption = "Select an option to see its memory"
         tip = "\n".join(f"{label}: {self.parts.get(k, 0.0):.2f} GiB" for k, label, _ in PARTS)
         self.setToolTip(tip if parts else "")
         self.update()
@@ -69,7 +71,7 @@ class MemoryBar(QWidget):
             v = self.parts.get(key, 0.0)
             if not self.parts or v < 0.005:
                 continue
-            text = f"{label} {v:.1f}"
+            text = f"{label} {v:.1f}" if v >= 0.1 else f"{label} {v:.2f}"      # LoRA's few MiB: not "0.0"
             tw = fm.horizontalAdvance(text) + 22
             if lx + tw > self.width():
                 break

@@ -64,6 +64,7 @@ class OptionsModel(QAbstractTableModel):
         self._reasons: dict[int, str] = {}
         self._sort = (STATUS_COL, Qt.SortOrder.AscendingOrder)
         self.confidence = 0.8
+        self.per = "GPU"      # "process" where every option as planned runs on a CPU: no GPU words there
 
     def set_analysis(self, analysis, ok: np.ndarray, only_ok: bool = False) -> None:
         """Show ``analysis``'s options as planned (``only_ok``: only those meeting the budget)."""
@@ -75,6 +76,13 @@ class OptionsModel(QAbstractTableModel):
         self.analysis = analysis
         self.ok = ok
         d = analysis.decision if analysis is not None else None
+        if analysis is not None:
+            cpu = analysis.sweep.labels["accelerator"].index("cpu") if "cpu" in analysis.sweep.labels["accelerator"] \
+                else -1
+            per = "process" if bool(np.all(analysis.sweep.grid.extra["accelerator"][analysis.planned] == cpu)) else "GPU"
+            if per != self.per:
+                self.per = per
+                self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, len(COLUMNS) - 1)
         if d is not None and d.hours is not None:     # the figures at the confidence the budget was judged at
             self._cols[HOURS_AT_COL], self._cols[COST_AT_COL] = d.hours, d.cost
             if d.confidence != self.confidence:
@@ -143,7 +151,11 @@ class OptionsModel(QAbstractTableModel):
             return None
         at = f"P{round(self.confidence * 100)}"
         if role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section].replace("P80", at) if section in (HOURS_AT_COL, COST_AT_COL) else COLUMNS[section]
+            if section in (HOURS_AT_COL, COST_AT_COL):
+                return COLUMNS[section].replace("P80", at)
+            if section in (GPUS_COL, GIB_COL, TOKENS_COL) and self.per != "GPU":
+                return {GPUS_COL: "Processes", GIB_COL: "GiB/process", TOKENS_COL: "Tokens/s/process"}[section]
+            return COLUMNS[section]
         if role == Qt.ItemDataRole.ToolTipRole and section in (HOURS_AT_COL, COST_AT_COL):
             return (f"The time and cost the option stays under in {round(self.confidence * 100)} runs out of 100 "
                     "(the Confidence above): the deadline and the cost cap are judged on these")

@@ -51,6 +51,12 @@ def _params(n: float) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
+def _followed(d) -> int | None:
+    """The option the selection follows: the recommendation; with none, the option the summary names (the fastest
+    with a known price, else the fastest)."""
+    return next((i for i in (d.recommended, d.fastest_priced, d.fastest) if i is not None), None)
+
+
 class PlannerView(QWidget):
     sig_analysis_ready = Signal()
     """A plan's sweep finished and is drawn."""
@@ -185,19 +191,22 @@ class PlannerView(QWidget):
         # splitter, each with a floor it keeps: at the window's minimum size (960×640) nothing paints over another,
         # the selected option's details scroll inside their pane and the table keeps a few rows in view.
         self.chart.setMinimumHeight(150)
+        # the selected option's line beside its memory bar: both in view in a short pane
         details = QWidget()
-        dl = QVBoxLayout(details)
+        dl = QHBoxLayout(details)
         dl.setContentsMargins(0, 2, 0, 2)
-        dl.addWidget(self.option_label)
-        dl.addWidget(self.memory)
-        dl.addStretch(1)
+        self.option_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        dl.addWidget(self.option_label, 3)
+        self.memory.setMinimumWidth(280)
+        self.memory.setMaximumWidth(460)
+        dl.addWidget(self.memory, 2, Qt.AlignmentFlag.AlignTop)
         self.details = QScrollArea()
         self.details.setObjectName("option_details")
         self.details.setWidget(details)
         self.details.setWidgetResizable(True)
         self.details.setFrameShape(QScrollArea.Shape.NoFrame)
         self.details.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.details.setMinimumHeight(3 * self.fontMetrics().lineSpacing() + 6)    # the rest scrolls
+        self.details.setMinimumHeight(max(self.memory.minimumHeight(), 3 * self.fontMetrics().lineSpacing()) + 6)
         self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height()
                                     + 4 * self.table.verticalHeader().defaultSectionSize()
                                     + self.table.horizontalScrollBar().sizeHint().height() + 4)
@@ -213,7 +222,7 @@ class PlannerView(QWidget):
         for k, (w, stretch) in enumerate(((self.chart, 6), (self.details, 1), (self.table, 4), (notes_area, 1))):
             split.addWidget(w)
             split.setStretchFactor(k, stretch)
-        split.setSizes([440, 120, 260, 60])
+        split.setSizes([460, 80, 280, 60])
         self.splitter = split
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
@@ -324,14 +333,14 @@ class PlannerView(QWidget):
         if not self._columns_sized and self.model.rowCount():
             self.table.resizeColumnsToContents()
             # the reason is in view beside the figures; a long one is cut, whole in its tooltip
-            self.table.setColumnWidth(STATUS_COL, min(self.table.columnWidth(STATUS_COL), 300))
+            self.table.setColumnWidth(STATUS_COL, 36 * self.table.fontMetrics().averageCharWidth())
             self._columns_sized = True
         self._summarise(a, ok)
         # the selection follows the recommendation after a re-solve, unless the user picked an option themselves
-        keep = self._user_picked and self.selected is not None and planned[self.selected]
+        keep = self._user_picked and self.selected is not None and bool(planned[self.selected])
         if not keep:
             self._user_picked = False
-        self.select_option(self.selected if keep else a.decision.recommended)
+        self.select_option(self.selected if keep else _followed(d))
         self.layout().activate()
         self.last_update_ms = (time.perf_counter() - t0) * 1000
 
@@ -360,17 +369,18 @@ class PlannerView(QWidget):
                      f"<b>{self._figures(i)}</b> — {d.rationale}.")
         else:
             if d.impossible:
-                head += f"<br><span style='color:#c0392b'><b>No option:</b> {for_the_app(d.impossible)}</span>"
+                head += f"<br><span style='color:#c0392b'><b>No option:</b> {for_the_app(d.impossible)}.</span>"
             else:
                 head += "<br><span style='color:#c0392b'><b>Nothing meets the budget.</b></span>"
             fast, priced = d.fastest, d.fastest_priced
             if fast is not None and np.isfinite(d.cost[fast]):
-                head += f" Fastest: {_where(a.sweep, fast)}, {self._figures(fast)}."
+                if f"({a.sweep.hardware(fast)})" not in d.impossible:    # not named already by the message
+                    head += f" Fastest: {_where(a.sweep, fast)}, {self._figures(fast)}."
             elif priced is not None:       # the fastest has no price: name the fastest one that has
                 head += (f" Fastest with a known price: {_where(a.sweep, priced)}, {self._figures(priced)}"
                          f" (the fastest, {_where(a.sweep, fast)}, {_hours(d.hours[fast])}"
                          f"{confidence_text(d.confidence)}, has no known price here).")
-            elif fast is not None:
+            elif fast is not None and f"({a.sweep.hardware(fast)})" not in d.impossible:
                 head += f" Fastest: {_where(a.sweep, fast)}, {self._figures(fast)}."
         unpriced = int((a.planned & ~np.isfinite(o["cost_usd"])).sum())
         self.summary.setText(head)
@@ -389,7 +399,9 @@ class PlannerView(QWidget):
         r = a.sweep.row(i)
         why = "" if choices(a)[i] else a.reason(i)
         per = "process" if r["accelerator"] == "cpu" else "GPU"
-        text = (f"{_where(a.sweep, i)} · {_devices(r)} · {r['priority']}\n"
+        where = f"{_where(a.sweep, i)} · {_devices(r)}" + (
+            f" · {r['priority']}" if a.plan.hardware.target == "azure" else "")    # no VM priority on this machine
+        text = (f"{where}\n"
                 f"{self._figures(i)} · {r['memory_gib_per_gpu']['total']:.1f} GiB/{per}\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
                 f"recompute {'on' if r['recompute'] else 'off'}"
@@ -433,7 +445,8 @@ class PlannerView(QWidget):
             return
         r = a.sweep.row(i)
         self.chart.mark(i, a.decision.hours, a.decision.cost)     # where the option is drawn: at the confidence
-        self.memory.set_breakdown(r["memory_gib_per_gpu"], r["usable_gib_per_gpu"])
+        self.memory.set_breakdown(r["memory_gib_per_gpu"], r["usable_gib_per_gpu"],
+                                  per="process" if r["accelerator"] == "cpu" else "GPU")
         self.option_label.setText("Selected: " + self.describe(i).replace("\n", " · "))
         # select the row in the table without re-entering
         row = self.model.row_of(i)
@@ -448,7 +461,7 @@ class PlannerView(QWidget):
         """The user picked option ``i`` (chart or table): a re-solve keeps it selected, unless it is the
         recommendation, which the selection then goes on following."""
         a = self.analysis
-        self._user_picked = a is None or i != a.decision.recommended
+        self._user_picked = a is None or i != _followed(a.decision)
         self.select_option(i)
 
     def _table_selected(self, *_args) -> None:

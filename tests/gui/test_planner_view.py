@@ -143,6 +143,15 @@ def test_local_demo_plan_without_a_price_is_drawn(qtbot, planner):
     drawn = planner.chart.ok.data["data"].size + planner.chart.grey.data["data"].size
     assert drawn == int(a.planned.sum()) > 0
     assert planner.chart.recommended.data.size == 1
+    # a CPU plan speaks of processes, not GPUs, and has no VM priority
+    from distill_studio.gui.planner.table import GIB_COL, GPUS_COL, TOKENS_COL
+
+    assert "per process" in planner.memory.caption
+    assert "GPU" not in planner.option_label.text() and "dedicated" not in planner.option_label.text()
+    heads = [planner.model.headerData(c, Qt.Orientation.Horizontal) for c in (GPUS_COL, GIB_COL, TOKENS_COL)]
+    assert heads == ["Processes", "GiB/process", "Tokens/s/process"]
+    # costs under $10 keep cents in the summary: a free local run reads "$0.00", never "$0"
+    assert "$0 " not in planner.summary.text()
 
 
 def test_sorting_keeps_the_selected_option(qtbot, planner):
@@ -347,19 +356,34 @@ def test_the_selection_follows_the_recommendation_unless_the_user_picked(qtbot, 
 
 
 def test_fastest_with_a_known_price_and_notes_that_point_to_the_buttons(qtbot, planner):
+    import dataclasses
+
     from distill_studio.engine.estimate.solve import usd_text
 
     a = _open(qtbot, planner, "qwq32b-to-qwen7b-3h.toml")
     planner.deadline.setValue(0.3)
     d = planner.analysis.decision
-    assert d.recommended is None and d.fastest is not None and d.fastest_priced is not None
+    assert d.recommended is None and d.fastest is not None
+    # the fastest has no known price here (as the H200 sizes in the review): the summary names the fastest that has
+    out = dict(a.sweep.out)
+    for key in ("usd_per_hour", "cost_usd", "cost_low", "cost_high"):
+        out[key] = out[key].copy()
+        out[key][d.fastest] = np.nan
+    planner.base_analysis = dataclasses.replace(a, sweep=dataclasses.replace(a.sweep, out=out))
+    planner._controls_changed()
+    e = planner.analysis.decision
+    assert e.fastest == d.fastest and not np.isfinite(e.cost[e.fastest])
+    priced = e.fastest_priced
+    assert priced is not None and priced != e.fastest and np.isfinite(e.cost[priced])
     text = planner.summary.text()
-    if not np.isfinite(d.cost[d.fastest]):
-        assert "Fastest with a known price: " + a.sweep.hardware(d.fastest_priced) in text, text
-        assert "has no known price" in text
-    assert usd_text(d.cost[d.fastest_priced]) + " at P80" in text
+    assert f"Fastest with a known price: {a.sweep.hardware(priced)}, " in text, text
+    assert f"{usd_text(e.cost[priced])} at P80" in text and "has no known price here" in text
+    # the selection shows that option, whose row says why it is not a choice
+    assert planner.selected == priced
+    assert "misses the deadline" in planner.option_label.text()
     for label in (planner.notes, planner.summary):
         assert "distill prices refresh" not in label.text() and "distill azure capacity" not in label.text()
+    assert "Refresh prices" in planner.notes.text()
     assert "distill prices" not in planner.prices_label.toolTip()
 
 
