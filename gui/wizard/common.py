@@ -10,8 +10,8 @@ import re
 
 from PySide6.QtCore import QModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPalette
-from PySide6.QtWidgets import (QGridLayout, QLabel, QListWidget, QStyle, QStyledItemDelegate, QStyleOptionViewItem,
-                               QWidget)
+from PySide6.QtWidgets import (QGridLayout, QLabel, QListWidget, QScrollArea, QStyle, QStyledItemDelegate,
+                               QStyleOptionViewItem, QVBoxLayout, QWidget)
 
 from ...engine.catalog.types import ModelSpec
 
@@ -19,6 +19,7 @@ ERROR_STYLE = "color: #c0392b;"
 ID_ROLE = Qt.ItemDataRole.UserRole          # catalog id, or the absolute folder of a local model
 REASON_ROLE = Qt.ItemDataRole.UserRole + 1  # why a student does not suit the teacher ("" when it does)
 DETAILS_ROLE = Qt.ItemDataRole.UserRole + 2  # the card's second line
+GREY_ROLE = Qt.ItemDataRole.UserRole + 3     # drawn greyed: a choice that makes little sense (its reason says why)
 
 
 def hint(text: str = "", parent: QWidget | None = None) -> QLabel:
@@ -56,6 +57,24 @@ def add_row(grid: QGridLayout, label: str, control: QWidget, hint_text: str, tip
     grid.addWidget(h, row, 2)
     control.setToolTip(tip or hint_text)
     return h
+
+
+def scrolled_body(page: QWidget, name: str) -> QVBoxLayout:
+    """The layout a page puts its groups in, inside a scroll area: when the wizard is small the page scrolls
+    rather than squeezing its wrapped hints into fewer lines than they need (cutting their last line)."""
+    inner = QWidget()
+    box = QVBoxLayout(inner)
+    box.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setObjectName(name)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    outer = QVBoxLayout(page)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return box
 
 
 def next_row(grid: QGridLayout) -> int:
@@ -107,6 +126,16 @@ def student_problem(teacher: ModelSpec, student: ModelSpec) -> tuple[str, str]:
     return "", ""
 
 
+def student_rank(teacher: ModelSpec, student: ModelSpec) -> tuple[int, int]:
+    """Where a student is listed for ``teacher``: (tier, order within the tier), lowest first.
+
+    Tier 0 suits every method; tier 1 is smaller but uses another tokenizer (sequence-level KD works), the teacher's
+    own family first (Phi-4 -> Phi-4-mini), then by size; tier 2 is not smaller than the teacher (greyed, last)."""
+    problem, works = student_problem(teacher, student)
+    tier = 0 if not problem else 1 if works else 2
+    return tier, 0 if student.family == teacher.family else 1
+
+
 def slug(text: str) -> str:
     """A plan name from a model id: lower case, letters, digits, dots and dashes."""
     text = text.split(":", 1)[-1]
@@ -115,8 +144,9 @@ def slug(text: str) -> str:
 
 class ModelCardDelegate(QStyledItemDelegate):
     """Draws a model as a card: the name in bold, the details in grey, and, for a student that does not suit the
-    teacher, the reason on a third line. Such items stay selectable (choosing one is allowed and switches the method)
-    but are drawn greyed so they read as the exception."""
+    teacher for every method, the reason on a third line. A student that makes little sense (``GREY_ROLE``: not
+    smaller than the teacher) stays selectable but is drawn greyed so it reads as the exception; one that works
+    with sequence-level KD keeps its name in the normal colour."""
 
     PAD = 6
 
@@ -143,7 +173,7 @@ class ModelCardDelegate(QStyledItemDelegate):
         reason = index.data(REASON_ROLE) or ""
         main = pal.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
         grey = main if selected else pal.color(QPalette.ColorRole.PlaceholderText)
-        name_colour = grey if reason and not selected else main
+        name_colour = grey if index.data(GREY_ROLE) and not selected else main
         bold, plain = self._fonts(opt)
         r = opt.rect.adjusted(self.PAD + 4, self.PAD, -self.PAD, -self.PAD)
         painter.save()

@@ -367,10 +367,13 @@ class DataPage(QWizardPage):
                    if p and not Path(p).expanduser().exists()]
         if missing:
             set_error(self.prompts_error, f"{missing[0]} does not exist; choose an existing file or folder")
-        elif self.method_kind == "seq-kd" and self.use_file.isChecked() and not self.prompts_path.text().strip():
-            set_error(self.prompts_error, "Sequence-level KD needs prompts: the teacher writes its answers to them")
+        elif self.method_kind == "seq-kd" and not self.prompts_path.text().strip():
+            # the same with a token count: a plan without prompts cannot run sequence-level KD, whatever its data
+            set_error(self.prompts_error, "Sequence-level KD needs prompts: the teacher writes its answers to them. "
+                                          "Choose a prompts file (.jsonl with a “prompt” field).")
         else:
             set_error(self.prompts_error, "")
+        self.completeChanged.emit()      # Next follows the prompts' check as it is typed
         self.sig_changed.emit()
 
     # ---- values

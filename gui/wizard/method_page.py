@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QGroupBox, QRadioButton, QSpinBox,
-                               QVBoxLayout, QWidget, QWizardPage)
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QGroupBox, QLabel, QRadioButton, QSpinBox,
+                               QWidget, QWizardPage)
 
 from ...engine.catalog.types import ModelSpec
 from ...engine.plan import Adapter, Method
-from .common import add_row, form_grid, hint, next_row
+from .common import add_row, form_grid, hint, next_row, scrolled_body
 
 KINDS = {
     "logit-kd": ("Logit KD", "The student matches the teacher's probabilities for every next token. Richest "
@@ -59,6 +60,7 @@ class MethodPage(QWizardPage):
         grid = form_grid()
         self.kind_group = QButtonGroup(self)
         self.kind_buttons: dict[str, QRadioButton] = {}
+        self.kind_hints: dict[str, QLabel] = {}
         for kind, (text, explain) in KINDS.items():
             b = QRadioButton(text)
             b.setObjectName(f"method_{kind}")
@@ -67,7 +69,9 @@ class MethodPage(QWizardPage):
             row = next_row(grid)
             grid.addWidget(b, row, 0, 1, 2)
             h = hint(explain)
+            h.setObjectName(f"method_{kind}_hint")
             grid.addWidget(h, row, 2)
+            self.kind_hints[kind] = h
             b.setToolTip(explain)
         self.kind_buttons["logit-kd"].setChecked(True)
 
@@ -115,7 +119,7 @@ class MethodPage(QWizardPage):
         adapter = QGroupBox("Trained weights")
         adapter.setLayout(agrid)
 
-        box = QVBoxLayout(self)
+        box = scrolled_body(self, "method_scroll")
         box.addWidget(distil)
         box.addWidget(adapter)
         box.addStretch(1)
@@ -177,6 +181,9 @@ class MethodPage(QWizardPage):
             why = (f"{teacher.name} and {student.name} use different tokenizers ({teacher.tokenizer_family} vs "
                    f"{student.tokenizer_family}), so logit KD cannot compare their token ids.")
             logit.setToolTip(why + " Sequence-level KD works across tokenizers.")
+            # said beside the greyed choice, not only in its tooltip
+            self.kind_hints["logit-kd"].setText(f"Not available for this pair: {why}")
+            self.kind_hints["logit-kd"].setForegroundRole(QPalette.ColorRole.WindowText)  # a reason, not a hint
             if self.kind() == "logit-kd":
                 self.set_kind("seq-kd")
                 self._auto_switched = True
@@ -184,6 +191,8 @@ class MethodPage(QWizardPage):
                 note = f"Method set to sequence-level KD: {why}"
         else:
             logit.setToolTip(KINDS["logit-kd"][1])
+            self.kind_hints["logit-kd"].setText(KINDS["logit-kd"][1])
+            self.kind_hints["logit-kd"].setForegroundRole(QPalette.ColorRole.PlaceholderText)
             if self._auto_switched and self.kind() == "seq-kd":
                 self.set_kind("logit-kd")
             self._auto_switched = False

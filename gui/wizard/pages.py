@@ -17,8 +17,8 @@ from ...engine.catalog.types import ModelSpec
 from ...engine.errors import CatalogError
 from ..dialogs import open_folder
 from ..settings import Settings
-from .common import (DETAILS_ROLE, ID_ROLE, REASON_ROLE, add_row, card_list, error_label, form_grid, hint,
-                     model_details, same_architecture, set_error, student_problem)
+from .common import (DETAILS_ROLE, GREY_ROLE, ID_ROLE, REASON_ROLE, add_row, card_list, error_label, form_grid, hint,
+                     model_details, same_architecture, set_error, student_problem, student_rank)
 
 
 def read_local_model(folder: str) -> tuple[ModelSpec | None, str]:
@@ -76,8 +76,9 @@ class ModelPicker(QWidget):
         self.setTabOrder(self.local, self.list)
 
     # ---- entries
-    def fill(self, keys: list[str], reasons: dict[str, str], show: set[str]) -> None:
-        """List ``keys`` in order; ``reasons`` greys an entry and says why; only keys in ``show`` are visible."""
+    def fill(self, keys: list[str], reasons: dict[str, str], show: set[str], greyed: set[str] = frozenset()) -> None:
+        """List ``keys`` in order; ``reasons`` says why an entry does not suit every method, ``greyed`` draws it
+        greyed; only keys in ``show`` are visible."""
         current = self.current_key()
         self._show = set(show)
         self.list.blockSignals(True)
@@ -91,6 +92,7 @@ class ModelPicker(QWidget):
             item.setData(DETAILS_ROLE, details)
             reason = reasons.get(key, "")
             item.setData(REASON_ROLE, reason)
+            item.setData(GREY_ROLE, key in greyed)
             where = key if local else (spec.hub_id or spec.id)
             lines = (f"{spec.name} — {where}", details, reason and f"Note: {reason}")
             item.setToolTip("\n".join(t for t in lines if t))
@@ -240,12 +242,13 @@ class StudentPage(_ModelChoice, QWizardPage):
         super().__init__(parent)
         self.setObjectName("student_page")
         self.setTitle("Student")
-        self.setSubTitle("The smaller model that learns from the teacher. Listed: models smaller than the teacher "
-                         "that share its tokenizer, so every method works.")
+        self.setSubTitle("The smaller model that learns from the teacher. Listed first: models smaller than the "
+                         "teacher that share its tokenizer, so every method works.")
         self.teacher: ModelSpec | None = None
         self.reasons: dict[str, str] = {}
         self._keys: list[str] = []
         self._good: list[str] = []
+        self._seq_kd: list[str] = []      # smaller, another tokenizer: sequence-level KD works
         self.picker = ModelPicker(settings, "student", self)
         self.show_all = QCheckBox("Show all models")
         self.show_all.setObjectName("show_all")
@@ -296,13 +299,16 @@ class StudentPage(_ModelChoice, QWizardPage):
     def refill(self) -> None:
         specs = self.picker.specs
         keys = self.picker.local_keys + sorted(load_models(), key=lambda k: -load_models()[k].params)
-        self.reasons = {}
+        self.reasons, rank = {}, {k: (0, 0) for k in keys}
         if self.teacher is not None:
             self.reasons = {k: student_problem(self.teacher, specs[k])[0] for k in keys}
-        good = [k for k in keys if not self.reasons.get(k)]
-        bad = [k for k in keys if self.reasons.get(k)]
-        self._keys, self._good = keys, good
-        self.picker.fill(good + bad, self.reasons, self._shown_keys())
+            rank = {k: student_rank(self.teacher, specs[k]) for k in keys}
+        keys = sorted(keys, key=lambda k: rank[k])        # stable: largest first within a tier
+        self._keys = keys
+        self._good = [k for k in keys if rank[k][0] == 0]
+        self._seq_kd = [k for k in keys if rank[k][0] == 1]
+        greyed = {k for k in keys if rank[k][0] == 2}
+        self.picker.fill(keys, self.reasons, self._shown_keys(), greyed)
         self._update_count()
 
     def _show_all_toggled(self) -> None:
@@ -315,22 +321,35 @@ class StudentPage(_ModelChoice, QWizardPage):
 
     def _update_count(self) -> None:
         name = self.teacher.name if self.teacher else "the teacher"
-        good, bad = len(self._good), len(self._keys) - len(self._good)
-        if self.show_all.isChecked():
-            text = f"{good} of {good + bad} models suit {name}; the others are greyed with the reason."
-        elif good:
-            text = f"{good} models suit {name}; {bad} more under “Show all”."
+        good, seq = len(self._good), len(self._seq_kd)
+        hidden = len(self._keys) - len(self._shown_keys() & set(self._keys))
+        if good:
+            text = f"{good} models suit {name} for every method"
+            text += f"; {seq} more work with sequence-level KD only" if seq else ""
+        elif seq:
+            first = self.picker.specs[self._seq_kd[0]]
+            same = self.teacher is not None and first.family == self.teacher.family
+            text = (f"No smaller model shares {name}'s tokenizer, so these work with sequence-level KD (the teacher "
+                    f"writes answers, the student learns the text)" + (f"; {first.name}, its own family, first" if
+                                                                       same else ""))
         else:
-            text = (f"No model is smaller than {name} with the same tokenizer. Tick “Show all” to pick one "
-                    f"for sequence-level KD, or add a local model folder.")
+            text = f"No model is smaller than {name}; add a local model folder"
+        if self.show_all.isChecked():
+            text += ". Greyed: not smaller than the teacher."
+        elif hidden:
+            text += f". {hidden} more under “Show all”."
+        else:
+            text += "."
         self.count_hint.setText(text)
 
     def _shown_keys(self) -> set[str]:
-        """Every model with "Show all", else the suitable ones (and the current choice, never hidden under the user)."""
+        """Every model with "Show all", else the suitable ones (those that work with sequence-level KD too when none
+        suits every method), and the current choice, never hidden under the user."""
         if self.show_all.isChecked():
             return set(self._keys)
         current = self.picker.current_key()
-        return set(self._good) | ({current} if current else set())
+        listed = set(self._good) if self._good else set(self._seq_kd)
+        return listed | ({current} if current else set())
 
     def _selected(self) -> None:
         self._update_init()
@@ -361,8 +380,8 @@ class StudentPage(_ModelChoice, QWizardPage):
         return self.picker.current_spec() is not None
 
     def select(self, key: str) -> bool:
-        """Choose ``key``; a model that does not suit the teacher is revealed by ticking "Show all"."""
-        if self.reasons.get(key) and not self.show_all.isChecked():
+        """Choose ``key``; a model not listed without "Show all" is revealed by ticking it."""
+        if key not in self._shown_keys() and key in self._keys and not self.show_all.isChecked():
             self.show_all.setChecked(True)
         return self.picker.select(key)
 

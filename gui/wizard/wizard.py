@@ -36,30 +36,63 @@ PREVIEW_DELAY_MS = 400
 
 def preview_text(doc: dict[str, Any]) -> str:
     """On a worker: the fastest and the cheapest option the choices so far allow, and whether the budget can be
-    met (the planner's own answer, at the plan's confidence)."""
-    from ...engine.planner import analyse
-    from ...engine.report import _money, hours_text
+    met (the planner's own answer). Each time and cost is the figure at the plan's confidence (P80: what the
+    deadline and the cost cap are checked against), with the P10-P90 range it comes from; a line under them says
+    what both mean."""
+    import numpy as np
 
-    a = analyse(plan_from_dict(doc))
+    from ...engine.estimate.ranges import at_confidence
+    from ...engine.planner import analyse
+    from ...engine.report import hours_text
+
+    plan = plan_from_dict(doc)
+    a = analyse(plan)
     d, o, sw = a.decision, a.sweep.out, a.sweep
+    conf = plan.budget.confidence
+    p = f"P{conf * 100:g}"
+    hq, cq = at_confidence(sw, conf)
+    uncosted = plan.hardware.target == "local" and plan.hardware.usd_per_hour is None
+
+    def usd(v: float) -> str:
+        return f"${v:,.2f}" if abs(v) < 10 else f"${v:,.0f}"
+
+    def span(lo: float, hi: float, fmt) -> str:
+        a, b = fmt(lo), fmt(hi)
+        return a if a == b else f"{a}–{b}"
 
     def option(i: int) -> str:
         r = sw.row(i)
         where = "this machine" if r["sku"] == "local" else f"{r['nodes']} × {r['sku'].removeprefix('Standard_')}"
-        cost = _money(o["cost_usd"][i]) if o["cost_usd"][i] == o["cost_usd"][i] else "price unknown"
-        return f"{where}: <b>{hours_text(o['total_hours'][i])}</b>, {cost}"
+        time = (f"<b>{hours_text(hq[i])}</b> at {p} "
+                f"({span(o['hours_low'][i], o['hours_high'][i], hours_text)})")
+        if uncosted:
+            cost = "no cost (no price per hour given for this machine)"
+        elif not np.isfinite(cq[i]):
+            cost = "price unknown"
+        else:
+            cost = f"<b>{usd(cq[i])}</b> at {p} ({span(o['cost_low'][i], o['cost_high'][i], usd)})"
+        return f"{where}: {time}, {cost}"
 
     lines = []
-    if d.fastest is not None:
+    if d.fastest is not None and d.fastest != d.recommended:
         lines.append("Fastest: " + option(d.fastest))
-    if d.cheapest is not None and d.cheapest != d.fastest:
+    if d.cheapest is not None and d.cheapest not in (d.fastest, d.recommended) and not uncosted:
         lines.append("Cheapest: " + option(d.cheapest))
     if d.recommended is not None:
-        lines.append(f"<span style='color:#27ae60'>Meets the budget</span> — recommended {option(d.recommended)} "
-                     f"({d.rationale})")
+        why = d.rationale[:1].upper() + d.rationale[1:]
+        head = ("Meets the budget" if plan.budget.hours is not None or plan.budget.usd is not None
+                else "No deadline or cost cap")
+        lines.append(f"<span style='color:#27ae60'>{head}</span> — recommended {option(d.recommended)}. {why}.")
     elif d.impossible:
         lines.append(f"<span style='color:#c0392b'>The budget cannot be met: {d.impossible}</span>")
-    return "<br>".join(lines) or "No option fits in memory with these choices."
+    if not lines:
+        return "No option fits in memory with these choices."
+    n = conf * 10
+    lines.append(f"<span style='color:#7f8c8d'>{p}: {n:g} runs in 10 take no longer and cost no more; the budget "
+                 "is checked at it. In brackets: P10–P90, where 8 runs in 10 land.</span>")
+    return "<br>".join(lines)
+
+
 PAGE_OF_SECTION = {"teacher": "Teacher", "student": "Student", "method": "Method", "adapter": "Method",
                    "data": "Data", "hardware": "Hardware and budget", "budget": "Hardware and budget",
                    "name": "Review", "description": "Review"}
@@ -167,6 +200,7 @@ class PlanWizard(QWizard):
         self._preview_timer.timeout.connect(self._preview)
         self._preview_generation = 0
         self.hardware_page.sig_changed.connect(self._preview_timer.start)
+        self.hardware_page.sig_changed.connect(self._preview_stale)
         self.currentIdChanged.connect(lambda _id: self._preview_timer.start()
                                       if self.currentPage() is self.hardware_page else None)
         if plan is not None:
@@ -261,10 +295,15 @@ class PlanWizard(QWizard):
         doc["name"] = doc.get("name") or "preview"
         self._preview_generation += 1
         generation = self._preview_generation
-        self.hardware_page.show_preview("<i>Planning the choices so far…</i>")
+        self.hardware_page.mark_stale(planning=True)
         workers.start_for(self, preview_text, doc, on_result=lambda text: self._previewed(generation, text),
                       on_error=lambda message: self._previewed(
                           generation, f"<span style='color:#c0392b'>Not plannable yet: {message}</span>"))
+
+    def _preview_stale(self) -> None:
+        """A choice changed: the numbers shown are marked as old at once, not only when planning starts."""
+        if self.currentPage() is self.hardware_page:
+            self.hardware_page.mark_stale()
 
     def _previewed(self, generation: int, text: str) -> None:
         if generation != self._preview_generation:

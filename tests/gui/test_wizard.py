@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from distill_studio.engine.plan import load_plan
 from distill_studio.gui.settings import Settings
 from distill_studio.gui.wizard import PlanWizard
 from distill_studio.gui.wizard import pages as pages_module
-from distill_studio.gui.wizard.common import ID_ROLE, REASON_ROLE
+from distill_studio.gui.wizard.common import GREY_ROLE, ID_ROLE, REASON_ROLE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "resources" / "demo"
@@ -110,7 +111,7 @@ def finish(qtbot, w: PlanWizard, path: Path) -> Path:
 # Walking the wizard from empty to a saved plan
 
 WALKS = [
-    # teacher, student, needs "show all", method expected, budget preset, hours, data
+    # teacher, student, another tokenizer (seq-KD only), method expected, budget preset, hours, data
     ("Gemma 3 27B", "Gemma 3 4B", False, "logit-kd", "budget_3h", 3.0, "tokens"),
     ("Phi-4", "Phi-4-mini", True, "seq-kd", "budget_27h", 27.0, "tokens"),
     ("QwQ-32B", "Qwen2.5 7B", False, "logit-kd", "budget_27h", 27.0, "file"),
@@ -129,10 +130,13 @@ def test_walk_to_saved_plan(qtbot, wizard, settings, tmp_path, teacher, student,
     student_id = model_id(student)
     lst = w.findChild(QListWidget, "student_list")
     item = find_item(lst, student_id)
-    assert item.isHidden() == show_all
+    # listed without "Show all": Phi-4 has no student with its tokenizer, so those that work with seq-KD are shown,
+    # its own family first, and not greyed
+    assert not item.isHidden()
     if show_all:
-        click(qtbot, w, "show_all", QCheckBox)
-        assert not item.isHidden() and "tokenizer" in item.data(REASON_ROLE)
+        shown = [lst.item(i) for i in range(lst.count()) if not lst.item(i).isHidden()]
+        assert shown[0] is item and "tokenizer" in item.data(REASON_ROLE) and not item.data(GREY_ROLE)
+        assert "sequence-level KD" in w.findChild(QLabel, "student_count").text()
     click_item(qtbot, lst, student_id)
     note = w.findChild(QLabel, "student_method_note")
     assert note.isVisible() == show_all
@@ -152,6 +156,9 @@ def test_walk_to_saved_plan(qtbot, wizard, settings, tmp_path, teacher, student,
         click(qtbot, w, "data_use_tokens")
         w.data_page.tokens.setValue(250.0)  # million
         expected_tokens = 250_000_000
+        if kind == "seq-kd":            # a token count has no data to take prompts from: they are asked for
+            assert not w.button(NEXT).isEnabled() and "needs prompts" in w.data_page.prompts_error.text()
+            w.data_page.prompts_path.setText(str(DEMO / "prompts.jsonl"))
     else:
         inside = tmp_path / "data" / "train.jsonl"
         inside.parent.mkdir()
@@ -380,6 +387,7 @@ def test_invalid_combination_keeps_finish_disabled(qtbot, wizard, tmp_path, scre
     go_next(qtbot, w, "method_page")
     go_next(qtbot, w, "data_page")
     click(qtbot, w, "data_use_tokens")
+    w.data_page.prompts_path.setText(str(DEMO / "prompts.jsonl"))   # sequence-level KD needs them
     too_long = load_models()[teacher_id].max_context_tokens * 2
     w.data_page.seq_len.setValue(too_long)
     assert w.findChild(QLabel, "data_seq_len_error").isVisible()
@@ -556,9 +564,145 @@ def test_the_hardware_page_plans_the_choices_so_far(qtbot, settings, screenshot)
     for page in ("student_page", "method_page", "data_page", "hardware_page"):
         go_next(qtbot, w, page)
     hp = w.hardware_page
-    qtbot.waitUntil(lambda: "Fastest" in hp.preview.text(), timeout=30_000)
-    assert "Cheapest" in hp.preview.text() and "Meets the budget" in hp.preview.text()
+    qtbot.waitUntil(lambda: "Fastest" in hp.preview.text() and not hp.preview_stale, timeout=30_000)
+    text = hp.preview.text()
+    assert "Cheapest" in text and "Meets the budget" in text
+    # every figure is the one at the plan's confidence, with its P10-P90 range, and the page says what both mean
+    assert text.count("at P80") >= 3 and "8 runs in 10" in text and "P10–P90" in text
+    assert re.search(r"<b>[\d.]+ (h|min)</b> at P80 \([\d.]+ (h|min)–[\d.]+ (h|min)\)", text), text
+    assert re.search(r"<b>\$[\d,]+</b> at P80 \(\$[\d,]+–\$[\d,]+\)", text), text
+    qtbot.wait(50)
     screenshot(w, "wizard_hardware_preview")
     hp.preset_buttons["budget_custom"].setChecked(True)
+    # the old numbers are marked at once, not left looking current while the new plan is computed
+    assert hp.preview_stale and "planned again" in hp.preview.text() and "Fastest" in hp.preview.text()
+    qtbot.wait(50)
+    screenshot(w, "wizard_hardware_preview_stale")
     hp.hours.setValue(0.05)                 # 3 minutes: no option is that fast
     qtbot.waitUntil(lambda: "cannot be met" in hp.preview.text(), timeout=30_000)
+    assert not hp.preview_stale
+
+
+def test_phi4_lists_its_own_family_first_and_greys_only_larger_models(qtbot, wizard, screenshot):
+    w = wizard
+    teacher = load_models()[choose_teacher(qtbot, w, "Phi-4")]
+    go_next(qtbot, w, "student_page")
+    lst = w.findChild(QListWidget, "student_list")
+    mini = model_id("Phi-4-mini")
+
+    def visible():
+        return [lst.item(i) for i in range(lst.count()) if not lst.item(i).isHidden()]
+
+    shown = visible()
+    assert shown[0].data(ID_ROLE) == mini and not shown[0].data(GREY_ROLE)
+    assert all(load_models()[i.data(ID_ROLE)].params < teacher.params for i in shown)
+    count = w.findChild(QLabel, "student_count").text()
+    assert "Phi-4-mini, its own family, first" in count and "Show all" in count
+    qtbot.wait(50)
+    screenshot(w, "wizard_student_phi4")
+    click(qtbot, w, "show_all", QCheckBox)
+    cards = visible()
+    larger = [i for i, item in enumerate(cards) if "not smaller" in item.data(REASON_ROLE)]
+    other = [i for i, item in enumerate(cards) if "different tokenizer" in item.data(REASON_ROLE)]
+    assert larger and other and max(other) < min(larger), "larger models go below the ones seq-KD can use"
+    assert all(cards[i].data(GREY_ROLE) for i in larger) and not any(cards[i].data(GREY_ROLE) for i in other)
+    assert cards[0].data(ID_ROLE) == mini
+
+
+def test_greyed_logit_kd_says_why_on_the_page(qtbot, wizard, screenshot):
+    w = wizard
+    choose_teacher(qtbot, w, "Phi-4")
+    go_next(qtbot, w, "student_page")
+    click_item(qtbot, w.student_page.picker.list, model_id("Phi-4-mini"))
+    go_next(qtbot, w, "method_page")
+    logit = w.findChild(QRadioButton, "method_logit-kd")
+    why = w.findChild(QLabel, "method_logit-kd_hint")
+    assert not logit.isEnabled() and why.isVisible()
+    assert "Not available for this pair" in why.text() and "different tokenizers" in why.text()
+    qtbot.wait(50)
+    screenshot(w, "wizard_method_phi4_seqkd")
+    # a pair that shares a tokenizer: the choice is back, with its usual explanation
+    models = load_models()
+    w.method_page.set_pair(models[model_id("Gemma 3 27B")], models[model_id("Gemma 3 4B")])
+    assert logit.isEnabled() and "Not available" not in why.text() and "shared tokenizer" in why.text()
+
+
+def test_seq_kd_with_a_token_count_needs_prompts_too(qtbot, wizard, tmp_path, screenshot):
+    page = wizard.data_page
+    page.use_tokens.setChecked(True)
+    page.set_method("seq-kd")
+    assert "needs prompts" in page.prompts_error.text() and not page.isComplete()
+    page.prompts_path.setText(str(DEMO / "prompts.jsonl"))
+    assert page.prompts_error.text() == "" and page.isComplete()
+
+
+def test_hardware_page_words(qtbot, wizard, settings):
+    """The deadline reads as the target the planner checks at the confidence; the region hint names the app's
+    button, not a command; "East US" is taken; a CPU is not given GPU words; a cap keeps its cents."""
+    hp = wizard.hardware_page
+    hp.preset_buttons["budget_27h"].setChecked(True)
+    text = hp.deadline_hint.text()
+    assert "must finish" not in text and "target" in text and "within 27 hours at P80" in text
+    assert "8 runs in 10" in text
+    hp.confidence.setCurrentIndex(hp.confidence.findData(0.9))
+    assert "at P90" in hp.deadline_hint.text() and "9 runs in 10" in hp.deadline_hint.text()
+    hp.azure.setChecked(True)
+    hp.region.setCurrentText("East US")
+    note = hp.region_hint.text()
+    assert "eastus" in note and "Refresh prices" in note and "distill " not in note and "`" not in note
+    assert hp.hardware_values()["region"] == "eastus"
+    hp.local.setChecked(True)
+    hp.accelerator.setCurrentIndex(hp.accelerator.findData("cpu"))
+    assert hp.gpus_label.text().strip() == "Processes:" and "one process" in hp.gpus_hint.text()
+    assert "GPU" not in hp.gpus_hint.text()
+    hp.usd_on.setChecked(True)
+    hp.usd.setValue(0.2)
+    values = hp.budget_values()
+    assert values["usd"] == 0.2 and values["confidence"] == 0.9
+
+
+
+@pytest.mark.parametrize("size", [(980, 700), None], ids=["980x700", "minimum"])
+def test_screenshots_of_the_changed_states(qtbot, settings, screenshot, size):
+    """Phi-4's students, the greyed method with its reason, seq-KD asking for prompts with a token count, and the
+    demo's CPU plan on the hardware page, at the wizard's usual and its minimum size; nothing on them is cut off."""
+    w = PlanWizard(settings)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.resize(*size) if size else w.resize(w.minimumSize())
+    tag = f"{w.width()}x{w.height()}"
+
+    def shot(name: str) -> None:
+        qtbot.wait(50)
+        page = w.currentPage()
+        labels = [lab for lab in page.findChildren(QLabel) if lab.isVisible() and lab.wordWrap() and lab.text()]
+        cut = [lab.text()[:50] for lab in labels if lab.height() < lab.heightForWidth(lab.width())]
+        assert cut == [], (name, cut)
+        screenshot(w, f"{name}_{tag}")
+
+    choose_teacher(qtbot, w, "Phi-4")
+    go_next(qtbot, w, "student_page")
+    shot("wizard_phi4_student")
+    click_item(qtbot, w.student_page.picker.list, model_id("Phi-4-mini"))
+    go_next(qtbot, w, "method_page")
+    shot("wizard_phi4_method")
+    go_next(qtbot, w, "data_page")
+    click(qtbot, w, "data_use_tokens")
+    assert not w.button(NEXT).isEnabled()
+    shot("wizard_phi4_data_needs_prompts")
+    w.data_page.cancel_scan()
+
+    demo = _open(qtbot, settings, DEMO / "plan.toml")
+    demo.resize(*size) if size else demo.resize(demo.minimumSize())
+    for page in ("student_page", "method_page", "data_page", "hardware_page"):
+        go_next(qtbot, demo, page)
+    hp = demo.hardware_page
+    qtbot.waitUntil(lambda: "recommended" in hp.preview.text() and not hp.preview_stale, timeout=30_000)
+    text = hp.preview.text()
+    assert "this machine" in text and "GPU" not in text and "dedicated" not in text.lower()
+    assert "no cost" in text and "$0" not in text
+    assert hp.gpus_label.text().strip() == "Processes:"
+    w, tag = demo, f"{demo.width()}x{demo.height()}"
+    shot("wizard_demo_cpu_hardware")
+    demo.data_page.cancel_scan()
