@@ -88,8 +88,8 @@ def elapsed_text(seconds: float) -> str:
 
 
 # round spacings for elapsed-time ticks, in seconds
-_TIME_SPACINGS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
-                  172800, 432000)
+_TIME_SPACINGS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600,
+                  43200, 86400, 172800, 432000)
 
 
 def trailing_mean(y: np.ndarray, window: int) -> np.ndarray:
@@ -119,9 +119,9 @@ class _CompactAxis(pg.AxisItem):
             return super().tickValues(minVal, maxVal, size)
         steps, seconds = self.clock
         seconds = np.maximum.accumulate(seconds)
-        lo = float(np.interp(max(minVal, steps[0]), steps, seconds))
+        lo = float(np.interp(minVal, steps, seconds)) if minVal > steps[0] else 0.0
         hi = float(np.interp(maxVal, steps, seconds))
-        room = max(2, int(size // 95))          # a tick per ~95 px: "1 h 05 min" fits between two
+        room = max(2, int(size // 70))          # a tick per ~70 px: round times read "2 min", "1 h 30 min"
         spacing = next((sp for sp in _TIME_SPACINGS if (hi - lo) / sp <= room), _TIME_SPACINGS[-1])
         times = np.arange(math.ceil(lo / spacing) * spacing, hi + 1e-9, spacing)
         at = np.interp(times, seconds, steps)

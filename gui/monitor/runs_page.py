@@ -144,7 +144,7 @@ class RunsPage(QWidget):
             "you close the app.</p>"
             "<p>A run started elsewhere, in a terminal or on another machine, can be watched here too.</p>")
         self.empty_state_text.setWordWrap(True)
-        self.empty_state_text.setMaximumWidth(560)
+        self.empty_state_text.setFixedWidth(480)
         add_here = QPushButton("Add run folder…")
         add_here.setObjectName("empty_add_run_folder")
         add_here.clicked.connect(self.add_folder)
@@ -167,7 +167,7 @@ class RunsPage(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
         self._refreshing = False
-        self._status: dict[str, str] = {}     # run folder -> the list's words for it
+        self._status: dict[str, tuple[str, str]] = {}     # run folder -> the list's word for it, and its tooltip
         self._timer = QTimer(self)
         self._timer.setInterval(LIST_REFRESH_MS)
         self._timer.timeout.connect(self.refresh_statuses)
@@ -188,7 +188,10 @@ class RunsPage(QWidget):
             name.setToolTip(f"{r.name}\n{r.run_dir}")
             self.table.setItem(row, 0, name)
             self.table.setItem(row, 1, self._status_item(r.run_dir))
-            self.table.setItem(row, 2, QTableWidgetItem(started_text(r)))
+            started = QTableWidgetItem(time.strftime("%m-%d %H:%M", time.localtime(r.launched_at))
+                                       if r.launched_at else "")
+            started.setToolTip(started_text(r))
+            self.table.setItem(row, 2, started)
         if current and not any(r.run_dir == current for r in self.store.records):
             current = None
         row = self._row_of(current) if current else (0 if self.store.records else -1)
@@ -209,8 +212,10 @@ class RunsPage(QWidget):
         return -1
 
     def _status_item(self, run_dir: str) -> QTableWidgetItem:
-        item = QTableWidgetItem(self._status.get(run_dir, "…"))
-        if item.text().startswith("Failed"):
+        text, tip = self._status.get(run_dir, ("…", "reading the run folder…"))
+        item = QTableWidgetItem(text)
+        item.setToolTip(tip)
+        if text == "Failed":
             item.setForeground(QColor(FAILED_COLOR))
         return item
 
@@ -235,10 +240,11 @@ class RunsPage(QWidget):
             self.monitor.show_run(r)
             self.monitor.set_compare_choices(self.store.records)
 
-    def _set_status(self, run_dir: str, text: str) -> None:
-        self._status[run_dir] = text
+    def _set_status(self, run_dir: str, status: tuple[str, str]) -> None:
+        changed = self._status.get(run_dir) != status
+        self._status[run_dir] = status
         row = self._row_of(run_dir)
-        if row >= 0 and self.table.item(row, 1) is not None and self.table.item(row, 1).text() != text:
+        if changed and row >= 0:
             self.table.setItem(row, 1, self._status_item(run_dir))
 
     def _monitor_status(self, run_dir: str, _status: str) -> None:

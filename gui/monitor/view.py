@@ -16,7 +16,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QFont
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit,
-                               QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from ...engine.plan import Plan, load_plan
 from .. import workers
@@ -29,13 +29,14 @@ POLL_MS = 300
 REDRAW_MS = 60       # one chart is redrawn per tick, in turn: four charts of 150k-point curves never all at once
 CANCEL_TIMEOUT_MS = 60_000   # after asking a run to stop, force it if it has not exited by then
 LOG_LINES = 5_000
+CHARTS_MIN_HEIGHT = 400   # below this the small charts are slivers: the chart area scrolls instead
 
 CHARTS = {  # chart -> (title, y label, series)
     # the losses and the held-out KL share one scale (nats); the scores (0-1) have their own, with the teacher's
     # score as a reference line
     "loss": ("Loss", "nats", ("loss", "kd_loss", "ce_loss", "kl")),
     "eval": ("Held-out scores", "score (0–1)", ("task_score", "top1_agreement")),
-    "grad": ("Gradient norm", "norm", ("grad_norm",)),
+    "grad": ("Gradient norm", "norm (unclipped)", ("grad_norm",)),
     "lr": ("Learning rate", "lr", ("lr",)),
     "speed": ("Throughput", "tokens/s", ("tokens_per_second",)),
 }
@@ -44,7 +45,7 @@ CHART_CELLS = {"loss": (0, 0, 2), "eval": (0, 1, 1), "grad": (1, 1, 1), "lr": (0
 SMOOTHED = ("loss", "grad")          # the charts the smoothing applies to (per-step curves; not the evaluations)
 SMOOTHING = (("off", 0), ("10 steps", 10), ("50 steps", 50), ("200 steps", 200))
 LABELS = {"loss": "loss (total)", "kd_loss": "KD loss", "ce_loss": "CE loss", "task_score": "task score",
-          "top1_agreement": "top-1 agreement", "kl": "held-out KL to teacher", "lr": "learning rate",
+          "top1_agreement": "top-1 agreement", "kl": "held-out KL", "lr": "learning rate",
           "tokens_per_second": "tokens/s", "grad_norm": "gradient norm (before clipping)"}
 STATUS_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
                "resuming": "Resuming from the last checkpoint…",
@@ -60,12 +61,14 @@ LIST_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Runnin
 FAILED_COLOR = "#c0392b"
 
 
-def list_text(status: str, step: int | None = None) -> str:
-    """A run's status in the runs list: the header's word, and the step where it stands or stopped."""
+def list_text(status: str, step: int | None = None) -> tuple[str, str]:
+    """A run's status in the runs list: the header's word (the column is narrow), and a tooltip with the step where
+    it stands or stopped."""
     word = LIST_TEXT.get(status, status[:1].upper() + status[1:])
-    if step and status in ("running", "elsewhere", "cancelled", "stopped", "failed"):
-        return f"{word} · step {step:,}"
-    return word
+    tip = STATUS_TEXT.get(status, word)
+    if step and status in ("running", "elsewhere", "cancelled", "stopped", "failed", "stopping", "finishing"):
+        tip += f", at step {step:,}"
+    return word, tip
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -275,11 +278,21 @@ class MonitorView(QWidget):
                 c.plot_item.setYRange(0.0, 1.05, padding=0)   # scores are 0-1: a fixed scale reads at a glance
                 c.fixed_y = True
                 c.plot_item.ctrl.logYCheck.setEnabled(False)  # nor from the chart's menu
+            if len(series) == 1:       # one curve: the title names it, a legend would only cover it
+                c.legend.hide()
             self.charts[key] = c
             row, col, span = CHART_CELLS[key]
             grid.addWidget(c, row, col, span, 1)
         charts = QWidget()
         charts.setLayout(grid)
+        # at the window's smallest sizes the charts keep a readable height and scroll, rather than shrink to slivers
+        charts.setMinimumHeight(CHARTS_MIN_HEIGHT)
+        self.charts_area = QScrollArea()
+        self.charts_area.setObjectName("charts_area")
+        self.charts_area.setWidget(charts)
+        self.charts_area.setWidgetResizable(True)
+        self.charts_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.charts_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
         self.log = QPlainTextEdit()
         self.log.setObjectName("log_pane")
@@ -289,7 +302,7 @@ class MonitorView(QWidget):
         self.log.setPlaceholderText("The run's output appears here.")
         split = QSplitter()
         split.setOrientation(split.orientation().__class__.Vertical)
-        split.addWidget(charts)
+        split.addWidget(self.charts_area)
         split.addWidget(self.log)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
@@ -332,6 +345,7 @@ class MonitorView(QWidget):
         self.result_card.hide()
         self.compare_note.hide()
         self.status_label.setStyleSheet("")
+        self.charts_area.show()
         self.figures.setText("")
         self.progress.setValue(0)
         self.progress.setFormat("")
@@ -518,6 +532,10 @@ class MonitorView(QWidget):
         self.failure_card.setText(failure)
         self.failure_box.setVisible(bool(failure))
         self.edit_plan_button.setVisible(bool(failure) and self._plan_to_edit() is not None)
+        # a run that failed before its first step has nothing to chart: its output gets the room instead
+        self.charts_area.setVisible(not (failed and not s.total_steps
+                                         and not any(c.point_count(n) for c in self.charts.values()
+                                                     for n in c.series_names())))
         self._update_buttons()
 
     def _failure(self, s: Snapshot) -> str:

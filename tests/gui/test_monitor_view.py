@@ -268,3 +268,99 @@ def test_smoothing_gradient_norm_wall_clock_markers_and_legends(qtbot, monitor, 
     assert monitor.charts["eval"].legend_corner != "top-right"
     qtbot.wait(500)
     screenshot(monitor, "monitor_smoothing_markers_time_axis")
+
+
+def _legend_labels(chart) -> list[str]:
+    return [label.text for _sample, label in chart.legend.items]
+
+
+def test_log_scale_leaves_the_scores_chart_linear(qtbot, monitor, tmp_path):
+    d = make_run(tmp_path, "logs", steps=20, total=100)
+    with EventWriter(d / "events.jsonl") as w:
+        w.emit("eval", step=0, kl=4.3, task_score=0.0, top1_agreement=0.66, teacher_task_score=1.0)
+    monitor.show_run(RunRecord(run_dir=str(d), name="logs"))
+    qtbot.waitUntil(lambda: monitor.charts["eval"].point_count("task_score") == 1, timeout=10_000)
+    monitor.log_scale.setChecked(True)
+    assert monitor.charts["loss"].log_y
+    assert not monitor.charts["eval"].log_y and monitor.charts["eval"].plot_item.getAxis("left").logMode is False
+    assert not monitor.charts["eval"].plot_item.ctrl.logYCheck.isEnabled()    # nor from the chart's own menu
+    assert monitor.charts["eval"].plot_item.viewRange()[1] == pytest.approx([0.0, 1.05])
+    # the figures line says which step its held-out figures are from
+    qtbot.waitUntil(lambda: "task score 0.000" in monitor.figures.text(), timeout=10_000)
+    assert "task score 0.000 · KL 4.300 (step 0)" in monitor.figures.text()
+
+
+def test_stop_and_resume_at_one_step_share_a_marker_and_close_ones_do_not_overprint(qtbot, monitor, tmp_path):
+    from distill_studio.gui.monitor.chart import LiveChart
+
+    c = LiveChart("Loss")
+    qtbot.addWidget(c)
+    c.add_marker(40, "stopped")
+    c.add_marker(40, "resumed")
+    assert c.markers() == [(40.0, "stopped · resumed")]
+    c.add_marker(41, "stopped")
+    heights = [m.label.orthoPos for m in c._markers]
+    assert len(set(heights)) == len(heights)          # two labels a step apart sit at different heights
+
+
+def test_compare_names_the_other_run_and_keeps_the_legends_short(qtbot, monitor, tmp_path):
+    a = make_run(tmp_path, "a", steps=30, total=30)
+    b = make_run(tmp_path, "b", steps=20, total=20)
+    c = make_run(tmp_path, "c", steps=20, total=20)
+    now = time.time()
+    ra = RunRecord(run_dir=str(a), name="demo", launched_at=now - 7200)
+    rb = RunRecord(run_dir=str(b), name="demo", launched_at=now - 3600)   # two runs of one plan: one name
+    rc = RunRecord(run_dir=str(c), name="demo", launched_at=now - 60)
+    monitor.show_run(ra)
+    monitor.set_compare_choices([ra, rb, rc])
+    texts = [monitor.compare.itemText(i) for i in range(1, monitor.compare.count())]
+    assert len(set(texts)) == 2 and all(t.startswith("demo, started ") for t in texts)
+    loss = monitor.charts["loss"]
+    before = _legend_labels(loss)
+    monitor.compare.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: "loss" in loss.overlay_names(), timeout=10_000)
+    assert _legend_labels(loss) == before                  # no long "· demo" entries that clip and cover curves
+    assert monitor.compare_note.isVisible() and monitor.compare_note.text() == f"Dashed curves: {texts[0]}"
+    monitor.compare.setCurrentIndex(0)
+    assert not monitor.compare_note.isVisible()
+
+
+def test_elapsed_axis_ticks_at_round_times_in_the_apps_words(qtbot, monitor, tmp_path):
+    from distill_studio.gui.monitor.chart import elapsed_text
+
+    assert [elapsed_text(s) for s in (45, 120, 150, 3600, 3900)] == ["45 s", "2 min", "2 min 30 s", "1 h",
+                                                                      "1 h 05 min"]
+    d = tmp_path / "clock"
+    d.mkdir()
+    t0 = time.time() - 4000
+    with EventWriter(d / "events.jsonl") as w:                # 36 s a step: an hour in 100 steps
+        w.write({"v": 1, "time": t0, "type": "run_started", "total_steps": 100, "total_tokens": 1000,
+                 "processes": 1, "device": "cpu"})
+        for s in range(1, 101):
+            w.write({"v": 1, "time": t0 + 36 * s, "type": "metric", "step": s, "tokens_seen": s * 10,
+                     "loss": 2.0 / s, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_second": 100.0, "step_seconds": 36.0})
+    monitor.show_run(RunRecord(run_dir=str(d), name="clock"))
+    qtbot.waitUntil(lambda: monitor.charts["loss"].point_count("loss") == 100, timeout=10_000)
+    monitor.x_axis.setCurrentIndex(monitor.x_axis.findData("time"))
+    axis = monitor.charts["loss"].plot_item.getAxis("bottom")
+    assert axis.labelText == "elapsed time"
+    ((_spacing, values),) = axis.tickValues(0, 100, 300)
+    labels = axis.tickStrings(values, 1.0, 1.0)
+    assert labels == ["0 s", "15 min", "30 min", "45 min", "1 h"]            # round times, not "2m26", "3m47"
+
+
+def test_the_teacher_reference_label_is_not_under_the_legend(qtbot, monitor, tmp_path):
+    d = make_run(tmp_path, "teacher", steps=100, total=100)
+    with EventWriter(d / "events.jsonl") as w:
+        for step, score, top1 in ((0, 0.0, 0.66), (50, 0.64, 0.98), (100, 0.94, 1.0)):
+            w.emit("eval", step=step, kl=0.5, task_score=score, top1_agreement=top1, teacher_task_score=1.0)
+    monitor.show_run(RunRecord(run_dir=str(d), name="teacher"))
+    chart = monitor.charts["eval"]
+    qtbot.waitUntil(lambda: chart.point_count("task_score") == 3, timeout=10_000)
+    qtbot.wait(300)
+    chart.redraw()
+    chart.place_legend()
+    qtbot.wait(100)
+    label = chart._reference.label
+    assert label.isVisible() and label.format == "teacher 1.00"
+    assert not chart.legend.sceneBoundingRect().intersects(label.sceneBoundingRect())

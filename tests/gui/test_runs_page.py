@@ -70,7 +70,7 @@ def fake_launch(monkeypatch):
     calls: list[dict] = []
     script = {"lines": (), "exit_now": False}
 
-    def launch(plan_path, run_dir, resume=False, target="local"):
+    def launch(plan_path, run_dir, resume=False, target="local", **_options):
         calls.append({"plan_path": plan_path, "run_dir": run_dir, "resume": resume})
         return stand_in(Path(run_dir), script["lines"], script["exit_now"])
 
@@ -222,3 +222,122 @@ def test_empty_runs_tab_shows_an_empty_state_not_empty_charts(qtbot, tmp_path, s
     assert "Launch" in page.empty_state_text.text()
     assert not page.remove_button.isEnabled()
     screenshot(page, "runs_empty_state_page")
+
+
+def write_demo_like_run(root: Path, name: str, t0: float, stop_at: int | None = 41, resume_from: int = 40) -> Path:
+    """A 100-step run as the demo writes it: evaluations at 0, 50 and 100 against a teacher at 1.0, 4 s a step,
+    stopped at ``stop_at`` and resumed from its checkpoint at ``resume_from`` a minute later, then finished."""
+    import math
+
+    d = root / name
+    d.mkdir(parents=True)
+    save_plan(load_plan(DEMO_PLAN), d / "plan.toml")
+    with EventWriter(d / "events.jsonl") as w:
+        def started(t: float, resumed: int | None = None) -> None:
+            e = {"v": 1, "time": t, "type": "run_started", "total_steps": 100, "total_tokens": 40_000,
+                 "processes": 1, "device": "cpu"}
+            if resumed is not None:
+                e["resumed_from_step"] = resumed
+            w.write(e)
+
+        def metric(s: int, t: float) -> None:
+            loss = 0.1 + 4.2 * math.exp(-s / 12) + 0.05 * math.sin(s)
+            w.write({"v": 1, "time": t, "type": "metric", "step": s, "tokens_seen": s * 400, "loss": loss,
+                     "kd_loss": loss * 1.05, "ce_loss": 0.3 * loss, "lr": 1e-3 * min(1.0, s / 10),
+                     "grad_norm": 1.0 + 3 * math.exp(-s / 30) + 0.3 * math.sin(3 * s), "tokens_per_second": 450.0,
+                     "step_seconds": 4.0})
+
+        def evaluate(s: int, t: float, kl: float, score: float, top1: float) -> None:
+            w.write({"v": 1, "time": t, "type": "eval", "step": s, "kl": kl, "task_score": score,
+                     "top1_agreement": top1, "teacher_task_score": 1.0})
+
+        started(t0)
+        evaluate(0, t0, 4.35, 0.0, 0.66)
+        last = stop_at or 100
+        for s in range(1, last + 1):
+            metric(s, t0 + 4 * s)
+            if s == 50:
+                evaluate(50, t0 + 4 * s, 0.18, 0.64, 0.98)
+        t = t0 + 4 * last
+        if stop_at:
+            w.write({"v": 1, "time": t, "type": "checkpoint", "step": resume_from})
+            w.write({"v": 1, "time": t + 1, "type": "run_finished", "status": "cancelled", "step": stop_at,
+                     "message": "stopped"})
+            t += 60
+            started(t, resume_from)
+            for s in range(resume_from + 1, 101):
+                metric(s, t + 4 * (s - resume_from))
+                if s == 50:
+                    evaluate(50, t + 4 * (s - resume_from), 0.18, 0.64, 0.98)
+            t += 4 * (100 - resume_from)
+        evaluate(100, t, 0.054, 0.94, 1.0)
+        w.write({"v": 1, "time": t + 1, "type": "run_finished", "status": "succeeded", "step": 100,
+                 "message": f"student saved to {d / 'student'}"})
+    return d
+
+
+@pytest.mark.parametrize("size", [(1320, 860), (960, 640)], ids=["1320x860", "960x640"])
+def test_screenshots_of_the_runs_screen(qtbot, tmp_path, fake_launch, screenshot, size):
+    """The Runs screen in the main window at its usual size and at its minimum: empty, a finished run with a stop
+    and resume, compare, elapsed time, log scale, a failed launch and the list after it."""
+    from distill_studio.gui.app import create_window
+
+    _calls, script = fake_launch
+    suffix = f"{size[0]}x{size[1]}"
+    _app, win = create_window([])
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show_runs()
+    page = win.runs
+    qtbot.wait(200)
+    assert page.empty_state.isVisible()
+    screenshot(win, f"runs_empty_{suffix}")
+
+    now = time.time()
+    first = write_demo_like_run(tmp_path, "first", now - 7200)
+    second = write_demo_like_run(tmp_path, "second", now - 3000, stop_at=None)
+    cancelled = write_run(tmp_path, "costed", steps=7, total=30, end="cancelled",
+                          message="stopped by SIGTERM at step 7")
+    for d, name, at in ((first, "demo-column-addition", now - 7200), (cancelled, "demo-costed-tight-budget", now - 5000),
+                        (second, "demo-column-addition", now - 3000)):
+        page.store.add(RunRecord(run_dir=str(d), name=name, launched_at=at))
+    page.reload(select=str(first))
+    monitor = page.monitor
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "succeeded", timeout=10_000)
+    qtbot.waitUntil(lambda: statuses_shown(page, page.store.records), timeout=10_000)
+    qtbot.wait(600)
+    screenshot(win, f"monitor_finished_{suffix}")
+
+    monitor.compare.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: "loss" in monitor.charts["loss"].overlay_names(), timeout=10_000)
+    qtbot.wait(600)
+    screenshot(win, f"monitor_compare_{suffix}")
+    monitor.compare.setCurrentIndex(0)
+
+    monitor.smoothing.setCurrentIndex(monitor.smoothing.findData(10))
+    monitor.x_axis.setCurrentIndex(monitor.x_axis.findData("time"))
+    qtbot.wait(600)
+    screenshot(win, f"monitor_elapsed_axis_{suffix}")
+    monitor.x_axis.setCurrentIndex(0)
+    monitor.smoothing.setCurrentIndex(0)
+
+    monitor.log_scale.setChecked(True)
+    qtbot.wait(600)
+    screenshot(win, f"monitor_log_scale_{suffix}")
+    monitor.log_scale.setChecked(False)
+
+    script["exit_now"] = True
+    script["lines"] = (
+        "/venv/lib/python3.12/site-packages/numpy/_core/fromnumeric.py:3596: RuntimeWarning: Mean of empty slice.",
+        "error: hardware: the plan fits no GPU it can use: its smallest configuration (1 × cpu, lora, teacher "
+        "generate replicated, sharding none) needs 22.4 GiB per GPU (teacher 0.0 GiB) of 21.2 GiB usable; use more "
+        "GPUs or nodes, teacher.precision int8/int4, or a smaller teacher",
+    )
+    record = page.launch_plan(str(DEMO_PLAN), "phi4-on-this-cpu")
+    assert monitor.record.run_dir == record.run_dir
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "failed", timeout=10_000)
+    qtbot.waitUntil(lambda: row_status(page, record.run_dir).startswith("Failed"), timeout=10_000)
+    qtbot.wait(600)
+    screenshot(win, f"monitor_failed_launch_{suffix}")
+    assert row_status(page, str(cancelled)).startswith("Stopped")
+    win.close()
