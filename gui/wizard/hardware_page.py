@@ -217,9 +217,9 @@ class HardwarePage(QWizardPage):
         """The choices changed since the numbers shown were planned: they stay, greyed under a line that says so,
         until the new answer comes (a blank box would jump; unmarked old numbers would mislead)."""
         self.preview_stale = True
-        head = ("Planning the new choices…" if planning else "The choices changed: these numbers are being "
-                "planned again…")
         old = self._preview_html
+        head = ("Planning the choices so far…" if not old else "Planning the new choices…" if planning else
+                "The choices changed: these numbers are being planned again…")
         body = f"<br><span style='color:#8a8a8a'>{old}</span>" if old else ""
         self.preview.setText(f"<i>{head}</i>{body}")
 

@@ -80,9 +80,12 @@ def preview_text(doc: dict[str, Any]) -> str:
         lines.append("Cheapest: " + option(d.cheapest))
     if d.recommended is not None:
         why = d.rationale[:1].upper() + d.rationale[1:]
-        head = ("Meets the budget" if plan.budget.hours is not None or plan.budget.usd is not None
-                else "No deadline or cost cap")
-        lines.append(f"<span style='color:#27ae60'>{head}</span> — recommended {option(d.recommended)}. {why}.")
+        if plan.budget.hours is not None or plan.budget.usd is not None:
+            lines.append(f"<span style='color:#27ae60'>Meets the budget</span> — recommended "
+                         f"{option(d.recommended)}. {why}.")
+        else:  # nothing to meet: the rationale would only repeat that
+            lines.append(f"<span style='color:#27ae60'>No deadline or cost cap</span> — recommended "
+                         f"{option(d.recommended)}.")
     elif d.impossible:
         lines.append(f"<span style='color:#c0392b'>The budget cannot be met: {d.impossible}</span>")
     if not lines:

@@ -378,7 +378,7 @@ def test_settings_messages_are_never_cut_off(qtbot, screenshot):
     assert area.verticalScrollBar().maximum() > 0           # small: it scrolls
 
 
-def test_validation_messages_are_whole_at_every_size(qtbot, no_keyring):
+def test_validation_messages_are_whole_at_every_size(qtbot, no_keyring, screenshot):
     """Five invalid fields at once, the long keyring message, and the dialog made narrower and shorter: every
     message keeps its last line (the page grows with its wrapped text, and scrolls instead of squeezing it)."""
     dialog = SettingsDialog(Settings())
@@ -393,10 +393,11 @@ def test_validation_messages_are_whole_at_every_size(qtbot, no_keyring):
     ok_button(dialog).click()
     shown = [n for n, label in dialog._errors.items() if label.isVisible()]
     assert len(shown) >= 6, shown
-    for size in ((600, 530), (600, 420), (640, 700), (980, 500)):
+    for size in ((600, 420), (640, 700), (980, 500), (600, 530)):
         dialog.resize(*size)
         qtbot.wait(30)
         assert _clipped(dialog) == [], size
+    screenshot(dialog, "settings_azure_invalid_600x530")
 
 
 def test_service_principal_fields_only_for_that_sign_in(qtbot, memory_keyring):
