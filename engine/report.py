@@ -128,8 +128,10 @@ def summary_dict(a: Analysis, top: int) -> dict:
         row["meets_budget"] = bool(ok[i])
         row["reason"] = "" if ok[i] else a.reason(int(i))
         options.append(row)
-    options.sort(key=lambda r: (not r["meets_budget"], r["cost_usd"] if r["cost_usd"] is not None else 1e18,
-                                r["hours"]["total"]))
+    # cheapest first at the plan's confidence, the figures the budget is judged and the recommendation ranked on
+    hq, cq = (d.hours, d.cost) if d.hours is not None else (sw.out["total_hours"], sw.out["cost_usd"])
+    options.sort(key=lambda r: (not r["meets_budget"], float(np.nan_to_num(cq[r["index"]], nan=1e18)),
+                                float(hq[r["index"]])))
     return {
         "plan": p.name,
         "teacher": {"id": a.pair.teacher.id, "params": a.pair.teacher.params},
@@ -221,8 +223,8 @@ def render_text(a: Analysis, top: int) -> str:
     lines.append(f"{ok.size:,} of {int(a.planned.sum()):,} options as planned meet the budget "
                  f"({len(sw):,} configurations swept)")
     if ok.size:
-        cost = np.nan_to_num(o["cost_usd"][ok], nan=np.inf)
-        best = ok[np.lexsort((o["total_hours"][ok], cost))][:top]
+        hq, cq = (d.hours, d.cost) if d.hours is not None else (o["total_hours"], o["cost_usd"])
+        best = ok[np.lexsort((hq[ok], np.nan_to_num(cq[ok], nan=np.inf)))][:top]
         lines.append(f"Top {best.size} by cost")
         lines.append(_table(a, best))
     reasons = Counter(a.reason(int(i)).split(":")[0] for i in np.flatnonzero(a.planned & ~choices(a)))
@@ -273,15 +275,18 @@ def _nodes_sku(r: dict) -> str:
 
 
 def _table(a: Analysis, idx) -> str:
-    sw = a.sweep
-    head = f"  {'hours':>7} {'cost':>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} {'rc':<3} " \
+    sw, d = a.sweep, a.decision
+    # time and cost at the plan's confidence: what the budget is judged and the rows ranked on
+    at = f" P{round(d.confidence * 100)}" if d.hours is not None and d.confidence > 0.5 else ""
+    hq, cq = (d.hours, d.cost) if d.hours is not None else (sw.out["total_hours"], sw.out["cost_usd"])
+    head = f"  {'hours' + at:>9} {'cost' + at:>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} {'rc':<3} " \
            f"{'shard':<6} {'tok/s/GPU':>9} {'GiB/GPU':>8}"
     out = [head]
     for i in idx:
         r = sw.row(int(i))
         teacher = r["teacher_mode"] if r["teacher_precision"] == "bf16" else f"{r['teacher_mode']}/{r['teacher_precision']}"
         out.append(
-            f"  {hours_text(r['hours']['total']):>7} {_money(r['cost_usd']):>9}  "
+            f"  {hours_text(float(hq[int(i)])):>9} {_money(float(cq[int(i)])):>9}  "
             f"{_nodes_sku(r):<30} {r['priority'][:4]:<4} "
             f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
             f"{_SHARD_SHORT[r['sharding']]:<6} {r['tokens_per_second_per_gpu']:>9,.0f} "

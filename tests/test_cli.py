@@ -220,13 +220,15 @@ def test_plan_json_answers_the_budget(plan):
     if budget["usd"] is not None:
         assert rec["cost_usd"] <= budget["usd"]
 
-    # the recommendation is the cheapest option that meets the budget (ties: the faster)
+    # the recommendation is the cheapest option that meets the budget (ties: the faster), both at the plan's
+    # confidence: the figures the budget is judged on
     meeting = [o for o in doc["options"] if o["meets_budget"]]
     assert meeting and len(meeting) == doc["options_meeting_budget"]
-    cheapest = min(o["cost_usd"] for o in meeting)
-    assert rec["cost_usd"] == pytest.approx(cheapest)
-    assert rec["hours"]["total"] == pytest.approx(
-        min(o["hours"]["total"] for o in meeting if o["cost_usd"] == rec["cost_usd"]))
+    at = rec["range"]["at_confidence"]
+    cheapest = min(o["range"]["at_confidence"]["cost_usd"] for o in meeting)
+    assert at["cost_usd"] == pytest.approx(cheapest)
+    assert at["hours"] == pytest.approx(min(o["range"]["at_confidence"]["hours"] for o in meeting
+                                            if o["range"]["at_confidence"]["cost_usd"] == at["cost_usd"]))
     assert any(o["index"] == rec["index"] for o in meeting)
 
 
@@ -255,10 +257,10 @@ def test_plan_json_options_carry_reasons(plan):
             assert o["range"]["cost_usd"][1] > budget["usd"]
         else:
             assert o["reason"] == "price unknown in this region" and o["cost_usd"] is None, o
-    # meeting options first, cheapest first
+    # meeting options first, cheapest first at the plan's confidence
     flags = [o["meets_budget"] for o in options]
     assert flags == sorted(flags, reverse=True)
-    costs = [o["cost_usd"] for o in options if o["meets_budget"]]
+    costs = [o["range"]["at_confidence"]["cost_usd"] for o in options if o["meets_budget"]]
     assert costs == sorted(costs)
 
 
@@ -267,17 +269,17 @@ def test_plan_json_pareto_front_is_a_front(plan):
     doc = plan_doc(plan)
     front = doc["pareto"]
     assert isinstance(front, list) and len(front) >= 2
-    hours = [p["hours"]["total"] for p in front]
-    costs = [p["cost_usd"] for p in front]
+    # time and cost at the plan's confidence, as the budget is judged
+    hours = [p["range"]["at_confidence"]["hours"] for p in front]
+    costs = [p["range"]["at_confidence"]["cost_usd"] for p in front]
     assert all(c is not None for c in costs)
     assert hours == sorted(hours), "front is not sorted by hours"
     assert all(a > b for a, b in zip(costs, costs[1:])), "cost does not strictly fall along the front"
     # nothing that fits dominates a point on the front
-    runnable = [o for o in doc["options"] if o["fits"] and o["cost_usd"] is not None
+    runnable = [o["range"]["at_confidence"] for o in doc["options"] if o["fits"] and o["cost_usd"] is not None
                 and o["hours"]["total"] is not None]
-    for p in front:
-        h, c = p["hours"]["total"], p["cost_usd"]
-        assert not any(o["hours"]["total"] <= h and o["cost_usd"] < c for o in runnable), p
+    for p, h, c in zip(front, hours, costs):
+        assert not any(o["hours"] <= h and o["cost_usd"] < c - 0.005 for o in runnable), p
     # the recommendation (the cheapest in time) is on the front
     assert doc["recommendation"]["index"] in {p["index"] for p in front}
 

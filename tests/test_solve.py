@@ -104,3 +104,21 @@ def test_caps_under_ten_dollars_keep_their_cents(gemma):
     assert decide(a.sweep, a.planned, None, 5.5, 0.8).impossible.startswith("no option costs under $5.50")
     assert usd_text(0.2) == "$0.20" and usd_text(9.994) == "$9.99" and usd_text(1234.4) == "$1,234"
     assert usd_text(float("nan")) == "price unknown"
+
+
+def test_a_range_of_cost_follows_its_range_of_time_with_the_staging_at_its_own_price(gemma):
+    """Cost at P10, the confidence and P90 is each quantile's node-hours at the nodes' rate plus the models' staging
+    at the staging VM's price: the staging time (part of set-up) scales with set-up, so the P10 cost is not cut to a
+    few dollars by taking the median staging time off a shorter P10 time."""
+    o = gemma.sweep.out
+    staged = np.flatnonzero(gemma.planned & np.isfinite(o["cost_usd"]) & (o["staging_hours"] > 0.3 * o["total_hours"]))
+    assert staged.size
+    lo, mid, hi = o["cost_low"][staged], o["cost_usd"][staged], o["cost_high"][staged]
+    assert np.all(lo < mid) and np.all(mid < hi)
+    # node time at P10 is at least the P10 share of the median's: the cost may not fall faster than the time does
+    nodes_lo = lo - o["staging_usd"][staged]
+    nodes_mid = mid - o["staging_usd"][staged]
+    share = o["hours_low"][staged] / o["total_hours"][staged]
+    assert np.all(nodes_lo / nodes_mid > 0.5 * share), float((nodes_lo / nodes_mid / share).min())
+    _, cq = at_confidence(gemma.sweep, 0.8)
+    assert np.all(cq[staged] > mid) and np.all(cq[staged] < hi)

@@ -76,14 +76,22 @@ def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarra
     return np.where(np.isfinite(o["total_hours"]), parts * factor, o["total_hours"])
 
 
-def cost_for(sw, hours: np.ndarray) -> np.ndarray:
-    """Cost at ``hours``: node-hours at the option's price (a split option's two stages: their blended rate)."""
+def cost_for(sw, hours: np.ndarray, staging_scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Cost at ``hours``: node-hours at the option's price (a split option's two stages: their blended rate).
+    ``staging_scale``: how the models' staging time (part of set-up, on the staging VM at its own price) scales at
+    the quantile ``hours`` is at, so that time is never counted at the nodes' rate, nor its removal cut their hours."""
     rate = sw.out.get("usd_per_hour")
     rate = rate if rate is not None else sw.grid.nodes * sw.grid.usd_per_node_hour
     staging = sw.out.get("staging_hours")      # on the staging VM, at its own price (estimate/core.py)
     if staging is None:
         return hours * rate
-    return (hours - staging) * rate + sw.out["staging_usd"]
+    return (hours - staging * staging_scale) * rate + sw.out["staging_usd"] * staging_scale
+
+
+def _staging_scale(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The factor the staging time takes at quantile ``q``: set-up's, which it is part of (``hours_at``)."""
+    sd = sd or spreads(sw)
+    return np.exp(NormalDist().inv_cdf(q) * sd["setup"])
 
 
 def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +103,9 @@ def at_confidence(sw, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     cached = sw.__dict__.get("_at_confidence")
     if cached is not None and cached[0][0] == key[0] and cached[0][1] is key[1] and cached[0][2] is key[2]:
         return cached[1]
-    h = hours_at(sw, confidence)
-    result = (h, cost_for(sw, h))
+    sd = spreads(sw)
+    h = hours_at(sw, confidence, sd)
+    result = (h, cost_for(sw, h, _staging_scale(sw, confidence, sd)))
     sw.__dict__["_at_confidence"] = (key, result)
     return result
 
@@ -106,4 +115,4 @@ def add_ranges(sw) -> None:
     sd = spreads(sw)
     for name, q in zip(("low", "high"), RANGE_QUANTILES):
         h = hours_at(sw, q, sd)
-        sw.out[f"hours_{name}"], sw.out[f"cost_{name}"] = h, cost_for(sw, h)
+        sw.out[f"hours_{name}"], sw.out[f"cost_{name}"] = h, cost_for(sw, h, _staging_scale(sw, q, sd))
