@@ -358,6 +358,9 @@ class LiveChart(QWidget):
         self._markers.clear()
         self.set_clock(None, None)
         self.redraw()        # the curves let go of the old points now, before any autorange can see them
+        if self.legend_corner != "top-right":      # the next run's legend starts where legends usually are
+            self.legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-8, 8))
+            self.legend_corner = "top-right"
         # nothing of the previous data's ranges stays: an empty chart shows 0-1 until its own points come
         self.plot_item.setXRange(0, 1, padding=0.02)
         if not self.fixed_y:

@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import SIGNAL, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSplitter,
                                QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -14,6 +14,7 @@ from .. import workers
 from ..dialogs import open_folder, show_error
 from ..settings import Settings
 from ...engine.errors import DistillError
+from ...engine.runs.process import stop_file
 from .digest import failure_reason
 from .runs import RunRecord, RunStore, is_alive, launch, record_from_folder
 from .view import FAILED_COLOR, MonitorView, list_text, started_text
@@ -81,6 +82,8 @@ def list_status(record: RunRecord) -> tuple[str, int]:
             pass
     if not Path(record.run_dir).exists():
         return "missing", 0
+    if stop_file(record.run_dir).exists():          # the user stopped it (perhaps before its first step)
+        return "stopped", step
     error = failure_reason([b.decode("utf-8", "replace") for b in _tail(record.console_path)])
     if error or (record.pid > 0 and not started):
         return "failed", step
@@ -92,6 +95,8 @@ class RunsPage(QWidget):
     """A run was started (its folder)."""
     sig_edit_plan_requested = Signal(str)
     """The user asked to edit a run's plan (the plan file)."""
+    sig_open_demo_requested = Signal()
+    """The user asked for the demo plan (from the empty Runs screen)."""
 
     def __init__(self, settings: Settings, store: RunStore | None = None, parent=None) -> None:
         super().__init__(parent)
@@ -142,16 +147,31 @@ class RunsPage(QWidget):
             "<p>A run starts from a plan: open one (or the demo) in the Planner and press <b>Launch</b> "
             "(Ctrl+R). Its progress, curves, cost and result appear here while it trains, and it keeps running if "
             "you close the app.</p>"
-            "<p>A run started elsewhere, in a terminal or on another machine, can be watched here too.</p>")
+            "<p>A run started elsewhere, in a terminal or on another machine, can be watched here too: add its "
+            "folder.</p>")
         self.empty_state_text.setWordWrap(True)
         self.empty_state_text.setFixedWidth(480)
+        self.empty_state_text.setMinimumHeight(self.empty_state_text.heightForWidth(480))
+        demo = QPushButton("Open the demo plan")
+        demo.setObjectName("empty_open_demo")
+        demo.setToolTip("A tiny teacher and student that train on this machine in a few minutes")
+        demo.clicked.connect(self._open_demo)
         add_here = QPushButton("Add run folder…")
         add_here.setObjectName("empty_add_run_folder")
         add_here.clicked.connect(self.add_folder)
+        actions = QHBoxLayout()
+        actions.addStretch(1)
+        actions.addWidget(demo)
+        actions.addWidget(add_here)
+        actions.addStretch(1)
+        centred = QHBoxLayout()
+        centred.addStretch(1)
+        centred.addWidget(self.empty_state_text)
+        centred.addStretch(1)
         es = QVBoxLayout(self.empty_state)
         es.addStretch(1)
-        es.addWidget(self.empty_state_text, 0, Qt.AlignmentFlag.AlignHCenter)
-        es.addWidget(add_here, 0, Qt.AlignmentFlag.AlignHCenter)
+        es.addLayout(centred)
+        es.addLayout(actions)
         es.addStretch(2)
         self.right = QStackedWidget()
         self.right.addWidget(self.empty_state)
@@ -268,10 +288,20 @@ class RunsPage(QWidget):
             else:
                 self._set_status(run_dir, list_text(status, step))
 
+    def _open_demo(self) -> None:
+        """Open the demo plan in the Planner: the main window does it (``sig_open_demo_requested``); a window that
+        does not listen for it but can open the demo is asked directly."""
+        if self.receivers(SIGNAL("sig_open_demo_requested()")) > 0:
+            self.sig_open_demo_requested.emit()
+            return
+        win = self.window()
+        if hasattr(win, "open_demo"):
+            win.open_demo()
+
     def _edit_plan(self, plan_path: str) -> None:
         """Edit a failed run's plan: the main window opens it in the wizard (``sig_edit_plan_requested``); a window
         that does not listen for it but can open and edit plans is asked directly."""
-        if self.receivers(self.sig_edit_plan_requested) > 0:     # noqa: SIM114 - the window connects it
+        if self.receivers(SIGNAL("sig_edit_plan_requested(QString)")) > 0:
             self.sig_edit_plan_requested.emit(plan_path)
             return
         win = self.window()

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFrame, QGridLayout, QHBoxL
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from ...engine.plan import Plan, load_plan
+from ...engine.runs.process import stop_file
 from .. import workers
 from .chart import LiveChart
 from .digest import failure_reason
@@ -454,7 +455,8 @@ class MonitorView(QWidget):
         own: the engine's message, else its console's error line."""
         if snap.alive or self.record is None:
             return snap
-        if snap.status == "stopped" and (self._console_error or (self.record.pid > 0 and not snap.total_steps)):
+        if snap.status == "stopped" and not stop_file(self.record.run_dir).exists() and (
+                self._console_error or (self.record.pid > 0 and not snap.total_steps)):
             return dataclasses.replace(snap, status="failed", message=self._console_error or (
                 "the run ended before its first step without saying why; its output is below"))
         if snap.status == "failed" and not snap.message and self._console_error:
@@ -495,7 +497,8 @@ class MonitorView(QWidget):
                                     else "waiting for the first step…")
         if failed and not s.total_steps:
             after = self._ended_after()
-            parts = [f"ended {fmt_duration(after)} after its launch" if after is not None else "never started"]
+            parts = ["never started" if after is None else "ended within a second of its launch" if after < 1
+                     else f"ended {fmt_duration(after)} after its launch"]
         else:
             parts = [f"elapsed {fmt_duration(s.elapsed_seconds)}"]
         if s.eta_seconds is not None:

@@ -182,6 +182,10 @@ def test_a_run_that_fails_before_its_first_step_says_failed_with_its_own_error(q
     assert monitor.failure_card.isVisible() and "Failed:" in text
     assert "the plan fits no GPU it can use" in text and "RuntimeWarning" not in text
     assert monitor.edit_plan_button.isVisible()
+    asked = []
+    page.sig_edit_plan_requested.connect(asked.append)
+    monitor.edit_plan_button.click()
+    assert asked == [str(DEMO_PLAN)]                     # the plan the run was launched from
     assert "Stopped without finishing" not in monitor.status_label.text()
     assert "waiting for the first step" not in monitor.progress.format()
     assert "elapsed 0 s" not in monitor.figures.text()
@@ -221,6 +225,12 @@ def test_empty_runs_tab_shows_an_empty_state_not_empty_charts(qtbot, tmp_path, s
     assert page.empty_state.isVisible() and not page.monitor.isVisible()
     assert "Launch" in page.empty_state_text.text()
     assert not page.remove_button.isEnabled()
+    label = page.empty_state_text               # the whole sentence shows, none of it cut off at the bottom
+    assert label.height() >= label.heightForWidth(label.width())
+    opened = []
+    page.sig_open_demo_requested.connect(lambda: opened.append(True))
+    page.empty_state.findChild(type(page.remove_button), "empty_open_demo").click()
+    assert opened == [True]
     screenshot(page, "runs_empty_state_page")
 
 
@@ -326,6 +336,16 @@ def test_screenshots_of_the_runs_screen(qtbot, tmp_path, fake_launch, screenshot
     screenshot(win, f"monitor_log_scale_{suffix}")
     monitor.log_scale.setChecked(False)
 
+    # a launch while a run is selected: the new run is shown, starting, with Stop on it
+    launched = page.launch_plan(str(DEMO_PLAN), "demo-column-addition")
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.alive, timeout=10_000)
+    assert monitor.record.run_dir == launched.run_dir and monitor.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: row_status(page, launched.run_dir) == "Starting…", timeout=10_000)
+    qtbot.wait(300)
+    screenshot(win, f"runs_after_launch_{suffix}")
+    monitor.request_stop()
+    qtbot.waitUntil(lambda: PROCESSES[-1].poll() is not None, timeout=10_000)
+
     script["exit_now"] = True
     script["lines"] = (
         "/venv/lib/python3.12/site-packages/numpy/_core/fromnumeric.py:3596: RuntimeWarning: Mean of empty slice.",
@@ -340,4 +360,19 @@ def test_screenshots_of_the_runs_screen(qtbot, tmp_path, fake_launch, screenshot
     qtbot.wait(600)
     screenshot(win, f"monitor_failed_launch_{suffix}")
     assert row_status(page, str(cancelled)).startswith("Stopped")
+    monitor.edit_plan_button.click()                     # the window opens the run's plan in the wizard
+    assert win.plan_path == str(DEMO_PLAN.resolve()) and win.wizard is not None
+    win.wizard.close()
     win.close()
+
+
+def test_a_run_stopped_while_it_loads_is_stopped_not_failed(qtbot, tmp_path, fake_launch):
+    page = make_page(qtbot, tmp_path, [])
+    record = page.launch_plan(str(DEMO_PLAN), "stopped-early")
+    monitor = page.monitor
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.alive, timeout=10_000)
+    monitor.request_stop()                       # the stand-in ends on SIGTERM before it wrote any event
+    qtbot.waitUntil(lambda: monitor.snapshot is not None and not monitor.snapshot.alive, timeout=10_000)
+    qtbot.wait(500)
+    assert monitor.snapshot.status == "stopped" and not monitor.failure_box.isVisible()
+    qtbot.waitUntil(lambda: row_status(page, record.run_dir) == "Stopped", timeout=10_000)
