@@ -258,6 +258,10 @@ def _figures(a: Analysis, i: int) -> str:
     rng = r.get("range")
     spread = (f"  P10–P90 {hours_text(rng['hours'][0])} to {hours_text(rng['hours'][1])}, "
               f"{_money(rng['cost_usd'][0])} to {_money(rng['cost_usd'][1])}\n") if rng else ""
+    d = a.decision
+    if rng and d.hours is not None and d.confidence > 0.5:     # the figures the budget is judged on
+        spread = (f"  P{round(d.confidence * 100)} {hours_text(float(d.hours[i]))}, {_money(float(d.cost[i]))} "
+                  f"(the budget is judged at P{round(d.confidence * 100)});" + spread[1:])
     cal = r["calibration"]
     source = cal["source"] + (f" ({cal['runs']} run{'s' if cal['runs'] != 1 else ''})" if cal["runs"] else "")
     source += f"; {cal['smoke']}" if cal.get("smoke") else ""      # a smoke job measured the size's links, storage
@@ -279,7 +283,8 @@ def _table(a: Analysis, idx) -> str:
     # time and cost at the plan's confidence: what the budget is judged and the rows ranked on
     at = f" P{round(d.confidence * 100)}" if d.hours is not None and d.confidence > 0.5 else ""
     hq, cq = (d.hours, d.cost) if d.hours is not None else (sw.out["total_hours"], sw.out["cost_usd"])
-    head = f"  {'hours' + at:>9} {'cost' + at:>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} {'rc':<3} " \
+    head = f"  {'hours' + at:>9} {'cost' + at:>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} " \
+           f"{'rc':<3} " \
            f"{'shard':<6} {'tok/s/GPU':>9} {'GiB/GPU':>8}"
     out = [head]
     for i in idx:

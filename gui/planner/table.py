@@ -79,7 +79,8 @@ class OptionsModel(QAbstractTableModel):
         if analysis is not None:
             cpu = analysis.sweep.labels["accelerator"].index("cpu") if "cpu" in analysis.sweep.labels["accelerator"] \
                 else -1
-            per = "process" if bool(np.all(analysis.sweep.grid.extra["accelerator"][analysis.planned] == cpu)) else "GPU"
+            on_cpu = bool(np.all(analysis.sweep.grid.extra["accelerator"][analysis.planned] == cpu))
+            per = "process" if on_cpu else "GPU"
             if per != self.per:
                 self.per = per
                 self.headerDataChanged.emit(Qt.Orientation.Horizontal, 0, len(COLUMNS) - 1)
@@ -165,7 +166,8 @@ class OptionsModel(QAbstractTableModel):
 
     def reason(self, i: int) -> str:
         if i not in self._reasons:
-            self._reasons[i] = "meets the budget" if self.ok[i] else for_the_app(self.analysis.reason(i) or "not chosen")
+            self._reasons[i] = ("meets the budget" if self.ok[i]
+                                else for_the_app(self.analysis.reason(i) or "not chosen"))
         return self._reasons[i]
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):

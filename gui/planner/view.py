@@ -162,7 +162,8 @@ class PlannerView(QWidget):
         self.option_label.setObjectName("option_label")
         self.option_label.setWordWrap(True)
         self.option_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._user_picked = False      # the user clicked an option: a re-solve keeps it, else follows the recommendation
+        # the user clicked an option: a re-solve keeps it; otherwise the selection follows the recommendation
+        self._user_picked = False
         self.model = OptionsModel(self)
         self.proxy = self.model     # sorting happens inside the model (numpy), see table.py
         self.table = QTableView()
