@@ -390,9 +390,10 @@ class LiveChart(QWidget):
                     m.label.setFormat(" · ".join(t for t in (m.label.format, label) if t))
                 return
         position = _MARKER_LABEL_HEIGHTS[len(self._markers) % len(_MARKER_LABEL_HEIGHTS)]
+        colour = "#c39bd3" if self._is_dark() else "#8e44ad"      # purple that reads on either background
         line = pg.InfiniteLine(pos=x, angle=90, movable=False,
-                               pen=pg.mkPen("#8e44ad", width=1.2, style=Qt.PenStyle.DotLine), label=label,
-                               labelOpts={"position": position, "color": "#8e44ad", "rotateAxis": (1, 0),
+                               pen=pg.mkPen(colour, width=1.2, style=Qt.PenStyle.DotLine), label=label,
+                               labelOpts={"position": position, "color": colour, "rotateAxis": (1, 0),
                                           "anchors": [(0, 1), (0, 1)]})
         self.plot_item.addItem(line, ignoreBounds=True)
         self._markers.append(line)

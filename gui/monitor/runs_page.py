@@ -17,7 +17,7 @@ from ...engine.errors import DistillError
 from ...engine.runs.process import stop_file
 from .digest import failure_reason
 from .runs import RunRecord, RunStore, is_alive, launch, record_from_folder
-from .view import FAILED_COLOR, MonitorView, list_text, started_text
+from .view import MonitorView, failed_color, list_text, started_text
 from .watch import RECENT_S
 
 LIST_REFRESH_MS = 2_000
@@ -236,7 +236,7 @@ class RunsPage(QWidget):
         item = QTableWidgetItem(text)
         item.setToolTip(tip)
         if text == "Failed":
-            item.setForeground(QColor(FAILED_COLOR))
+            item.setForeground(QColor(failed_color(self)))
         return item
 
     def selected(self) -> RunRecord | None:

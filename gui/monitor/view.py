@@ -60,6 +60,16 @@ LIST_TEXT = {"waiting": "Waiting", "starting": "Starting…", "running": "Runnin
              "cancelled": "Stopped", "stopped": "Stopped", "missing": "Folder missing",
              "elsewhere": "Running elsewhere"}
 FAILED_COLOR = "#c0392b"
+FAILED_COLOR_DARK = "#ff7b6b"      # the same red, lifted to read on a dark background
+
+
+def failed_color(widget: QWidget | None = None) -> str:
+    """The red of failures and warnings for the palette in use (light or dark)."""
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    palette = widget.palette() if widget is not None else QApplication.palette()
+    return FAILED_COLOR_DARK if palette.color(QPalette.ColorRole.Window).lightness() < 128 else FAILED_COLOR
 
 
 def list_text(status: str, step: int | None = None) -> tuple[str, str]:
@@ -179,7 +189,7 @@ class MonitorView(QWidget):
         self.warning = QLabel("")
         self.warning.setObjectName("deadline_warning")
         self.warning.setWordWrap(True)
-        self.warning.setStyleSheet("color: #c0392b; font-weight: bold;")
+        self.warning.setStyleSheet(f"color: {failed_color(self)}; font-weight: bold;")
         self.warning.hide()
         # the outcome of a finished run, in one place: the student against its teacher, KL, time, cost, where
         self.result_card = QLabel("")
@@ -200,7 +210,7 @@ class MonitorView(QWidget):
         self.edit_plan_button.clicked.connect(self._edit_plan_clicked)
         self.failure_box = QFrame()
         self.failure_box.setObjectName("failure_box")
-        self.failure_box.setStyleSheet(f"QFrame#failure_box {{ border: 1px solid {FAILED_COLOR}; border-radius: 4px; }}")
+        self._style_failure_box()
         fb = QHBoxLayout(self.failure_box)
         fb.setContentsMargins(6, 4, 6, 4)
         fb.addWidget(self.failure_card, 1)
@@ -486,7 +496,7 @@ class MonitorView(QWidget):
                       "Stopping: saving a checkpoint…")
         failed = s.status == "failed"
         self.status_label.setText(status)
-        self.status_label.setStyleSheet(f"color: {FAILED_COLOR}; font-weight: bold;" if failed else "")
+        self.status_label.setStyleSheet(f"color: {failed_color(self)}; font-weight: bold;" if failed else "")
         self.progress.setValue(int(s.fraction * 1000))
         if s.total_steps:
             self.progress.setFormat(f"step {s.step:,} of {s.total_steps:,}  ({s.fraction:.0%})"
@@ -555,8 +565,26 @@ class MonitorView(QWidget):
             todo = "Nothing was trained. Edit plan to change what the error names, then launch it again."
         else:
             todo = "No checkpoint was saved. Edit plan to change what the error names, then launch it again."
-        return (f'<span style="color:{FAILED_COLOR}"><b>Failed:</b> {escape(reason)}</span>'
+        return (f'<span style="color:{failed_color(self)}"><b>Failed:</b> {escape(reason)}</span>'
                 f"<br>What to do: {todo}")
+
+    def _style_failure_box(self) -> None:
+        self.failure_box.setStyleSheet(f"QFrame#failure_box {{ border: 1px solid {failed_color(self)}; "
+                                       "border-radius: 4px; }")
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        """A theme change: the styled labels take the new palette's text colour and red (a style sheet keeps the
+        colours it was polished with until it is set again)."""
+        from PySide6.QtCore import QEvent
+
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange) and \
+                hasattr(self, "failure_box"):
+            self.warning.setStyleSheet(f"color: {failed_color(self)}; font-weight: bold;")
+            self.result_card.setStyleSheet(self.result_card.styleSheet())
+            self._style_failure_box()
+            if self.snapshot is not None:
+                self._show(self.snapshot)
+        super().changeEvent(event)
 
     def _plan_to_edit(self) -> str | None:
         """The plan file behind the run shown: the one it was launched from, else the copy in its folder."""

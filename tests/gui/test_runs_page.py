@@ -360,6 +360,25 @@ def test_screenshots_of_the_runs_screen(qtbot, tmp_path, fake_launch, screenshot
     qtbot.wait(600)
     screenshot(win, f"monitor_failed_launch_{suffix}")
     assert row_status(page, str(cancelled)).startswith("Stopped")
+    if size == (1320, 860):                              # the same in the dark theme
+        from PySide6.QtWidgets import QApplication
+
+        from distill_studio.gui.theme import apply_theme
+
+        try:
+            apply_theme(QApplication.instance(), "dark")
+            qtbot.wait(400)
+            screenshot(win, "monitor_failed_launch_dark_1320x860")
+            page.select(str(first))
+            qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "succeeded",
+                            timeout=10_000)
+            qtbot.wait(600)
+            screenshot(win, "runs_dark_1320x860")
+            page.select(record.run_dir)
+            qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "failed",
+                            timeout=10_000)
+        finally:
+            apply_theme(QApplication.instance(), "light")
     monitor.edit_plan_button.click()                     # the window opens the run's plan in the wizard
     assert win.plan_path == str(DEMO_PLAN.resolve()) and win.wizard is not None
     win.wizard.close()
