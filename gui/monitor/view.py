@@ -93,6 +93,11 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
+def fmt_usd(usd: float) -> str:
+    """Dollars as a budget reads: cents below $100 ($0.20, $12.50), whole dollars above ($1,234)."""
+    return f"${usd:,.2f}" if abs(usd) < 100 else f"${usd:,.0f}"
+
+
 def started_text(record: RunRecord) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(record.launched_at)) if record.launched_at else ""
 
@@ -529,7 +534,7 @@ class MonitorView(QWidget):
             if s.eta_seconds is not None:
                 cost += f", projected ${self._price * (s.elapsed_seconds + s.eta_seconds) / 3600:,.2f}"
             if self.plan and self.plan.budget.usd:
-                cost += f" of ${self.plan.budget.usd:,.0f} budget"
+                cost += f" of {fmt_usd(self.plan.budget.usd)} budget"
             parts.append(cost)
         elif self.plan is not None:
             parts.append("no hourly price for this hardware, cost not counted")
@@ -618,16 +623,24 @@ class MonitorView(QWidget):
         return text + (f"<br>Student: {where}" if where else (f"<br>{s.message}" if s.message else ""))
 
     def _budget_warning(self, s: Snapshot) -> str:
-        if self.plan is None or s.eta_seconds is None:
+        if self.plan is None:
             return ""
         out = []
-        hours = self.plan.budget.hours
-        need = (s.elapsed_seconds + s.eta_seconds) / 3600
-        if hours and need > hours:
-            out.append(f"At the measured {s.seconds_per_step:.2f} s a step this run needs {need:.2f} h in all, "
-                       f"{need - hours:.2f} h past its {hours:g} h deadline.")
-        if self._price is not None and self.plan.budget.usd and need * self._price > self.plan.budget.usd:
-            out.append(f"Projected cost ${need * self._price:,.0f} is over the ${self.plan.budget.usd:,.0f} budget.")
+        hours, cap = self.plan.budget.hours, self.plan.budget.usd
+        if s.eta_seconds is not None:
+            need = (s.elapsed_seconds + s.eta_seconds) / 3600
+            if hours and need > hours:
+                out.append(f"At the measured {s.seconds_per_step:.2f} s a step this run needs {need:.2f} h in all, "
+                           f"{need - hours:.2f} h past its {hours:g} h deadline.")
+            if self._price is not None and cap and need * self._price > cap:
+                out.append(f"Projected cost {fmt_usd(need * self._price)} is over the {fmt_usd(cap)} budget.")
+        elif s.alive and s.status in ("finishing", "stopping"):
+            # no ETA while the student is evaluated and saved, but the clock and the cost still run
+            spent = s.elapsed_seconds / 3600
+            if hours and spent > hours:
+                out.append(f"This run has taken {spent:.2f} h, past its {hours:g} h deadline.")
+            if self._price is not None and cap and spent * self._price > cap:
+                out.append(f"Cost so far {fmt_usd(spent * self._price)} is over the {fmt_usd(cap)} budget.")
         return " ".join(out)
 
     def _update_buttons(self) -> None:

@@ -63,11 +63,11 @@ def test_eta_cost_and_deadline_warning(qtbot, monitor, tmp_path, screenshot):
         qtbot.waitUntil(lambda: "ETA" in monitor.figures.text(), timeout=10_000)
         text = monitor.figures.text()
         assert "ETA 9 h 54 min" in text and "36.00 s/step" in text
-        assert "cost so far $" in text and "of $5 budget" in text
+        assert "cost so far $" in text and "of $5.00 budget" in text
         projected = float(text.split("projected $")[1].split()[0].replace(",", ""))
         assert projected == pytest.approx(3.6 * (monitor.snapshot.elapsed_seconds + 990 * 36) / 3600, rel=0.01)
         assert monitor.warning.isVisible()
-        assert "past its 1 h deadline" in monitor.warning.text() and "over the $5 budget" in monitor.warning.text()
+        assert "past its 1 h deadline" in monitor.warning.text() and "over the $5.00 budget" in monitor.warning.text()
         assert monitor.progress.value() == 10       # 1% of 1,000
         qtbot.waitUntil(lambda: monitor.charts["loss"].point_count("loss") == 10, timeout=5_000)
         qtbot.waitUntil(lambda: not any(c.is_dirty() for c in monitor.charts.values()), timeout=5_000)
@@ -364,3 +364,24 @@ def test_the_teacher_reference_label_is_not_under_the_legend(qtbot, monitor, tmp
     label = chart._reference.label
     assert label.isVisible() and label.format == "teacher 1.00"
     assert not chart.legend.sceneBoundingRect().intersects(label.sceneBoundingRect())
+
+
+def test_a_cents_cap_is_shown_in_cents_and_its_warning_stays_while_finishing(qtbot, monitor, tmp_path):
+    d = make_run(tmp_path, "cents", steps=0, total=10, usd=0.2, usd_per_hour=3.6)
+    t0 = time.time() - 3600
+    (d / "events.jsonl").unlink()
+    with EventWriter(d / "events.jsonl") as w:       # an hour of training, the last step done
+        w.write({"v": 1, "time": t0, "type": "run_started", "total_steps": 10, "total_tokens": 100, "processes": 1,
+                 "device": "cpu"})
+        for s in range(1, 11):
+            w.write({"v": 1, "time": t0 + 360 * s, "type": "metric", "step": s, "tokens_seen": s * 10, "loss": 1.0,
+                     "lr": 1e-3, "grad_norm": 1.0, "tokens_per_second": 100.0, "step_seconds": 360.0})
+    p = stand_in(d)
+    try:
+        monitor.show_run(RunRecord(run_dir=str(d), name="cents", pid=p.pid))
+        qtbot.waitUntil(lambda: monitor.snapshot is not None and monitor.snapshot.status == "finishing",
+                        timeout=10_000)
+        assert "of $0.20 budget" in monitor.figures.text()
+        assert monitor.warning.isVisible() and "over the $0.20 budget" in monitor.warning.text()
+    finally:
+        p.kill()
