@@ -627,6 +627,11 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
                              "`--stage student` run them apart)")
     estimate["range"] = option_range(sw, i, plan.budget.confidence)
     estimate["price"] = option_price(a, row)
+    if plan.hardware.target == "azure":     # the region's capacity and quota for this option: checked or not
+        cap = a.capacity
+        estimate["capacity"] = {"checked_on": cap.checked_on if cap else "",
+                                "problem": (cap.problem(sw.label("machine", i), int(sw.grid.nodes[i]),
+                                                        sw.label("priority", i)) or "") if cap else ""}
     risks, unpriced = launch_risks(a, i, estimate)
     return ResolvedRun(plan=resolved, nodes=nodes, gpus_per_node=gpn,
                        sharding=sharding_kind(sharding, nodes, gpn), estimate=estimate, why=why,
@@ -638,19 +643,18 @@ def fallback_option(a: Analysis) -> tuple[int | None, str]:
     """The option a plan with no recommendation runs, and why: the fastest with a known price, so a launch never
     takes an unpriced size where a priced one exists; the fastest overall only where no option has a price."""
     d, o = a.decision, a.sweep.out
-    missed = d.impossible or "none meets the budget"
     i = d.fastest
     if i is None:
-        return None, missed
+        return None, d.impossible or "none meets the budget"
     cost = o["cost_usd"]
     if np.isfinite(cost[i]):
-        return i, f"the fastest option as planned, with no option meeting the budget ({missed})"
+        return i, "the fastest option as planned, as no option meets the budget"
     priced = np.flatnonzero(d.candidates & np.isfinite(cost))
     if priced.size == 0:
-        return i, f"the fastest option as planned (no option meets the budget, {missed}; no option has a known price)"
+        return i, "the fastest option as planned, as no option meets the budget (and none has a known price)"
     j = int(priced[np.argmin(o["total_hours"][priced])])
-    return j, (f"the fastest option with a known price, with no option meeting the budget ({missed}); the fastest "
-               f"overall, {a.sweep.hardware(i)} at {float(o['total_hours'][i]):.2f} h, has no price in the region")
+    return j, (f"the fastest option with a known price, as no option meets the budget; the fastest overall, "
+               f"{a.sweep.hardware(i)} at {float(o['total_hours'][i]):.2f} h, has no price in the region")
 
 
 def option_range(sw: Sweep, i: int, confidence: float) -> dict:

@@ -364,12 +364,77 @@ class MainWindow(QMainWindow):
                        "Running a plan needs torch, transformers, peft and accelerate.",
                        "Install them with: pip install 'distill-studio[train]'")
             return
-        # what the plan leaves to the planner (teacher mode, sharding) the engine resolves as the planner view does
-        if self.runs.launch_plan(self.plan_path, self.plan.name) is not None:
-            self.statusBar().showMessage(f"Started {self.plan.name}; it runs as its own process and keeps running "
-                                         "if you close the app.", 15_000)
+        # what the plan leaves to the planner (teacher mode, sharding) the engine resolves as the planner view does;
+        # a plan that fits nothing is not launched, one the planner does not stand behind only once confirmed
+        resolved = self._resolve_for_launch()
+        if resolved is None:
+            return None
+        plan_path, name = self.plan_path, self.plan.name
+        if not resolved.risks:
+            self._start_local(plan_path, name, [])
+            return None
+        from .launch_text import confirmation_text
 
-    def launch_azure(self) -> QMessageBox | None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Launch anyway?",
+                          f"The planner does not recommend running {name} as planned.", parent=self)
+        box.setObjectName("launch_risk_confirm")
+        box.setInformativeText(confirmation_text(resolved))
+        go = box.addButton("Launch anyway", QMessageBox.ButtonRole.AcceptRole)
+        go.setObjectName("launch_anyway_button")
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        stop = self._stop_at_box(box, resolved)
+
+        def done(button) -> None:
+            if button is go:
+                self._start_local(plan_path, name, ["--force", *self._stop_at_args(stop, resolved)])
+
+        box.buttonClicked.connect(done)
+        box.open()
+        return box
+
+    def _resolve_for_launch(self):
+        """The planner's resolution of the open plan, as the engine will run it; None (and the reason shown) when
+        the plan cannot run at all, e.g. it fits in no memory."""
+        from ..engine.planner import resolve_run
+
+        try:
+            return resolve_run(self.plan, Path(self.plan_path).parent)
+        except DistillError as exc:
+            show_error(self, "This plan cannot be launched", str(exc),
+                       "Nothing was started. Edit the plan (Ctrl+E) as the message says, then Launch again.")
+            return None
+
+    def _start_local(self, plan_path: str, name: str, extra: list[str]) -> None:
+        if self.runs.launch_plan(plan_path, name, extra=extra) is not None:
+            self.statusBar().showMessage(f"Started {name}; it runs as its own process and keeps running if you "
+                                         "close the app.", 15_000)
+
+    @staticmethod
+    def _stop_at_box(box: QMessageBox, resolved):
+        """The confirmation's choice to stop the run by itself at its deadline and/or cost cap (None: no limit)."""
+        from PySide6.QtWidgets import QCheckBox
+
+        budget = resolved.plan.budget
+        limits = [w for w, v in (("deadline", budget.hours), ("cost cap", budget.usd)) if v is not None]
+        if not limits:
+            return None
+        check = QCheckBox(f"Stop the run by itself at the {' or the '.join(limits)} (a checkpoint is saved"
+                          + ("; the Azure job ends)" if resolved.plan.hardware.target == "azure" else ")"))
+        check.setObjectName("stop_at_box")
+        box.setCheckBox(check)
+        return check
+
+    @staticmethod
+    def _stop_at_args(check, resolved) -> list[str]:
+        if check is None or not check.isChecked():
+            return []
+        budget = resolved.plan.budget
+        which = ("either" if budget.hours is not None and budget.usd is not None else
+                 "deadline" if budget.hours is not None else "cap")
+        return ["--stop-at", which]
+
+    def launch_azure(self, usd_per_hour: float | None = None) -> QMessageBox | None:
         """Show what the Azure run will cost and where it runs, and submit it once the user confirms. The
         submission and the watching run in their own process (``distill azure submit --watch``), like a local run:
         the window never waits on Azure."""
@@ -389,42 +454,51 @@ class MainWindow(QMainWindow):
 
         try:
             ws = workspace_from_settings(self.settings)
-            resolved = resolve_run(self.plan, Path(self.plan_path).parent)
+            resolved = resolve_run(self.plan, Path(self.plan_path).parent, usd_per_hour=usd_per_hour)
         except DistillError as exc:
             show_error(self, "This plan cannot be launched on Azure yet", str(exc),
                        "Enter the workspace in Settings (Ctrl+,) › Azure; see the README's Azure set-up.")
             return None
-        est, hw = resolved.estimate, resolved.plan.hardware
+        if resolved.unpriced:
+            return self._ask_price(resolved)
+        hw = resolved.plan.hardware
         from ..engine.azure.job import known
+        from .launch_text import confirmation_text, usd
 
-        cost = est.get("cost_usd")
-        price = (f"${cost:,.2f}" if known(cost) else
-                 "an unknown amount (no price is known for this size and priority in the region; Refresh prices "
-                 "in the planner)")
-        hours = est["hours"]["total"]
-        box = QMessageBox(QMessageBox.Icon.Question, "Launch on Azure",
-                          f"Submit {self.plan.name} to Azure Machine Learning?", parent=self)
+        risky = bool(resolved.risks)
+        box = QMessageBox(QMessageBox.Icon.Warning if risky else QMessageBox.Icon.Question, "Launch on Azure",
+                          (f"Submit {self.plan.name} to Azure Machine Learning although the planner does not "
+                           "recommend it?") if risky else f"Submit {self.plan.name} to Azure Machine Learning?",
+                          parent=self)
         box.setObjectName("azure_confirm")
-        where = (f"{resolved.nodes} × {hw.sku} ({resolved.gpus_per_node} GPU{'s' if resolved.gpus_per_node > 1 else ''} "
-                 f"each, {hw.priority})")
         split = resolved.split
+        lead = ""
         if split:   # two jobs, chained: the teacher's pass first, on its own size
             tp = split["teacher_pass"]
-            where = (f"Two jobs, one after the other: the teacher's pass on {tp['nodes']} × {tp['sku']} "
-                     f"({fmt_duration(tp['hours'] * 3600)}, {'$' + format(tp['cost_usd'], ',.2f') if known(tp['cost_usd']) else 'price unknown'}), "
-                     f"then training on {where}, reading the pass's {split['cache_gb']:,.1f} GB cache from "
-                     "storage. Launch submits both: the second when the first has completed")
+            lead = (f"Two jobs, one after the other: the teacher's pass on {tp['nodes']} × {tp['sku']} "
+                    f"({fmt_duration(tp['hours'] * 3600)}, {usd(tp['cost_usd']) if known(tp['cost_usd']) else 'price unknown'}), "
+                    f"then training, reading the pass's {split['cache_gb']:,.1f} GB cache from storage. Launch "
+                    "submits both: the second when the first has completed.\n\n")
         about = (
-            f"{where} in workspace {ws.workspace} ({ws.region}).\n\n"
-            f"Estimated {fmt_duration(hours * 3600)} and {price}, billed to subscription {ws.subscription_id} while the "
-            "nodes run. Stop cancels the job (the engine saves a checkpoint first); the cluster then scales to 0 "
-            "nodes.")
+            f"{lead}{confirmation_text(resolved)}\n\n"
+            f"Workspace {ws.workspace} ({ws.region}), billed to subscription {ws.subscription_id} while the nodes run. "
+            "Stop cancels the job (the engine saves a checkpoint first); the cluster then scales to 0 nodes.")
         box.setInformativeText(about + "\n\nPre-flight: checking permissions, quota, the data, the model's token "
                                "and the image…")
-        submit = box.addButton("Submit to Azure", QMessageBox.ButtonRole.AcceptRole)
+        submit = box.addButton("Submit anyway" if risky else "Submit to Azure", QMessageBox.ButtonRole.AcceptRole)
         submit.setObjectName("azure_submit_button")
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        stop = self._stop_at_box(box, resolved)
+        capacity = resolved.estimate.get("capacity") or {}
+        check = None
+        if not capacity.get("checked_on"):
+            check = box.addButton("Check capacity", QMessageBox.ButtonRole.ActionRole)
+            check.setObjectName("azure_check_capacity_button")
+            check.setToolTip("Sign in and read this region's capacity and quota (the planner's Check capacity); "
+                             "Launch again when it is done")
+
+
         plan_path, name = self.plan_path, self.plan.name
         try:
             offer = smoke_offer(str(plan_path), self.settings.azure.smoke_test_above_usd)
@@ -445,13 +519,52 @@ class MainWindow(QMainWindow):
             if smoke is not None and button is smoke:
                 self.start_smoke(str(plan_path), name)
                 return
-            if button is submit and self.runs.launch_plan(plan_path, name, target="azure") is not None:
+            if check is not None and button is check:
+                self.planner.check_capacity()
+                self.statusBar().showMessage("Checking capacity and quota; Launch again when the planner shows the "
+                                             "result.", 15_000)
+                return
+            if button is not submit:
+                return
+            extra = ["--force"] if risky else []
+            if usd_per_hour is not None:      # the price the user gave for a size with none in the table
+                extra += ["--usd-per-hour", f"{usd_per_hour:.4f}"]
+            extra += self._stop_at_args(stop, resolved)
+            if self.runs.launch_plan(plan_path, name, target="azure", extra=extra) is not None:
                 self.statusBar().showMessage(f"Submitting {name} to Azure ML; the run appears in Runs and keeps "
                                              "being watched if you close the app.", 15_000)
 
         box.buttonClicked.connect(done)
         box.open()      # not exec(): the window stays live while the question is shown
         return box
+
+    def _ask_price(self, resolved) -> QMessageBox | None:
+        """The size chosen has no price in the region's table: ask for its price per node-hour first (nothing is
+        submitted without one); the confirmation then shows the run priced with it."""
+        from PySide6.QtWidgets import QInputDialog
+
+        hw = resolved.plan.hardware
+        dlg = QInputDialog(self)
+        dlg.setObjectName("azure_price_dialog")
+        dlg.setWindowTitle("Price per node-hour")
+        dlg.setInputMode(QInputDialog.InputMode.DoubleInput)
+        dlg.setDoubleRange(0.01, 10_000.0)
+        dlg.setDoubleDecimals(2)
+        dlg.setDoubleValue(0.01)
+        dlg.setLabelText(
+            f"The planner chose {resolved.nodes} × {hw.sku} ({hw.priority}) in {hw.region}, and the price table "
+            f"has no price for it ({resolved.why}).\n\nEnter its price per node-hour in US$, from Azure's pricing "
+            "page, to see what the run costs before you submit it; the run's cost is counted with it. Or Cancel "
+            "and choose another size (the planner's table lists the sizes with a price).")
+        dlg.setOkButtonText("Continue")
+        from PySide6.QtWidgets import QLabel
+
+        for label in dlg.findChildren(QLabel):
+            label.setWordWrap(True)
+        dlg.setMinimumWidth(560)
+        dlg.doubleValueSelected.connect(lambda value: self.launch_azure(usd_per_hour=float(value)))
+        dlg.open()
+        return dlg
 
     def start_smoke(self, plan_path: str, name: str) -> None:
         """The smoke test as its own process; its results in a message box when it ends (Launch again after)."""

@@ -137,15 +137,18 @@ def engine_command() -> list[str]:
 
 
 def run_command(plan_path: str | None, run_dir: str, resume: bool = False, processes: int = 1,
-                target: str = "local") -> list[str]:
+                target: str = "local", extra: list[str] | None = None) -> list[str]:
+    """The command a run's process runs; ``extra``: a new run's options the launch confirmed (``--force``,
+    ``--usd-per-hour``, ``--stop-at``)."""
+    more = [] if resume else list(extra or [])
     if target == "azure":
         # the process submits the job (or a new attempt) and then watches it, writing the run folder as a local
         # run does; SIGTERM (Stop) makes it cancel the job
         cmd = [*engine_command(), "azure"]
         return cmd + (["resume", run_dir, "--watch"] if resume else
-                      ["submit", plan_path or "", "--run-dir", run_dir, "--watch"])
+                      ["submit", plan_path or "", "--run-dir", run_dir, "--watch", *more])
     cmd = [*engine_command(), "run"]
-    cmd += ["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir]
+    cmd += ["--resume", run_dir] if resume else [plan_path or "", "--run-dir", run_dir, *more]
     return cmd + (["--processes", str(processes)] if processes > 1 else [])
 
 
@@ -163,7 +166,8 @@ def processes_for(plan_path: str) -> int:
     return hw.gpus if hw.target == "local" else 1
 
 
-def launch(plan_path: str | None, run_dir: str, resume: bool = False, target: str = "local") -> int:
+def launch(plan_path: str | None, run_dir: str, resume: bool = False, target: str = "local",
+           extra: list[str] | None = None) -> int:
     """Start ``distill run`` (an Azure plan: ``distill azure submit --watch``) detached (``QProcess.startDetached``:
     its own session, it outlives the app), its output appended to the run's console log; returns the process id.
     Raises RuntimeError if it could not start."""
@@ -173,7 +177,7 @@ def launch(plan_path: str | None, run_dir: str, resume: bool = False, target: st
     console = str(Path(run_dir) / CONSOLE_LOG)
     plan_file = str(Path(run_dir) / "plan.toml") if resume else plan_path
     processes = processes_for(plan_file) if plan_file and Path(plan_file).is_file() and target == "local" else 1
-    cmd = run_command(plan_path, run_dir, resume, processes, target)
+    cmd = run_command(plan_path, run_dir, resume, processes, target, extra)
     workdir = str(Path(plan_path).parent if plan_path and not resume else run_dir)
     if sys.platform == "win32":
         return _launch_windows(cmd, console, workdir)
