@@ -310,13 +310,14 @@ class RunsPage(QWidget):
 
     # ---- actions -----------------------------------------------------------------------------------------------
 
-    def launch_plan(self, plan_path: str, name: str, target: str = "local") -> RunRecord | None:
+    def launch_plan(self, plan_path: str, name: str, target: str = "local",
+                    extra: list[str] | None = None) -> RunRecord | None:
         """Start ``distill run`` on a saved plan in a new folder under the runs folder, and watch it. The engine
         resolves what the plan leaves to the planner (teacher mode, sharding) exactly as the planner view shows it,
         and keeps that plan in the run folder."""
         run_dir = new_run_dir(self.settings.resolved_runs_dir(), name)
         try:
-            pid = launch(plan_path, str(run_dir), target=target)
+            pid = launch(plan_path, str(run_dir), target=target, extra=extra)   # extra: what the launch confirmed
         except (RuntimeError, OSError, DistillError) as exc:
             show_error(self, "Could not start the run", str(exc),
                        "Check that Distill Studio was installed with its training extra (pip install "
