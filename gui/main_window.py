@@ -232,7 +232,7 @@ class MainWindow(QMainWindow):
         self.act_open = self._action("&Open plan…", self.open_plan_dialog, K.Open, "Open a plan file (.toml)")
         self.act_edit = self._action("&Edit plan…", self.edit_plan, "Ctrl+E", "Change the open plan in the wizard")
         self.act_demo = self._action("Open the &demo", self.open_demo, None, "The bundled demo: a tiny teacher "
-                                     "and student that train on this machine in a minute or two")
+                                     "and student that train on this machine's CPU; the planner says how long")
         self.act_settings = self._action("&Settings…", self.show_settings, K.Preferences, "Runs folder, theme, Azure")
         self.act_quit = self._action("&Quit", self.close, K.Quit)
         self.act_launch = self._action("&Launch", self.launch, "Ctrl+R",
@@ -322,9 +322,27 @@ class MainWindow(QMainWindow):
         return True
 
     def open_demo(self) -> None:
-        if self.open_plan(demo_plan_path()):
-            self.statusBar().showMessage("The demo plan: press Launch (Ctrl+R) to distil its tiny teacher on this "
-                                         "machine; it takes a minute or two.", 60_000)
+        if not self.open_plan(demo_plan_path()):
+            return
+        self.statusBar().showMessage("The demo plan: press Launch (Ctrl+R) to distil its tiny teacher on this "
+                                     "machine.", 60_000)
+
+        def say_estimate() -> None:     # the planner's own figure for this machine, once it has one
+            self.planner.sig_analysis_ready.disconnect(say_estimate)
+            a = self.planner.analysis
+            i = a.decision.recommended if a is not None else None
+            if i is None or self.plan_path != str(demo_plan_path().resolve()):
+                return
+            from ..engine.planner import fmt_hours, option_range
+
+            rng = option_range(a.sweep, i, a.plan.budget.confidence)
+            h = rng["hours"]
+            self.statusBar().showMessage(
+                f"The demo plan: press Launch (Ctrl+R) to distil its tiny teacher on this machine; the planner "
+                f"expects {fmt_hours(rng['median_hours'])} of training (P10–P90 {fmt_hours(h[0])} to "
+                f"{fmt_hours(h[2])}), more while this machine is busy.", 60_000)
+
+        self.planner.sig_analysis_ready.connect(say_estimate)
 
     def _wizard(self, plan: Plan | None, path: str | None):
         from .wizard import PlanWizard   # the wizard's pages are built only when asked for

@@ -181,3 +181,12 @@ def test_an_unpriced_size_is_never_submitted_without_a_price(qtbot, screenshot, 
     assert "Cost: unknown" not in text and re.search(r"Cost: \$\S+ \(P10\)", text)
     screenshot(box, "launch_azure_confirm_priced_by_user")
     box.close()
+
+
+def test_the_demo_says_the_planners_estimate_not_a_guess(qtbot, tmp_path):
+    _app, win = create_window([])
+    qtbot.addWidget(win)
+    win.open_demo()
+    qtbot.waitUntil(lambda: "the planner expects" in win.statusBar().currentMessage(), timeout=60_000)
+    msg = win.statusBar().currentMessage()
+    assert "minute or two" not in msg and re.search(r"expects \d+ s of training \(P10–P90 \d+ s to", msg), msg
