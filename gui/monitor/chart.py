@@ -121,13 +121,19 @@ class _CompactAxis(pg.AxisItem):
         seconds = np.maximum.accumulate(seconds)
         lo = float(np.interp(minVal, steps, seconds)) if minVal > steps[0] else 0.0
         hi = float(np.interp(maxVal, steps, seconds))
-        room = max(2, int(size // 70))          # a tick per ~70 px: round times read "2 min", "1 h 30 min"
-        spacing = next((sp for sp in _TIME_SPACINGS if (hi - lo) / sp <= room), _TIME_SPACINGS[-1])
+        def spacing_for(px: int) -> float:
+            room = max(2, int(size // px))
+            return next((sp for sp in _TIME_SPACINGS if (hi - lo) / sp <= room), _TIME_SPACINGS[-1])
+
+        # whole minutes and hours read short ("3 min", "2 h"): a tick per ~60 px; seconds ("1 min 30 s") need ~75
+        spacing = spacing_for(60)
+        if spacing < 60:
+            spacing = spacing_for(75)
         times = np.arange(math.ceil(lo / spacing) * spacing, hi + 1e-9, spacing)
         at = np.interp(times, seconds, steps)
         ticks: dict[float, float] = {}         # step -> the round time it marks
         last = None
-        min_gap = (maxVal - minVal) * 70 / size
+        min_gap = (maxVal - minVal) * 40 / size       # ticks crowded by a pause in the run: keep the first
         for t, x in zip(times, at):
             if last is None or x - last >= min_gap:
                 ticks[float(x)] = float(t)
