@@ -492,7 +492,12 @@ def test_a_refusal_names_the_family_the_chosen_option_needs_not_another_sizes_re
     assert prio == "dedicated" and nodes > 1, "the fake's quota below is shaped for a multi-node dedicated choice"
     t = FakeArm()                              # every quota in use; the MI300X size is not listed at all
     t.normal["vm_usages"] = (200, exhausted(vm_usages()["value"]), {})
-    t.normal["aml_usages"] = (200, exhausted(aml_usages()["value"]), {})
+    rows = aml_usages()["value"]
+    label = re.sub(r"^standard(.*)Family$", r"Standard \1 Family Cluster Dedicated vCPUs", FAMILIES[sku])
+    if not any(r["name"]["value"] == label for r in rows):     # Azure ML lists the chosen size's family too
+        rows.append(aml_usage(f"/subscriptions/{SUB}/usages/{label.replace(' ', '_')}", "vmFamily/usages", label, 0,
+                              nodes * VCPUS[sku] - 1))
+    t.normal["aml_usages"] = (200, exhausted(rows), {})
     table = C.refresh_capacity(Azure(WS, cred=FakeCred(), t=t), "eastus")
     a = analyse(plan, PLAN.parent, capacity=table)
     assert a.decision.recommended is None and a.decision.fastest is None

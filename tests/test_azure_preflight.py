@@ -125,14 +125,17 @@ def test_preflight_of_each_bundled_plan_names_every_missing_piece(plan, cli_env,
 
 def test_the_quota_failure_names_the_family_and_the_vcpus_to_request(cli_env, tmp_path, capsys):
     serve_exhausted_quota(cli_env)
-    plan = next(p for p in AZURE_PLANS if p.stem == "gemma3-27b-to-4b-3h")     # N × NC24ads A100 v4
-    nodes = resolve_run(load_plan(plan), plan.parent).nodes
+    plan = next(p for p in AZURE_PLANS if p.stem == "gemma3-27b-to-4b-3h")     # N × an A100 size
+    resolved = resolve_run(load_plan(plan), plan.parent)
+    nodes, sku = resolved.nodes, resolved.plan.hardware.sku
     assert nodes > 1
     assert main(["azure", "preflight", str(plan)]) == 1
     out = capsys.readouterr().out
-    # N nodes × 24 vCPUs against 24 free of 48 in Azure ML's family quota
-    assert f"FAIL quota: {nodes} × Standard_NC24ads_A100_v4 (dedicated)" in out
-    assert f"request {nodes * 24 - 24} more vCPUs for standardNCADSA100v4Family" in out
+    # N nodes × the size's vCPUs against what its family has free: NC A100 24 of 48 in Azure ML's quota, ND A100 none
+    free, vcpus, family = {"Standard_NC24ads_A100_v4": (24, 24, "standardNCADSA100v4Family"),
+                           "Standard_ND96asr_v4": (0, 96, "standardNDASv4_A100Family")}[sku]
+    assert f"FAIL quota: {nodes} × {sku} (dedicated)" in out
+    assert f"request {nodes * vcpus - free} more vCPUs for {family}" in out
 
 
 # ---- submit stops on them, or --force names the risks -------------------------------------------------------------
