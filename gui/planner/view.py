@@ -7,6 +7,7 @@ which takes about a millisecond, so the chart follows the controls at once (``la
 from __future__ import annotations
 
 import dataclasses
+import struct
 import time
 from pathlib import Path
 
@@ -49,6 +50,18 @@ def _where(sw, i: int) -> str:
 
 def _params(n: float) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
+
+
+class _Panes(QSplitter):
+    """The planner's vertical splitter. A saved state of another number of panes (an earlier version's layout) is
+    not applied: its sizes would go to the wrong panes."""
+
+    def restoreState(self, state) -> bool:  # noqa: N802 (Qt API)
+        data = bytes(state.data()) if hasattr(state, "data") else bytes(state)
+        # QSplitter's state: a marker (0xff), a version, then the list of pane sizes (its length first), big-endian
+        if len(data) < 12 or struct.unpack(">iiI", data[:12])[2] != self.count():
+            return False
+        return super().restoreState(state)
 
 
 def _followed(d) -> int | None:
@@ -218,7 +231,7 @@ class PlannerView(QWidget):
         notes_area.setWidgetResizable(True)
         notes_area.setFrameShape(QScrollArea.Shape.NoFrame)
         notes_area.setMinimumHeight(self.fontMetrics().height() + 6)
-        split = QSplitter(Qt.Orientation.Vertical)
+        split = _Panes(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         for k, (w, stretch) in enumerate(((self.chart, 6), (self.details, 1), (self.table, 4), (notes_area, 1))):
             split.addWidget(w)

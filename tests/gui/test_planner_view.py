@@ -462,3 +462,20 @@ def test_planner_states_at_the_apps_sizes(qtbot, size):
     shot("qwq_cap_150")
     v.cap.setValue(0.2)
     shot("qwq_cap_0.20")
+
+
+def test_a_saved_layout_of_another_number_of_panes_is_not_applied(qtbot, planner):
+    from PySide6.QtWidgets import QLabel, QSplitter
+
+    old = QSplitter(Qt.Orientation.Vertical)     # an earlier version's planner: chart, table, notes
+    qtbot.addWidget(old)
+    for k in range(3):
+        old.addWidget(QLabel(str(k)))
+    old.resize(300, 850)
+    old.setSizes([520, 260, 70])
+    before = planner.splitter.sizes()
+    assert planner.splitter.restoreState(old.saveState()) is False
+    assert planner.splitter.sizes() == before
+    own = planner.splitter.saveState()
+    planner.splitter.setSizes([300, 60, 400, 40])
+    assert planner.splitter.restoreState(own) is True and planner.splitter.sizes() == before
