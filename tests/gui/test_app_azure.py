@@ -213,7 +213,9 @@ def test_one_launch_runs_a_split_plans_two_jobs(qtbot, screenshot, tmp_path, fak
     assert "d" in symbols
     assert "teacher pass 1 × ND96isr_H100_v5, then 1 × NC24ads_A100_v4" in view.describe(a.decision.recommended)
     row = view.model.row_of(a.decision.recommended)
-    assert view.model.data(view.model.index(row, 2)) == "1 × ND96isr_H100_v5 → 1 × NC24ads_A100_v4"
+    from distill_studio.gui.planner.table import MACHINE_COL
+
+    assert view.model.data(view.model.index(row, MACHINE_COL)) == "1 × ND96isr_H100_v5 → 1 × NC24ads_A100_v4"
     qtbot.wait(300)
     screenshot(win, "planner_split_plan")
 
