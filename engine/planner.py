@@ -649,12 +649,15 @@ def fallback_option(a: Analysis) -> tuple[int | None, str]:
     cost = o["cost_usd"]
     if np.isfinite(cost[i]):
         return i, "the fastest option as planned, as no option meets the budget"
-    priced = np.flatnonzero(d.candidates & np.isfinite(cost))
-    if priced.size == 0:
+    j = d.fastest_priced          # ranked at the plan's confidence, as the fastest is
+    if j is None:
         return i, "the fastest option as planned, as no option meets the budget (and none has a known price)"
-    j = int(priced[np.argmin(o["total_hours"][priced])])
-    return j, (f"the fastest option with a known price, as no option meets the budget; the fastest overall, "
-               f"{a.sweep.hardware(i)} at {float(o['total_hours'][i]):.2f} h, has no price in the region")
+    from .estimate.ranges import at_confidence
+
+    hq = float(at_confidence(a.sweep, a.plan.budget.confidence)[0][i])
+    return int(j), (f"the fastest option with a known price, as no option meets the budget; the fastest overall, "
+                    f"{a.sweep.hardware(i)} at {fmt_hours(hq)} at P{round(a.plan.budget.confidence * 100)}, has no "
+                    "price in the region")
 
 
 def option_range(sw: Sweep, i: int, confidence: float) -> dict:
