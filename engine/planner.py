@@ -547,12 +547,14 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         j = int(planned[np.argmin(o["mem_total"][planned])])
         r = sw.row(j)
         need = r["memory_gib_per_gpu"]["total"]
+        cpu = r["accelerator"] == "cpu"
+        unit, more = ("process", "more memory (another machine)") if cpu else ("GPU", "more GPUs or nodes")
         raise RunError(
-            f"hardware: the plan fits no GPU it can use: its smallest configuration ({r['gpus']} × {r['accelerator']}, "
-            f"{r['adapter']}, teacher {r['teacher_mode']} {r['teacher_placement']}, sharding {r['sharding']}) needs "
-            f"{need:.1f} GiB per GPU (teacher {r['memory_gib_per_gpu']['teacher']:.1f} GiB) of "
-            f"{r['usable_gib_per_gpu']:.1f} GiB usable; use more GPUs or nodes, teacher.precision int8/int4, "
-            'method.teacher_mode = "offline-topk", or a smaller teacher')
+            f"hardware: the plan fits no {'configuration of this machine' if cpu else 'GPU it can use'}: its smallest "
+            f"configuration ({r['gpus']} × {r['accelerator']}, {r['adapter']}, teacher {r['teacher_mode']} "
+            f"{r['teacher_placement']}, sharding {r['sharding']}) needs {need:.1f} GiB per {unit} (teacher "
+            f"{r['memory_gib_per_gpu']['teacher']:.1f} GiB) of {r['usable_gib_per_gpu']:.1f} GiB usable; use {more}, "
+            'teacher.precision int8/int4, method.teacher_mode = "offline-topk", or a smaller teacher')
     row = sw.row(i)
     hw = plan.hardware
     split = row["split"]
