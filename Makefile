@@ -9,7 +9,7 @@ LOCK := lock/linux-x86_64-cpu.txt
 DEMO_PLAN ?= resources/demo/plan.toml
 DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo demo-cli test bench calibrate clean bundle bundle-smoke lock lock-check
+.PHONY: demo demo-cli test bench calibrate clean bundle bundle-smoke lock lock-check screenshots
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/calibrate_throughput.py
+
+# The app's screens in their real states at 1320x860 and 960x640, offscreen: artifacts/screenshots/tour/
+screenshots: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python tools/screenshot_tour.py
 
 calibrate: $(STAMP)
 	$(BIN)/python benchmarks/calibrate_throughput.py --fit

@@ -289,7 +289,12 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         has = self.plan is not None
         self.act_edit.setEnabled(has)
-        self.act_launch.setEnabled(has and self.plan_path is not None and self.planner.base_analysis is not None)
+        a = self.planner.base_analysis
+        # a plan with no option that fits in memory has nothing to launch: the planner's header says why
+        fits = a is not None and bool((a.planned & a.sweep.out["fits"]).any())
+        self.act_launch.setEnabled(has and self.plan_path is not None and fits)
+        self.act_launch.setToolTip("Run the open plan (Ctrl+R)" if fits or a is None else
+                                   "Nothing to launch: no option as planned fits in memory (see the planner)")
 
     # ---- plans -------------------------------------------------------------------------------------------------
 

@@ -88,8 +88,9 @@ def test_a_plan_that_fits_nothing_is_not_launched(qtbot, tmp_path):
     plan.write_text(text)
     _app, win = create_window([str(plan)])
     qtbot.addWidget(win)
-    qtbot.wait(3000)
-    win.launch()
+    qtbot.waitUntil(lambda: win.planner.base_analysis is not None, timeout=60_000)
+    assert not win.act_launch.isEnabled() and "fits in memory" in win.act_launch.toolTip()
+    win.launch()            # Ctrl+R or a stale click: still refused, with the reason
     box = win.findChild(QMessageBox, "error_box")
     assert box is not None and box.isVisible()
     assert "fits no" in box.text(), box.text()

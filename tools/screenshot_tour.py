@@ -1,0 +1,169 @@
+"""The app's screens in their real states, at the main window's usual size (1320x860) and at its minimum (960x640),
+saved as PNGs for a person to look at: `make screenshots` (offscreen; nothing is trained, nothing reaches Azure).
+
+States, after the review of 2026-12-06 (../shared/reviews/gui-2026-12-06/review.md): the welcome view, the empty
+Runs tab, the bundled plans in the planner (Gemma 3 h, its 0.5 h deadline and P95 re-solve, Phi-4 27 h, QwQ with a
+$150 cap and with an impossible 0.3 h deadline, QwQ in the dark theme), the demo's planner, a plan that fits no
+memory, a plan file with bad TOML, Settings, the About box, and Launch on a plan the planner rejects. The monitor's
+states (running, stopped, failed, compared) come from the GUI tests, which train the demo and save theirs.
+
+    python tools/screenshot_tour.py [--out artifacts/screenshots/tour]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = ((1320, 860), (960, 640))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "screenshots" / "tour")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    work = Path(tempfile.mkdtemp(prefix="distill-tour-"))
+    os.environ["DISTILL_STUDIO_DATA_DIR"] = str(work / "data")      # a first start: no runs, default settings
+    os.environ["DISTILL_STUDIO_CONFIG_DIR"] = str(work / "config")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from distill_studio.gui.app import create_window
+    from distill_studio.gui.theme import apply_theme
+
+    app, win = create_window([])
+    saved: list[Path] = []
+
+    def settle(seconds: float = 0.3, until=None, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            app.processEvents()
+            if until is None or until():
+                break
+            time.sleep(0.02)
+        t = time.monotonic() + seconds
+        while time.monotonic() < t:
+            app.processEvents()
+            time.sleep(0.02)
+
+    def shoot(name: str, widget=None) -> None:
+        for w, h in SIZES if widget is None else ((0, 0),):
+            if widget is None:
+                win.resize(w, h)
+                settle(0.4)
+            target = widget or win
+            path = args.out / (f"{name}_{w}x{h}.png" if widget is None else f"{name}.png")
+            target.grab().save(str(path))
+            saved.append(path)
+
+    def open_plan(path: Path) -> None:
+        win.planner.analysis = None
+        win.open_plan(path)
+        settle(0.5, until=lambda: win.planner.analysis is not None, timeout=60)
+
+    def variant(src: Path, name: str, **budget) -> Path:
+        text = src.read_text()
+        text = re.sub(r"\n\[budget\][^\[]*", "\n", text)
+        lines = "".join(f"{k} = {v}\n" for k, v in budget.items())
+        out = work / f"{name}.toml"
+        out.write_text(text + f"\n[budget]\n{lines}")
+        return out
+
+    plans = ROOT / "resources" / "plans"
+    shoot("01-welcome")
+    win.tabs.setCurrentIndex(1)
+    shoot("02-runs-empty")
+    win.tabs.setCurrentIndex(0)
+    gemma = plans / "gemma3-27b-to-4b-3h.toml"
+    open_plan(gemma)
+    shoot("09-planner-gemma-3h")
+    win.planner.confidence.setCurrentIndex(win.planner.confidence.findText("P95"))
+    settle(0.6)
+    shoot("12-planner-gemma-P95")
+    open_plan(variant(gemma, "gemma-half-hour", hours=0.5))
+    shoot("15-planner-gemma-deadline-0.5h")
+    open_plan(plans / "phi4-to-phi4mini-27h.toml")
+    shoot("21-planner-phi4-27h")
+    qwq = plans / "qwq32b-to-qwen7b-3h.toml"
+    open_plan(variant(qwq, "qwq-cap-150", hours=3.0, usd=150))
+    shoot("24-planner-qwq-cap-150")
+    apply_theme(app, "dark")
+    settle(0.6)
+    shoot("25-planner-qwq-dark-theme")
+    apply_theme(app, "light")
+    settle(0.3)
+    open_plan(variant(qwq, "qwq-in-18-minutes", hours=0.3))
+    shoot("37-impossible-deadline-planner")
+    open_plan(ROOT / "resources" / "demo" / "plan.toml")
+    shoot("43-demo-planner")
+
+    # a plan that fits no memory on this machine: the planner says so, and Launch starts nothing
+    demo = (ROOT / "resources" / "demo" / "plan.toml").read_text()
+    for rel in ("train.jsonl", "eval.jsonl", "prompts.jsonl"):
+        demo = demo.replace(f'"{rel}"', f'"{(ROOT / "resources" / "demo" / rel).as_posix()}"')
+    big = demo.replace('model = "teacher"', 'model = "Qwen/QwQ-32B"').replace(
+        'model = "student"', 'model = "Qwen/Qwen2.5-7B-Instruct"').replace('init = "from-teacher"',
+                                                                           'init = "pretrained"')
+    (work / "qwq-on-this-cpu.toml").write_text(big.replace('name = "demo-column-addition"',
+                                                           'name = "qwq-on-this-cpu"'))
+    open_plan(work / "qwq-on-this-cpu.toml")
+    shoot("40-qwq-on-cpu-does-not-fit")
+    win.launch()
+    settle(0.5)
+    box = win.findChild(QMessageBox, "error_box")
+    if box is not None:
+        shoot("42-launch-of-unfit-plan-refused", box)
+        box.close()
+
+    # Launch on a plan the planner rejects: a warning, Cancel by default
+    fast = demo.replace('model = "teacher"', f'model = "{(ROOT / "resources/demo/teacher").as_posix()}"').replace(
+        'model = "student"', f'model = "{(ROOT / "resources/demo/student").as_posix()}"')
+    (work / "demo-too-fast.toml").write_text(fast + "\n[budget]\nhours = 0.003\n")
+    open_plan(work / "demo-too-fast.toml")
+    box = win.launch()
+    settle(0.5)
+    if box is not None:
+        shoot("39-launch-of-rejected-plan", box)
+        box.close()
+
+    bad = work / "bad-syntax.toml"
+    bad.write_text('name = "bad"\n[teacher\nmodel = 1\n')
+    win.open_plan(bad)
+    settle(0.5)
+    shoot("34-bad-toml-syntax")
+    for b in win.findChildren(QMessageBox):
+        b.close()
+
+    win.show_settings()
+    settle(0.5)
+    from distill_studio.gui.settings.dialog import SettingsDialog
+
+    dialog = win.findChild(SettingsDialog)
+    if dialog is not None:
+        shoot("27-settings-general", dialog)
+        dialog.tabs.setCurrentIndex(1)
+        settle(0.3)
+        shoot("28-settings-azure", dialog)
+        dialog.close()
+    about = win.show_about()
+    settle(0.3)
+    shoot("about", about)
+    about.close()
+    win.close()
+    QApplication.processEvents()
+    print(f"{len(saved)} screenshots in {args.out}")
+    for p in saved:
+        print(f"  {p.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
