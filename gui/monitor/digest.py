@@ -77,6 +77,7 @@ class RunState:
     _session_start: float | None = None
     _last_time: float | None = None
     finished_at: float | None = None        # time of the last run_finished
+    estimate: dict | None = None            # the planner's estimate the run started with (its first run_started)
     eta: Eta = field(default_factory=Eta)       # the engine's own ETA computation (engine/runs/eta.py)
     tokens_per_second: float = 0.0
     latest: dict[str, float] = field(default_factory=dict)
@@ -96,6 +97,8 @@ class RunState:
             t = e.get("time")
             kind = e.get("type")
             if kind == "run_started":
+                if self.estimate is None and isinstance(e.get("estimate"), dict):
+                    self.estimate = e["estimate"]
                 self._close_session()
                 self.sessions += 1
                 self.started, self.status, self.message = True, "running", ""

@@ -109,9 +109,23 @@ def compare_label(record: RunRecord) -> str:
     return f"{record.name}, started {when}" if when else f"{record.name} ({Path(record.run_dir).name})"
 
 
+def planned_text(estimate: dict | None, what: str) -> str:
+    """" (planned 24 s, P10–P90 7 s to 1 min)": the planner's figure the run started with, beside what it took."""
+    rng = (estimate or {}).get("range")
+    if not rng:
+        return ""
+    if what == "time":
+        lo, mid, hi = (h * 3600 for h in (rng["hours"][0], rng["median_hours"], rng["hours"][2]))
+        return f" (planned {fmt_duration(mid)}, P10–P90 {fmt_duration(lo)} to {fmt_duration(hi)})"
+    lo, hi, mid = rng["cost_usd"][0], rng["cost_usd"][2], rng.get("median_cost_usd")
+    if mid is None or lo is None or hi is None:
+        return ""
+    return f" (planned {fmt_usd(mid)}, P10–P90 {fmt_usd(lo)} to {fmt_usd(hi)})"
+
+
 def price_per_hour(plan: Plan) -> float | None:
     """US dollars per hour of the plan's hardware, when known: the local machine's stated cost, or the Azure size's
-    price in the region times its nodes."""
+    price in the region (or the one confirmed at launch) times its nodes."""
     hw = plan.hardware
     if hw.target == "local":
         return hw.usd_per_hour
@@ -123,6 +137,8 @@ def price_per_hour(plan: Plan) -> float | None:
         price = load_prices(hw.region).lookup(hw.sku, hw.priority)
     except Exception:  # noqa: BLE001 - an unknown price is shown as unknown
         return None
+    if price is None and hw.usd_per_hour is not None:     # the price confirmed at launch for a size with none
+        return hw.usd_per_hour * (hw.nodes or 1)
     return None if price is None else price.usd_per_hour * (hw.nodes or 1)
 
 
@@ -615,9 +631,9 @@ class MonitorView(QWidget):
             parts.append(f"task score <b>{score:.3f}</b>" + (f" (teacher {teacher:.3f})" if teacher is not None else ""))
         if s.latest.get("kl") is not None:
             parts.append(f"held-out KL to the teacher {s.latest['kl']:.4f}")
-        parts.append(f"trained in {fmt_duration(s.elapsed_seconds)}")
+        parts.append(f"trained in {fmt_duration(s.elapsed_seconds)}" + planned_text(s.planned, "time"))
         if self._price is not None:
-            parts.append(f"cost ${self._price * s.elapsed_seconds / 3600:,.2f}")
+            parts.append(f"cost ${self._price * s.elapsed_seconds / 3600:,.2f}" + planned_text(s.planned, "cost"))
         where = s.message.split("student saved to ", 1)[1] if "student saved to " in s.message else ""
         text = "<b>Finished.</b> " + " · ".join(parts)
         return text + (f"<br>Student: {where}" if where else (f"<br>{s.message}" if s.message else ""))

@@ -32,6 +32,7 @@ class Snapshot:
     device: str
     remote: str = ""            # an Azure run: the job's status as its watcher last read it ("Queued", ...)
     eta_range: tuple[float, float] | None = None   # P10-P90 of the remaining time
+    planned: dict | None = None  # the planner's estimate the run started with (run_started's "estimate")
 
 
 class Watch:
@@ -111,7 +112,7 @@ class Watch:
                         elapsed_seconds=self._elapsed(s, status, alive),
                         tokens_per_second=s.tokens_per_second,
                         seconds_per_step=s.seconds_per_step(), message=s.message, last_checkpoint=s.last_checkpoint,
-                        alive=alive, latest=dict(s.latest), device=s.device)
+                        alive=alive, latest=dict(s.latest), device=s.device, planned=s.estimate)
 
 
     def _elapsed(self, s, status: str, alive: bool) -> float:

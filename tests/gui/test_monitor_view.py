@@ -18,7 +18,8 @@ from distill_studio.gui.monitor.view import MonitorView
 DEMO_PLAN = Path(__file__).resolve().parents[2] / "resources" / "demo" / "plan.toml"
 
 
-def make_run(root: Path, name: str, steps: int, total: int, hours=None, usd=None, usd_per_hour=None) -> Path:
+def make_run(root: Path, name: str, steps: int, total: int, hours=None, usd=None, usd_per_hour=None,
+             estimate=None) -> Path:
     d = root / name
     d.mkdir(parents=True)
     plan = load_plan(DEMO_PLAN)
@@ -28,7 +29,8 @@ def make_run(root: Path, name: str, steps: int, total: int, hours=None, usd=None
     save_plan(plan, d / "plan.toml")
     with EventWriter(d / "events.jsonl") as w:
         w.emit("run_started", plan={}, total_steps=total, total_tokens=total, examples=1, global_batch=1,
-               processes=1, device="cpu", trainable_parameters=1, teacher_mode="online")
+               processes=1, device="cpu", trainable_parameters=1, teacher_mode="online",
+               **({"estimate": estimate} if estimate else {}))
         for s in range(1, steps + 1):
             w.emit("metric", step=s, tokens_seen=s * 10, loss=2.0 / s, kd_loss=2.2 / s, ce_loss=1.0 / s, lr=1e-3,
                    grad_norm=1.0, tokens_per_second=100.0, step_seconds=36.0)
@@ -154,7 +156,9 @@ def test_scores_and_kl_on_their_own_scales_with_the_teacher_as_reference(qtbot, 
 
 
 def test_status_words_while_resuming_and_finishing_and_the_result_card(qtbot, monitor, tmp_path, screenshot):
-    d = make_run(tmp_path, "done", steps=100, total=100, usd_per_hour=3.6)
+    planned = {"range": {"confidence": 0.8, "hours": [0.5, 1.2, 1.5], "cost_usd": [1.8, 4.32, 5.4],
+                         "median_hours": 1.0, "median_cost_usd": 3.6}}
+    d = make_run(tmp_path, "done", steps=100, total=100, usd_per_hour=3.6, estimate=planned)
     with EventWriter(d / "events.jsonl") as w:
         w.emit("eval", step=100, kl=0.0544, task_score=0.94, teacher_task_score=1.0)
     p = stand_in(d)
@@ -173,6 +177,9 @@ def test_status_words_while_resuming_and_finishing_and_the_result_card(qtbot, mo
         assert monitor.result_card.isVisible()
         assert "0.940" in card and "teacher 1.000" in card and "0.0544" in card and str(d / "student") in card
         assert "cost $" in card
+        # what it took beside what the planner said before it started
+        assert "(planned 1 h 00 min, P10–P90 30 min 00 s to 1 h 30 min)" in card, card
+        assert "(planned $3.60, P10–P90 $1.80 to $5.40)" in card, card
         screenshot(monitor, "monitor_result_card")
         # resumed from here after an end: the old end event is not the state of the new process
         p = stand_in(d)
