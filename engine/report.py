@@ -5,13 +5,15 @@ from collections import Counter
 
 import numpy as np
 
+from .estimate.solve import usd_text
 from .planner import Analysis
 
 GIB = 1024**3
 
 
 def _money(v: float | None) -> str:
-    return "unknown" if v is None or not np.isfinite(v) else f"${v:,.0f}"
+    """Dollars with cents below $10 ("$0.20", "$0.00" for a free local run), whole dollars above."""
+    return "unknown" if v is None or not np.isfinite(v) else usd_text(v)
 
 
 def hours_text(h: float) -> str:
@@ -179,7 +181,7 @@ def render_text(a: Analysis, top: int) -> str:
     if p.budget.hours is not None:
         budget.append(f"≤ {p.budget.hours:g} h")
     if p.budget.usd is not None:
-        budget.append(f"≤ ${p.budget.usd:,.0f}")
+        budget.append(f"≤ {usd_text(p.budget.usd)}")
     lines.append("  budget    " + (", ".join(budget) or "none"))
     if a.prices is not None:
         if a.prices.prices:
