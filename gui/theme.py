@@ -88,3 +88,15 @@ def _apply_plot_colours(app: QApplication) -> None:
     palette = app.palette()
     pyqtgraph.setConfigOption("background", palette.color(_R.Base).name())
     pyqtgraph.setConfigOption("foreground", palette.color(_R.Text).name())
+
+
+def style_axes(plot_item, fg, alpha: int) -> None:
+    """A pyqtgraph plot's left and bottom axes in the palette's text colour: the line at ``alpha``, the ticks full."""
+    import pyqtgraph as pg
+    from PySide6.QtGui import QColor
+
+    pen = pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), alpha), width=1)
+    for side in ("left", "bottom"):
+        axis = plot_item.getAxis(side)
+        axis.setPen(pen)
+        axis.setTextPen(fg)

@@ -31,6 +31,8 @@ from PySide6.QtCore import QEvent, QSize, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from ..theme import style_axes
+
 __all__ = ["LiveChart", "PALETTE"]
 
 PALETTE: tuple[str, ...] = (
@@ -703,11 +705,7 @@ class LiveChart(QWidget):
         bg = self._background()
         fg = self.palette().color(QPalette.ColorRole.Text)
         self.plot_widget.setBackground(bg)
-        axis_pen = pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), 110), width=1)
-        for side in ("left", "bottom"):
-            axis = self.plot_item.getAxis(side)
-            axis.setPen(axis_pen)
-            axis.setTextPen(fg)
+        style_axes(self.plot_item, fg, 110)
         self.plot_item.setTitle(self._title, color=fg.name(), size="11pt")
         frame = QColor(fg)
         frame.setAlpha(60)

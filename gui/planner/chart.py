@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from ..theme import style_axes
 
 FREE_USD = 0.01   # options that cost nothing (a local machine without a price) are drawn here, labelled "$0"
 OK_BRUSH = "#2e86de"
@@ -212,11 +213,7 @@ class CostTimeChart(QWidget):
         fg = self.palette().color(QPalette.ColorRole.Text)
         dark = self._is_dark()
         self.plot.setBackground(bg)
-        axis_pen = pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), 120), width=1)
-        for side in ("left", "bottom"):
-            axis = self.plot_item.getAxis(side)
-            axis.setPen(axis_pen)
-            axis.setTextPen(fg)
+        style_axes(self.plot_item, fg, 120)
         self._set_titles(text=False)
         frame = QColor(fg)
         frame.setAlpha(60)
