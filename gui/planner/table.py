@@ -133,7 +133,9 @@ class OptionsModel(QAbstractTableModel):
                 SETUP_COL: o["setup_hours"], PREPASS_COL: o["prepass_hours"], TRAIN_COL: o["train_hours"],
                 MFU_COL: o["mfu"],
                 HOURS_COL: o["total_hours"], COST_COL: o["cost_usd"], MACHINE_COL: machine.astype(object),
-                GPUS_COL: o["gpus"].astype(np.int64), PRIORITY_COL: labels("priority"),
+                GPUS_COL: o["gpus"].astype(np.int64),
+                # a VM priority means nothing for this machine: a local plan's rows leave it empty
+                PRIORITY_COL: labels("priority") if a.plan.hardware.target == "azure" else np.full(n, "—", object),
                 ADAPTER_COL: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
                 TEACHER_COL: teacher, RECOMPUTE_COL: np.where(g.recompute.astype(bool), "on", "off").astype(object),
                 SHARDING_COL: sharding,

@@ -98,7 +98,7 @@ class PlannerView(QWidget):
         self.deadline = QDoubleSpinBox()
         self.deadline.setObjectName("deadline_spin")
         self.deadline.setRange(0, 24 * 365)
-        self.deadline.setDecimals(2)
+        self.deadline.setDecimals(3)    # 0.003 h is a plan's deadline too, never rounded to "none"
         self.deadline.setSpecialValueText("none")
         self.deadline.setSuffix(" h")
         self.deadline.setToolTip("Deadline for the whole run; 0 = none")

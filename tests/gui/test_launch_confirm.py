@@ -48,6 +48,9 @@ def test_a_rejected_local_plan_asks_first_and_then_runs_with_force_and_its_own_s
     """No recommendation: Launch opens a warning (Cancel by default) naming the miss; nothing starts until "Launch
     anyway"; the run then starts with --force and, asked for, stops by itself at the deadline."""
     win = _window(qtbot, _plan(tmp_path, "demo-too-fast", "hours = 0.003"))
+    # the planner judges the plan's own deadline (not one rounded to "none"), as Launch does
+    assert win.planner.deadline.value() == pytest.approx(0.003)
+    assert win.planner.analysis.decision.recommended is None
     box = win.launch()
     assert box is not None and box.objectName() == "launch_risk_confirm"
     assert win.runs.store.records == []                          # nothing started by the click on Launch
