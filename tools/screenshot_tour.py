@@ -4,10 +4,12 @@ saved as PNGs for a person to look at: `make screenshots` (offscreen; nothing is
 States, after the review of 2026-12-06 (../shared/reviews/gui-2026-12-06/review.md): the welcome view, the empty
 Runs tab, the bundled plans in the planner (Gemma 3 h, its 0.5 h deadline and P95 re-solve, Phi-4 27 h, QwQ with a
 $150 cap and with an impossible 0.3 h deadline, QwQ in the dark theme), the demo's planner, a plan that fits no
-memory, a plan file with bad TOML, Settings, the About box, and Launch on a plan the planner rejects. The monitor's
-states (running, stopped, failed, compared) come from the GUI tests, which train the demo and save theirs.
+memory, a plan file with bad TOML, Settings, the About box, and Launch on a plan the planner rejects; then the demo
+launched from the app and watched through starting, the first step, running, Stop, stopped, Resume, finishing and
+finished, the elapsed-time axis with smoothing, log scale and the dark theme (--no-run leaves these out; they train
+the demo, a minute or two). Compared and failed runs come from the GUI tests, which save theirs.
 
-    python tools/screenshot_tour.py [--out artifacts/screenshots/tour]
+    python tools/screenshot_tour.py [--out artifacts/screenshots/tour] [--no-run]
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ SIZES = ((1320, 860), (960, 640))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "screenshots" / "tour")
+    ap.add_argument("--no-run", action="store_true", help="leave out the monitor's states (they train the demo, "
+                    "a minute or two)")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     work = Path(tempfile.mkdtemp(prefix="distill-tour-"))
@@ -85,11 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     gemma = plans / "gemma3-27b-to-4b-3h.toml"
     open_plan(gemma)
     shoot("09-planner-gemma-3h")
+    win.planner.confidence.setCurrentIndex(win.planner.confidence.findText("P50"))
+    settle(0.6)
+    shoot("11-planner-gemma-P50")
     win.planner.confidence.setCurrentIndex(win.planner.confidence.findText("P95"))
     settle(0.6)
     shoot("12-planner-gemma-P95")
+    win.planner.confidence.setCurrentIndex(win.planner.confidence.findText("P80"))
+    win.planner.only_ok.setChecked(True)
+    settle(0.6)
+    shoot("13-planner-gemma-meeting-budget-only")
+    win.planner.only_ok.setChecked(False)
+    win.planner.all_adapters.setChecked(True)
+    settle(1.0, until=lambda: win.planner.analysis is not None, timeout=120)
+    shoot("14-planner-gemma-all-adapters")
+    win.planner.all_adapters.setChecked(False)
+    settle(0.6)
     open_plan(variant(gemma, "gemma-half-hour", hours=0.5))
     shoot("15-planner-gemma-deadline-0.5h")
+    open_plan(variant(gemma, "gemma-cap-100", hours=3.0, usd=100))
+    shoot("16-planner-gemma-cap-100")
     open_plan(plans / "phi4-to-phi4mini-27h.toml")
     shoot("21-planner-phi4-27h")
     qwq = plans / "qwq32b-to-qwen7b-3h.toml"
@@ -134,13 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         shoot("39-launch-of-rejected-plan", box)
         box.close()
 
-    bad = work / "bad-syntax.toml"
-    bad.write_text('name = "bad"\n[teacher\nmodel = 1\n')
-    win.open_plan(bad)
-    settle(0.5)
-    shoot("34-bad-toml-syntax")
-    for b in win.findChildren(QMessageBox):
-        b.close()
+    for name, text in (("34-bad-toml-syntax", 'name = "bad"\n[teacher\nmodel = 1\n'),
+                       ("35-bad-toml-types", demo.replace("seq_len = 64", 'seq_len = "long"'))):
+        bad = work / f"{name}.toml"
+        bad.write_text(text)
+        win.open_plan(bad)
+        settle(0.5)
+        shoot(name)
+        for b in win.findChildren(QMessageBox):
+            b.close()
+    missing = work / "missing-data.toml"
+    missing.write_text(fast.replace((ROOT / "resources" / "demo" / "train.jsonl").as_posix(),
+                                    (work / "no-such-file.jsonl").as_posix()))
+    win.open_plan(missing)
+    settle(1.0)
+    shoot("36-missing-data-file")
 
     win.show_settings()
     settle(0.5)
@@ -157,12 +184,71 @@ def main(argv: list[str] | None = None) -> int:
     settle(0.3)
     shoot("about", about)
     about.close()
+    if not args.no_run:
+        monitor_states(win, settle, shoot, apply_theme, app)
     win.close()
     QApplication.processEvents()
     print(f"{len(saved)} screenshots in {args.out}")
     for p in saved:
         print(f"  {p.name}")
     return 0
+
+
+def monitor_states(win, settle, shoot, apply_theme, app) -> None:
+    """The demo launched from the app and watched: starting, the first step, running, stopping, stopped, resuming,
+    resumed, finishing, the result card, the elapsed-time axis with smoothing, log scale, the Runs tab dark."""
+    from distill_studio.gui.main_window import demo_plan_path
+
+    win.open_plan(demo_plan_path())
+    settle(0.5, until=lambda: win.planner.analysis is not None, timeout=60)
+    win.launch()
+    mon = win.runs.monitor
+
+    def status() -> str:
+        return mon.snapshot.status if mon.snapshot is not None else ""
+
+    def step() -> int:
+        return mon.snapshot.step if mon.snapshot is not None else 0
+
+    settle(0.5, until=lambda: mon.snapshot is not None, timeout=60)
+    shoot("44-monitor-starting")
+    settle(0.5, until=lambda: step() >= 1, timeout=600)
+    shoot("45-monitor-first-step")
+    settle(1.0, until=lambda: step() >= 30, timeout=600)
+    shoot("46-monitor-running")
+    mon.request_stop()
+    settle(0.2, until=lambda: status() == "stopping", timeout=10)
+    shoot("47-monitor-stopping")
+    settle(1.0, until=lambda: status() in ("cancelled", "stopped") and not mon.snapshot.alive, timeout=300)
+    shoot("48-monitor-stopped")
+    mon.resume_button.click()
+    settle(0.3, until=lambda: status() in ("resuming", "starting"), timeout=30)
+    shoot("49-monitor-resuming")
+    settle(1.0, until=lambda: status() == "running", timeout=600)
+    shoot("50-monitor-resumed")
+    settle(0.2, until=lambda: status() == "finishing", timeout=900)
+    shoot("51-monitor-finishing")
+    settle(1.0, until=lambda: status() == "succeeded", timeout=900)
+    shoot("52-monitor-finished-result-card")
+    mon.x_axis.setCurrentIndex(mon.x_axis.findData("time"))
+    mon.smoothing.setCurrentIndex(2)
+    settle(0.5)
+    shoot("53-monitor-smoothing-elapsed-axis")
+    mon.log_scale.setChecked(True)
+    settle(0.5)
+    shoot("54-monitor-log-scale")
+    mon.log_scale.setChecked(False)
+    apply_theme(app, "dark")
+    settle(0.6)
+    shoot("60-runs-dark-theme")
+    apply_theme(app, "light")
+    settle(0.3)
+    # the demo planned again after the run it measured: "measured here"
+    win.planner.analysis = None
+    win.open_plan(demo_plan_path())
+    settle(0.5, until=lambda: win.planner.analysis is not None, timeout=60)
+    win.tabs.setCurrentIndex(0)
+    shoot("56-demo-planner-after-run")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,8 @@ class OptionsModel(QAbstractTableModel):
                 return self.reason(i)
             v = self._cols[col][i]
             if col in _HOURS_COLS:
+                if v < 0.01:       # a few seconds or minutes (a CPU demo): never "0.00" hours
+                    return f"{v:.4f}"
                 return f"{v:.2f}" if v < 1 else f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
             if col in _COST_COLS:
                 return "unknown" if np.isnan(v) else f"${v:,.0f}" if v >= 10 else f"${v:,.2f}"
