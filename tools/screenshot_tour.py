@@ -89,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     gemma = plans / "gemma3-27b-to-4b-3h.toml"
     open_plan(gemma)
     shoot("09-planner-gemma-3h")
+    d = win.planner.analysis.decision
+    win.planner.select_option(d.fastest)           # the fastest option: priced or in the "price unknown" band
+    settle(0.5)
+    shoot("10-planner-gemma-fastest-selected")
+    win.planner.refresh_prices()                   # no network to Azure's price API here: the failure, in full
+    settle(1.0, until=lambda: win.planner.refresh_button.isEnabled(), timeout=120)
+    shoot("32-refresh-prices-failed")
+    win.planner.check_capacity()                   # no sign-in here: the failure, in full
+    settle(1.0, until=lambda: win.planner.capacity_button.isEnabled(), timeout=120)
+    shoot("33-check-capacity-failed")
+    open_plan(gemma)
     win.planner.confidence.setCurrentIndex(win.planner.confidence.findText("P50"))
     settle(0.6)
     shoot("11-planner-gemma-P50")
@@ -111,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     shoot("16-planner-gemma-cap-100")
     open_plan(plans / "phi4-to-phi4mini-27h.toml")
     shoot("21-planner-phi4-27h")
+    a = win.planner.analysis
+    pass_row = a.sweep.grid.extra.get("pass_row")
+    if pass_row is not None:
+        import numpy as np
+
+        split = np.flatnonzero((pass_row >= 0) & a.decision.candidates)
+        if split.size:
+            win.planner.select_option(int(split[np.argmin(a.sweep.out["total_hours"][split])]))
+            settle(0.5)
+            shoot("23-planner-split-option-selected")
     qwq = plans / "qwq32b-to-qwen7b-3h.toml"
     open_plan(variant(qwq, "qwq-cap-150", hours=3.0, usd=150))
     shoot("24-planner-qwq-cap-150")
@@ -169,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     settle(1.0)
     shoot("36-missing-data-file")
 
+    # an Azure plan launched before Settings has a workspace: what is missing and where to enter it
+    open_plan(plans / "gemma3-27b-to-4b-3h.toml")
+    win.launch()
+    settle(0.5)
+    box = win.findChild(QMessageBox, "error_box")
+    if box is not None and box.isVisible():
+        shoot("30-launch-azure-no-settings", box)
+        box.close()
     win.show_settings()
     settle(0.5)
     from distill_studio.gui.settings.dialog import SettingsDialog
@@ -179,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         dialog.tabs.setCurrentIndex(1)
         settle(0.3)
         shoot("28-settings-azure", dialog)
+        dialog.subscription_edit.setText("not-a-subscription")
+        dialog.region_edit.setText("East US/2")
+        dialog.accept()                            # refused: each field says what is valid
+        settle(0.5)
+        shoot("29-settings-azure-invalid", dialog)
         dialog.close()
     about = win.show_about()
     settle(0.3)
@@ -249,6 +283,34 @@ def monitor_states(win, settle, shoot, apply_theme, app) -> None:
     settle(0.5, until=lambda: win.planner.analysis is not None, timeout=60)
     win.tabs.setCurrentIndex(0)
     shoot("56-demo-planner-after-run")
+
+    # a costed copy of the demo ($3.60 an hour) with a deadline and a cap it misses: launched anyway, watched
+    from pathlib import Path as _P
+
+    root = demo_plan_path().parent
+    text = demo_plan_path().read_text().replace('name = "demo-column-addition"', 'name = "demo-costed"')
+    for rel in ("teacher", "student", "train.jsonl", "eval.jsonl", "prompts.jsonl"):
+        text = text.replace(f'"{rel}"', f'"{(root / rel).as_posix()}"')
+    text = text.replace('accelerator = "cpu"', 'accelerator = "cpu"\nusd_per_hour = 3.6')
+    costed = _P(win.settings.resolved_runs_dir()).parent / "demo-costed.toml"
+    costed.write_text(text + "\n[budget]\nhours = 0.003\nusd = 0.01\n")
+    win.planner.analysis = None
+    win.open_plan(costed)
+    settle(0.5, until=lambda: win.planner.analysis is not None, timeout=60)
+    shoot("57-costed-demo-planner")
+    box = win.launch()
+    settle(0.3)
+    if box is not None:
+        from PySide6.QtWidgets import QPushButton
+
+        box.findChild(QPushButton, "launch_anyway_button").click()
+        def costed_run() -> bool:
+            return mon.record is not None and "demo-costed" in mon.record.run_dir and mon.snapshot is not None
+
+        settle(0.5, until=lambda: costed_run() and mon.snapshot.step >= 20, timeout=600)
+        shoot("58-monitor-live-cost-and-warnings")
+        settle(1.0, until=lambda: costed_run() and mon.snapshot.status == "succeeded", timeout=900)
+        shoot("59-monitor-costed-finished")
 
 
 if __name__ == "__main__":
