@@ -9,6 +9,7 @@ quota allows at that priority. Those are never chosen, and their reason says why
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency,
 from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
 from .estimate.smoke_records import load_records as load_smoke_records, measured_interconnect, measured_text
-from .estimate.solve import Decision, decide, reason
+from .estimate.solve import Decision, decide, hours_text, reason
 from .estimate.sweep import Machine, Sweep, run_sweep
 from .estimate.ranges import add_ranges
 from .estimate.split import add_split_options, stage_hours
@@ -658,7 +659,7 @@ def fallback_option(a: Analysis) -> tuple[int | None, str]:
 
     hq = float(at_confidence(a.sweep, a.plan.budget.confidence)[0][i])
     return int(j), (f"the fastest option with a known price, as no option meets the budget; the fastest overall, "
-                    f"{a.sweep.hardware(i)} at {fmt_hours(hq)} at P{round(a.plan.budget.confidence * 100)}, has no "
+                    f"{a.sweep.hardware(i)} at {hours_text(hq)} at P{round(a.plan.budget.confidence * 100)}, has no "
                     "price in the region")
 
 
@@ -704,7 +705,7 @@ def launch_risks(a: Analysis, i: int, estimate: dict) -> tuple[list[str], bool]:
     if a.decision.recommended is None:
         risks.append(f"the planner recommends no option: {a.decision.impossible or 'none meets the budget'}")
     if budget.hours is not None and hq > budget.hours:
-        risks.append(f"it misses the deadline: {fmt_hours(hq)} at {at} against {fmt_hours(budget.hours)}")
+        risks.append(f"it misses the deadline: {hours_text(hq)} at {at} against {hours_text(budget.hours)}")
     unpriced = hw.target == "azure" and estimate.get("cost_usd") is None
     if budget.usd is not None:
         if uq is None:
@@ -722,8 +723,6 @@ def check_launch_risks(resolved: ResolvedRun, force: bool, command: str) -> None
     """A new run the planner does not stand behind (no recommendation, a missed deadline or cost cap at the plan's
     confidence) starts only with --force, which prints the risks it takes (``distill run``, ``distill azure
     submit``)."""
-    import sys
-
     if not resolved.risks:
         return
     listed = "\n".join(f"  - {r}" for r in resolved.risks)
@@ -734,15 +733,6 @@ def check_launch_risks(resolved: ResolvedRun, force: bool, command: str) -> None
                        f"Change the plan (budget.hours, budget.usd, the hardware), or run `{command} ... --force` "
                        "to accept these risks")
     print(f"--force: starting on {what} ({resolved.why}) despite:\n{listed}", file=sys.stderr, flush=True)
-
-
-def fmt_hours(h: float) -> str:
-    """Hours as people read them: "46 s", "45 min", "2.3 h", "27 h"."""
-    if h * 3600 < 90:
-        return f"{max(1, round(h * 3600))} s"
-    if h < 1:
-        return f"{round(h * 60)} min"
-    return f"{h:.1f} h" if h < 10 else f"{h:,.0f} h"
 
 
 def checkpoint_steps(plan: Plan, row: dict) -> int:

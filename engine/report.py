@@ -5,7 +5,7 @@ from collections import Counter
 
 import numpy as np
 
-from .estimate.solve import usd_text
+from .estimate.solve import hours_text, usd_text  # noqa: F401 (hours_text: the app's text helpers read it here)
 from .planner import Analysis
 
 GIB = 1024**3
@@ -14,17 +14,6 @@ GIB = 1024**3
 def _money(v: float | None) -> str:
     """Dollars with cents below $10 ("$0.20", "$0.00" for a free local run), whole dollars above."""
     return "unknown" if v is None or not np.isfinite(v) else usd_text(v)
-
-
-def hours_text(h: float) -> str:
-    """A duration in the unit that reads best: seconds, minutes, hours or days (never "0.0 h")."""
-    if not np.isfinite(h):
-        return "—"
-    if h < 1 / 60:
-        return f"{h * 3600:.0f} s"
-    if h < 1:
-        return f"{h * 60:.0f} min"
-    return f"{h:.1f} h" if h < 100 else f"{h / 24:.1f} d"
 
 
 def _usd(v: float | None) -> str:

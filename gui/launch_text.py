@@ -4,14 +4,12 @@ calibration, whether capacity was checked, and every risk the planner names. Pur
 confirmation (main_window.py) shows it, and tests read it."""
 from __future__ import annotations
 
-from ..engine.planner import fmt_hours
+from ..engine.estimate.solve import hours_text, usd_text
 
 
 def usd(v: float | None) -> str:
-    """Dollars as a range's ends are read: cents under $100, whole dollars above ($87, $1,256; $0.42)."""
-    if v is None:
-        return "unknown"
-    return f"${v:,.2f}" if abs(v) < 100 else f"${v:,.0f}"
+    """Dollars as the planner gives them (cents below $10 only: an estimate is not exact to the cent)."""
+    return "unknown" if v is None else usd_text(v)
 
 
 def where_text(resolved, sku_label: str = "") -> str:
@@ -29,8 +27,8 @@ def range_lines(resolved) -> list[str]:
         return []
     p = round(rng["confidence"] * 100)
     h, c = rng["hours"], rng["cost_usd"]
-    lines = [f"Time: {fmt_hours(h[0])} (P10) · {fmt_hours(h[1])} (P{p}) · {fmt_hours(h[2])} (P90); "
-             f"median {fmt_hours(rng['median_hours'])}"]
+    lines = [f"Time: {hours_text(h[0])} (P10) · {hours_text(h[1])} (P{p}) · {hours_text(h[2])} (P90); "
+             f"median {hours_text(rng['median_hours'])}"]
     if c[1] is None:
         lines.append("Cost: unknown (no price for this size)")
     else:
@@ -50,9 +48,9 @@ def budget_lines(resolved) -> list[str]:
     out = []
     if budget.hours is not None:
         ok = hq <= budget.hours
-        out.append(f"Deadline {fmt_hours(budget.hours)}: {'met' if ok else 'MISSED'} at {p} ({fmt_hours(hq)})"
+        out.append(f"Deadline {hours_text(budget.hours)}: {'met' if ok else 'MISSED'} at {p} ({hours_text(hq)})"
                    + ("" if ok or rng["hours"][0] > budget.hours else
-                      f"; met at P10 ({fmt_hours(rng['hours'][0])}), so only with luck"))
+                      f"; met at P10 ({hours_text(rng['hours'][0])}), so only with luck"))
     if budget.usd is not None:
         if uq is None:
             out.append(f"Cost cap {usd(budget.usd)}: cannot be judged (no price)")

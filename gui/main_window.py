@@ -338,14 +338,15 @@ class MainWindow(QMainWindow):
             i = a.decision.recommended if a is not None else None
             if i is None or self.plan_path != str(demo_plan_path().resolve()):
                 return
-            from ..engine.planner import fmt_hours, option_range
+            from ..engine.estimate.solve import hours_text
+            from ..engine.planner import option_range
 
             rng = option_range(a.sweep, i, a.plan.budget.confidence)
             h = rng["hours"]
             self.statusBar().showMessage(
                 f"The demo plan: press Launch (Ctrl+R) to distil its tiny teacher on this machine; the planner "
-                f"expects {fmt_hours(rng['median_hours'])} of training (P10–P90 {fmt_hours(h[0])} to "
-                f"{fmt_hours(h[2])}), more while this machine is busy.", 60_000)
+                f"expects {hours_text(rng['median_hours'])} of training (P10–P90 {hours_text(h[0])} to "
+                f"{hours_text(h[2])}), more while this machine is busy.", 60_000)
 
         self.planner.sig_analysis_ready.connect(say_estimate)
 
@@ -457,7 +458,7 @@ class MainWindow(QMainWindow):
                  "deadline" if budget.hours is not None else "cap")
         return ["--stop-at", which]
 
-    def launch_azure(self, usd_per_hour: float | None = None) -> QMessageBox | None:
+    def launch_azure(self, usd_per_hour: float | None = None):
         """Show what the Azure run will cost and where it runs, and submit it once the user confirms. The
         submission and the watching run in their own process (``distill azure submit --watch``), like a local run:
         the window never waits on Azure."""
@@ -520,8 +521,6 @@ class MainWindow(QMainWindow):
             check.setObjectName("azure_check_capacity_button")
             check.setToolTip("Sign in and read this region's capacity and quota (the planner's Check capacity); "
                              "Launch again when it is done")
-
-
         plan_path, name = self.plan_path, self.plan.name
         try:
             offer = smoke_offer(str(plan_path), self.settings.azure.smoke_test_above_usd)
@@ -561,10 +560,10 @@ class MainWindow(QMainWindow):
         box.open()      # not exec(): the window stays live while the question is shown
         return box
 
-    def _ask_price(self, resolved) -> QMessageBox | None:
+    def _ask_price(self, resolved):
         """The size chosen has no price in the region's table: ask for its price per node-hour first (nothing is
-        submitted without one); the confirmation then shows the run priced with it."""
-        from PySide6.QtWidgets import QInputDialog
+        submitted without one); the confirmation then shows the run priced with it. Returns the (open) dialog."""
+        from PySide6.QtWidgets import QInputDialog, QLabel
 
         hw = resolved.plan.hardware
         dlg = QInputDialog(self)
@@ -580,8 +579,6 @@ class MainWindow(QMainWindow):
             "page, to see what the run costs before you submit it; the run's cost is counted with it. Or Cancel "
             "and choose another size (the planner's table lists the sizes with a price).")
         dlg.setOkButtonText("Continue")
-        from PySide6.QtWidgets import QLabel
-
         for label in dlg.findChildren(QLabel):
             label.setWordWrap(True)
         dlg.setMinimumWidth(560)

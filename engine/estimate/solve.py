@@ -17,6 +17,17 @@ from .sweep import Sweep, pareto_front
 GIB = 1024**3
 
 
+def hours_text(h: float) -> str:
+    """A duration in the unit that reads best: seconds, minutes, hours or days (never "0.0 h")."""
+    if not np.isfinite(h):
+        return "—"
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.0f} min"
+    return f"{h:.1f} h" if h < 100 else f"{h / 24:.1f} d"
+
+
 def usd_text(v: float) -> str:
     """Dollars as a message gives them: cents below $10 ("$0.20", never "$0"), whole dollars above ("$1,234")."""
     if not np.isfinite(v):

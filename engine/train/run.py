@@ -37,6 +37,7 @@ class StopFlag:
         self.signal: str | None = None
         self.file: Path | None = None
         self.at: float | None = None   # time.monotonic() of the request: a stop's grace period runs from it
+        self.limit: tuple[float, str] | None = None   # (time.monotonic(), why): budget.stop_at's own stop
 
     def watch(self, path: Path) -> None:
         self.file = path
@@ -60,9 +61,8 @@ class StopFlag:
     def __call__(self) -> bool:
         if not self.requested and self.file is not None and self.file.exists():   # a stat: microseconds a step
             self.requested, self.signal, self.at = True, "the stop file", time.monotonic()
-        limit = getattr(self, "limit", None)
-        if not self.requested and limit is not None and time.monotonic() >= limit[0]:
-            self.requested, self.signal, self.at = True, limit[1], time.monotonic()
+        if not self.requested and self.limit is not None and time.monotonic() >= self.limit[0]:
+            self.requested, self.signal, self.at = True, self.limit[1], time.monotonic()
         return self.requested
 
 
@@ -93,12 +93,12 @@ def prior_active_seconds(events: Path) -> float:
 def budget_stop(plan, resolved, events: Path) -> tuple[float, str] | None:
     """(seconds left, why) of ``budget.stop_at``: the deadline, the cost cap at the run's price per hour, or the
     nearer of the two; None when the plan asks for no such stop (or the cap has no price to count it by)."""
-    from ..planner import fmt_hours
+    from ..estimate.solve import hours_text
 
     b = plan.budget
     limits = []
     if b.stop_at in ("deadline", "either") and b.hours is not None:
-        limits.append((b.hours * 3600, f"the deadline ({fmt_hours(b.hours)}), as budget.stop_at asks"))
+        limits.append((b.hours * 3600, f"the deadline ({hours_text(b.hours)}), as budget.stop_at asks"))
     price = (resolved.estimate.get("price") if resolved is not None else None) or {}
     rate = price.get("usd_per_node_hour", 0) * price.get("nodes", 1)
     if b.stop_at in ("cap", "either") and b.usd is not None and rate > 0:
@@ -350,8 +350,8 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     if limit is not None:
         stop.until(time.monotonic() + limit[0], limit[1])
         if main:
-            print(f"budget: the run stops by itself in {limit[0] / 3600:.2f} h, at {limit[1].split(',')[0]}",
-                  file=sys.stderr, flush=True)
+            print(f"budget: the run stops by itself in {limit[0] / 3600:.2f} h, at "
+                  f"{limit[1].removesuffix(', as budget.stop_at asks')}", file=sys.stderr, flush=True)
     set_seed(plan.training.seed)
     from .session import Session  # torch, transformers, peft
 
