@@ -16,11 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import CatalogError, shown
-from .types import ModelSpec
-
-# RMSNorm weight vectors (hidden each) per decoder layer. Gemma 2/3 add a post-attention and a pre/post-feedforward
-# norm to the usual two: input, post-attention, pre-feedforward, post-feedforward.
-_NORMS_PER_LAYER = {"gemma2": 4, "gemma3": 4}
+from .types import ModelSpec, count_params  # noqa: F401 - count_params: part of this module's API
 
 # model_type -> architecture family.
 _FAMILY = {
@@ -44,27 +40,6 @@ _GLOBAL_EVERY = {"gemma2": 2, "gemma3": 6}  # sliding-window pattern when the co
 _BIAS_DEFAULT = {"qwen2": True}              # Qwen2 has q/k/v biases and no attention_bias key
 _QK_NORM = {"gemma3", "qwen3"}
 _TIED_DEFAULT = {"gemma", "gemma2", "gemma3"}
-
-
-def count_params(spec: ModelSpec) -> int:
-    """Parameters of the language model from its dimensions; a tied lm_head shares the embedding (counted once).
-
-    Per layer: q, k, v, o projections (plus q/k/v biases with ``attention_bias``), a gated MLP (3 matrices), the
-    layer's RMSNorm weights (4 for Gemma 2/3, else 2) and per-head q/k norms with ``qk_norm``. Then the final norm,
-    the embedding and, unless tied, the lm_head.
-    """
-    h, hd = spec.hidden_size, spec.head_dim
-    q_width, kv_width = spec.num_attention_heads * hd, spec.num_kv_heads * hd
-    attn = h * q_width + 2 * h * kv_width + q_width * h
-    if spec.attention_bias:
-        attn += q_width + 2 * kv_width
-    if spec.qk_norm:
-        attn += 2 * hd
-    mlp = 3 * h * spec.intermediate_size
-    norms = _NORMS_PER_LAYER.get(spec.family, 2) * h
-    embed = spec.vocab_size * h
-    lm_head = 0 if spec.tie_word_embeddings else embed
-    return embed + spec.num_layers * (attn + mlp + norms) + h + lm_head
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,7 +1,13 @@
-"""The catalog's record types. Units are in the field names; every record carries its source and date."""
+"""The catalog's record types, and what follows from a record's own fields (a model's parameter count). Units are in
+the field names; every record carries its source and date. Imports nothing of the catalog: the other modules import
+this one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# RMSNorm weight vectors (hidden each) per decoder layer. Gemma 2/3 add a post-attention and a pre/post-feedforward
+# norm to the usual two: input, post-attention, pre-feedforward, post-feedforward.
+_NORMS_PER_LAYER = {"gemma2": 4, "gemma3": 4}
 
 
 @dataclass(frozen=True)
@@ -35,9 +41,28 @@ class ModelSpec:
     @property
     def params(self) -> int:
         """Parameters of the language model computed from its dimensions (embedding counted once if tied)."""
-        from .models import count_params
-
         return count_params(self)
+
+
+def count_params(spec: ModelSpec) -> int:
+    """Parameters of the language model from its dimensions; a tied lm_head shares the embedding (counted once).
+
+    Per layer: q, k, v, o projections (plus q/k/v biases with ``attention_bias``), a gated MLP (3 matrices), the
+    layer's RMSNorm weights (4 for Gemma 2/3, else 2) and per-head q/k norms with ``qk_norm``. Then the final norm,
+    the embedding and, unless tied, the lm_head.
+    """
+    h, hd = spec.hidden_size, spec.head_dim
+    q_width, kv_width = spec.num_attention_heads * hd, spec.num_kv_heads * hd
+    attn = h * q_width + 2 * h * kv_width + q_width * h
+    if spec.attention_bias:
+        attn += q_width + 2 * kv_width
+    if spec.qk_norm:
+        attn += 2 * hd
+    mlp = 3 * h * spec.intermediate_size
+    norms = _NORMS_PER_LAYER.get(spec.family, 2) * h
+    embed = spec.vocab_size * h
+    lm_head = 0 if spec.tie_word_embeddings else embed
+    return embed + spec.num_layers * (attn + mlp + norms) + h + lm_head
 
 
 @dataclass(frozen=True)
