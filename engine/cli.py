@@ -92,7 +92,9 @@ def cmd_estimate(args) -> int:
     import numpy as np
 
     from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients, evaluate
+    from .estimate.ranges import add_ranges, at_confidence
     from .estimate.shape import lora_params, shape_of
+    from .estimate.solve import hours_text
     from .estimate.placement import SHARDINGS
     from .estimate.sweep import Machine, Sweep, build_grid
 
@@ -156,8 +158,12 @@ def cmd_estimate(args) -> int:
         raise DistillError(f"--sharding: {sharding} is not possible on {args.gpus} GPU(s) in {nodes} node(s); "
                         "allowed: none on one GPU, within-node or all-gpus (several nodes) on more")
     i = int(np.flatnonzero(pick)[0])
+    add_ranges(sw)          # the same P10-P90 and figure at a confidence as `distill plan --json` gives an option
     row = sw.row(i)
     row.pop("sku"), row.pop("priority"), row.pop("cost_usd")
+    hq = float(at_confidence(sw, args.confidence)[0][i])
+    row["range"] = {"hours": row["range"]["hours"], "cost_usd": [None, None], "confidence": args.confidence,
+                    "at_confidence": {"hours": hq, "cost_usd": None}}      # no price: no cost
     row.update({"model": student.id, "teacher": teacher.id if teacher else None, "precision": args.precision,
                 "seq_len": args.seq_len, "global_batch_tokens": args.global_batch_tokens,
                 "chunked_logits": not args.unchunked_logits})
@@ -173,6 +179,8 @@ def cmd_estimate(args) -> int:
         phases = (f"teacher pass {h['teacher_pass']:.1f} h, " if h["teacher_pass"] else "") + \
             f"training {h['training']:.1f} h"
         print(f"  {args.tokens:,.0f} tokens (--tokens): {h['total']:.1f} h in all ({phases})")
+        lo, hi = row["range"]["hours"]
+        print(f"  P10-P90 {hours_text(lo)} to {hours_text(hi)}; P{round(args.confidence * 100)} {hours_text(hq)}")
         print("  fits" if row["fits"] else f"  does NOT fit in {acc.hbm_gb:g} GB")
     return 0
 
@@ -536,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--teacher-mode", choices=["online", "offline-topk", "generate"], default="online")
     e.add_argument("--teacher-precision", choices=["bf16", "int8", "int4"], default="bf16")
     e.add_argument("--unchunked-logits", action="store_true", help="count full-vocabulary logits at once")
+    e.add_argument("--confidence", type=_positive("--confidence", 0.5, 0.99, float), default=0.8,
+                   help="the range's figure at this confidence, as a plan's budget is judged (default 0.8)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_estimate)
 

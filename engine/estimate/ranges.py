@@ -3,11 +3,13 @@
 Each part of an option's time is treated as log-normal around the model's figure, with a spread (log standard
 deviation) that says how well that part is known:
 
-- **training**: the spread of log(measured / predicted) over the published measurements the fit was made from, for
-  the accelerator's family (``[uncertainty] fit_log_sd``, written with the fit), widened where the model
-  extrapolates: an accelerator no measurement covers, a CPU, LoRA/QLoRA (the measurements are full training), a
-  model or sequence length outside the table; narrowed to run-to-run noise where this machine measured it
-  (``estimate/watched.py``);
+- **training**: out-of-sample error, not the fit's own scatter: each source of the published measurements predicted
+  by a fit made without it (leave one source out), and the spread set so that P10-P90 holds 80% of those
+  predictions, for the accelerator's family (``[uncertainty] loso_log_sd``, written with the fit by
+  ``benchmarks/calibrate_throughput.py``); widened where the model extrapolates: an accelerator no measurement
+  covers, a CPU, LoRA/QLoRA (the measurements are full training), a model or sequence length outside the table
+  (``train_log_sd``, which the calibration's coverage check applies to its rows as the planner does to options);
+  narrowed to run-to-run noise where this machine measured it (``estimate/watched.py``);
 - **the teacher's pass and generation**, **set-up**, **checkpoints** and the **expected loss to failures**: no
   published calibration; their stated spreads.
 
@@ -29,23 +31,43 @@ TABLE_PARAMS_B = (1.0, 70.0)        # the calibration table's model sizes (billi
 TABLE_SEQ_LEN = (2048, 8192)
 
 
+def outside_table(params_b, seq_len):
+    """Whether a model of ``params_b`` billion parameters at ``seq_len`` tokens lies outside the calibration table
+    (arrays or scalars)."""
+    return ~((TABLE_PARAMS_B[0] <= np.asarray(params_b)) & (np.asarray(params_b) <= TABLE_PARAMS_B[1])
+             & (TABLE_SEQ_LEN[0] <= np.asarray(seq_len)) & (np.asarray(seq_len) <= TABLE_SEQ_LEN[1]))
+
+
+def train_log_sd(family, calibrated, cpu, lora, outside, uncertainty: dict | None = None) -> np.ndarray:
+    """The training part's log spread: the family's out-of-sample spread (``loso_log_sd``; a family it does not
+    name takes the widest), times each stated widening that applies. Arrays or scalars, broadcast together.
+
+    The planner's ranges (``spreads``) and the calibration's coverage check (benchmarks/calibrate_throughput.py)
+    both call it, so a measurement row outside the table is judged by the same widened range a plan there gets.
+    ``uncertainty``: the ``[uncertainty]`` table (default: throughput.toml's), e.g. with a spread fitted without
+    one source."""
+    u = uncertainty if uncertainty is not None else coefficients()["uncertainty"]
+    table = u["loso_log_sd"]
+    fam = np.atleast_1d(np.asarray(family, dtype=object))
+    sd = np.asarray([float(table.get(f, max(table.values()))) for f in fam.ravel()]).reshape(fam.shape)
+    sd = sd * np.where(calibrated, 1.0, u["uncalibrated_accelerator"])
+    sd = sd * np.where(cpu, u["cpu"], 1.0)
+    sd = sd * np.where(lora, u["lora"], 1.0)
+    return sd * np.where(outside, u["outside_table"], 1.0)
+
+
 def spreads(sw) -> dict[str, np.ndarray]:
     """Log standard deviation of each part of each option's time."""
     u = coefficients()["uncertainty"]
     accs = coefficients()["accelerators"]
     g, o, job = sw.grid, sw.out, sw.job
     names = sw.labels["accelerator"]
-    fam_sd = np.asarray([u["fit_log_sd"].get(accs.get(a, {}).get("family", "h100"), max(u["fit_log_sd"].values()))
-                         for a in names])[g.extra["accelerator"]]
-    calibrated = np.asarray([bool(accs.get(a, {}).get("calibrated", False)) for a in names])[g.extra["accelerator"]]
-    cpu = np.asarray([a == "cpu" for a in names])[g.extra["accelerator"]]
-    train = fam_sd * np.where(calibrated, 1.0, u["uncalibrated_accelerator"])
-    train = train * np.where(cpu, u["cpu"], 1.0)
-    train = train * np.where(g.adapter != ADAPTERS.index("full"), u["lora"], 1.0)
-    params_b = job.student.params / 1e9
-    outside = not (TABLE_PARAMS_B[0] <= params_b <= TABLE_PARAMS_B[1]) or not (
-        TABLE_SEQ_LEN[0] <= job.seq_len <= TABLE_SEQ_LEN[1])
-    train = train * (u["outside_table"] if outside else 1.0)
+    acc = g.extra["accelerator"]
+    family = np.asarray([accs.get(a, {}).get("family", "h100") for a in names], dtype=object)[acc]
+    calibrated = np.asarray([bool(accs.get(a, {}).get("calibrated", False)) for a in names])[acc]
+    cpu = np.asarray([a == "cpu" for a in names])[acc]
+    train = train_log_sd(family, calibrated, cpu, g.adapter != ADAPTERS.index("full"),
+                         outside_table(job.student.params / 1e9, job.seq_len), u)
     setup = np.full(len(sw), u["setup_log_sd"])
     code = o.get("calibration")
     if code is not None:          # watched runs: measured here, or corrected by them
