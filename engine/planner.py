@@ -21,6 +21,7 @@ from .catalog.hardware import load_accelerators, load_skus, resolve_accelerator,
 from .catalog.prices import PriceTable, load_prices
 from .catalog.types import Price
 from .checks import Pair, check_plan
+from .data_scan import TokenCount, count_plan_tokens
 from .errors import CatalogError, DistillError, PlanError, RunError
 from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency, coefficients
 from .estimate.placement import SHARDINGS, sharding_kind
@@ -46,6 +47,7 @@ class Analysis:
     prices: PriceTable | None
     notes: list[str] = field(default_factory=list)
     capacity: CapacityTable | None = None  # the region's capacity and quota as last checked (Azure plans)
+    tokens: TokenCount | None = None  # the plan's tokens and how they were obtained (counted, sampled, estimated)
 
     def capacity_problem(self, i: int) -> str:
         """Why the region cannot give option ``i`` ("" when it can, or when capacity was never checked)."""
@@ -84,9 +86,12 @@ def _folder_bytes(path: Path, field: str) -> int:
     return total
 
 
-def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
+def token_count(plan: Plan, base: Path | None = None) -> TokenCount:
+    """The plan's tokens: ``data.tokens`` as given; else counted from the data with the tokenizer at hand, as training
+    counts them (``engine/data_scan.py``: the student's tokenizer.json, or the teacher's, cached); else estimated
+    from the data's bytes at 4 bytes a token. The note says which, and why a count was not possible."""
     if plan.data.tokens is not None:
-        return float(plan.data.tokens), ""
+        return TokenCount(float(plan.data.tokens), None, "given", "")
     path = Path(plan.data.train or "")
     if base is not None and not path.is_absolute():
         path = base / path
@@ -102,7 +107,24 @@ def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
                         "folder, or `tokens` instead") from None
     if size == 0:
         raise PlanError(f"data.train: {shown_path(path)} is empty")
-    return size / BYTES_PER_TOKEN_ESTIMATE, f"token count estimated from {size:,} bytes of data at 4 bytes a token"
+    why = "no tokenizer at hand: neither the student nor the teacher is a local folder with a tokenizer.json"
+    try:
+        counted = count_plan_tokens(plan, base)
+    except ImportError as exc:
+        why = f"no tokenizer at hand: the `{exc.name or 'tokenizers'}` package is not installed"
+    except Exception as exc:  # noqa: BLE001 - never stops planning: the estimate stands, and the note says why
+        why = f"not counted with the tokenizer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    else:
+        if counted is not None:
+            return counted
+    return TokenCount(size / BYTES_PER_TOKEN_ESTIMATE, None, "estimated",
+                      f"token count estimated from {size:,} bytes of data at 4 bytes a token ({why})")
+
+
+def tokens_per_epoch(plan: Plan, base: Path | None = None) -> tuple[float, str]:
+    """One epoch's tokens and the note saying how they were obtained ("" when the plan gives them)."""
+    count = token_count(plan, base)
+    return count.per_epoch, count.note
 
 
 def azure_machines(prices: PriceTable, notes: list[str] | None = None,
@@ -191,7 +213,8 @@ def local_machine(plan: Plan) -> Machine:
     )
 
 
-def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
+def build_job(plan: Plan, pair: Pair, tokens: float, trained: float | None = None) -> Job:
+    """``tokens``: one epoch's; ``trained``: the run's, where they were counted (``token_count``)."""
     from .catalog.staged_models import unstaged_bytes
 
     kd = plan.method.kind != "ce"
@@ -215,6 +238,7 @@ def build_job(plan: Plan, pair: Pair, tokens: float) -> Job:
         optimizer=plan.training.optimizer,
         cpu=plan.hardware.target == "local" and plan.hardware.accelerator == "cpu",
         max_tokens=(plan.training.max_steps * plan.data.global_batch_tokens if plan.training.max_steps else None),
+        counted_train_tokens=trained,
         # "auto": the planner's interval on Azure (estimate/checkpointing.py), only the last checkpoint locally
         checkpoint_every=None if plan.training.checkpoint_every == "auto" else plan.training.checkpoint_every,
         # hub models not staged in the workspace yet: a staging job downloads them once (catalog/staged_models.py)
@@ -390,7 +414,8 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
     ``capacity`` (Azure plans) is the region's capacity and quota; by default the cached check of the plan's region
     (read from disk only; none cached: a note says how to check)."""
     pair = check_plan(plan, base)
-    tokens, token_note = tokens_per_epoch(plan, base)
+    count = token_count(plan, base)
+    tokens, token_note = count.per_epoch, count.note
     notes = list(pair.notes)
     if token_note:
         notes.append(token_note)
@@ -421,12 +446,12 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         machines = [local_machine(plan)]
         if hw.usd_per_hour is None:
             notes.append("local machine: no hourly cost given (hardware.usd_per_hour), so cost is counted as 0")
-    job = build_job(plan, pair, tokens)
+    job = build_job(plan, pair, tokens, count.trained)
     modes = ("none",) if plan.method.kind == "ce" else (
         ("generate",) if plan.method.kind == "seq-kd" else ("online", "offline-topk"))
     sw = run_sweep(job, machines, modes)
     watched = calibrate(sw, plan, pair, base)    # the runs this machine watched
-    if token_note and any("as trained by a watched run" in n for n in watched):
+    if token_note and count.how == "estimated" and any("as trained by a watched run" in n for n in watched):
         notes.remove(token_note)                 # the run's own count replaces the estimate from bytes
     notes += watched
     if capacity is not None:
@@ -458,7 +483,7 @@ def analyse(plan: Plan, base: Path | None = None, prices: PriceTable | None = No
         notes.append("throughput on " + ", ".join(uncal) + " is extrapolated from the A100/H100 fit (no published "
                      "FSDP measurement of it in the calibration table); treat those times as rougher")
     return Analysis(plan=plan, pair=pair, sweep=sw, planned=planned, decision=decision, prices=prices, notes=notes,
-                    capacity=capacity)
+                    capacity=capacity, tokens=count)
 
 
 @dataclass

@@ -144,6 +144,10 @@ def summary_dict(a: Analysis, top: int) -> dict:
         "top": [r for r in options if r["meets_budget"]][:top],
         "options": options,
         "notes": a.notes,
+        # the plan's tokens: one epoch's, the run's (null: estimated), and how they were obtained
+        "tokens": None if a.tokens is None else {
+            "per_epoch": round(a.tokens.per_epoch), "trained": None if a.tokens.trained is None
+            else round(a.tokens.trained), "how": a.tokens.how, "note": a.tokens.note},
     }
 
 

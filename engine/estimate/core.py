@@ -88,6 +88,8 @@ class Job:
     optimizer: str = "adamw"      # "adamw" | "adamw-8bit" (bitsandbytes: both moments in 8 bits, OPTIMIZER_STATE)
     cpu: bool = False             # the engine on a CPU: the loss's chunks are also bounded by CPU_LOSS_CHUNK_BYTES
     max_tokens: float | None = None  # training.max_steps × the global batch: the run stops there
+    counted_train_tokens: float | None = None  # the run's tokens counted from its data with the tokenizer, as the run
+                                               # counts them (data_scan.count_plan_tokens); None: from the two above
     checkpoint_every: int | None = None  # steps between checkpoints as the plan fixes them (0: only the last);
                                          # None: the planner's choice on Azure (estimate/checkpointing.py)
     staging_bytes: float = 0.0    # Azure: bytes of the plan's hub models not staged in the workspace yet, which a
@@ -95,6 +97,8 @@ class Job:
 
     @property
     def train_tokens(self) -> float:
+        if self.counted_train_tokens is not None:
+            return self.counted_train_tokens
         tokens = self.tokens_per_epoch * self.epochs
         return min(tokens, self.max_tokens) if self.max_tokens else tokens
 

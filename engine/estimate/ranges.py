@@ -56,6 +56,18 @@ def train_log_sd(family, calibrated, cpu, lora, outside, uncertainty: dict | Non
     return sd * np.where(outside, u["outside_table"], 1.0)
 
 
+def teacher_log_sd(family, calibrated, cpu, uncertainty: dict | None = None) -> np.ndarray:
+    """The teacher pass's log spread: ``[forward_fit] log_sd`` of the family (out-of-sample error of the forward fit
+    on published prefill measurements, benchmarks/calibrate_teacher_pass.py; a family it does not name takes the
+    widest), widened as training's is for an accelerator no measurement covers and for a CPU."""
+    u = uncertainty if uncertainty is not None else coefficients()["uncertainty"]
+    table = coefficients()["forward_fit"]["log_sd"]
+    fam = np.atleast_1d(np.asarray(family, dtype=object))
+    sd = np.asarray([float(table.get(f, max(table.values()))) for f in fam.ravel()]).reshape(fam.shape)
+    sd = sd * np.where(calibrated, 1.0, u["uncalibrated_accelerator"])
+    return sd * np.where(cpu, u["cpu"], 1.0)
+
+
 def spreads(sw) -> dict[str, np.ndarray]:
     """Log standard deviation of each part of each option's time."""
     u = coefficients()["uncertainty"]
@@ -73,9 +85,14 @@ def spreads(sw) -> dict[str, np.ndarray]:
     if code is not None:          # watched runs: measured here, or corrected by them
         train = np.where(code == 3, u["measured_here_log_sd"], np.where(code == 2, u["corrected_here_log_sd"], train))
         setup = np.where(code >= 2, u["measured_here_log_sd"] * 2, setup)
+    # the teacher's forward (its share of online training, the offline top-k pass): the forward fit's spread
+    teacher = teacher_log_sd(family, calibrated, cpu, u)
     mode = g.teacher_mode
-    prepass = np.where(mode == TEACHER_MODES.index("generate"), u["generation_log_sd"], u["teacher_pass_log_sd"])
-    return {"setup": setup, "prepass": prepass, "train": train, "checkpoint": np.full(len(sw), u["checkpoint_log_sd"]),
+    prepass = np.where(mode == TEACHER_MODES.index("generate"), u["generation_log_sd"], teacher)
+    if code is not None:          # measured here, or corrected by a run here: the teacher ran in the measured steps
+        teacher = np.where(code >= 2, train, teacher)
+    return {"setup": setup, "prepass": prepass, "train": train, "teacher": teacher,
+            "checkpoint": np.full(len(sw), u["checkpoint_log_sd"]),
             "transfer": np.full(len(sw), u["setup_log_sd"]),   # storage throughput: as uncertain as set-up
             "failure": np.full(len(sw), u["failure_log_sd"])}
 
@@ -90,7 +107,10 @@ def hours_at(sw, q: float, sd: dict[str, np.ndarray] | None = None) -> np.ndarra
     sd = sd or spreads(sw)
     z = NormalDist().inv_cdf(q)
     zero = np.zeros(len(sw))
-    parts = sum(o.get(col, zero) * np.exp(z * sd[key]) for key, col in _PARTS)
+    # the online teacher's share of the training hours (core: teacher_share) takes the teacher pass's spread
+    share = o.get("teacher_share", zero)
+    parts = sum(o.get(col, zero) * (np.exp(z * sd[key]) if key != "train" else (1.0 - share) * np.exp(z * sd[key])
+                                    + share * np.exp(z * sd.get("teacher", sd[key]))) for key, col in _PARTS)
     # what the model adds beyond its parts (none today) scales with them
     base = sum(o.get(col, zero) for _, col in _PARTS)
     with np.errstate(invalid="ignore", divide="ignore"):
