@@ -15,13 +15,15 @@ import codecs
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..chat import ChatFormat, Reasoning, pair_batch
 from ..errors import DataError
 from ..records import check_record as _check_record
 from ..records import data_files as _files
+
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = -100
 
@@ -305,6 +307,8 @@ def has_prompt(row: dict) -> bool:
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch. ``labels`` are already shifted: position i is the target of input position i."""
+    import torch  # here, not above: the planner reads and counts data with this module, without torch
+
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
@@ -331,6 +335,8 @@ class BatchOrder:
         self._perms: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
+        import torch
+
         if epoch not in self._perms:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perms = {epoch: torch.randperm(self.n, generator=g)}
@@ -350,6 +356,8 @@ class BatchOrder:
         start, end = first * self.global_batch, steps * self.global_batch
         if end <= start:
             return 0
+        import torch
+
         total_len = sum(lengths)
         lens = torch.tensor(lengths, dtype=torch.long)
 
