@@ -32,7 +32,8 @@ Z = NormalDist().inv_cdf(0.9)
 
 @pytest.fixture(scope="module")
 def calib():
-    spec = importlib.util.spec_from_file_location("calibrate_throughput", ROOT / "benchmarks" / "calibrate_throughput.py")
+    path = ROOT / "benchmarks" / "calibrate_throughput.py"
+    spec = importlib.util.spec_from_file_location("calibrate_throughput", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -132,7 +133,8 @@ def test_write_spread_rewrites_only_its_lines_and_ranges_read_them(calib, tmp_pa
     # written twice: still one line each
     calib.write_spread({"a100": 0.2, "h100": 0.3}, {"a100": 3, "h100": 2}, 2)
     assert copy.read_text().count("loso_log_sd = {") == 1
-    sd = train_log_sd(["a100", "h100", "tpu"], True, False, False, False, tomllib.loads(copy.read_text())["uncertainty"])
+    written = tomllib.loads(copy.read_text())["uncertainty"]
+    sd = train_log_sd(["a100", "h100", "tpu"], True, False, False, False, written)
     assert sd.tolist() == [0.2, 0.3, 0.3]       # a family it does not name: the widest
 
 
