@@ -10,9 +10,11 @@ HBM bandwidth. The attention ratio and the memory term come from the training fi
 number, the forward's matmul efficiency as a ratio of the training fit's (``efficiency_ratio``), by minimising the
 squared log error of tokens/s per GPU over the fitted rows (bf16/fp16 prefills of at least 1,024 tokens).
 
-The spread of the teacher pass (``log_sd``) is the root mean square of the out-of-sample log errors: each source
-left out in turn (and each model, since a teacher is a model the fit has not seen), fitted on the rest, predicted,
-widened by ``WIDEN`` because every fitted row is one publisher's inference stack. Needs scipy (a dev dependency).
+The spread of the teacher pass (``log_sd``) comes from out-of-sample errors: each source left out in turn (and each
+model, since a teacher is a model the fit has not seen), fitted on the rest, predicted; the spread is the
+split-conformal bound that holds 80% of such predictions (the wider of the two groupings), as the training spread is
+derived. H100 has no bf16 prefill row: it carries A100's ratio, and its spread is A100's x [uncertainty]
+uncalibrated_accelerator. Needs scipy (a dev dependency).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import datetime as dt
 import re
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -31,9 +34,6 @@ from distill_studio.engine.estimate.forward_calibration import errors, load_forw
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "tests" / "data" / "forward_measurements.csv"
 COEFFS = ROOT / "engine" / "estimate" / "data" / "throughput.toml"
-# Every fitted row is TensorRT-LLM on A100: out-of-sample error across its releases and models understates the error
-# on another stack (the engine's eager PyTorch forward) and on H100, so the spread is widened (stated, not fitted).
-WIDEN = 1.5
 FAMILIES = ("a100", "h100")
 
 
@@ -72,18 +72,32 @@ def out_of_sample(rows, base: dict, key) -> tuple[list[str], np.ndarray]:
     return lines, np.array(resid)
 
 
+def conformal_sd(resid: np.ndarray, coverage: float = 0.8) -> float:
+    """The log spread whose central ``coverage`` range holds that share of new rows exchangeable with these
+    out-of-sample residuals (split-conformal: the ceil((n+1)·coverage)-th smallest |r|, over the normal quantile),
+    as the training spread is derived (benchmarks/calibrate_throughput.py)."""
+    r = np.sort(np.abs(resid))
+    k = int(np.ceil((len(r) + 1) * coverage))
+    if k > len(r):
+        raise ValueError(f"{len(r)} out-of-sample residuals cannot bound {coverage:.0%} coverage; add rows")
+    return float(r[k - 1] / NormalDist().inv_cdf(0.5 + coverage / 2))
+
+
 def spread(rows, base: dict) -> tuple[str, float]:
     by_source, r1 = out_of_sample(rows, base, lambda m: m.source)
     by_model, r2 = out_of_sample(rows, base, lambda m: m.model)
-    rms1 = float(np.sqrt(np.mean(r1 ** 2))) if len(r1) else float("nan")
-    rms2 = float(np.sqrt(np.mean(r2 ** 2))) if len(r2) else float("nan")
-    sd = WIDEN * max(rms1, rms2)
+    sd1, sd2 = conformal_sd(r1), conformal_sd(r2)
+    sd = max(sd1, sd2)
+    z = NormalDist().inv_cdf(0.9)
+    inside = [float(np.mean(np.abs(r) <= z * sd)) for r in (r1, r2)]
     text = "\n".join([
-        "| left out | rows | ratio fitted on the rest | error on the rows left out |", "|---|---:|---:|---|",
-        *by_source, "", "| model left out | rows | ratio fitted on the rest | error |",
+        "| source left out | rows | ratio fitted on the rest | error on the rows left out |", "|---|---:|---:|---|",
+        *by_source, "", "| model left out | rows | ratio fitted on the rest | error on the rows left out |",
         "|---|---:|---:|---|", *by_model, "",
-        f"Out-of-sample RMS log error: leaving a source out {rms1:.3f}, leaving a model out {rms2:.3f}; "
-        f"log_sd = {WIDEN} x {max(rms1, rms2):.3f} = {sd:.3f}",
+        f"Out-of-sample log spread (split-conformal, 80%): leaving a source out {sd1:.3f}, leaving a model out "
+        f"{sd2:.3f}; log_sd = {sd:.3f}. P10-P90 at it holds {inside[0]:.0%} of the left-out-source predictions and "
+        f"{inside[1]:.0%} of the left-out-model ones (in sample, RMS log error "
+        f"{float(np.sqrt(np.mean(np.log1p(errors([m for m in rows if m.fitted], base)) ** 2))):.3f}).",
     ])
     return text, sd
 
@@ -128,9 +142,9 @@ def write_fit(ratio: float, sd: dict[str, float], rows) -> None:
         f"rows = {len(fitted)}\n"
         "# The forward's matmul (and attention) efficiency as a ratio of the training fit's [fit] matmul_efficiency.\n"
         f"efficiency_ratio = {ratio:.4f}\n"
-        "# Spread (log standard deviation) of the teacher's pass per family: out-of-sample RMS log error x "
-        f"{WIDEN}; h100 has\n"
-        "# no bf16 prefill row, so its spread is a100's x [uncertainty] uncalibrated_accelerator.\n"
+        "# Spread (log standard deviation) of the teacher's pass per family: split-conformal 80% bound of the\n"
+        "# out-of-sample log errors (a source or a model left out); h100 has no bf16 prefill row, so its spread is\n"
+        "# a100's x [uncertainty] uncalibrated_accelerator.\n"
         f"log_sd = {{ a100 = {sd['a100']:.3f}, h100 = {sd['h100']:.3f} }}\n"
     )
     text = re.sub(r"\[forward_fit\]\n.*?(?=\n\[communication\])", block, text, flags=re.S)
