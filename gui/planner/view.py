@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
 from ...engine.estimate.solve import confidence_text, decide, usd_text
 from ...engine.planner import Analysis, all_modes_mask, analyse, planned_mask
 from ...engine.plan import Plan
-from ...engine.report import choices
+from ...engine.report import _tokens as token_text, choices
 from ...engine.report import checkpoint_text, hours_text as _hours
 from .. import workers
 from .chart import CostTimeChart
@@ -68,6 +68,13 @@ def _followed(d) -> int | None:
     """The option the selection follows: the recommendation; with none, the option the summary names (the fastest
     with a known price, else the fastest)."""
     return next((i for i in (d.recommended, d.fastest_priced, d.fastest) if i is not None), None)
+
+
+def _how(a: Analysis) -> str:
+    """How the plan's tokens were obtained, in a few words (the notes give the whole sentence)."""
+    how = a.tokens.how if a.tokens is not None else ""
+    return {"counted": ", counted with the tokenizer", "sampled": ", counted on a sample",
+            "estimated": ", estimated from bytes"}.get(how, "")
 
 
 class PlannerView(QWidget):
@@ -427,10 +434,11 @@ class PlannerView(QWidget):
         phases = [f"set-up {_hours(h['setup'])}"]
         if h["teacher_pass"]:
             what = "generation" if r["teacher_mode"] == "generate" else "teacher pass"
-            phases.append(f"{what} {_hours(h['teacher_pass'])} ({a.sweep.job.tokens_per_epoch / 1e6:,.0f}M tokens)")
+            phases.append(f"{what} {_hours(h['teacher_pass'])} ({token_text(a.sweep.job.tokens_per_epoch)} tokens"
+                          f"{_how(a)})")
         if h.get("cache_transfer"):
             phases.append(f"cache {r['split']['cache_gb']:,.1f} GB through storage {_hours(h['cache_transfer'])}")
-        phases.append(f"training {_hours(h['training'])}")
+        phases.append(f"training {_hours(h['training'])} ({token_text(a.sweep.job.train_tokens)} tokens{_how(a)})")
         if h["checkpoints"] * 3600 >= 1:
             phases.append(f"checkpoints {_hours(h['checkpoints'])}")
         if h.get("failures", 0.0) * 3600 >= 1:
