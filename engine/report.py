@@ -169,7 +169,9 @@ def render_text(a: Analysis, top: int) -> str:
     lines.append(f"  method    {how}; {ad.kind}" + (f" r={ad.rank}" if ad.kind != "full" else ""))
     lines.append(f"  data      {_tokens(sw.job.tokens_per_epoch)} tokens × {p.data.epochs:g} "
                  f"epoch{'' if p.data.epochs == 1 else 's'}, "
-                 f"seq {p.data.seq_len:,}, batch {p.data.global_batch_tokens:,} tokens")
+                 f"seq {p.data.seq_len:,}, batch {p.data.global_batch_tokens:,} tokens"
+                 + (f"; the run trains {_tokens(a.tokens.trained)} in {a.tokens.steps:,} steps ({a.tokens.how})"
+                    if a.tokens is not None and a.tokens.trained is not None else ""))
     budget = []
     if p.budget.hours is not None:
         budget.append(f"≤ {p.budget.hours:g} h")

@@ -20,7 +20,7 @@ from distill_studio.engine import data_scan
 from distill_studio.engine.data_scan import count_plan_tokens, permutation, trained_tokens
 from distill_studio.engine.plan import load_plan, loads_plan
 from distill_studio.engine.planner import analyse, token_count
-from distill_studio.engine.report import summary_dict
+from distill_studio.engine.report import render_text, summary_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"
@@ -69,6 +69,7 @@ def test_the_demos_planned_tokens_equal_the_engines_trained_tokens(name):
     doc = summary_dict(a, 3)
     assert doc["tokens"] == {"per_epoch": per_epoch, "trained": trained, "how": "counted", "note": note}
     assert note in doc["notes"]
+    assert "; the run trains 163k in 100 steps (counted)" in render_text(a, 3)
 
 
 def test_a_short_real_run_trains_the_tokens_the_planner_counted(tmp_path):
