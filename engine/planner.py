@@ -87,11 +87,22 @@ def _folder_bytes(path: Path, field: str) -> int:
 
 
 def token_count(plan: Plan, base: Path | None = None) -> TokenCount:
-    """The plan's tokens: ``data.tokens`` as given; else counted from the data with the tokenizer at hand, as training
-    counts them (``engine/data_scan.py``: the student's tokenizer.json, or the teacher's, cached); else estimated
-    from the data's bytes at 4 bytes a token. The note says which, and why a count was not possible."""
+    """The plan's tokens: counted from the data with the tokenizer at hand, as training counts them
+    (``engine/data_scan.py``: the student's tokenizer.json, or the teacher's, cached); else ``data.tokens`` as given
+    (a plan without data, or one whose data cannot be counted: the wizard's scan writes its count there); else
+    estimated from the data's bytes at 4 bytes a token. The note says which, and why a count was not possible."""
     if plan.data.tokens is not None:
-        return TokenCount(float(plan.data.tokens), None, "given", "")
+        given = TokenCount(float(plan.data.tokens), None, "given", "")
+        if not plan.data.train:
+            return given
+        try:
+            counted = count_plan_tokens(plan, base)
+        except Exception:  # noqa: BLE001 - the plan's own count stands where the data cannot be counted
+            return given
+        if counted is None:
+            return given
+        return replace(counted, note=f"{counted.note} (data.tokens = {plan.data.tokens:,} set aside: the data itself "
+                                     "was counted)")
     path = Path(plan.data.train or "")
     if base is not None and not path.is_absolute():
         path = base / path

@@ -157,12 +157,19 @@ def test_data_that_cannot_be_counted_is_estimated_and_the_note_names_the_line(tm
     assert "not counted with the tokenizer" in count.note and "train.jsonl:3: not valid JSON" in count.note
 
 
-def test_a_plan_giving_its_token_count_keeps_it(tmp_path):
+def test_a_plan_giving_its_token_count_keeps_it_unless_its_data_can_be_counted(tmp_path):
     path = demo_copy(tmp_path)
     text = path.read_text().replace('train = "train.jsonl"\n', "tokens = 123456\n")
-    plan = loads_plan(text)
-    count = token_count(plan, tmp_path)
+    count = token_count(loads_plan(text), tmp_path)
     assert (count.per_epoch, count.trained, count.how, count.note) == (123456.0, None, "given", "")
+    # a data file and a count (the wizard's scan writes one): the data counted as training reads it wins
+    both = loads_plan(path.read_text().replace('train = "train.jsonl"\n', 'train = "train.jsonl"\ntokens = 123456\n'))
+    count = token_count(both, tmp_path)
+    assert count.how == "counted" and count.trained == 162_563
+    assert count.note.endswith("(data.tokens = 123,456 set aside: the data itself was counted)")
+    # ...and where it cannot be counted, the given count stands
+    (tmp_path / "train.jsonl").write_text("not json\n")
+    assert token_count(both, tmp_path).how == "given"
 
 
 # ------------------------------------------------------------------------------------------------------------------
