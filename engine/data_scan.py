@@ -311,6 +311,14 @@ class TokenCount:
     steps: int = 0             # the run's optimizer steps
 
 
+def size_text(nbytes: float) -> str:
+    """Bytes as a person reads them: 640 KiB, 12.5 MiB, 3.2 GiB."""
+    for shift, unit in ((30, "GiB"), (20, "MiB")):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):,.1f} {unit}"
+    return f"{nbytes / 1024:,.0f} KiB"
+
+
 def model_folder(name: str, base: Path | None) -> Path | None:
     """The local folder a plan's model names (relative to the plan's folder first), as training finds it; None for a
     hub id or catalog name."""
@@ -512,13 +520,49 @@ def _sample_txt(file: Path, windows: int, budget: int) -> tuple[list[dict], int]
     return rows, read
 
 
-def _sample_table(file: Path, share: float, fmt: str, budget: int, field: str) -> tuple[list[dict], int]:
-    from .train.data import _read_table
+def _sample_table(file: Path, windows: int, share: float, fmt: str, budget: int,
+                  field: str) -> tuple[list[dict], int]:
+    """``windows`` evenly spaced runs of rows of a .parquet or .arrow file, about ``share`` of its rows in all, read
+    without turning the rest into Python objects (a Parquet file's row groups are read only where a run falls)."""
+    from .train.data import cut_record
 
-    rows = _read_table(file, fmt, budget)
-    step = max(1, round(1 / max(share, 1e-9)))
-    picked = rows[::step]
-    return picked, round(file.stat().st_size * len(picked) / max(len(rows), 1))
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from pyarrow import ipc
+    except ImportError:
+        raise DataError(f"{field}: {file}: reading {file.suffix} needs pyarrow (pip install pyarrow), or convert it "
+                        "to .jsonl") from None
+    if file.suffix == ".parquet":
+        pf = pq.ParquetFile(file)
+        meta = pf.metadata
+        total = meta.num_rows
+        starts = [0]
+        for g in range(meta.num_row_groups):
+            starts.append(starts[-1] + meta.row_group(g).num_rows)
+    else:   # datasets' save_to_disk writes Arrow IPC streams: mapped, so untouched batches are never read
+        table = ipc.open_stream(pa.memory_map(str(file))).read_all()
+        total = table.num_rows
+    if total == 0:
+        return [], 0
+    length = max(1, round(total * min(share, 1.0) / windows))
+    rows: list[dict] = []
+    taken = 0
+    for j in range(windows):
+        first = j * total // windows
+        count = min(length, total - first)
+        if count <= 0:
+            continue
+        if file.suffix == ".parquet":
+            groups = [g for g in range(meta.num_row_groups) if starts[g] < first + count and starts[g + 1] > first]
+            part = pf.read_row_groups(groups)
+            part = part.slice(first - starts[groups[0]], count)
+        else:
+            part = table.slice(first, count)
+        for n, row in enumerate(part.to_pylist(), first + 1):
+            rows.append(cut_record(check_record(row, f"{field}: {file}: row {n}", fmt), budget)[0])
+        taken += count
+    return rows, round(file.stat().st_size * taken / total)
 
 
 def _sample(files: list[Path], total: int, fmt: str, seq_len: int, field: str) -> tuple[list[dict], int]:
@@ -537,7 +581,7 @@ def _sample(files: list[Path], total: int, fmt: str, seq_len: int, field: str) -
         elif file.suffix == ".txt":
             got, nbytes = _sample_txt(file, windows, budget)
         else:
-            got, nbytes = _sample_table(file, windows * WINDOW_BYTES / max(size, 1), fmt, budget, field)
+            got, nbytes = _sample_table(file, windows, windows * WINDOW_BYTES / max(size, 1), fmt, budget, field)
         rows += got
         read += nbytes
     return pair_batch(rows, field), read
@@ -595,10 +639,10 @@ def count_plan_tokens(plan, base: Path | None = None, *, cache: bool = True) -> 
         steps, seqs = run_steps(plan, examples)
         epochs, rem = divmod(steps * seqs, examples)
         trained = epochs * per_epoch + rem * per_epoch / examples
-        note = (f"token count counted with the {whose}'s tokenizer on a sample of {doc['sample_bytes'] / 2**20:,.1f} "
-                f"MiB of the {doc['data_bytes'] / 2**20:,.0f} MiB of data ({len(lengths):,} examples, evenly spaced "
-                f"stretches of each file) and extrapolated: about {per_epoch:,.0f} tokens an epoch, "
-                f"{trained:,.0f} in the run's {steps:,} steps")
+        note = (f"token count counted with the {whose}'s tokenizer on a sample of {size_text(doc['sample_bytes'])} "
+                f"of the {size_text(doc['data_bytes'])} of data ({len(lengths):,} examples, evenly spaced stretches "
+                f"of each file) and extrapolated: about {per_epoch:,.0f} tokens an epoch, {trained:,.0f} in the "
+                f"run's {steps:,} steps")
         return TokenCount(per_epoch, None if plan.method.kind == "seq-kd" else trained, "sampled", note, examples,
                           steps)
     examples = len(lengths)
