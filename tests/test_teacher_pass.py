@@ -178,3 +178,15 @@ def test_the_online_teacher_share_takes_the_teacher_pass_spread(monkeypatch):
     after = hours_at(sw, 0.9)
     assert np.all(after[online] > before[online]) and np.all(after[topk] > before[topk])
     assert after[alone] == pytest.approx(before[alone])
+
+
+def test_on_a_cpu_the_teacher_pass_takes_the_cpu_training_spread():
+    from distill_studio.engine.estimate.ranges import teacher_log_sd, train_log_sd
+
+    gpu = teacher_log_sd(np.array(["a100"], dtype=object), np.array([True]), np.array([False]))
+    assert gpu[0] == pytest.approx(coefficients()["forward_fit"]["log_sd"]["a100"])
+    cpu = teacher_log_sd(np.array(["a100"], dtype=object), np.array([False]), np.array([True]))
+    assert cpu[0] == pytest.approx(train_log_sd("a100", False, True, False, False)[0])
+    # not the forward fit's GPU spread widened twice more: the prefill table says nothing of a CPU
+    assert cpu[0] < gpu[0] * coefficients()["uncertainty"]["uncalibrated_accelerator"] * \
+        coefficients()["uncertainty"]["cpu"]

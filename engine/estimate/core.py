@@ -65,6 +65,31 @@ def accelerator_efficiency(accelerator_id: str, coeffs: dict | None = None) -> t
     return c["fit"]["matmul_efficiency"][entry["family"]] * entry["ratio"], bool(entry.get("calibrated", False))
 
 
+def forward_ratio(coeffs: dict | None = None) -> float:
+    """Matmul efficiency of a forward-only pass (the teacher's) over the training fit's: ``[forward_fit]``, fitted on
+    published prefill measurements by ``benchmarks/calibrate_teacher_pass.py``."""
+    c = coeffs or coefficients()
+    return float(c["forward_fit"]["efficiency_ratio"])
+
+
+def forward_seconds_per_token(shape: ModelShape, seq_len, peak_flops, efficiency, hbm_bytes_per_s,
+                              coeffs: dict | None = None, *, matmul_params: float | None = None, slowdown=1.0):
+    """Seconds one GPU takes for a forward-only pass over one token (numpy-friendly): the teacher's, online and in
+    the offline top-k pass. The 2N matmul FLOPs and the attention at the forward fit's efficiency (``efficiency``
+    is the accelerator's training efficiency, as in the grid; ``slowdown`` a quantised teacher's), plus the
+    memory-bound third of a training step's traffic at HBM bandwidth. ``matmul_params`` replaces the shape's own
+    (a prefill measurement runs the head for one token only: estimate/forward_calibration.py)."""
+    c = coeffs or coefficients()
+    fit = c["fit"]
+    eff = np.asarray(efficiency, dtype=float) * forward_ratio(c)
+    lin = 2.0 * float(shape.matmul_params if matmul_params is None else matmul_params)
+    attn = np.asarray(shape.attention_flops_fwd(seq_len), dtype=float)
+    peak = np.asarray(peak_flops, dtype=float)
+    compute = lin / (peak * eff) + attn / (peak * eff * fit["attention_ratio"])
+    return compute * slowdown + (fit["memory_bytes_per_token_layer_hidden"] / 3.0 * shape.num_layers
+                                 * shape.hidden_size / np.asarray(hbm_bytes_per_s, dtype=float))
+
+
 @dataclass(frozen=True)
 class Job:
     """What is trained, on how much data: the scalars shared by every configuration of a sweep."""
@@ -200,12 +225,16 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     membound = fit["memory_bytes_per_token_layer_hidden"] * s.num_layers * s.hidden_size / _f(g.hbm_bytes_per_s)
     student_time = lin_time + attn_time + membound
     if t is not None:
-        teacher_fwd_time = (t_lin / (peak * eff_lin) + t_attn / (peak * eff_attn)) * quant_slow + (
-            fit["memory_bytes_per_token_layer_hidden"] / 3.0 * t.num_layers * t.hidden_size / _f(g.hbm_bytes_per_s)
-        )
+        # the teacher's forward (online, and the offline top-k pass) at the forward fit's efficiency, fitted on
+        # published prefill measurements, not the training fit's (docs/estimator.md, "The teacher's pass")
+        teacher_fwd_time = forward_seconds_per_token(t, seq, peak, g.efficiency, g.hbm_bytes_per_s, c,
+                                                     slowdown=quant_slow)
     else:
         teacher_fwd_time = np.zeros(n)
     compute_per_token = student_time + np.where(online, teacher_fwd_time, 0.0)
+    # the online teacher's share of a step's compute: its part of the training hours, which ranges.py gives the
+    # teacher pass's spread (the student's part keeps the training spread)
+    teacher_share = np.where(online, teacher_fwd_time / compute_per_token, 0.0)
 
     # --- FSDP communication per micro-batch, hidden behind compute up to `overlap`. A collective over a group
     # moves the whole tensor through each GPU's NVLink/IF ((k-1)/k of it) and, when the group spans nodes, through
@@ -306,7 +335,8 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
 
         gen_hours, gen_fits = _generation(job, t, g, usable, speed, mem,
                                           held=np.where(pass_replicated, t_full, t_sharded),
-                                          replicated=pass_replicated, seconds_per_byte=seconds_per_byte)
+                                          replicated=pass_replicated, seconds_per_byte=seconds_per_byte,
+                                          fwd_ratio=forward_ratio(c))
         prepass_hours = np.where(gen, gen_hours, prepass_hours)
         fits_prepass &= ~gen | gen_fits
 
@@ -358,6 +388,7 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         "staging_usd": staging * tm["staging_usd_per_hour"],
         "prepass_hours": prepass_hours,
         "train_hours": train_hours,
+        "teacher_share": teacher_share,     # of train_hours: the online teacher's forward (0 without one)
         "transfer_hours": np.zeros(n),   # split-hardware options only (split.py): the cache through storage
     }
     from .checkpointing import apply   # checkpoint interval and writes, failures; total_hours and cost_usd
@@ -376,7 +407,7 @@ def staging_hours(nbytes: float, tm: dict) -> float:
 
 
 def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict, *, held, replicated,
-                seconds_per_byte):
+                seconds_per_byte, fwd_ratio: float = 1.0):
     """Hours for the teacher to write the seq-KD data, and whether it fits, as the engine generates: every GPU
     answers its own share of the prompts with ``generate``, the teacher whole on it (``replicated``) or sharded
     like the student (every decoding step then all-gathers each layer: the whole teacher through the group's
@@ -393,7 +424,7 @@ def _generation(job: Job, t: ModelShape, g: Grid, usable, speed: dict, mem: dict
     batch = np.clip(np.floor(kv_room / (t.kv_bytes_per_token * ctx)), 1.0, speed["generation_max_batch"])
     bw = g.hbm_bytes_per_s * speed["generation_bandwidth_efficiency"]
     step_mem = (weights + batch * ctx * t.kv_bytes_per_token) / bw
-    step_compute = 2.0 * t.matmul_params * batch / (g.peak_flops * g.efficiency)
+    step_compute = 2.0 * t.matmul_params * batch / (g.peak_flops * g.efficiency * fwd_ratio)
     step_comm = np.where(replicated, 0.0, weights * seconds_per_byte)
     tokens_per_s = batch / (np.maximum(step_mem, step_compute) + step_comm)
     gpus = g.gpus_per_node * g.nodes

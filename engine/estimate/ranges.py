@@ -59,13 +59,14 @@ def train_log_sd(family, calibrated, cpu, lora, outside, uncertainty: dict | Non
 def teacher_log_sd(family, calibrated, cpu, uncertainty: dict | None = None) -> np.ndarray:
     """The teacher pass's log spread: ``[forward_fit] log_sd`` of the family (out-of-sample error of the forward fit
     on published prefill measurements, benchmarks/calibrate_teacher_pass.py; a family it does not name takes the
-    widest), widened as training's is for an accelerator no measurement covers and for a CPU."""
+    widest), widened as training's is for an accelerator no measurement covers. The prefill table says nothing of a
+    CPU: there the teacher's forward takes the spread a CPU's training has (full training, inside the table)."""
     u = uncertainty if uncertainty is not None else coefficients()["uncertainty"]
     table = coefficients()["forward_fit"]["log_sd"]
     fam = np.atleast_1d(np.asarray(family, dtype=object))
     sd = np.asarray([float(table.get(f, max(table.values()))) for f in fam.ravel()]).reshape(fam.shape)
     sd = sd * np.where(calibrated, 1.0, u["uncalibrated_accelerator"])
-    return sd * np.where(cpu, u["cpu"], 1.0)
+    return np.where(cpu, train_log_sd(family, calibrated, True, False, False, u), sd)
 
 
 def spreads(sw) -> dict[str, np.ndarray]:
