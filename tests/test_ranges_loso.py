@@ -217,3 +217,34 @@ def test_estimate_and_plan_json_give_one_range_shape(tmp_path, monkeypatch):
     est_rng = json.loads(_cli([*ESTIMATE, "--json"])[1])["range"]
     assert set(plan_rng) == set(est_rng) and set(plan_rng["at_confidence"]) == set(est_rng["at_confidence"])
     assert len(plan_rng["hours"]) == len(est_rng["hours"]) == 2
+
+
+def test_fit_runs_end_to_end_and_writes_what_it_prints(calib, tmp_path, monkeypatch, capsys):
+    """`calibrate_throughput.py --fit` on a copy of throughput.toml, with the Nelder-Mead search replaced by the
+    committed coefficients (the search is the slow part, not what is checked here): it writes [fit] and the spread,
+    prints the coverage lines, and what it writes is the spread it printed."""
+    import functools
+
+    copy = tmp_path / "throughput.toml"
+    shutil.copy(COEFFS, copy)
+    monkeypatch.setattr(calib, "COEFFS", copy)
+
+    @functools.lru_cache(maxsize=1)
+    def coeffs():
+        return tomllib.loads(copy.read_text())
+
+    monkeypatch.setattr(calib, "coefficients", coeffs)
+    f = coeffs()["fit"]
+    committed = np.array([f["matmul_efficiency"]["a100"], f["matmul_efficiency"]["h100"], f["attention_ratio"],
+                          f["memory_bytes_per_token_layer_hidden"]])
+    monkeypatch.setattr(calib, "fit", lambda rows, base: committed)
+    assert calib.main(["--fit"]) == 0
+    out = capsys.readouterr().out
+    assert "leave one source out, spread derived without the source:" in out and "median width" in out
+    assert "in sample, the fit's own scatter" in out
+    printed = out.split("loso_log_sd = { ")[1].split(" }")[0]
+    written = tomllib.loads(copy.read_text())
+    assert printed == ", ".join(f"{k} = {v:.3f}" for k, v in written["uncertainty"]["loso_log_sd"].items())
+    assert set(written["uncertainty"]["loso_log_sd"]) == {"a100", "h100"}
+    assert all(0.01 < v < 1.0 for v in written["uncertainty"]["loso_log_sd"].values())
+    assert written["fit"]["matmul_efficiency"]["a100"] == pytest.approx(committed[0], abs=1e-4)
