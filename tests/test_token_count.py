@@ -305,3 +305,40 @@ def test_a_large_table_is_sampled_by_runs_of_rows(tmp_path, monkeypatch, suffix)
     assert re.search(r"on a sample of \d+ KiB of the \d+ KiB of data \(\d+ examples", sampled.note), sampled.note
     assert abs(sampled.per_epoch / exact.per_epoch - 1) < 0.05
     assert abs(sampled.examples / exact.examples - 1) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the tokenizer read from tokenizer.json answers as transformers' does, on the published chat templates
+
+RECORDS = [
+    {"messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "2+2?"},
+                  {"role": "assistant", "content": "4"}]},
+    {"messages": [{"role": "user", "content": "Why?"},
+                  {"role": "assistant", "content": "Because.", "reasoning_content": "Think it over first."}]},
+    {"messages": [{"role": "user", "content": "Long " * 40}, {"role": "assistant", "content": "answer " * 60}]},
+    {"messages": [{"role": "user", "content": "No answer"}]},
+    {"prompt": "7+8=", "response": "15"},
+    {"text": "plain text, trained whole " * 5},
+]
+
+
+@pytest.mark.parametrize("reasoning", ["keep", "strip"])
+@pytest.mark.parametrize("name", ["gemma-3", "phi-4", "phi-4-mini", "qwen2.5", "qwq"])
+def test_the_file_tokenizer_encodes_as_training_does(tmp_path, name, reasoning):
+    pytest.importorskip("transformers")
+    from test_chat import tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    from distill_studio.engine.train.data import chat_format, encode
+
+    tiny_tokenizer(name).save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer.json").is_file()
+    trained_with = AutoTokenizer.from_pretrained(tmp_path)
+    ours = data_scan.FileTokenizer(tmp_path)
+    assert ours.eos_token_id == trained_with.eos_token_id is not None
+    expected = encode(RECORDS, trained_with, 96, chat=chat_format(trained_with, "student.model"), reasoning=reasoning)
+    counted = encode(RECORDS, ours, 96, chat=data_scan.load_chat(str(tmp_path / "tokenizer.json"), "student.model"),
+                     reasoning=reasoning)
+    assert [(e.input_ids, e.labels) for e in counted.examples] == [(e.input_ids, e.labels) for e in expected.examples]
+    assert (counted.truncated, counted.dropped) == (expected.truncated, expected.dropped) and expected.truncated
