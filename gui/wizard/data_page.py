@@ -3,7 +3,8 @@ and the sequence length, epochs and step size.
 
 The scan never runs on the UI thread: it is a generator run by ``gui.workers``; choosing another file, or a teacher
 with another tokenizer, cancels it and starts a new one. Its token count goes into ``data.tokens`` so the planner
-sizes the run from real counts rather than from the file size.
+sizes the run from real counts rather than from the file size; where a model's tokenizer.json is at hand the planner
+counts the data itself as training reads it (``engine/data_scan.py``), and the page says so.
 """
 from __future__ import annotations
 
@@ -339,6 +340,9 @@ class DataPage(QWizardPage):
         if result.tokens < MIN_PLAN_TOKENS:
             return (f". Fewer than {MIN_PLAN_TOKENS:,} tokens is too few for data.tokens; planning estimates from "
                     "the file size instead.")
+        if result.counted:   # the planner counts the same data with the same tokenizer, as training reads it
+            return (". Planning counts the tokens again as training reads them (cut at the sequence length, over the "
+                    "run's steps).")
         return ". Planning uses this count."
 
     def scanning(self) -> bool:

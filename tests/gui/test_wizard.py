@@ -322,6 +322,8 @@ def test_scan_uses_a_local_teachers_tokenizer(qtbot, wizard):
     assert r.counted and r.examples == example_count(DEMO / "train.jsonl")
     # the demo tokenizer is character-level: more tokens than the 4-bytes rule guesses
     assert r.tokens > r.text_bytes / 4
+    # the planner counts the same data again as training reads it (engine/data_scan.py), and the page says so
+    assert "Planning counts the tokens again as training reads them" in page.result.text()
 
 
 def test_scan_counts_conversations_and_their_assistant_tokens(qtbot, wizard, tmp_path):
