@@ -14,7 +14,8 @@ from distill_studio.engine.cli import main
 from distill_studio.engine.plan import loads_plan
 from distill_studio.engine.planner import analyse, build_job
 from distill_studio.engine.checks import check_plan
-from distill_studio.engine.estimate.watched import load_records, store_path
+from distill_studio.engine.estimate.watched import (LOADED_CORES, cpu_speed, load_records, store_path,
+                                                    unloaded_parallelism)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "demo"
@@ -66,18 +67,28 @@ def test_a_watched_run_makes_the_next_estimate_measured_here(tmp_path, monkeypat
     after_a = analyse(plan, DEMO)
     after = recommended(after_a)
     assert after["calibration"] == {"source": "measured here", "runs": 1, "smoke": None}
-    assert after["tokens_per_second_per_gpu"] == pytest.approx(m["tokens_per_second_per_device"])
-    # the planned training time is the run's own (its tokens at its speed), the set-up its own
-    assert after["hours"]["training"] * 3600 == pytest.approx(m["training_seconds"], rel=0.01)
+    # the run's own speed; on a machine other programs loaded, its CPU seconds per token over the cores an
+    # unloaded run reaches (estimate/watched.py: cpu_speed)
+    speed = cpu_speed(rec, unloaded_parallelism([rec]))
+    if m["busy_cores_others"] < LOADED_CORES:
+        assert speed == m["tokens_per_second_per_device"]
+    else:
+        assert speed == pytest.approx(m["tokens_per_second_per_device"] * m["training_seconds"] / m["cpu_seconds"]
+                                      * unloaded_parallelism([rec]))
+    assert after["tokens_per_second_per_gpu"] == pytest.approx(speed)
+    # the planned training time is the run's own tokens at that speed, the set-up its own
+    assert after["hours"]["training"] * 3600 == pytest.approx(
+        m["training_seconds"] * m["tokens_per_second_per_device"] / speed, rel=0.01)
     assert after["hours"]["setup"] * 3600 == pytest.approx(m["setup_seconds"], rel=0.01)
     assert any("as trained by a watched run" in n for n in after_a.notes)
     # the other configurations of this machine and models are corrected by the measured/estimated ratio
     o = after_a.sweep.out
     corrected = np.flatnonzero(o["calibration"] == 2)
     assert corrected.size > 0
-    ratio = m["tokens_per_second_per_device"] / rec["estimated"]["tokens_per_second_per_gpu"]
+    ratio = speed / rec["estimated"]["tokens_per_second_per_gpu"]
     i = int(corrected[0])
     assert o["tokens_per_second_per_gpu"][i] == pytest.approx(o["model_tokens_per_second_per_gpu"][i] * ratio)
+    assert np.isfinite(o["calibration_log_sd"][corrected]).all()
     # JSON carries it on every option
     import subprocess
     import sys

@@ -84,7 +84,12 @@ def spreads(sw) -> dict[str, np.ndarray]:
     setup = np.full(len(sw), u["setup_log_sd"])
     code = o.get("calibration")
     if code is not None:          # watched runs: measured here, or corrected by them
-        train = np.where(code == 3, u["measured_here_log_sd"], np.where(code == 2, u["corrected_here_log_sd"], train))
+        # the spread the runs showed here (between them and within them, with a floor), wider for a neighbour and
+        # where the model is far off (estimate/watched.py: calibration_log_sd)
+        here = o.get("calibration_log_sd")
+        if here is None:
+            here = np.where(code == 3, u["measured_here_log_sd"], u["corrected_here_log_sd"])
+        train = np.where(code >= 2, np.where(np.isfinite(here), here, train), train)
         setup = np.where(code >= 2, u["measured_here_log_sd"] * 2, setup)
     # the teacher's forward (its share of online training, the offline top-k pass): the forward fit's spread
     teacher = teacher_log_sd(family, calibrated, cpu, u)

@@ -105,7 +105,10 @@ class Sweep:
             "calibration": {"source": CALIBRATION_SOURCES[int(o["calibration"][i])] if "calibration" in o
                             else "published fit", "runs": int(o["calibration_runs"][i]) if "calibration" in o else 0,
                             # the size's interconnect and storage as a smoke job measured them; None: the catalog's
-                            "smoke": self.measured(i)},
+                            "smoke": self.measured(i),
+                            # the model is far off here: the watched runs' measured/estimated speed is outside bounds
+                            **({"far_off": True} if "calibration_far_off" in o and o["calibration_far_off"][i]
+                               else {})},
             "hours": {
                 "setup": float(o["setup_hours"][i]),
                 "teacher_pass": float(o["prepass_hours"][i]),

@@ -103,11 +103,81 @@ def run_key(plan, pair) -> tuple:
             plan.data.seq_len, plan.adapter.kind, plan.adapter.rank if plan.adapter.kind != "full" else 0)
 
 
+# ---- measuring (the engine, around the training loop) ---------------------------------------------------------------
+
+def _proc_stat() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat; None where there is none (not Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return sum(v) - v[3] - (v[4] if len(v) > 4 else 0), sum(v)
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity; a container's limit shows there, not in cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class CpuMeter:
+    """Wall time, this process's CPU time (all its threads: ``time.process_time``) and how busy the whole machine
+    was, from creation to :meth:`stop`: what a CPU run needs to tell its own speed from the machine's load.
+
+    ``busy_cores_others`` is the machine's busy cores (``/proc/stat``) less this process's share, averaged over the
+    interval: about 1.0 while one other program keeps one core busy. ``parallelism`` is this process's CPU seconds
+    per wall second: the cores the run actually had."""
+
+    def __init__(self) -> None:
+        self.wall0, self.cpu0, self.stat0, self.load0 = time.monotonic(), time.process_time(), _proc_stat(), _loadavg()
+        self.result: dict | None = None
+
+    def stop(self) -> dict:
+        if self.result is None:
+            wall, cpu = time.monotonic() - self.wall0, time.process_time() - self.cpu0
+            stat = _proc_stat()
+            cpus = usable_cpus()
+            busy = None
+            if self.stat0 is not None and stat is not None and stat[1] > self.stat0[1]:
+                busy = (stat[0] - self.stat0[0]) / (stat[1] - self.stat0[1]) * (os.cpu_count() or cpus)
+            own = cpu / wall if wall > 0 else 0.0
+            self.result = {"wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "cpus": cpus,
+                           "parallelism": round(own, 3),
+                           "busy_cores_others": round(max(0.0, busy - own), 3) if busy is not None else None,
+                           "loadavg": [self.load0, _loadavg()]}
+        return self.result
+
+
+def window_log_sd(step_seconds: list[float], step_tokens: list[float], windows: int = 5) -> float | None:
+    """How much a run's speed varied within it: the log standard deviation of its speed over consecutive stretches
+    of steps (the first step, the warm-up, left out; up to ``windows`` stretches of at least 3 steps). None with
+    fewer than two stretches."""
+    t, n = np.asarray(step_seconds[1:], dtype=float), np.asarray(step_tokens[1:], dtype=float)
+    k = min(windows, len(t) // 3)
+    if k < 2 or not (t > 0).all() or not (n > 0).all():
+        return None
+    speed = [n[i].sum() / t[i].sum() for i in np.array_split(np.arange(len(t)), k)]
+    return round(float(np.std(np.log(speed), ddof=1)), 4)
+
+
 # ---- writing (the engine, at the end of a run) -------------------------------------------------------------------
 
 def record_run(plan, base: Path | None, estimate: dict, measured: dict, *, status: str, total_tokens: int,
                setup_seconds: float, run_dir: Path) -> dict | None:
-    """Append what a run measured; returns the record (None when it measured nothing to learn from)."""
+    """Keep what a run measured; returns the run's record (None when it measured nothing to learn from).
+
+    One run is one record across stops and resumes: the part of a run a resume trained is merged into the record
+    of its run folder (:func:`merge_parts`), never counted as another run."""
     from ..checks import check_plan
 
     tps = measured.get("tokens_per_second_per_device")
@@ -116,6 +186,13 @@ def record_run(plan, base: Path | None, estimate: dict, measured: dict, *, statu
         return None
     pair = check_plan(plan, base)
     peaks = [p for p in measured.get("peak_memory_bytes_per_rank") or [] if p]
+    seconds = float(measured.get("training_seconds") or 0.0)
+    part = {"first_step": int(measured.get("first_step") or 0), "steps": steps, "training_seconds": seconds,
+            # tokens one device trained in this part: what its speed is counted over
+            "device_tokens": float(tps) * seconds, "status": status}
+    for k in ("cpu_seconds", "threads", "cpus", "parallelism", "busy_cores_others", "loadavg", "window_log_sd"):
+        if measured.get(k) is not None:
+            part[k] = measured[k]
     rec = {
         "v": 1, "time": round(time.time(), 3), "status": status, "run_dir": str(run_dir),
         "key": list(run_key(plan, pair)), "option": list(option_key(estimate["option"])),
@@ -124,11 +201,14 @@ def record_run(plan, base: Path | None, estimate: dict, measured: dict, *, statu
             "tokens_per_second_per_device": float(tps),
             "train_tokens": int(total_tokens),
             "steps": steps,
-            "training_seconds": float(measured.get("training_seconds") or 0.0),
+            "training_seconds": seconds,
             "setup_seconds": float(setup_seconds),
             "teacher_pass_seconds": float(measured.get("teacher_pass_seconds") or 0.0),
             "peak_memory_gib_per_device": round(max(peaks) / 1024**3, 4) if peaks else None,
+            **{k: part[k] for k in ("cpu_seconds", "threads", "cpus", "parallelism", "busy_cores_others",
+                                    "window_log_sd") if k in part},
         },
+        "parts": [part],
         # the fit's own figure (before any earlier run corrected it): what the next runs' ratio is taken against
         "estimated": {"tokens_per_second_per_gpu": float(estimate.get("model_tokens_per_second_per_gpu")
                                                          or estimate.get("tokens_per_second_per_gpu") or 0.0),
@@ -136,10 +216,71 @@ def record_run(plan, base: Path | None, estimate: dict, measured: dict, *, statu
     }
     path = store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    for i in range(len(lines) - 1, -1, -1):          # this run's earlier part (a stop, then --resume)
+        try:
+            old = json.loads(lines[i])
+        except ValueError:
+            continue
+        if isinstance(old, dict) and old.get("run_dir") == rec["run_dir"] and isinstance(old.get("measured"), dict):
+            rec = merge_parts(old, rec)
+            lines[i] = json.dumps(rec, separators=(",", ":"), default=str)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("\n".join(lines[-MAX_RECORDS:]) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+            return rec
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
     _trim(path)
     return rec
+
+
+def _parts(rec: dict) -> list[dict]:
+    """A record's parts (a record written before parts were kept is one part)."""
+    if rec.get("parts"):
+        return list(rec["parts"])
+    m = rec["measured"]
+    return [{"first_step": 0, "steps": int(m.get("steps") or 0),
+             "training_seconds": float(m.get("training_seconds") or 0.0),
+             "device_tokens": float(m.get("tokens_per_second_per_device") or 0.0)
+             * float(m.get("training_seconds") or 0.0), "status": rec.get("status"),
+             **{k: m[k] for k in ("cpu_seconds", "threads", "cpus", "parallelism", "busy_cores_others",
+                                  "window_log_sd") if m.get(k) is not None}}]
+
+
+def merge_parts(earlier: dict, later: dict) -> dict:
+    """One run from two records of its run folder (a run stopped, then resumed): the parts' tokens, seconds and
+    CPU seconds summed, so its speed is the whole run's; set-up and the fit's estimate from its first start (a
+    fresh start's set-up is what the planner plans; a resume's loads a checkpoint), status and token count from its
+    latest part. Summed rather than the later part kept: each part trained different steps, and a short resume
+    (a few steps after a stop) alone says little. A part already there (the same events recorded twice) is not
+    added again."""
+    parts = _parts(earlier)
+    seen = {(p.get("first_step"), p.get("steps"), p.get("training_seconds")) for p in parts}
+    parts += [p for p in _parts(later) if (p.get("first_step"), p.get("steps"), p.get("training_seconds")) not in seen]
+    seconds = sum(p["training_seconds"] for p in parts)
+    tokens = sum(p["device_tokens"] for p in parts)
+    m = dict(later["measured"])
+    m.update(steps=sum(p["steps"] for p in parts), training_seconds=round(seconds, 3),
+             tokens_per_second_per_device=tokens / seconds if seconds > 0 else m["tokens_per_second_per_device"],
+             setup_seconds=earlier["measured"].get("setup_seconds", m.get("setup_seconds", 0.0)),
+             teacher_pass_seconds=sum(float(r["measured"].get("teacher_pass_seconds") or 0.0)
+                                      for r in (earlier, later)))
+    timed = [p for p in parts if p.get("cpu_seconds") is not None and p["training_seconds"] > 0]
+    if len(timed) == len(parts):       # CPU time is only whole if every part measured it
+        m["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in parts), 3)
+        m["parallelism"] = round(m["cpu_seconds"] / seconds, 3) if seconds > 0 else None
+        others = [p for p in parts if p.get("busy_cores_others") is not None]
+        if len(others) == len(parts):
+            m["busy_cores_others"] = round(sum(p["busy_cores_others"] * p["training_seconds"] for p in parts)
+                                           / seconds, 3)
+    else:
+        for k in ("cpu_seconds", "parallelism", "busy_cores_others"):
+            m.pop(k, None)
+    sds = [p["window_log_sd"] for p in parts if p.get("window_log_sd") is not None]
+    if sds:
+        m["window_log_sd"] = round(float(np.sqrt(np.mean(np.square(sds)))), 4)
+    return {**later, "measured": m, "parts": parts, "estimated": earlier.get("estimated", later.get("estimated"))}
 
 
 def record_from_events(run_dir: Path, base: Path | None) -> dict | None:
@@ -168,19 +309,27 @@ def _trim(path: Path) -> None:
 
 
 def load_records() -> list[dict[str, Any]]:
-    """Every readable record (a torn or foreign line is skipped)."""
+    """Every run's record, one per run folder (a torn or foreign line is skipped; the parts of a run that an
+    older store kept on separate lines are merged)."""
     try:
         lines = store_path().read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
-    out = []
+    out: list[dict] = []
+    where: dict[str, int] = {}
     for line in lines:
         try:
             rec = json.loads(line)
         except ValueError:
             continue
         if isinstance(rec, dict) and rec.get("v") == 1 and isinstance(rec.get("measured"), dict):
-            out.append(rec)
+            run = rec.get("run_dir")
+            if run is not None and run in where:
+                out[where[run]] = merge_parts(out[where[run]], rec)
+            else:
+                if run is not None:
+                    where[run] = len(out)
+                out.append(rec)
     return out
 
 
@@ -195,9 +344,44 @@ def clear_records() -> int:
 
 # ---- reading (the planner) -----------------------------------------------------------------------------------------
 
+LOADED_CORES = 0.5        # other programs' busy cores over a CPU run above which its wall time is the machine's load's
+MEASURED_HERE_FLOOR = 0.05   # the least log spread a measured configuration is given (a few runs agree by chance)
+# work a recompute mode adds, in order: a neighbour that recomputes more is never faster than the one measured
+RECOMPUTE_WORK = {"off": 0, "selective": 1, "full": 2}
+
+
+def cpu_speed(rec: dict, parallelism: float | None) -> float:
+    """The tokens per second per device a CPU run's record says the next, unloaded run of it reaches: its wall
+    speed when nothing else loaded the machine; else its CPU seconds per token over ``parallelism`` (the CPU
+    seconds per wall second an unloaded run of this machine reaches), so a run slowed by other programs does not
+    teach the planner its slowness."""
+    m = rec["measured"]
+    wall = float(m["tokens_per_second_per_device"])
+    cpu, others, seconds = m.get("cpu_seconds"), m.get("busy_cores_others"), float(m.get("training_seconds") or 0)
+    if not cpu or others is None or others < LOADED_CORES or not parallelism or seconds <= 0:
+        return wall
+    return wall * seconds / cpu * parallelism
+
+
+def unloaded_parallelism(records: list[dict]) -> float | None:
+    """The CPU seconds per wall second of this machine's unloaded runs (median), or, with none, the cores the
+    loaded runs could have used (their torch threads, at most the cores) times :data:`CPU_PARALLEL_EFFICIENCY`."""
+    quiet = [r["measured"]["parallelism"] for r in records
+             if r["measured"].get("parallelism") and r["measured"].get("busy_cores_others") is not None
+             and r["measured"]["busy_cores_others"] < LOADED_CORES]
+    if quiet:
+        return float(statistics.median(quiet))
+    cores = [min(int(r["measured"].get("threads") or 1), int(r["measured"].get("cpus") or 1)) for r in records
+             if r["measured"].get("cpu_seconds")]
+    return max(cores) * CPU_PARALLEL_EFFICIENCY if cores else None
+
+
 def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = None) -> list[str]:
     """Replace the modelled figures of the options these runs measured (and correct their neighbours'), in
-    ``sw.out``; add ``calibration`` (codes into :data:`SOURCES`) and ``calibration_runs``. Returns notes."""
+    ``sw.out``; add ``calibration`` (codes into :data:`SOURCES`), ``calibration_runs`` (distinct runs),
+    ``calibration_log_sd`` (the spread of the training speed seen here; NaN where no run applies) and
+    ``calibration_far_off`` (the model is far off here: its measured/estimated ratio lies outside
+    :data:`CORRECTION_BOUNDS`). Returns notes."""
     from .core import accelerator_efficiency
 
     o, g = sw.out, sw.grid
@@ -207,36 +391,72 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     code = np.where(acc_ok & (not cpu), 1, 0).astype(np.int8)
     runs = np.zeros(n, dtype=np.int32)
     o["calibration"], o["calibration_runs"] = code, runs
-    o["model_tokens_per_second_per_gpu"] = o["tokens_per_second_per_gpu"].copy()   # what the fit alone says
+    o["model_tokens_per_second_per_gpu"] = model = o["tokens_per_second_per_gpu"].copy()   # what the fit alone says
+    o["calibration_log_sd"] = spread = np.full(n, np.nan)
+    o["calibration_far_off"] = far_off = np.zeros(n, dtype=bool)
     records = load_records() if records is None else records
     key = list(run_key(plan, pair))
     mine = [r for r in records if r.get("key") == key]
     if not mine:
         return []
     dkey = data_key(plan, base)
+    parallelism = unloaded_parallelism(mine) if cpu else None
+    speed = {id(r): cpu_speed(r, parallelism) if cpu else float(r["measured"]["tokens_per_second_per_device"])
+             for r in mine}
     tps, setup = o["tokens_per_second_per_gpu"].copy(), o["setup_hours"].copy()
     staging = o.get("staging_hours", np.zeros(len(sw)))
     by_option: dict[tuple, list[dict]] = {}
     for r in mine:
-        by_option.setdefault(tuple(r["option"]), []).append(r)
-    ratios = [r["measured"]["tokens_per_second_per_device"] / r["estimated"]["tokens_per_second_per_gpu"]
-              for r in mine if r["estimated"].get("tokens_per_second_per_gpu")]
-    ratio = float(np.clip(statistics.median(ratios), *CORRECTION_BOUNDS)) if ratios else None
-    # the same machine and models: speed corrected by what the runs found, set-up as measured
+        by_option.setdefault(tuple(option_key(dict(zip(_OPTION_FIELDS, r["option"])))), []).append(r)
+    # the spread seen here: between runs (their measured/estimated ratios) and within them (stretches of steps)
+    logs = [np.log(speed[id(r)] / r["estimated"]["tokens_per_second_per_gpu"]) for r in mine
+            if r["estimated"].get("tokens_per_second_per_gpu")]
+    between = float(np.std(logs, ddof=1)) if len(logs) >= 2 else 0.0
+    within = [r["measured"]["window_log_sd"] for r in mine if r["measured"].get("window_log_sd") is not None]
+    within_sd = float(np.sqrt(np.mean(np.square(within)))) if within else 0.0
+    here_sd = max(MEASURED_HERE_FLOOR, float(np.hypot(between, within_sd)))
+    if cpu and any(speed[id(r)] != r["measured"]["tokens_per_second_per_device"] for r in mine):
+        # a speed taken through CPU seconds (a loaded run): as uncertain as the unloaded parallelism it assumed
+        here_sd = float(np.hypot(here_sd, _CPU_CONVERSION_LOG_SD))
+    ratio = float(np.exp(np.median(logs))) if logs else None
+    lo, hi = CORRECTION_BOUNDS
+    off_by = max(0.0, np.log(lo / ratio), np.log(ratio / hi)) if ratio else 0.0   # log distance outside the bounds
+    # where each watched configuration sits in this sweep, and its measured speed
+    measured = []
+    for k, found in by_option.items():
+        same = _rows_of(sw, k)
+        fast = float(statistics.median(speed[id(r)] for r in found))
+        base_model = (float(np.median(model[same])) if same.any() else
+                      float(statistics.median(r["estimated"]["tokens_per_second_per_gpu"] for r in found)))
+        measured.append((k, same, fast, base_model, found))
     machine_names = [m.lower() for m in sw.labels["machine"]]
     watched_machines = [machine_names.index(k[0]) for k in by_option if k[0] in machine_names]
     if ratio is not None and watched_machines:
         near = np.isin(g.extra["machine"], watched_machines)
-        tps = np.where(near, tps * ratio, tps)
+        # each neighbour from its nearest measured configuration: that one's measured speed times the model's own
+        # difference (model here / model there), so recomputing more comes out slower than measured by the model's
+        # factor, and nothing the model says does more work comes out faster than what was measured
+        dist = np.stack([_distance(sw, k) for k, *_ in measured])
+        nearest = np.argmin(dist, axis=0)
+        scale = np.asarray([fast / base for _, _, fast, base, _ in measured])[nearest]
+        tps = np.where(near, model * scale, tps)
+        for j, (k, same, fast, base, found) in enumerate(measured):
+            more_work = near & (nearest == j) & _more_work_than(sw, k)
+            tps = np.where(more_work, np.minimum(tps, fast), tps)
         # a watched run's set-up is its nodes' own; staging the models (once, on its own VM) stays as estimated
         setup = np.where(near, statistics.median(r["measured"]["setup_seconds"] for r in mine) / 3600.0 + staging,
                          setup)
         code[near], runs[near] = 2, len(mine)
-    for key, found in by_option.items():          # a handful of watched configurations: one mask each
-        same = _rows_of(sw, key)
-        tps[same] = statistics.median(r["measured"]["tokens_per_second_per_device"] for r in found)
+        # a neighbour: the spread here, the model's difference between two configurations, and how far off the
+        # model is here, all together
+        spread[near] = float(np.hypot(here_sd, _corrected_log_sd())) + off_by
+        far_off[near] = off_by > 0
+    for k, same, fast, base, found in measured:          # a handful of watched configurations: one mask each
+        tps[same] = fast
         setup[same] = statistics.median(r["measured"]["setup_seconds"] for r in found) / 3600.0 + staging[same]
         code[same], runs[same] = 3, len(found)
+        spread[same] = here_sd
+        far_off[same] = False
     same_data = [r for r in mine if r.get("data") == dkey]
     tokens = (statistics.median(r["measured"]["train_tokens"] for r in same_data) if same_data
               else sw.job.train_tokens)
@@ -253,12 +473,92 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
     apply(sw.job, g, o)
     notes = [f"{len(mine)} run{'s' if len(mine) > 1 else ''} watched on this machine with these models: "
              f"{int((code == 3).sum())} configuration(s) measured here"
-             + (f", the other {int((code == 2).sum())} on this machine corrected by the runs' measured/estimated "
-                f"speed, {ratio:.2f}"
-                if ratio is not None and (code == 2).any() else "")]
+             + (f", the other {int((code == 2).sum())} on this machine corrected by the measured speed of the "
+                f"nearest measured one times the model's own difference (measured/estimated {ratio:.2f})"
+                if ratio is not None and (code == 2).any() else "")
+             + f"; training time spread here ±{100 * (np.exp(here_sd) - 1):.0f}% (log sd {here_sd:.3f}, from "
+             + (f"{len(logs)} runs" if len(logs) >= 2 else "one run") + (" and their steps" if within else "")
+             + f", at least {MEASURED_HERE_FLOOR})"]
+    if off_by > 0:
+        notes.append(f"the model is far off here: measured/estimated speed {ratio:.2f} lies outside "
+                     f"{lo:g}-{hi:g}; applied as measured (not clamped), the neighbours' ranges widened")
+    if cpu and parallelism and any(speed[id(r)] != r["measured"]["tokens_per_second_per_device"] for r in mine):
+        notes.append(f"a run on a loaded machine counted by its CPU time: {_cpu_per_token(mine) * 1e6:,.0f} "
+                     f"CPU-µs per token over the {parallelism:.2f} cores an unloaded run of this machine reaches")
     if same_data:
         notes.append(f"token count {tokens:,.0f}, as trained by a watched run of the same data and steps")
     return notes
+
+
+_OPTION_FIELDS = ("sku", "nodes", "gpus", "adapter", "teacher_mode", "teacher_precision", "recompute", "sharding")
+CPU_PARALLEL_EFFICIENCY = 0.85   # see docs/estimator.md: CPU seconds per wall second of an unloaded run, per thread
+_CPU_CONVERSION_LOG_SD = 0.15    # the uncertainty of turning CPU seconds back into wall time (docs/estimator.md)
+
+
+def _corrected_log_sd() -> float:
+    from .core import coefficients
+
+    return float(coefficients()["uncertainty"]["corrected_here_log_sd"])
+
+
+def _cpu_per_token(records: list[dict]) -> float:
+    per = [r["measured"]["cpu_seconds"] / (r["measured"]["tokens_per_second_per_device"]
+                                           * r["measured"]["training_seconds"])
+           for r in records if r["measured"].get("cpu_seconds") and r["measured"].get("training_seconds")]
+    return float(statistics.median(per)) if per else float("nan")
+
+
+def _fields(sw) -> dict[str, np.ndarray]:
+    """Each row's option fields, as codes comparable with :func:`_key_codes`."""
+    g = sw.grid
+    return {"machine": g.extra["machine"], "nodes": g.nodes, "gpus": sw.out["gpus"], "adapter": g.adapter,
+            "teacher_mode": g.teacher_mode, "teacher_precision": g.extra["teacher_precision"],
+            "recompute": g.recompute, "sharding": g.sharding}
+
+
+def _recompute_modes() -> tuple:
+    """The sweep's recompute modes by code (a grid of true/false: 0 off, 1 full)."""
+    from . import core
+
+    return tuple(getattr(core, "RECOMPUTE", ("off", "full")))
+
+
+def _key_codes(sw, key) -> dict[str, int]:
+    from .core import ADAPTERS, TEACHER_MODES
+    from .placement import SHARDINGS
+
+    RECOMPUTE = _recompute_modes()
+
+    sku, nodes, gpus, adapter, mode, precision, recompute, sharding = key
+    recompute = {True: "full", False: "off"}.get(recompute, recompute)   # a record of a true/false recompute
+    labels = sw.labels
+    machines = [m.lower() for m in labels["machine"]]
+
+    def index(values, v):
+        return list(values).index(v) if v in values else -1
+
+    return {"machine": index(machines, sku), "nodes": int(nodes), "gpus": int(gpus),
+            "adapter": index(ADAPTERS, adapter), "teacher_mode": index(TEACHER_MODES, mode),
+            "teacher_precision": index(labels["teacher_precision"], precision),
+            "recompute": index(RECOMPUTE, recompute), "sharding": index(SHARDINGS, sharding)}
+
+
+def _distance(sw, key) -> np.ndarray:
+    """How many option fields each row differs in from a watched configuration."""
+    codes = _key_codes(sw, key)
+    return sum((np.asarray(v) != codes[f]).astype(np.int16) for f, v in _fields(sw).items())
+
+
+def _more_work_than(sw, key) -> np.ndarray:
+    """Rows that differ from a watched configuration only by recomputing more (the same work and then some)."""
+    RECOMPUTE = _recompute_modes()
+    codes, fields = _key_codes(sw, key), _fields(sw)
+    same_else = np.ones(len(sw), dtype=bool)
+    for f, v in fields.items():
+        if f != "recompute":
+            same_else &= np.asarray(v) == codes[f]
+    work = np.asarray([RECOMPUTE_WORK.get(r, 0) for r in RECOMPUTE])[fields["recompute"].astype(int)]
+    return same_else & (work > RECOMPUTE_WORK.get({True: "full", False: "off"}.get(key[6], key[6]), 0))
 
 
 def _rows_of(sw, key) -> np.ndarray:

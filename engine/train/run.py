@@ -274,6 +274,11 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
              stage: str | None = None, teacher_run: Path | None = None,
              checkpoint_local: Path | None = None, stop_at: str | None = None) -> int:
     t_begin = time.monotonic()
+    # torch's OpenMP threads wait for work asleep, not spinning (a user's own OMP_WAIT_POLICY is kept): on a CPU
+    # another program keeps busy, spinning threads took the demo's 40 steps from 3.3 s to 110 s of training and their
+    # CPU time per token 8-fold, so the run's CPU seconds no longer told its work (BENCHMARKS.md). OpenMP reads it
+    # once, as torch loads; a process that imported torch before keeps what it had
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch  # noqa: F401  (heavy imports only once a run is really starting)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -364,6 +369,7 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
         measured = session.measure()
         # set-up as the planner counts it: start to the first step, without the teacher's pass
         measured["setup_seconds"] = round(max(0.0, session._t_start - t_begin - session.teacher_pass_seconds), 3)
+        measured.update(_measured_here(session))
         together = True
     except DistillError as exc:
         return _fail(events, main, str(exc), session, EXIT_BAD_INPUT if not session.started else EXIT_FAILED)
@@ -396,6 +402,37 @@ def _execute(plan_path: Path | None, run_dir: Path, *, resume: bool, expect_worl
     done = (f"teacher pass kept in {paths.run_dir} for the student stage" if session.stage == "teacher"
             else f"student saved to {paths.run_dir / 'student'}")
     return _finish(events, "succeeded", done, session, EXIT_OK, measured)
+
+
+def _measured_here(session) -> dict:
+    """Beside the wall time: this process's CPU time over training, its torch threads, the machine's load and the
+    run's own step-to-step spread (``estimate/watched.py`` turns a CPU run's speed into CPU-seconds per token, so a
+    loaded machine does not teach the planner a wrong speed), and where in the run this part began (one run across
+    stops and resumes)."""
+    import torch
+
+    from ..estimate.watched import window_log_sd
+
+    out: dict = {"first_step": int(getattr(session, "_first_step", 0) or 0),
+                 "tokens_trained": int(getattr(session, "_tokens_trained", 0) or 0),
+                 "threads": torch.get_num_threads()}
+    meter = getattr(session, "meter", None)
+    if meter is not None:
+        m = meter.stop()
+        out.update(cpu_seconds=m["cpu_seconds"], parallelism=m["parallelism"], cpus=m["cpus"],
+                   busy_cores_others=m["busy_cores_others"], loadavg=m["loadavg"])
+    if session.main:
+        try:   # the logged steps of this part of the run: after its run_started
+            from ..runs.events import read_events
+
+            events = read_events(session.paths.events)
+            start = max((i for i, e in enumerate(events) if e.get("type") == "run_started"), default=-1)
+            steps = [(float(e["step_seconds"]), float(e["tokens_per_second"]) * float(e["step_seconds"]))
+                     for e in events[start + 1:] if e.get("type") == "metric" and e.get("step_seconds")]
+            out["window_log_sd"] = window_log_sd([t for t, _ in steps], [n for _, n in steps])
+        except Exception:  # noqa: BLE001 — a spread it cannot read is left out, never fails the run
+            log.debug("no step spread", exc_info=True)
+    return out
 
 
 def _remember(session, measured: dict, status: str) -> None:

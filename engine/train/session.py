@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError, RunError
+from ..estimate.watched import CpuMeter
 from ..plan import Plan
 from ..runs.eta import Eta, clock
 from . import models as M
@@ -491,6 +492,7 @@ class Session:
                   **({"resumed_from_step": self.resumed_from} if self.resumed_from is not None else {}))
         self.started = True
         self._t_start = time.monotonic()
+        self.meter = CpuMeter()   # CPU time and the machine's load over training (estimate/watched.py)
         self._tokens_trained, self._tokens_before = 0, self.state.tokens_seen
         self._first_step = self.state.step
         if self.state.step == 0 and plan.training.eval_at_start:
@@ -504,6 +506,7 @@ class Session:
                     should_stop=self.stop, par=self.par)
         status = loop.run(self.state)
         self._t_trained = time.monotonic()
+        self.meter.stop()
         if self._final_checkpoint_wanted(status):
             self.checkpoint(self.state.step)
         if status == "cancelled":
