@@ -1,6 +1,6 @@
 """Conversations: the shapes a chat record comes in, and a chat template's rendering cut into trained and untrained
-text. No torch here: training (``train/data.py``) and the app's data scan (``gui/wizard/scan.py``) both use it, so
-they count the same conversations and the same assistant tokens.
+text. No torch here: training (``train/data.py``), the planner's token count and the app's data scan (both
+``data_scan.py``) use it, so they count the same conversations and the same assistant tokens.
 
 A conversation is a list of ``{"role", "content"}`` messages, roles ``system``, ``user``, ``assistant`` (and
 ``tool``). It is rendered with the model's own chat template, through transformers' renderer (the one

@@ -1,7 +1,7 @@
 """What a data file may hold, without torch: the accepted files under a path and the shape of one record.
 
-Training (``train/data.py``) and the app's quick data scan (``gui/wizard/scan.py``) both read data by these rules,
-so a file the scan accepts is one training accepts, with the same messages.
+Training (``train/data.py``), the planner's token count and the app's quick data scan (both ``data_scan.py``) read
+data by these rules, so a file the scan accepts is one training accepts, with the same messages.
 """
 from __future__ import annotations
 
