@@ -600,8 +600,10 @@ def _chat_of(plan, base: Path | None) -> ChatFormat | None:
 
 def count_plan_tokens(plan, base: Path | None = None, *, cache: bool = True) -> TokenCount | None:
     """The tokens a run of ``plan`` trains, counted from its data with the tokenizer at hand (see the module's
-    docstring); None when no local tokenizer.json is at hand, or its data cannot be counted (the reason in the
-    returned ``TokenCount.note`` is then the planner's to give with its estimate: see ``why_not_counted``)."""
+    docstring); None when no local tokenizer.json is at hand or the plan has no data file. Data that cannot be read
+    raises ``DataError`` (naming the file and line), a missing ``tokenizers`` package ``ImportError``: the planner
+    then estimates from bytes and gives the reason in its note (``planner.token_count``). ``cache``: read and write
+    the count under the data folder."""
     folder, whose = plan_tokenizer(plan, base)
     if folder is None or not plan.data.train:
         return None
