@@ -91,7 +91,7 @@ def cmd_estimate(args) -> int:
     from .checks import vocabulary_check
     import numpy as np
 
-    from .estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients, evaluate
+    from .estimate.core import ADAPTERS, RECOMPUTE, TEACHER_MODES, Job, coefficients, evaluate
     from .estimate.ranges import add_ranges, at_confidence
     from .estimate.shape import lora_params, shape_of
     from .estimate.solve import hours_text
@@ -148,7 +148,7 @@ def cmd_estimate(args) -> int:
         c = coefficients()["speed"]
         grid.linear_speedup = np.full(len(grid), acc.fp8_dense_tflops / acc.bf16_dense_tflops * c["fp8_efficiency_ratio"])
     sw = Sweep(job=job, grid=grid, out=evaluate(job, grid), labels=labels)
-    pick = (grid.adapter == ADAPTERS.index(args.adapter)) & (grid.recompute == args.recompute)
+    pick = (grid.adapter == ADAPTERS.index(args.adapter)) & (grid.recompute == RECOMPUTE.index(args.recompute))
     pick &= grid.teacher_mode == TEACHER_MODES.index(mode)
     pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index(
         args.teacher_precision if teacher else "bf16")
@@ -536,7 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--adapter", choices=["full", "lora", "qlora"], default="full")
     e.add_argument("--lora-rank", type=_positive("--lora-rank", 1, 1024), default=16)
     e.add_argument("--precision", choices=["bf16", "fp8"], default="bf16")
-    e.add_argument("--recompute", action="store_true", help="activation recomputation (checkpointing)")
+    e.add_argument("--recompute", nargs="?", choices=("off", "full", "selective"), const="full", default="off",
+                   help="activation recomputation of the student's layers: off (default), full (--recompute alone) "
+                   "or selective (keeps the matmul outputs, recomputes the elementwise work)")
     e.add_argument("--sharding", choices=["none", "within-node", "all-gpus"],
                    help="none (DDP), within-node (hybrid) or all-gpus (full); default: all-gpus on several nodes, "
                         "within-node on several GPUs, none on one")

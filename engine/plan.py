@@ -191,7 +191,10 @@ class Training(_Strict):
     micro_batch_size: int | None = Field(
         None, ge=1, le=4096,
         description="sequences per process per forward pass (leave out: the planner's choice, which the run uses)")
-    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    recompute: Literal["off", "full", "selective"] = Field(
+        "off", description="activation recomputation of the student's layers, to save memory: off; full (backward "
+        "re-runs each layer's forward); selective (the layers keep their matmul outputs and re-run only the cheap "
+        "elementwise work). gradient_checkpointing = true / false, of older plans, reads as full / off")
     eval_every: int = Field(0, ge=0, le=100_000_000,
                             description="steps between evaluations; 0: only at the end (a new run also evaluates "
                             "at step 0 unless eval_at_start = false)")
@@ -206,6 +209,29 @@ class Training(_Strict):
     max_new_tokens: int = Field(256, ge=1, le=65_536, description="generation length for seq-KD and the task score")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     loss_chunk_tokens: int = Field(1024, ge=1, le=1_048_576, description="tokens per chunk of the KD loss")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gradient_checkpointing(cls, data):
+        """Older plans' ``gradient_checkpointing = true / false`` is ``recompute = "full" / "off"``."""
+        if not isinstance(data, dict) or "gradient_checkpointing" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("gradient_checkpointing")
+        if not isinstance(old, bool):
+            raise ValueError(f"training.gradient_checkpointing must be true or false (or use training.recompute = "
+                             f'"off" | "full" | "selective"), not {old!r}')
+        mode = "full" if old else "off"
+        if "recompute" in data and data["recompute"] != mode:
+            raise ValueError(f"training.gradient_checkpointing = {str(old).lower()} and training.recompute = "
+                             f'{data["recompute"]!r} disagree: keep only recompute ("off" | "full" | "selective")')
+        data["recompute"] = mode
+        return data
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the student's activations are recomputed at all (full or selective)."""
+        return self.recompute != "off"
 
 
 class Budget(_Strict):

@@ -23,7 +23,7 @@ from .catalog.types import Price
 from .checks import Pair, check_plan
 from .data_scan import TokenCount, count_plan_tokens
 from .errors import CatalogError, DistillError, PlanError, RunError
-from .estimate.core import ADAPTERS, TEACHER_MODES, Job, accelerator_efficiency, coefficients
+from .estimate.core import ADAPTERS, RECOMPUTE, TEACHER_MODES, Job, accelerator_efficiency, coefficients
 from .estimate.placement import SHARDINGS, sharding_kind
 from .estimate.shape import lora_params, shape_of
 from .estimate.smoke_records import load_records as load_smoke_records, measured_interconnect, measured_text
@@ -374,10 +374,10 @@ def _stage_mask(sw: Sweep, plan: Plan, pinned: bool = False) -> np.ndarray:
         elif plan.hardware.sharding == "within-node":
             same |= (g.sharding == 0) & (gpn == 1)
         m &= same
-    if plan.training.gradient_checkpointing:
-        m &= g.recompute
-    elif pinned:            # a plan the planner resolved already: its choice of no recomputation stands
-        m &= ~g.recompute
+    if plan.training.recompute != "off" or pinned:
+        # a plan's full or selective recomputation, or a resolved plan's choice of none, stands; "off" unresolved
+        # leaves the planner free to recompute (fully or selectively) where memory needs it
+        m &= g.recompute == RECOMPUTE.index(plan.training.recompute)
     return m
 
 
@@ -625,7 +625,7 @@ def resolve_run(plan: Plan, base: Path | None = None, prices: PriceTable | None 
         "teacher": plan.teacher.model_copy(update={"placement": split["teacher_pass"]["teacher_placement"]
                                                    if split else row["teacher_placement"]}),
         # the planner recomputes activations where memory needs it; the engine then does too
-        "training": plan.training.model_copy(update={"gradient_checkpointing": row["recompute"],
+        "training": plan.training.model_copy(update={"recompute": row["recompute"],
                                                      "micro_batch_size": row["micro_batch_seqs"],
                                                      "checkpoint_every": checkpoint_steps(plan, row)}),
     })

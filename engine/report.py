@@ -65,9 +65,9 @@ def _option_line(a: Analysis, i: int) -> str:
         return (f"teacher pass ({r['teacher_mode']}) on {tp['nodes']} × {tp['sku']} ({tp['gpus']} {tp['accelerator']} "
                 f"GPU{'s' if tp['gpus'] > 1 else ''}, teacher {tp['teacher_placement']}), then training on "
                 f"{r['nodes']} × {where} ({gpus}), {r['priority']}, {r['adapter']}, "
-                f"recompute {'on' if r['recompute'] else 'off'}, {sharding}")
+                f"recompute {r['recompute']}, {sharding}")
     return (f"{r['nodes']} × {where} ({gpus}), {r['priority']}, {r['adapter']}{mode}, "
-            f"recompute {'on' if r['recompute'] else 'off'}, {sharding}"
+            f"recompute {r['recompute']}, {sharding}"
             + (f", teacher {r['teacher_placement']}" if r["teacher_mode"] in ("online", "offline-topk", "generate")
                and r["gpus"] > 1 else ""))
 
@@ -77,6 +77,7 @@ _SHARDING = {"none": "no sharding (DDP)", "within-node": "FSDP shards within eac
 
 
 _SHARD_SHORT = {"none": "ddp", "within-node": "node", "all-gpus": "all"}
+_RC_SHORT = {"off": "off", "full": "full", "selective": "sel"}  # training.recompute in the table
 
 
 def _tokens(n: float) -> str:
@@ -281,7 +282,7 @@ def _table(a: Analysis, idx) -> str:
     at = f" P{round(d.confidence * 100)}" if d.hours is not None and d.confidence > 0.5 else ""
     hq, cq = (d.hours, d.cost) if d.hours is not None else (sw.out["total_hours"], sw.out["cost_usd"])
     head = f"  {'hours' + at:>9} {'cost' + at:>9}  {'nodes×sku':<30} {'prio':<4} {'adapter':<7} {'teacher':<15} " \
-           f"{'rc':<3} " \
+           f"{'rc':<4} " \
            f"{'shard':<6} {'tok/s/GPU':>9} {'GiB/GPU':>8}"
     out = [head]
     for i in idx:
@@ -290,7 +291,7 @@ def _table(a: Analysis, idx) -> str:
         out.append(
             f"  {hours_text(float(hq[int(i)])):>9} {_money(float(cq[int(i)])):>9}  "
             f"{_nodes_sku(r):<30} {r['priority'][:4]:<4} "
-            f"{r['adapter']:<7} {teacher:<15} {'on' if r['recompute'] else 'off':<3} "
+            f"{r['adapter']:<7} {teacher:<15} {_RC_SHORT[r['recompute']]:<4} "
             f"{_SHARD_SHORT[r['sharding']]:<6} {r['tokens_per_second_per_gpu']:>9,.0f} "
             f"{r['memory_gib_per_gpu']['total']:>8.1f}"
         )

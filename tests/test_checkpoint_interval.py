@@ -42,7 +42,7 @@ def _pair(a, sku="Standard_ND96isr_H100_v5", nodes=4) -> tuple[int, int]:
     sw = a.sweep
     g, labels = sw.grid, sw.labels
     m = ((g.extra["machine"] == labels["machine"].index(sku)) & (g.nodes == nodes) & (g.adapter == 0)
-         & (g.sharding == 2) & ~g.recompute & (g.teacher_mode == 2) & (g.extra["teacher_precision"] == 0)
+         & (g.sharding == 2) & (g.recompute == 0) & (g.teacher_mode == 2) & (g.extra["teacher_precision"] == 0)
          & (g.extra.get("pass_row", np.full(len(sw), -1)) < 0))
     ded = np.flatnonzero(m & (g.extra["priority"] == 0))
     low = np.flatnonzero(m & (g.extra["priority"] == 1))

@@ -364,9 +364,14 @@ def test_estimate_json_with_a_teacher():
 def test_estimate_recompute_trades_activation_memory_for_speed():
     off = cli_json([*QWEN_8X_H100, "--teacher", "qwq-32b"])
     on = cli_json([*QWEN_8X_H100, "--teacher", "qwq-32b", "--recompute"])
-    assert on["recompute"] is True and off["recompute"] is False
+    sel = cli_json([*QWEN_8X_H100, "--teacher", "qwq-32b", "--recompute", "selective"])
+    assert (on["recompute"], off["recompute"], sel["recompute"]) == ("full", "off", "selective")
     assert on["memory_gib_per_gpu"]["activations"] < off["memory_gib_per_gpu"]["activations"] / 2
     assert on["tokens_per_second_per_gpu"] < off["tokens_per_second_per_gpu"]
+    # selective keeps the matmul outputs: between the two in memory, nearer to off in speed
+    act = [r["memory_gib_per_gpu"]["activations"] for r in (on, sel, off)]
+    assert act == sorted(act) and len(set(act)) == 3
+    assert on["tokens_per_second_per_gpu"] < sel["tokens_per_second_per_gpu"] < off["tokens_per_second_per_gpu"]
 
 
 def test_estimate_lora_lowers_optimizer_memory():

@@ -61,13 +61,13 @@ def _launch(cases: list[dict], root: Path, nodes: int, per_node: int, name: str)
     return json.loads(cases_file.with_suffix(".out.json").read_text())
 
 
-def _case(root: Path, *, adapter: str, mode: str, recompute: bool, sharding: str, placement: str = "auto",
+def _case(root: Path, *, adapter: str, mode: str, recompute: str, sharding: str, placement: str = "auto",
           precision: str = "bf16", nodes: int = 1, per_node: int = 2) -> dict:
-    name = f"{adapter}-{mode}-{'rc' if recompute else 'norc'}-{sharding}-{placement}-{precision}-{nodes}x{per_node}"
+    name = f"{adapter}-{mode}-rc{recompute}-{sharding}-{placement}-{precision}-{nodes}x{per_node}"
     kind = "seq-kd" if mode == "generate" else "logit-kd"
     plan = tiny.write_plan(
         root, kind=kind, mode=mode, adapter=adapter, steps=2, data_n=16, eval_n=4,
-        extra=f"gradient_checkpointing = {'true' if recompute else 'false'}\ncheckpoint_every = 1\neval_samples = 0",
+        extra=f"recompute = \"{recompute}\"\ncheckpoint_every = 1\neval_samples = 0",
         hardware=f'gpus = {per_node}\nnodes = {nodes}\nsharding = "{sharding}"',
         teacher=f'precision = "{precision}"\nplacement = "{placement}"', name=f"plan-{name}.toml")
     return {"plan": str(plan), "run_dir": str(root / "runs" / name), "name": name, "adapter": adapter, "mode": mode,
@@ -128,14 +128,14 @@ def _qlora(root: Path, nodes: int, per_node: int) -> list[tuple[dict, str]]:
     """A 4-bit student is never sharded (the sweep keeps it on sharding "none"); here it needs CUDA."""
     return [(_case(root, adapter="qlora", mode=m, recompute=rc, sharding="none", precision=q, nodes=nodes,
                    per_node=per_node), "NVIDIA GPU")
-            for m in ("online", "offline-topk", "generate") for rc in (False, True) for q in ("bf16", "int8", "int4")]
+            for m in ("online", "offline-topk", "generate") for rc in ("off", "full", "selective") for q in ("bf16", "int8", "int4")]
 
 
 @pytest.fixture(scope="module")
 def covered(tmp_path_factory) -> set[tuple]:
     root = tmp_path_factory.mktemp("contract")
     tiny.make_models(root)
-    axes = list(itertools.product(("full", "lora"), ("online", "offline-topk", "generate"), (False, True)))
+    axes = list(itertools.product(("full", "lora"), ("online", "offline-topk", "generate"), ("off", "full", "selective")))
     kinds: set[tuple] = set()
 
     # one machine, 2 processes: DDP, and full sharding with the teacher sharded or replicated

@@ -358,14 +358,16 @@ def test_a_run_that_fails_midway_reports_it_and_keeps_its_checkpoint(tmp_path, c
     assert [e["step"] for e in folded if e["type"] == "metric"] == [1, 2, 3, 4, 5]
 
 
-def test_gradient_checkpointing_trains_the_same_student(tmp_path):
+@pytest.mark.parametrize("setting, mode", [("gradient_checkpointing = true", "full"),
+                                           ('recompute = "selective"', "selective")])
+def test_gradient_checkpointing_trains_the_same_student(tmp_path, setting, mode):
     tiny.make_models(tmp_path)
     plan = tiny.write_plan(tmp_path, steps=3, extra="eval_samples = 0")
     assert _run(plan, tmp_path / "plain") == 0
-    plan.write_text(plan.read_text().replace("[training]", "[training]\ngradient_checkpointing = true"))
+    plan.write_text(plan.read_text().replace("[training]", "[training]\n" + setting))
     assert _run(plan, tmp_path / "recompute") == 0
     started = [e for e in read_events(tmp_path / "recompute/events.jsonl") if e["type"] == "run_started"][0]
-    assert started["plan"]["training"]["gradient_checkpointing"] is True
+    assert started["plan"]["training"]["recompute"] == mode
     losses = [[e["loss"] for e in read_events(tmp_path / r / "events.jsonl") if e["type"] == "metric"]
               for r in ("plain", "recompute")]
     assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-5)

@@ -47,7 +47,7 @@ def test_resolve_run_is_the_planners_recommendation(path):
     assert (hw.sku, hw.nodes, hw.sharding) == (row["sku"], row["nodes"], row["sharding"])
     assert r.plan.method.teacher_mode in (row["teacher_mode"], plan.method.teacher_mode)
     assert r.plan.teacher.placement == row["teacher_placement"]
-    assert r.plan.training.gradient_checkpointing == row["recompute"]
+    assert r.plan.training.recompute == row["recompute"]
     assert r.world_size == row["gpus"] and r.estimate["hours"] == row["hours"]
     assert r.estimate["memory_gib_per_gpu"] == row["memory_gib_per_gpu"]["total"]
     # resolving the resolved plan changes nothing: a resumed run runs the same configuration

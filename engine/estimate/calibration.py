@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..catalog.hardware import load_accelerators, load_skus
-from .core import Job, evaluate
-from .shape import ModelShape, activation_bytes_per_token_layer, layer_params
+from .core import RECOMPUTE, Job, evaluate
+from .shape import (ModelShape, activation_bytes_per_token_layer, layer_params,
+                    selective_activation_bytes_per_token_layer)
 from .sweep import Machine, build_grid
 
 GPUS_PER_NODE = 8
@@ -31,7 +32,7 @@ class Measurement:
     seq_len: int
     micro_batch: int
     global_batch_tokens: int
-    recompute: bool
+    recompute: bool               # any recomputation (checkpointing below says which)
     tokens_per_second_per_gpu: float
     shape: ModelShape
     fitted: bool                  # used for the fit (bf16, eager, FSDP-family)
@@ -39,6 +40,48 @@ class Measurement:
     precision: str
     compiled: bool
     sharding: str                 # "all" (FSDP over every GPU), "node" (hybrid: shard in a node), "best" (not stated)
+    checkpointing: str = "off"    # the grid's mode: "off" | "full" | "selective" (core.RECOMPUTE)
+    recompute_blocks: float = 0.0  # "blocks:p": the share of the blocks recomputed in full, the rest not at all
+    recompute_matmul_share: float = 0.0  # "selective-op": the share of the matmul FLOPs recomputed all the same
+
+
+# tests/data/calibration_measurements.csv, column activation_checkpointing: what each published run recomputed
+CHECKPOINTING = {
+    "false": "none", "none": "none",
+    "true": "full", "full": "full",           # every block checkpointed: its forward re-run in backward
+    "selective": "selective",                 # the engine's policy: every matmul and attention output kept
+    "selective-op": "selective-op",           # torchtitan's op policy: as the engine's, but every second matmul of a
+                                              # block is recomputed (wk, wo, w3 in Llama's order q k v o w1 w3 w2)
+    "unknown": "none",                        # rows that are not modelled (no cluster size or batch)
+}
+
+
+def _checkpointing(value: str, row_id: str, shape: ModelShape, h: int, i: int, kv_dim: int) -> dict:
+    """The Measurement fields of one row's activation_checkpointing value (CHECKPOINTING, or "blocks:p/q")."""
+    v = value.strip().lower()
+    if v.startswith("blocks:"):       # torchtitan's "selective layer" (every n-th block), fms-fsdp's p of the blocks
+        try:
+            num, _, den = v.removeprefix("blocks:").partition("/")
+            share = float(num) / float(den or 1)
+        except ValueError:
+            share = -1.0
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"calibration_measurements.csv, row {row_id}: activation_checkpointing {value!r}: "
+                             "blocks:p needs a share of the blocks in (0, 1], e.g. blocks:1/2")
+        return {"recompute": True, "checkpointing": "full", "recompute_blocks": share}
+    kind = CHECKPOINTING.get(v)
+    if kind is None:
+        raise ValueError(f"calibration_measurements.csv, row {row_id}: activation_checkpointing {value!r} is not "
+                         f"one of {', '.join(CHECKPOINTING)} or blocks:p/q")
+    if kind == "none":
+        return {"recompute": False, "checkpointing": "off"}
+    if kind == "full":
+        return {"recompute": True, "checkpointing": "full", "recompute_blocks": 1.0}
+    share = 0.0
+    if kind == "selective-op":
+        # the recomputed matmuls of a block: wk (h x kv_dim), wo (h x h), w3 (h x i), over every matmul of the model
+        share = shape.num_layers * (h * kv_dim + h * h + h * i) / shape.matmul_params
+    return {"recompute": True, "checkpointing": "selective", "recompute_matmul_share": share}
 
 
 def _sharding(stack: str) -> str:
@@ -71,6 +114,7 @@ def _shape(r: dict) -> ModelShape:
         sliding_window_tokens=0,
         global_layers=float(L),
         gated_mlp=gated,
+        act_selective_bytes_per_token_layer=selective_activation_bytes_per_token_layer(h, i, kv, h // heads),
     )
 
 
@@ -84,10 +128,14 @@ def load_measurements(path: str | Path) -> list[Measurement]:
             gbt = int(r["global_batch_tokens"]) if r["global_batch_tokens"] else gpus * seq * mb
             ceiling = r["ceiling"] == "true"
             compiled = r["compile"] == "true"
+            shape = _shape(r)
+            h, heads = int(r["hidden_size"]), int(r["num_heads"])
+            ckpt = _checkpointing(r["activation_checkpointing"], r["id"], shape, h, int(r["intermediate_size"]),
+                                  int(r["num_kv_heads"]) * (h // heads))
             out.append(Measurement(
                 id=r["id"], source=r["source"], accelerator=r["accelerator"], gpus=gpus, seq_len=seq,
-                micro_batch=mb, global_batch_tokens=gbt, recompute=r["activation_checkpointing"] == "true",
-                tokens_per_second_per_gpu=float(r["tokens_per_second_per_gpu"]), shape=_shape(r),
+                micro_batch=mb, global_batch_tokens=gbt, **ckpt,
+                tokens_per_second_per_gpu=float(r["tokens_per_second_per_gpu"]), shape=shape,
                 fitted=not ceiling and r["precision"] == "bf16" and not compiled and "production" not in r["id"],
                 ceiling=ceiling, precision=r["precision"], compiled=compiled, sharding=_sharding(r["stack"]),
             ))
@@ -108,7 +156,12 @@ def _machine(accelerator: str, gpus: int) -> Machine:
 
 
 def predict(rows: list[Measurement], coeffs: dict | None = None) -> np.ndarray:
-    """The model's tokens/s per GPU for each row (full training, FSDP over every GPU, the row's micro-batch)."""
+    """The model's tokens/s per GPU for each row (full training, FSDP over every GPU, the row's micro-batch).
+
+    A row that recomputed a share p of its blocks in full and kept the rest (torchtitan's "selective layer",
+    fms-fsdp's selective_checkpointing) takes p of a fully recomputed step's time per token and 1 - p of a step's
+    without recomputation; a row under torchtitan's op policy is the selective mode with the share of the matmuls
+    that policy recomputes all the same (``recompute_matmul_share``)."""
     out = np.empty(len(rows))
     for k, m in enumerate(rows):
         job = Job(student=m.shape, teacher=None, method="ce", seq_len=m.seq_len, tokens_per_epoch=1e9, epochs=1,
@@ -116,15 +169,24 @@ def predict(rows: list[Measurement], coeffs: dict | None = None) -> np.ndarray:
         machine = _machine(m.accelerator, m.gpus)
         grid, _ = build_grid([machine], has_teacher=False, teacher_modes=("none",), nodes=machine.max_nodes,
                               coeffs=coeffs)
+        if m.recompute_matmul_share:
+            grid.extra["recompute_matmul_share"] = np.full(len(grid), m.recompute_matmul_share)
         res = evaluate(job, grid, coeffs)
-        pick = (grid.adapter == 0) & (grid.recompute == m.recompute)
-        if (grid.sharding != 0).any():
-            pick &= grid.sharding != 0  # the measurements are of FSDP-family stacks, not DDP
-        if m.sharding != "best" and machine.max_nodes > 1:
-            pick &= grid.shard_all == (m.sharding == "all")
-        elif (pick & res["fits"]).any():
-            pick &= res["fits"]  # not stated: the faster sharding that fits, as a tuned run would choose
-        out[k] = res["tokens_per_second_per_gpu"][pick].max()
+
+        def speed(mode: str) -> float:
+            pick = (grid.adapter == 0) & (grid.recompute == RECOMPUTE.index(mode))
+            if (grid.sharding != 0).any():
+                pick &= grid.sharding != 0  # the measurements are of FSDP-family stacks, not DDP
+            if m.sharding != "best" and machine.max_nodes > 1:
+                pick &= grid.shard_all == (m.sharding == "all")
+            elif (pick & res["fits"]).any():
+                pick &= res["fits"]  # not stated: the faster sharding that fits, as a tuned run would choose
+            return float(res["tokens_per_second_per_gpu"][pick].max())
+
+        if 0.0 < m.recompute_blocks < 1.0:
+            out[k] = 1.0 / (m.recompute_blocks / speed("full") + (1.0 - m.recompute_blocks) / speed("off"))
+        else:
+            out[k] = speed(m.checkpointing)
     return out
 
 

@@ -5,7 +5,8 @@ mode, recomputation, ...), so a sweep of tens of thousands of options is a few a
 
 The model, in brief (docs/estimator.md has the derivations):
 - per trained token the student costs 6N FLOPs (4N with a frozen base under LoRA; +2N when activations are
-  recomputed), the online teacher 2N_t; attention adds its own term;
+  recomputed in full, nothing more under selective recomputation, which keeps the matmul outputs and re-runs only
+  the elementwise work), the online teacher 2N_t; attention adds its own term;
 - a step's compute time is FLOPs over peak x efficiency, where efficiency comes from the calibrated fit in
   ``data/throughput.toml``; memory-bound work moves at HBM bandwidth; FSDP's collectives hide behind compute up to
   an overlap share, the rest is added;
@@ -30,6 +31,8 @@ GB = 1e9
 
 ADAPTERS = ("full", "lora", "qlora")
 TEACHER_MODES = ("none", "online", "offline-topk", "generate")
+# activation recomputation of the student's layers (training.recompute; engine/train/recompute.py)
+RECOMPUTE = ("off", "full", "selective")
 TEACHER_BYTES = {"bf16": 2.0, "int8": 1.0, "int4": 0.55}
 # Job.precision -> bytes per parameter of a fully trained model's (weights, gradients, AdamW moments), and bytes of
 # a number in the compute dtype (activations, a frozen or bf16 teacher's weights, FSDP's gathered blocks).
@@ -90,6 +93,8 @@ def forward_seconds_per_token(shape: ModelShape, seq_len, peak_flops, efficiency
                                  * shape.hidden_size / np.asarray(hbm_bytes_per_s, dtype=float))
 
 
+
+
 @dataclass(frozen=True)
 class Job:
     """What is trained, on how much data: the scalars shared by every configuration of a sweep."""
@@ -142,7 +147,7 @@ class Grid:
     inter_bytes_per_s: np.ndarray  # per node, between nodes (0: none)
     adapter: np.ndarray           # index into ADAPTERS
     teacher_mode: np.ndarray      # index into TEACHER_MODES
-    recompute: np.ndarray         # bool
+    recompute: np.ndarray         # index into RECOMPUTE (a bool column reads as off / full)
     teacher_bytes_per_param: np.ndarray
     sharding: np.ndarray          # index into placement.SHARDINGS: none (DDP), within-node (hybrid), all-gpus
     provision_hours: np.ndarray
@@ -184,7 +189,9 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     full = g.adapter == 0
     qlora = g.adapter == 2
     online = g.teacher_mode == 1
-    recompute = np.asarray(g.recompute, dtype=bool)
+    rc_mode = np.asarray(g.recompute).astype(np.int8)
+    rc_full = rc_mode == RECOMPUTE.index("full")
+    rc_selective = rc_mode == RECOMPUTE.index("selective")
     seq = float(job.seq_len)
 
     # --- micro-batch: enough sequences for ~target tokens, no more than one GPU's share of the global batch
@@ -199,8 +206,13 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     # --- FLOPs per trained token
     attn_fwd = float(s.attention_flops_fwd(seq))
     lin = s.matmul_params
-    lin_flops = np.where(full, 6.0 * lin, 4.0 * lin + 6.0 * job.lora_params) + np.where(recompute, 2.0 * lin, 0.0)
-    attn_flops = 3.0 * attn_fwd + np.where(recompute, attn_fwd, 0.0)
+    # Full recomputation re-runs each layer's forward: +2N, and attention's forward again. Selective keeps the
+    # matmul and attention outputs, so recomputes none of them; a grid column "recompute_matmul_share" says what
+    # share of the matmuls a selective policy recomputes all the same (calibration: torchtitan's op policy
+    # recomputes every second one; the engine's policy none).
+    lin_recomputed = np.where(rc_full, 1.0, np.where(rc_selective, per_row(g, "recompute_matmul_share", 0.0), 0.0))
+    lin_flops = np.where(full, 6.0 * lin, 4.0 * lin + 6.0 * job.lora_params) + 2.0 * lin * lin_recomputed
+    attn_flops = 3.0 * attn_fwd + np.where(rc_full, attn_fwd, 0.0)
     # MFU counts the FLOPs the method needs (no recomputation): 6N for full training, 4N + adapter under LoRA.
     model_flops = np.where(full, 6.0 * lin, 4.0 * lin + 6.0 * job.lora_params) + 3.0 * attn_fwd
     if t is not None:
@@ -223,6 +235,10 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
         lin_time = lin_time / _f(g.linear_speedup)
     attn_time = attn_flops / (peak * eff_attn)
     membound = fit["memory_bytes_per_token_layer_hidden"] * s.num_layers * s.hidden_size / _f(g.hbm_bytes_per_s)
+    # either recomputation re-runs the forward's elementwise work (norms, activations, rotary, casts): a share of
+    # the step's memory-bound time ([speed] recompute_memory_share, from published pairs of runs that differ only in
+    # their recomputation; docs/estimator.md, "Recomputation")
+    membound = membound * np.where(rc_full | rc_selective, 1.0 + speed["recompute_memory_share"], 1.0)
     student_time = lin_time + attn_time + membound
     if t is not None:
         # the teacher's forward (online, and the offline top-k pass) at the forward fit's efficiency, fitted on
@@ -273,9 +289,14 @@ def evaluate(job: Job, g: Grid, coeffs: dict | None = None) -> dict[str, np.ndar
     o_lora = OPTIMIZER_STATE.get(job.optimizer, 8.0)
     optimizer = np.where(full, OPTIMIZER_STATE.get(job.optimizer, o_b) * P, o_lora * job.lora_params) / shard
     act_layer = float(s.act_bytes_per_token_layer) * cb / 2.0  # the shape's figure is for bf16
-    activations = np.where(
-        recompute,
-        mb_tokens * (s.num_layers * cb * s.hidden_size + act_layer),
+    # full: each layer keeps its input, and backward holds one layer's activations while it recomputes it;
+    # selective: each layer keeps its matmul and attention outputs (and its input), and backward holds the rest
+    # of one layer's while it recomputes them (shape.selective_activation_bytes_per_token_layer)
+    act_kept = float(s.act_selective_bytes_per_token_layer or s.act_bytes_per_token_layer) * cb / 2.0
+    activations = np.select(
+        [rc_full, rc_selective],
+        [mb_tokens * (s.num_layers * cb * s.hidden_size + act_layer),
+         mb_tokens * (s.num_layers * act_kept + (act_layer - act_kept))],
         mb_tokens * s.num_layers * act_layer,
     )
     usable = _f(g.hbm_bytes) * mem["usable_fraction"]

@@ -31,6 +31,8 @@ class ModelShape:
     sliding_window_tokens: int
     global_layers: float          # layers attending over the whole sequence
     gated_mlp: bool = True
+    act_selective_bytes_per_token_layer: int = 0  # what a block keeps under selective recomputation (its matmul
+                                                  # and attention outputs), per token, bf16; 0: not known
 
     def attention_flops_fwd(self, seq_len):
         """Forward attention FLOPs per token at this sequence length (numpy-friendly)."""
@@ -53,6 +55,15 @@ def activation_bytes_per_token_layer(hidden: int, intermediate: int, kv_heads: i
     accounting of Korthikanti et al. 2022 (arXiv:2205.05198, sec. 4.1), adapted to GQA and a gated MLP.
     """
     return BF16_BYTES * (6 * hidden + 2 * kv_heads * head_dim + 4 * intermediate)
+
+
+def selective_activation_bytes_per_token_layer(hidden: int, intermediate: int, kv_heads: int, head_dim: int) -> int:
+    """Activations a block keeps under selective recomputation (engine/train/recompute.py), per token, in bf16: its
+    input (the checkpoint's), the outputs of its matmuls (q, k, v, o; the MLP's gate, up and down) and of attention.
+    The rest of ``activation_bytes_per_token_layer`` (norm outputs, the MLP's activation and product, the second
+    norm's input) is recomputed in backward from these.
+    """
+    return BF16_BYTES * (5 * hidden + 2 * kv_heads * head_dim + 2 * intermediate)
 
 
 def shape_of(spec: ModelSpec) -> ModelShape:
@@ -82,6 +93,9 @@ def shape_of(spec: ModelSpec) -> ModelShape:
         ),
         sliding_window_tokens=spec.sliding_window_tokens,
         global_layers=global_layers,
+        act_selective_bytes_per_token_layer=selective_activation_bytes_per_token_layer(
+            spec.hidden_size, spec.intermediate_size, spec.num_kv_heads, spec.head_dim
+        ),
     )
 
 

@@ -7,7 +7,8 @@ import numpy as np
 
 from .placement import SHARDINGS
 from .checkpointing import summary as checkpoint_summary
-from .core import ADAPTERS, GB, TEACHER_BYTES, TEACHER_MODES, Grid, Job, accelerator_efficiency, coefficients, evaluate
+from .core import (ADAPTERS, GB, RECOMPUTE, TEACHER_BYTES, TEACHER_MODES, Grid, Job, accelerator_efficiency,
+                   coefficients, evaluate)
 
 MAX_NODES = 16
 
@@ -88,7 +89,7 @@ class Sweep:
             "adapter": ADAPTERS[int(self.grid.adapter[i])],
             "teacher_mode": TEACHER_MODES[int(self.grid.teacher_mode[i])],
             "teacher_precision": self.label("teacher_precision", i),
-            "recompute": bool(self.grid.recompute[i]),
+            "recompute": RECOMPUTE[int(self.grid.recompute[i])],   # "off" | "full" | "selective"
             "sharding": SHARDINGS[int(self.grid.sharding[i])],
             "teacher_placement": "replicated" if o["teacher_replicated"][i] else "sharded",
             "tokens_per_second_per_gpu": float(o["tokens_per_second_per_gpu"][i]),
@@ -162,7 +163,7 @@ def build_grid(
     node_values = np.asarray([nodes]) if nodes else np.arange(1, int(max_nodes.max()) + 1)
     mode_ids = np.asarray([TEACHER_MODES.index(x) for x in teacher_modes])
     axes = np.meshgrid(
-        np.arange(len(machines)), node_values, np.arange(len(ADAPTERS)), mode_ids, np.array([False, True]),
+        np.arange(len(machines)), node_values, np.arange(len(ADAPTERS)), mode_ids, np.arange(len(RECOMPUTE)),
         np.arange(len(precisions)), np.arange(len(SHARDINGS)), np.arange(len(priorities)), indexing="ij",
     )
     mi, nn, ad, mode, rc, tp, sa, pr = (a.ravel() for a in axes)
@@ -199,7 +200,7 @@ def build_grid(
         inter_bytes_per_s=per_machine([m.inter_gb_per_s * GB for m in machines]),
         adapter=ad.astype(np.int8),
         teacher_mode=mode.astype(np.int8),
-        recompute=rc,
+        recompute=rc.astype(np.int8),
         teacher_bytes_per_param=np.asarray([TEACHER_BYTES[p] for p in precisions])[tp],
         sharding=sa.astype(np.int8),
         provision_hours=prov,

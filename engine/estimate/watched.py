@@ -91,7 +91,9 @@ def data_key(plan, base: Path | None) -> str:
 
 def option_key(option: dict) -> tuple:
     return (str(option["sku"]).lower(), int(option["nodes"]), int(option["gpus"]), option["adapter"],
-            option["teacher_mode"], option["teacher_precision"], bool(option["recompute"]), option["sharding"])
+            option["teacher_mode"], option["teacher_precision"],
+            # older records say recompute true / false: full / off
+            {True: "full", False: "off"}.get(option["recompute"], option["recompute"]), option["sharding"])
 
 
 def run_key(plan, pair) -> tuple:
@@ -563,7 +565,7 @@ def _more_work_than(sw, key) -> np.ndarray:
 
 def _rows_of(sw, key) -> np.ndarray:
     """The sweep's rows of one watched configuration (``option_key``'s order), as a mask."""
-    from .core import ADAPTERS, TEACHER_MODES
+    from .core import ADAPTERS, RECOMPUTE, TEACHER_MODES
     from .placement import SHARDINGS
 
     sku, nodes, gpus, adapter, mode, precision, recompute, sharding = key
@@ -575,7 +577,8 @@ def _rows_of(sw, key) -> np.ndarray:
     return ((g.extra["machine"] == machines.index(sku)) & (g.nodes == nodes) & (sw.out["gpus"] == gpus)
             & (g.adapter == ADAPTERS.index(adapter)) & (g.teacher_mode == TEACHER_MODES.index(mode))
             & (g.extra["teacher_precision"] == labels["teacher_precision"].index(precision))
-            & (g.recompute == bool(recompute)) & (g.sharding == SHARDINGS.index(sharding)))
+            & (g.recompute == (RECOMPUTE.index(recompute) if recompute in RECOMPUTE else -1))
+            & (g.sharding == SHARDINGS.index(sharding)))
 
 
 def source_of(sw, i: int) -> dict[str, Any]:

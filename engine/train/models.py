@@ -15,6 +15,7 @@ import torch
 
 from ..errors import RunError
 from ..plan import Plan
+from . import recompute
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Fields that must agree for the student's layers to be copied from the teacher's.
@@ -183,13 +184,15 @@ def load_student(plan: Plan, source: str, device: torch.device, teacher=None) ->
             base = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as exc:
             raise RunError(f"student.model: cannot load {source!r} ({_first_line(exc)})") from None
-    if plan.training.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # training.recompute: off, full or selective (recompute.py); FSDP2 later shards the checkpointed layers as they are
+    recompute.enable(base, plan.training.recompute)
     base.config.use_cache = False
     if plan.adapter.kind == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=plan.training.gradient_checkpointing)
+        base = prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=plan.training.recompute != "off",
+            gradient_checkpointing_kwargs=recompute.checkpoint_kwargs(plan.training.recompute))
     return Student(model=_with_adapter(plan, base), base=base, layer_map=layer_map)
 
 

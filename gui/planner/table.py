@@ -12,7 +12,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor
 
-from ...engine.estimate.core import ADAPTERS, TEACHER_MODES
+from ...engine.estimate.core import ADAPTERS, RECOMPUTE, TEACHER_MODES
 from ...engine.estimate.placement import SHARDINGS
 from ...engine.estimate.solve import GIB
 from ...engine.report import hours_text
@@ -137,7 +137,7 @@ class OptionsModel(QAbstractTableModel):
                 # a VM priority means nothing for this machine: a local plan's rows leave it empty
                 PRIORITY_COL: labels("priority") if a.plan.hardware.target == "azure" else np.full(n, "—", object),
                 ADAPTER_COL: np.asarray(ADAPTERS, dtype=object)[g.adapter.astype(np.int64)],
-                TEACHER_COL: teacher, RECOMPUTE_COL: np.where(g.recompute.astype(bool), "on", "off").astype(object),
+                TEACHER_COL: teacher, RECOMPUTE_COL: np.asarray(RECOMPUTE, dtype=object)[g.recompute.astype(np.int64)],
                 SHARDING_COL: sharding,
                 GIB_COL: o["mem_total"] / GIB, TOKENS_COL: o["tokens_per_second_per_gpu"]}
 

@@ -425,7 +425,7 @@ class PlannerView(QWidget):
         text = (f"{where}\n"
                 f"{self._figures(i)} · {r['memory_gib_per_gpu']['total']:.1f} GiB/{per}\n"
                 f"{r['adapter']}, teacher {r['teacher_mode']} ({r['teacher_precision']}), "
-                f"recompute {'on' if r['recompute'] else 'off'}"
+                f"recompute {r['recompute']}"
                 + (f", {_SHARDING_TEXT[r['sharding']].replace('GPUs', 'processes')}" if r["gpus"] > 1
                    and r["accelerator"] == "cpu" else f", {_SHARDING_TEXT[r['sharding']]}" if r["gpus"] > 1 else "")
                 + (f", teacher {'whole on each GPU' if r['teacher_placement'] == 'replicated' else 'sharded'}"
