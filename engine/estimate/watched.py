@@ -1,23 +1,30 @@
 """Calibration from the runs this machine watched: every run the engine finishes (or stops) records what it
 measured next to what was planned, and the planner uses those records.
 
-A record (one JSON line in ``data_dir()/calibration/runs.jsonl``) holds:
+A record (one JSON line in ``data_dir()/calibration/runs.jsonl``, one per run folder) holds:
 
 - **where**: a fingerprint of the machine (an Azure VM size; a local accelerator and GPU count; for a CPU, its model
   and core count, since two CPUs differ far more than two A100s), the option the planner chose (VM size, nodes,
   GPUs, adapter, teacher mode and precision, recomputation, sharding), the model shapes, method, sequence length and
   micro-batch;
 - **what**: training tokens per second per device, the tokens trained, set-up and teacher-pass seconds, step time,
-  peak memory per device, and a key of the data (file, size, epochs, steps, batch) so a run of the same data tells
-  its exact token count;
+  peak memory per device, the spread of its speed between stretches of its steps, and a key of the data (file,
+  size, epochs, steps, batch) so a run of the same data tells its exact token count; on a CPU also the process's
+  CPU seconds over training, its torch threads and how many cores other programs kept busy meanwhile;
+- **its parts**: a run stopped and resumed is one run; each part's steps, seconds and CPU seconds are kept and summed;
 - **against**: the planner's estimate for that run.
 
 How the planner uses them (:func:`calibrate`):
 
 - an option of exactly that configuration on that machine is **measured here (N runs)**: its throughput and set-up
-  are the median of the runs', and for the same data its token count is the runs' own;
-- other options of the same machine and models are **corrected here**: their modelled throughput is scaled by the
-  median ratio of measured to estimated of those runs (bounded to 1/4..4);
+  are the median of the runs', and for the same data its token count is the runs' own. A CPU run that other
+  programs slowed counts by its CPU seconds per token, over the cores an unloaded run of this machine reaches;
+- other options of the same machine and models are **corrected here**: the measured speed of the nearest measured
+  configuration times the model's own difference between the two (so recomputing more comes out slower than what
+  was measured, never faster). A measured/estimated ratio outside :data:`CORRECTION_BOUNDS` is applied as it is;
+  the model is then **far off here**, and the range widens with how far;
+- the training spread of both is the variation the runs showed here (between runs, and between stretches of a run's
+  steps), never below :data:`MEASURED_HERE_FLOOR`, written to ``calibration_log_sd`` for ``estimate/ranges.py``;
 - everything else is the **published fit** (an accelerator the calibration table covers) or **extrapolated** (an
   accelerator it does not, or a CPU).
 
@@ -39,7 +46,7 @@ from .sweep import CALIBRATION_SOURCES as SOURCES  # codes 0..3 of sw.out["calib
 
 STORE = "calibration/runs.jsonl"
 MAX_RECORDS = 1000
-CORRECTION_BOUNDS = (0.25, 4.0)
+CORRECTION_BOUNDS = (0.25, 4.0)   # a measured/estimated speed outside: the model is far off here
 
 
 def store_path() -> Path:
@@ -348,6 +355,12 @@ def clear_records() -> int:
 
 LOADED_CORES = 0.5        # other programs' busy cores over a CPU run above which its wall time is the machine's load's
 MEASURED_HERE_FLOOR = 0.05   # the least log spread a measured configuration is given (a few runs agree by chance)
+# an unloaded CPU run's CPU seconds per wall second, per torch thread: 1.42 with 2 threads on an idle 2-core VM
+# (docs/estimator.md); used until this machine has run unloaded once, then that run's own figure
+CPU_PARALLEL_EFFICIENCY = 0.7
+# turning CPU seconds back into wall time: the CPU seconds per token of one configuration differed by up to 8% between
+# loaded and unloaded runs, the parallelism of an unloaded run is assumed (BENCHMARKS.md)
+_CPU_CONVERSION_LOG_SD = 0.15
 # work a recompute mode adds, in order: a neighbour that recomputes more is never faster than the one measured
 RECOMPUTE_WORK = {"off": 0, "selective": 1, "full": 2}
 
@@ -493,8 +506,6 @@ def calibrate(sw, plan, pair, base: Path | None, records: list[dict] | None = No
 
 
 _OPTION_FIELDS = ("sku", "nodes", "gpus", "adapter", "teacher_mode", "teacher_precision", "recompute", "sharding")
-CPU_PARALLEL_EFFICIENCY = 0.85   # see docs/estimator.md: CPU seconds per wall second of an unloaded run, per thread
-_CPU_CONVERSION_LOG_SD = 0.15    # the uncertainty of turning CPU seconds back into wall time (docs/estimator.md)
 
 
 def _corrected_log_sd() -> float:
