@@ -15,6 +15,9 @@ model, since a teacher is a model the fit has not seen), fitted on the rest, pre
 split-conformal bound that holds 80% of such predictions (the wider of the two groupings), as the training spread is
 derived. H100 has no bf16 prefill row: it carries A100's ratio, and its spread is A100's x [uncertainty]
 uncalibrated_accelerator. Needs scipy (a dev dependency).
+
+The ratio is relative to the training fit and uses its attention ratio and memory term: after
+`calibrate_throughput.py --fit` changes [fit], run this with --fit too (tests/test_teacher_pass.py fails until then).
 """
 from __future__ import annotations
 
