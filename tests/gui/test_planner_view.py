@@ -479,3 +479,20 @@ def test_a_saved_layout_of_another_number_of_panes_is_not_applied(qtbot, planner
     own = planner.splitter.saveState()
     planner.splitter.setSizes([300, 60, 400, 40])
     assert planner.splitter.restoreState(own) is True and planner.splitter.sizes() == before
+
+
+def test_the_recompute_column_and_details_name_the_mode(qtbot, planner):
+    """off, full and selective by name in the table and in each option's details, as the sweep has them."""
+    from distill_studio.engine.estimate.core import RECOMPUTE
+    from distill_studio.gui.planner.table import RECOMPUTE_COL
+
+    _open(qtbot, planner, "gemma3-27b-to-4b-3h.toml")
+    g = planner.analysis.sweep.grid
+    seen = set()
+    for row, i in enumerate(planner.model.rows[:400]):
+        mode = RECOMPUTE[int(g.recompute[int(i)])]
+        assert planner.model.index(row, RECOMPUTE_COL).data() == mode
+        if mode not in seen:
+            assert f"recompute {mode}" in planner.describe(int(i))
+        seen.add(mode)
+    assert seen == {"off", "full", "selective"}
