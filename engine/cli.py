@@ -173,7 +173,8 @@ def cmd_estimate(args) -> int:
         mem = row["memory_gib_per_gpu"]
         print(f"{student.name} on {args.gpus} × {acc.name}" + (f", teacher {teacher.name} ({mode})" if teacher else ""))
         print(f"  {row['tokens_per_second_per_gpu']:,.0f} tokens/s per GPU, MFU {row['mfu'] * 100:.1f}%, "
-              f"micro-batch {row['micro_batch_seqs']} × {args.seq_len}, accumulation {row['grad_accum_steps']}")
+              f"micro-batch {row['micro_batch_seqs']} × {args.seq_len}, accumulation {row['grad_accum_steps']}, "
+              f"recompute {row['recompute']}")
         print("  memory per GPU (GiB): " + ", ".join(f"{k} {v:.1f}" for k, v in mem.items()))
         h = row["hours"]
         phases = (f"teacher pass {h['teacher_pass']:.1f} h, " if h["teacher_pass"] else "") + \

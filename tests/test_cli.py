@@ -372,6 +372,10 @@ def test_estimate_recompute_trades_activation_memory_for_speed():
     act = [r["memory_gib_per_gpu"]["activations"] for r in (on, sel, off)]
     assert act == sorted(act) and len(set(act)) == 3
     assert on["tokens_per_second_per_gpu"] < sel["tokens_per_second_per_gpu"] < off["tokens_per_second_per_gpu"]
+    rc, out, _ = cli([*QWEN_8X_H100, "--recompute", "selective"])
+    assert rc == 0 and "recompute selective" in out.splitlines()[1]
+    rc, _, err = cli([*QWEN_8X_H100, "--recompute", "partly"])
+    assert rc == 2 and "--recompute" in err and "selective" in err
 
 
 def test_estimate_lora_lowers_optimizer_memory():
