@@ -18,7 +18,8 @@ seconds, memory is ``torch.cuda.max_memory_allocated`` over the timed steps (``m
 
 The estimator (engine/estimate/core.py) is asked for the same configuration: the accelerator from the GPU's name
 (h100-sxm, h100-nvl or h200 in engine/catalog/data/accelerators.toml), the shapes from the same configs through
-``model_from_hf_config``, the same micro-batch, chunk and recomputation, and two precisions: ``bf16`` (what the
+``model_from_hf_config``, the same micro-batch, chunk and recomputation (off at each micro-batch, then selective and
+full at ``--recompute-micro-batch``: engine/train/recompute.py), and two precisions: ``bf16`` (what the
 engine does: weights, gradients and AdamW moments in bf16) and the planner's default ``bf16-mixed`` (fp32 master
 weights and moments). Memory is compared like with like: the estimate without its runtime overhead (CUDA context,
 workspaces, allocator fragmentation) against torch-allocated bytes.
@@ -82,9 +83,11 @@ import torch  # noqa: E402
 
 from distill_studio.engine.catalog.hardware import load_accelerators  # noqa: E402
 from distill_studio.engine.catalog.models import model_from_hf_config  # noqa: E402
-from distill_studio.engine.estimate.core import ADAPTERS, TEACHER_MODES, Job, coefficients, evaluate  # noqa: E402
+from distill_studio.engine.estimate.core import ADAPTERS, RECOMPUTE, TEACHER_MODES, Job, coefficients, evaluate  # noqa: E402
 from distill_studio.engine.estimate.shape import shape_of  # noqa: E402
 from distill_studio.engine.estimate.sweep import Machine, build_grid  # noqa: E402
+from distill_studio.engine.train import recompute as recompute_mode  # noqa: E402
+from distill_studio.engine.train.parallel import Replicated  # noqa: E402
 from distill_studio.engine.train.data import BatchOrder, Example  # noqa: E402
 from distill_studio.engine.train.loop import DistillModule, Loop, LoopConfig, LoopState, TeacherSignal  # noqa: E402
 
@@ -139,7 +142,7 @@ def build(cfg: dict, device: torch.device, dtype: torch.dtype):
     return model.to(device)
 
 
-def predict(t_cfg: dict, s_cfg: dict, *, seq: int, micro: int, recompute: bool, precision: str, acc_id: str) -> dict:
+def predict(t_cfg: dict, s_cfg: dict, *, seq: int, micro: int, recompute: str, precision: str, acc_id: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         specs = []
         for who, cfg in (("teacher", t_cfg), ("student", s_cfg)):
@@ -161,7 +164,7 @@ def predict(t_cfg: dict, s_cfg: dict, *, seq: int, micro: int, recompute: bool, 
         coeffs = {**coeffs, "memory": {**coeffs["memory"], "logits_chunk_tokens": CHUNK}}
     grid, labels = build_grid([machine], has_teacher=True, teacher_modes=("online",), nodes=1, coeffs=coeffs)
     out = evaluate(job, grid, coeffs)
-    pick = (grid.adapter == ADAPTERS.index("full")) & (grid.recompute == recompute) & ~grid.shard_all
+    pick = (grid.adapter == ADAPTERS.index("full")) & (grid.recompute == RECOMPUTE.index(recompute)) & ~grid.shard_all
     pick &= grid.teacher_mode == TEACHER_MODES.index("online")
     pick &= grid.extra["teacher_precision"] == labels["teacher_precision"].index("bf16")
     i = int(pick.nonzero()[0][0])
@@ -172,14 +175,12 @@ def predict(t_cfg: dict, s_cfg: dict, *, seq: int, micro: int, recompute: bool, 
             "student_params_catalog": s_spec.params, "teacher_params_catalog": t_spec.params}
 
 
-def run_one(acc, teacher, student, *, device, seq: int, micro: int, recompute: bool, warmup: int, steps: int) -> dict:
+def run_one(acc, teacher, student, *, device, seq: int, micro: int, recompute: str, warmup: int, steps: int) -> dict:
     """``steps`` optimiser steps of the engine's Loop after ``warmup`` ones; tokens/s and peak memory."""
     from transformers import get_cosine_schedule_with_warmup
 
-    if recompute:  # as models.load_student does with training.gradient_checkpointing
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        student.gradient_checkpointing_disable()
+    student.gradient_checkpointing_disable()
+    recompute_mode.enable(student, recompute)  # as models.load_student does with training.recompute
     vocab = min(teacher.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
     module = DistillModule(student, student, vocab_size=vocab, loss=LOSS, beta=0.5, temperature=TEMPERATURE,
                            chunk_tokens=CHUNK, softcap=None)
@@ -209,7 +210,7 @@ def run_one(acc, teacher, student, *, device, seq: int, micro: int, recompute: b
 
     loop = Loop(acc, module, optimizer, scheduler, order, examples, TeacherSignal(mode="online", teacher=teacher),
                 cfg, on_metric=on_metric, on_eval=lambda step: None, on_checkpoint=lambda step: None,
-                should_stop=lambda: False)
+                should_stop=lambda: False, par=Replicated(acc))
     status = loop.run(LoopState())
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -289,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-batch", type=int, nargs="+", default=None,
                     help="micro-batches to run without recomputation (default 8 4; --tiny: 2)")
     ap.add_argument("--recompute-micro-batch", type=int, default=None,
-                    help="micro-batch of the run with gradient checkpointing (default 8; --tiny: 2; 0: none)")
+                    help="micro-batch of the runs with selective and full recomputation (default 8; --tiny: 2; "
+                    "0: none)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20; --tiny: 3)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 3; --tiny: 1)")
     ap.add_argument("--budget", type=float, default=210.0, help="seconds; runs that would not fit are skipped")
@@ -340,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     # the precision the engine trains in here (models.train_dtype), and the planner's default
     precisions = ("bf16" if dtype == torch.bfloat16 else "fp32", "bf16-mixed")
     doc["precisions"] = list(precisions)
-    plan = [(f"micro {m}", m, False) for m in micros] + ([(f"micro {rc_micro}, recompute", rc_micro, True)]
-                                                         if rc_micro else [])
+    plan = [(f"micro {m}", m, "off") for m in micros] + (
+        [(f"micro {rc_micro}, recompute {mode}", rc_micro, mode) for mode in ("selective", "full")] if rc_micro else [])
     per_step = None
     for name, micro, recompute in plan:
         preds = {p: predict(t_cfg, s_cfg, seq=seq, micro=micro, recompute=recompute, precision=p, acc_id=acc_id)
@@ -350,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["student_params_catalog"] = preds[precisions[0]]["student_params_catalog"]
         elapsed = time.perf_counter() - T_START
         if per_step is not None:
-            need = per_step * micro * (1.4 if recompute else 1.0) * (warmup + steps) + 10
+            need = per_step * micro * (1.4 if recompute != "off" else 1.0) * (warmup + steps) + 10
             if elapsed + need > args.budget:
                 doc["runs"].append({"name": name, "skipped": f"over the {args.budget:.0f} s budget "
                                     f"({elapsed:.0f} s spent, ~{need:.0f} s needed)", "predicted": preds})
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        per_step = max(per_step or 0.0, row["step_seconds_median"] / micro / (1.4 if recompute else 1.0))
+        per_step = max(per_step or 0.0, row["step_seconds_median"] / micro / (1.4 if recompute != "off" else 1.0))
         engine_pred = preds[precisions[0]]
         row.update(name=name, predicted=preds,
                    mfu_measured=engine_pred["mfu"] * row["tokens_per_second"] / engine_pred["tokens_per_second"])
